@@ -1,0 +1,135 @@
+//! Configuration user space hands to the kernel programs as read-only globals.
+
+/// Field offsets read from the tracepoint format files at start-up; `u16::MAX` means absent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockStateOffsets {
+    pub skaddr: u16,
+    pub oldstate: u16,
+    pub newstate: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub protocol: u16,
+    pub saddr: u16,
+    pub daddr: u16,
+    pub saddr_v6: u16,
+    pub daddr_v6: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendResetOffsets {
+    pub skaddr: u16,
+    pub state: u16,
+    pub reason: u16,
+    /// `struct sockaddr_in6`-sized blobs.
+    pub saddr: u16,
+    pub daddr: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReceiveResetOffsets {
+    pub skaddr: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub saddr: u16,
+    pub daddr: u16,
+    pub saddr_v6: u16,
+    pub daddr_v6: u16,
+    pub sock_cookie: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MappingOffsets {
+    pub data_ack: u16,
+    pub data_seq: u16,
+    pub subflow_seq: u16,
+    pub data_len: u16,
+    pub csum: u16,
+    pub use_map: u16,
+    pub dsn64: u16,
+    pub data_fin: u16,
+    pub use_ack: u16,
+    pub ack64: u16,
+    pub mpc_map: u16,
+    pub frozen: u16,
+    pub reset_transient: u16,
+    pub reset_reason: u16,
+    pub csum_reqd: u16,
+    pub infinite_map: u16,
+    /// `subflow_check_data_avail`'s status.
+    pub status: u16,
+}
+
+pub const ABSENT: u16 = u16::MAX;
+
+macro_rules! all_absent {
+    ($t:ident { $($f:ident),* }) => {
+        impl $t {
+            pub const fn absent() -> Self { Self { $($f: ABSENT),* } }
+        }
+    };
+}
+all_absent!(SockStateOffsets {
+    skaddr,
+    oldstate,
+    newstate,
+    sport,
+    dport,
+    family,
+    protocol,
+    saddr,
+    daddr,
+    saddr_v6,
+    daddr_v6
+});
+all_absent!(SendResetOffsets {
+    skaddr,
+    state,
+    reason,
+    saddr,
+    daddr
+});
+all_absent!(ReceiveResetOffsets {
+    skaddr,
+    sport,
+    dport,
+    family,
+    saddr,
+    daddr,
+    saddr_v6,
+    daddr_v6,
+    sock_cookie
+});
+all_absent!(MappingOffsets {
+    data_ack,
+    data_seq,
+    subflow_seq,
+    data_len,
+    csum,
+    use_map,
+    dsn64,
+    data_fin,
+    use_ack,
+    ack64,
+    mpc_map,
+    frozen,
+    reset_transient,
+    reset_reason,
+    csum_reqd,
+    infinite_map,
+    status
+});
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: repr(C) structs of u16 fields; every bit pattern is valid.
+    unsafe impl aya::Pod for super::SockStateOffsets {}
+    unsafe impl aya::Pod for super::SendResetOffsets {}
+    unsafe impl aya::Pod for super::ReceiveResetOffsets {}
+    unsafe impl aya::Pod for super::MappingOffsets {}
+}

@@ -1,0 +1,92 @@
+//! Per-flow state kept by the TC programs in a bounded LRU hash, keyed by [`FlowKey`].
+
+/// A TCP flow as seen from this host. Addresses are in network order; IPv4 uses the first four
+/// bytes. Ports are in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub ifindex: u32,
+    /// 4 or 6.
+    pub ip_version: u8,
+    pub _pad: u8,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub _pad2: u16,
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+}
+
+/// Index of a direction in per-direction arrays.
+pub const RX: usize = 0;
+pub const TX: usize = 1;
+
+/// Slots in the per-subtype counters: subtypes 0..=8 at their own index, 15 (experimental) and any
+/// unknown subtype at [`SUBTYPE_OTHER`].
+pub const SUBTYPE_SLOTS: usize = 10;
+pub const SUBTYPE_OTHER: usize = 9;
+
+pub fn subtype_slot(subtype: u8) -> usize {
+    if (subtype as usize) < SUBTYPE_OTHER {
+        subtype as usize
+    } else {
+        SUBTYPE_OTHER
+    }
+}
+
+/// What one handshake packet carried.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HandshakeOpt {
+    /// 1 once the packet was seen.
+    pub seen: u8,
+    /// MPTCP subtype carried (MP_CAPABLE or MP_JOIN), 0xff when none.
+    pub mptcp_subtype: u8,
+    /// Length of that MPTCP option.
+    pub mptcp_len: u8,
+    /// Direction the packet travelled ([`crate::event::direction`]).
+    pub direction: u8,
+    /// MSS option value, 0 when absent.
+    pub mss: u16,
+    pub _pad: u16,
+}
+
+/// Handshake packet slots in [`FlowState::handshake`].
+pub const HS_SYN: usize = 0;
+pub const HS_SYN_ACK: usize = 1;
+pub const HS_THIRD_ACK: usize = 2;
+
+/// Per-flow state. Counters are updated with atomic adds; the small per-direction flags are plain
+/// byte stores written from one direction's path each.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FlowState {
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub packets: [u32; 2],
+    pub payload_bytes: [u64; 2],
+    /// MPTCP options per subtype slot and direction: `options[dir][slot]`.
+    pub options: [[u32; SUBTYPE_SLOTS]; 2],
+    pub data_without_dss: [u32; 2],
+    pub infinite_mappings: [u32; 2],
+    pub malformed: [u32; 2],
+    pub handshake: [HandshakeOpt; 3],
+    /// Direction of the SYN (the initiator's), 0xff until a SYN was seen.
+    pub syn_direction: u8,
+    /// 1 when SYN and SYN/ACK both carried MP_CAPABLE or MP_JOIN.
+    pub negotiated: u8,
+    pub first_dss_sent: [u8; 2],
+    pub data_without_dss_sent: [u8; 2],
+    pub data_fin_sent: [u8; 2],
+    pub fin: [u8; 2],
+    pub rst: [u8; 2],
+    /// MP_TCPRST reason, 0xff when none.
+    pub tcprst_reason: u8,
+    pub _pad: [u8; 3],
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: repr(C) plain data; every bit pattern is valid.
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowState {}
+}

@@ -1,0 +1,94 @@
+//! Kernel programs of mptcp-probe: a TC classifier (ingress and egress) that parses TCP/MPTCP
+//! options with the shared parser, tracepoints that add the kernel's own view, and an optional
+//! fentry on the MPTCP fallback path. No payload is ever copied.
+#![no_std]
+#![no_main]
+// BPF has atomic add but the target exposes no atomic types: use the intrinsic directly.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+mod packet;
+mod trace;
+
+use aya_ebpf::{
+    macros::map,
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+};
+use mptcp_probe_common::{
+    counters::COUNTERS_LEN,
+    event::{MappingEvent, PacketEvent},
+    flow::{FlowKey, FlowState},
+};
+
+/// All events, one ring buffer shared by every program.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Per-flow state; user space may resize it before loading.
+#[map]
+static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(65536, 0);
+
+/// Global counters, one slot per [`mptcp_probe_common::counters`] index, per CPU.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+
+/// A zeroed flow state used as the initial value of new entries (never written).
+#[map]
+static FLOW_INIT: PerCpuArray<FlowState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU scratch for the packet being parsed (the BPF stack is only 512 bytes).
+#[repr(C)]
+pub struct Scratch {
+    pub ev: PacketEvent,
+    /// Offset of the TCP header from the start of the packet.
+    pub tcp_off: u32,
+    /// Option bytes the header announces, and those the packet holds.
+    pub opt_len: u32,
+    pub copied: u32,
+    /// IPv6 next-header value during the extension-header walk.
+    pub next_hdr: u32,
+    pub buf: [u8; mptcp_probe_common::options::MAX_OPTION_BYTES],
+    pub walk: mptcp_probe_common::options::WalkState,
+}
+
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The last `get_mapping_status` seen on this CPU, joined with the next data-availability status.
+#[map]
+static MAPPING_STASH: PerCpuArray<MappingEvent> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn count(index: u32) {
+    count_n(index, 1)
+}
+
+#[inline(always)]
+fn count_n(index: u32, n: u64) {
+    if let Some(p) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *p += n };
+    }
+}
+
+#[inline(always)]
+fn now_ns() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn cpu() -> u16 {
+    // SAFETY: helper without arguments.
+    unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() as u16 }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,520 @@
+//! TC classifier: IPv4/IPv6 + TCP header walk with direct packet access, option parsing with the
+//! shared parser, per-flow state, and events for the packets that matter.
+
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
+use aya_ebpf::{macros::classifier, programs::TcContext};
+use mptcp_probe_common::{
+    counters,
+    event::{direction, tcp_flags, why, EventHeader, EventKind, PacketEvent, EVENT_VERSION},
+    flow::{self, FlowKey, FlowState, HandshakeOpt, HS_SYN, HS_SYN_ACK, HS_THIRD_ACK},
+    options::{
+        dss, mptcp_status, opt_flags, parse_tcp_options_in, subtype, TcpOptions, MAX_MPTCP_OPTIONS,
+        MAX_OPTION_BYTES,
+    },
+};
+
+use crate::{count, cpu, now_ns, Scratch, EVENTS, FLOWS, FLOW_INIT, SCRATCH};
+
+/// Continue with the next program / default action (TCX_NEXT, TC_ACT_UNSPEC).
+const TC_NEXT: i32 = -1;
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPPROTO_TCP: u8 = 6;
+/// IPv6 extension headers walked at most.
+const MAX_EXT_HEADERS: usize = 6;
+/// Largest offset of the TCP header from the start of the packet that is parsed.
+const MAX_HEADER_OFFSET: usize = 1024;
+
+#[classifier]
+pub fn tc_ingress(ctx: TcContext) -> i32 {
+    observe::<{ direction::INGRESS }, true>(&ctx);
+    TC_NEXT
+}
+
+#[classifier]
+pub fn tc_egress(ctx: TcContext) -> i32 {
+    observe::<{ direction::EGRESS }, true>(&ctx);
+    TC_NEXT
+}
+
+/// For interfaces without a link-layer header (tun, WireGuard, ...).
+#[classifier]
+pub fn tc_ingress_l3(ctx: TcContext) -> i32 {
+    observe::<{ direction::INGRESS }, false>(&ctx);
+    TC_NEXT
+}
+
+#[classifier]
+pub fn tc_egress_l3(ctx: TcContext) -> i32 {
+    observe::<{ direction::EGRESS }, false>(&ctx);
+    TC_NEXT
+}
+
+#[inline(always)]
+fn observe<const DIR: u8, const L2: bool>(ctx: &TcContext) {
+    count(counters::PACKETS_INSPECTED);
+    let proto = u16::from_be(ctx.skb.protocol() as u16);
+    if proto != ETH_P_IP && proto != ETH_P_IPV6 {
+        return;
+    }
+    let sc = match SCRATCH.get_ptr_mut(0) {
+        // SAFETY: per-CPU scratch slot, used by this program invocation only.
+        Some(p) => unsafe { &mut *p },
+        None => return,
+    };
+    // Three phases that meet only through the scratch map: re-reading their results there (the
+    // verifier does not track map memory) lets it merge the many header paths before the
+    // option walk instead of walking the options once per path.
+    if parse::<DIR, L2>(ctx, proto, sc).is_none() {
+        return;
+    }
+    copy_options(ctx, sc);
+    let copied = reload(&sc.copied) as usize;
+    let opt_len = reload(&sc.opt_len) as usize;
+    sc.ev.opts = TcpOptions::empty();
+    parse_tcp_options_in(
+        &sc.buf,
+        copied,
+        copied < opt_len,
+        &mut sc.ev.opts,
+        &mut sc.walk,
+    );
+    track::<DIR>(&mut sc.ev);
+}
+
+/// Reads a scratch field back from map memory. Volatile, so the optimiser cannot forward the
+/// value it stored; the verifier then sees an unknown value, the same on every path.
+#[inline(always)]
+fn reload(field: &u32) -> u32 {
+    // SAFETY: volatile read through a valid reference.
+    unsafe { core::ptr::read_volatile(field) }
+}
+
+/// Copies the option area into the scratch buffer, word by word (its length is a multiple of 4).
+#[inline(always)]
+fn copy_options(ctx: &TcContext, sc: &mut Scratch) {
+    let data = ctx.data();
+    let end = ctx.data_end();
+    let tcp_off = reload(&sc.tcp_off) as usize;
+    let opt_len = reload(&sc.opt_len) as usize;
+    sc.copied = 0;
+    if tcp_off > MAX_HEADER_OFFSET || opt_len > MAX_OPTION_BYTES {
+        return;
+    }
+    let opt_start = data + tcp_off + 20;
+    let mut copied = 0u32;
+    for i in 0..(MAX_OPTION_BYTES / 4) {
+        if i * 4 >= opt_len {
+            break;
+        }
+        match read::<4>(opt_start + i * 4, end) {
+            Some(w) => {
+                if let Some(dst) = sc.buf.get_mut(i * 4..i * 4 + 4) {
+                    dst.copy_from_slice(&w);
+                }
+                copied += 4;
+            }
+            None => break,
+        }
+    }
+    sc.copied = copied;
+}
+
+/// Reads `N` bytes at `addr` when they lie before `end`. The bound check sits right before the
+/// read through the same pointer, the form the verifier accepts for variable offsets.
+#[inline(always)]
+fn read<const N: usize>(addr: usize, end: usize) -> Option<[u8; N]> {
+    if addr + N > end {
+        return None;
+    }
+    // SAFETY: bounds checked against data_end just above.
+    Some(unsafe { *(addr as *const [u8; N]) })
+}
+
+#[inline(always)]
+fn parse<const DIR: u8, const L2: bool>(
+    ctx: &TcContext,
+    proto: u16,
+    sc: &mut Scratch,
+) -> Option<()> {
+    let mut data = ctx.data();
+    let mut end = ctx.data_end();
+    let l2 = if L2 { ETH_HLEN } else { 0 };
+    // Headers are almost always linear; when they are not, pull the worst case once.
+    if data + l2 + 60 + 60 > end && ctx.len() as usize > end - data {
+        let want = ctx.len().min((l2 + 60 + 60) as u32);
+        let _ = ctx.pull_data(want);
+        data = ctx.data();
+        end = ctx.data_end();
+    }
+    // SAFETY: the context pointer is valid for the whole program run.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let key = &mut sc.ev.flow;
+    key.ifindex = ifindex;
+    key._pad = 0;
+    key._pad2 = 0;
+    let ip = data + l2;
+    let ttl;
+    if proto == ETH_P_IP {
+        let h = match read::<20>(ip, end) {
+            Some(h) => h,
+            None => return unparsed(),
+        };
+        let ihl = ((h[0] & 0x0f) as usize) * 4;
+        // Fragments other than the first carry no TCP header.
+        if h[9] != IPPROTO_TCP || ihl < 20 || (h[6] & 0x1f) != 0 || h[7] != 0 {
+            return None;
+        }
+        ttl = h[8];
+        key.ip_version = 4;
+        let (src, dst) = ([h[12], h[13], h[14], h[15]], [h[16], h[17], h[18], h[19]]);
+        let (local, remote) = if DIR == direction::EGRESS {
+            (src, dst)
+        } else {
+            (dst, src)
+        };
+        let mut l = [0u8; 16];
+        let mut r = [0u8; 16];
+        l[..4].copy_from_slice(&local);
+        r[..4].copy_from_slice(&remote);
+        key.local_addr = l;
+        key.remote_addr = r;
+        sc.tcp_off = (ip + ihl - data) as u32;
+    } else {
+        let h = match read::<40>(ip, end) {
+            Some(h) => h,
+            None => return unparsed(),
+        };
+        ttl = h[7];
+        key.ip_version = 6;
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        src.copy_from_slice(&h[8..24]);
+        dst.copy_from_slice(&h[24..40]);
+        let (local, remote) = if DIR == direction::EGRESS {
+            (src, dst)
+        } else {
+            (dst, src)
+        };
+        key.local_addr = local;
+        key.remote_addr = remote;
+        // The extension-header cursor lives in the scratch map so that all header chains meet in
+        // one verifier state at each step instead of multiplying.
+        sc.tcp_off = (ip + 40 - data) as u32;
+        sc.next_hdr = h[6] as u32;
+        let mut found = false;
+        for _ in 0..MAX_EXT_HEADERS {
+            let off = reload(&sc.tcp_off) as usize;
+            if off > MAX_HEADER_OFFSET {
+                return unparsed();
+            }
+            let at = data + off;
+            match reload(&sc.next_hdr) as u8 {
+                IPPROTO_TCP => {
+                    found = true;
+                    break;
+                }
+                // Hop-by-hop, routing, destination options.
+                0 | 43 | 60 => {
+                    let e = match read::<2>(at, end) {
+                        Some(e) => e,
+                        None => return unparsed(),
+                    };
+                    sc.next_hdr = e[0] as u32;
+                    sc.tcp_off = (off + (e[1] as usize + 1) * 8) as u32;
+                }
+                // Fragment: only the first fragment carries the TCP header.
+                44 => {
+                    let e = match read::<4>(at, end) {
+                        Some(e) => e,
+                        None => return unparsed(),
+                    };
+                    if (((e[2] as u16) << 8 | e[3] as u16) & 0xfff8) != 0 {
+                        return None;
+                    }
+                    sc.next_hdr = e[0] as u32;
+                    sc.tcp_off = (off + 8) as u32;
+                }
+                // Authentication header.
+                51 => {
+                    let e = match read::<2>(at, end) {
+                        Some(e) => e,
+                        None => return unparsed(),
+                    };
+                    sc.next_hdr = e[0] as u32;
+                    sc.tcp_off = (off + (e[1] as usize + 2) * 4) as u32;
+                }
+                _ => return None,
+            }
+        }
+        if !found {
+            return unparsed();
+        }
+    }
+    let off = reload(&sc.tcp_off) as usize;
+    if off > MAX_HEADER_OFFSET {
+        return unparsed();
+    }
+    let tcp = data + off;
+    let t = match read::<20>(tcp, end) {
+        Some(t) => t,
+        None => return unparsed(),
+    };
+    let sport = u16::from_be_bytes([t[0], t[1]]);
+    let dport = u16::from_be_bytes([t[2], t[3]]);
+    let (lport, rport) = if DIR == direction::EGRESS {
+        (sport, dport)
+    } else {
+        (dport, sport)
+    };
+    let ev = &mut sc.ev;
+    ev.flow.local_port = lport;
+    ev.flow.remote_port = rport;
+    let doff = ((t[12] >> 4) as usize) * 4;
+    if doff < 20 {
+        count(counters::MALFORMED_OPTIONS);
+        return None;
+    }
+    sc.tcp_off = (tcp - data) as u32;
+    sc.opt_len = (doff - 20) as u32;
+    let headers = tcp + doff - data;
+    let total = ctx.len() as usize;
+    ev.seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+    ev.ack = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
+    ev.window = u16::from_be_bytes([t[14], t[15]]);
+    ev.tcp_flags = t[13];
+    ev.ttl = ttl;
+    ev.direction = DIR;
+    ev.payload_len = if total > headers {
+        (total - headers) as u32
+    } else {
+        0
+    };
+    Some(())
+}
+
+#[inline(always)]
+fn unparsed() -> Option<()> {
+    count(counters::UNPARSED);
+    None
+}
+
+#[inline(always)]
+fn add32(p: *mut u32) {
+    // SAFETY: p points into a map value that lives as long as the program runs; the add is a
+    // BPF atomic add, so concurrent CPUs do not lose counts.
+    unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(p, 1) };
+}
+
+#[inline(always)]
+fn add64(p: *mut u64, n: u64) {
+    // SAFETY: as above.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, n) };
+}
+
+#[inline(always)]
+fn handshake_opt(opts: &TcpOptions, dir: u8) -> HandshakeOpt {
+    let mut h = HandshakeOpt {
+        seen: 1,
+        mptcp_subtype: 0xff,
+        direction: dir,
+        mss: opts.mss,
+        ..HandshakeOpt::default()
+    };
+    if let Some(o) = opts.mptcp.first() {
+        if opts.mptcp_count > 0
+            && (o.subtype == subtype::MP_CAPABLE || o.subtype == subtype::MP_JOIN)
+        {
+            h.mptcp_subtype = o.subtype;
+            h.mptcp_len = o.len;
+        }
+    }
+    h
+}
+
+#[inline(always)]
+fn track<const DIR: u8>(seg: &mut PacketEvent) {
+    let d = DIR as usize & 1;
+    let f = seg.tcp_flags;
+    let syn = f & tcp_flags::SYN != 0;
+    let ack = f & tcp_flags::ACK != 0;
+    let rst = f & tcp_flags::RST != 0;
+    let fin = f & tcp_flags::FIN != 0;
+    let has_mptcp = seg.opts.mptcp_count > 0;
+
+    let st: *mut FlowState = match FLOWS.get_ptr_mut(&seg.flow) {
+        Some(p) => p,
+        None => {
+            // Only flows that start here or speak MPTCP are worth a slot.
+            if !syn && !has_mptcp {
+                return;
+            }
+            let init = match FLOW_INIT.get_ptr(0) {
+                Some(p) => p,
+                None => return,
+            };
+            // SAFETY: FLOW_INIT's only entry is never written, so it stays all zeroes.
+            if FLOWS.insert(&seg.flow, unsafe { &*init }, 0).is_err() {
+                count(counters::FLOW_INSERT_FAILED);
+                return;
+            }
+            count(counters::FLOWS_CREATED);
+            match FLOWS.get_ptr_mut(&seg.flow) {
+                Some(p) => {
+                    // SAFETY: fresh entry owned by this flow.
+                    unsafe {
+                        (*p).first_ns = now_ns();
+                        (*p).syn_direction = 0xff;
+                        (*p).tcprst_reason = 0xff;
+                    }
+                    p
+                }
+                None => return,
+            }
+        }
+    };
+    // SAFETY: st points into the LRU map value for this flow; fields are plain integers.
+    let s = unsafe { &mut *st };
+    let mut w: u16 = 0;
+    s.last_ns = now_ns();
+    if let Some(p) = s.packets.get_mut(d) {
+        add32(p);
+    }
+    if let Some(p) = s.payload_bytes.get_mut(d) {
+        add64(p, seg.payload_len as u64);
+    }
+    if seg.opts.flags & (opt_flags::MALFORMED | opt_flags::TRUNCATED) != 0 {
+        w |= why::MALFORMED;
+        count(counters::MALFORMED_OPTIONS);
+        if let Some(p) = s.malformed.get_mut(d) {
+            add32(p);
+        }
+    }
+
+    if syn && !ack {
+        w |= why::SYN;
+        s.syn_direction = DIR;
+        s.handshake[HS_SYN] = handshake_opt(&seg.opts, DIR);
+    } else if syn && ack {
+        w |= why::SYN_ACK;
+        let h = handshake_opt(&seg.opts, DIR);
+        let syn_h = s.handshake[HS_SYN];
+        if syn_h.seen != 0 && syn_h.mptcp_subtype != 0xff && syn_h.mptcp_subtype == h.mptcp_subtype
+        {
+            s.negotiated = 1;
+        }
+        s.handshake[HS_SYN_ACK] = h;
+    } else if ack
+        && !rst
+        && DIR == s.syn_direction
+        && s.handshake[HS_SYN_ACK].seen != 0
+        && s.handshake[HS_THIRD_ACK].seen == 0
+    {
+        w |= why::THIRD_ACK;
+        s.handshake[HS_THIRD_ACK] = handshake_opt(&seg.opts, DIR);
+    }
+
+    let mut dss_here = false;
+    let mut mpc_data = false;
+    for i in 0..MAX_MPTCP_OPTIONS {
+        if i >= seg.opts.mptcp_count as usize {
+            break;
+        }
+        let o = match seg.opts.mptcp.get(i) {
+            Some(o) => o,
+            None => break,
+        };
+        if let Some(row) = s.options.get_mut(d) {
+            if let Some(p) = row.get_mut(flow::subtype_slot(o.subtype)) {
+                add32(p);
+            }
+        }
+        match o.subtype {
+            subtype::DSS => {
+                dss_here = true;
+                if let Some(sent) = s.first_dss_sent.get_mut(d) {
+                    if *sent == 0 {
+                        *sent = 1;
+                        w |= why::FIRST_DSS;
+                    }
+                }
+                if o.status & mptcp_status::INFINITE_MAPPING != 0 {
+                    w |= why::INFINITE_MAPPING;
+                    if let Some(p) = s.infinite_mappings.get_mut(d) {
+                        add32(p);
+                    }
+                }
+                if o.flags & dss::DATA_FIN != 0 {
+                    if let Some(sent) = s.data_fin_sent.get_mut(d) {
+                        if *sent == 0 {
+                            *sent = 1;
+                            w |= why::DATA_FIN;
+                        }
+                    }
+                }
+            }
+            subtype::MP_CAPABLE => {
+                w |= why::MPTCP_OPTION;
+                if o.len >= 22 {
+                    mpc_data = true;
+                }
+            }
+            subtype::MP_TCPRST => {
+                w |= why::MPTCP_OPTION;
+                s.tcprst_reason = o.reason;
+            }
+            _ => w |= why::MPTCP_OPTION,
+        }
+    }
+    if seg.opts.mptcp_count as usize > MAX_MPTCP_OPTIONS {
+        w |= why::MPTCP_OPTION;
+    }
+
+    if seg.payload_len > 0 && !syn && s.negotiated != 0 && !dss_here && !mpc_data {
+        if let Some(p) = s.data_without_dss.get_mut(d) {
+            add32(p);
+        }
+        if let Some(sent) = s.data_without_dss_sent.get_mut(d) {
+            if *sent == 0 {
+                *sent = 1;
+                w |= why::DATA_WITHOUT_DSS;
+            }
+        }
+    }
+    if rst {
+        w |= why::RST;
+        if let Some(r) = s.rst.get_mut(d) {
+            *r = 1;
+        }
+    }
+    if fin {
+        w |= why::FIN;
+        if let Some(r) = s.fin.get_mut(d) {
+            *r = 1;
+        }
+    }
+    if w != 0 {
+        emit(seg, w);
+    }
+}
+
+#[inline(always)]
+fn emit(ev: &mut PacketEvent, w: u16) {
+    ev.header = EventHeader {
+        kind: EventKind::Packet as u8,
+        version: EVENT_VERSION,
+        cpu: cpu(),
+        netns: 0,
+        ts_ns: now_ns(),
+    };
+    ev.why = w;
+    ev._pad = 0;
+    ev._pad2 = 0;
+    if EVENTS.output::<PacketEvent>(ev, 0).is_ok() {
+        count(counters::EVENTS_EMITTED);
+    } else {
+        count(counters::RINGBUF_DROPS);
+    }
+}

@@ -1,0 +1,286 @@
+//! Tracepoints (socket states, resets, the kernel's DSS mapping checks) and the optional fentry on
+//! the MPTCP fallback path. Field offsets come from the tracepoint format files, read by user space
+//! at start-up and set as globals before loading.
+
+use aya_ebpf::{
+    macros::{fentry, tracepoint},
+    programs::{FEntryContext, TracePointContext},
+};
+use mptcp_probe_common::{
+    config::{MappingOffsets, ReceiveResetOffsets, SendResetOffsets, SockStateOffsets, ABSENT},
+    counters,
+    event::{
+        mapping_flags, reset_dir, EventHeader, EventKind, FallbackEvent, MappingEvent, ResetEvent,
+        SockStateEvent, EVENT_VERSION,
+    },
+};
+
+use crate::{count, cpu, now_ns, EVENTS, MAPPING_STASH};
+
+#[unsafe(no_mangle)]
+static SOCK_STATE_OFFSETS: SockStateOffsets = SockStateOffsets::absent();
+#[unsafe(no_mangle)]
+static SEND_RESET_OFFSETS: SendResetOffsets = SendResetOffsets::absent();
+#[unsafe(no_mangle)]
+static RECEIVE_RESET_OFFSETS: ReceiveResetOffsets = ReceiveResetOffsets::absent();
+#[unsafe(no_mangle)]
+static MAPPING_OFFSETS: MappingOffsets = MappingOffsets::absent();
+
+const IPPROTO_TCP: u16 = 6;
+const IPPROTO_MPTCP: u16 = 262;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const MAPPING_INVALID: u8 = 1;
+/// A stashed mapping older than this is not joined with a status.
+const STASH_MAX_AGE_NS: u64 = 1_000_000;
+
+#[inline(always)]
+fn field<T: Default>(ctx: &TracePointContext, off: u16) -> T {
+    if off == ABSENT {
+        return T::default();
+    }
+    // SAFETY: the offset comes from the tracepoint's own format file; the read goes through
+    // bpf_probe_read_kernel, which fails cleanly on a bad address.
+    unsafe { ctx.read_at::<T>(off as usize) }.unwrap_or_default()
+}
+
+#[inline(always)]
+fn bytes<const N: usize>(ctx: &TracePointContext, off: u16) -> [u8; N] {
+    if off == ABSENT {
+        return [0; N];
+    }
+    // SAFETY: as in `field`.
+    unsafe { ctx.read_at::<[u8; N]>(off as usize) }.unwrap_or([0; N])
+}
+
+#[inline(always)]
+fn header(kind: EventKind) -> EventHeader {
+    EventHeader {
+        kind: kind as u8,
+        version: EVENT_VERSION,
+        cpu: cpu(),
+        netns: 0,
+        ts_ns: now_ns(),
+    }
+}
+
+#[inline(always)]
+fn global<T: Copy>(g: &T) -> T {
+    // SAFETY: globals are set by the loader before load; volatile keeps the compiler from
+    // folding the compile-time default.
+    unsafe { core::ptr::read_volatile(g) }
+}
+
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    count(counters::TRACEPOINT_HITS);
+    let o = global(&SOCK_STATE_OFFSETS);
+    let protocol: u16 = field(&ctx, o.protocol);
+    if protocol != IPPROTO_TCP && protocol != IPPROTO_MPTCP {
+        return 0;
+    }
+    let family: u16 = field(&ctx, o.family);
+    let mut ev = SockStateEvent {
+        header: header(EventKind::SockState),
+        skaddr: field::<u64>(&ctx, o.skaddr),
+        oldstate: field(&ctx, o.oldstate),
+        newstate: field(&ctx, o.newstate),
+        protocol,
+        family,
+        sport: field(&ctx, o.sport),
+        dport: field(&ctx, o.dport),
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
+    if family == AF_INET6 {
+        ev.saddr = bytes::<16>(&ctx, o.saddr_v6);
+        ev.daddr = bytes::<16>(&ctx, o.daddr_v6);
+    } else {
+        let s = bytes::<4>(&ctx, o.saddr);
+        let d = bytes::<4>(&ctx, o.daddr);
+        ev.saddr[..4].copy_from_slice(&s);
+        ev.daddr[..4].copy_from_slice(&d);
+    }
+    output(&ev);
+    0
+}
+
+#[tracepoint]
+pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
+    count(counters::TRACEPOINT_HITS);
+    let o = global(&SEND_RESET_OFFSETS);
+    let mut ev = reset_event(reset_dir::SENT);
+    ev.skaddr = field::<u64>(&ctx, o.skaddr);
+    ev.state = if o.state == ABSENT {
+        -1
+    } else {
+        field(&ctx, o.state)
+    };
+    ev.reason = if o.reason == ABSENT {
+        u32::MAX
+    } else {
+        field(&ctx, o.reason)
+    };
+    // saddr/daddr are struct sockaddr_in / sockaddr_in6 in a 28-byte blob.
+    let s = bytes::<28>(&ctx, o.saddr);
+    let d = bytes::<28>(&ctx, o.daddr);
+    let family = u16::from_ne_bytes([s[0], s[1]]);
+    ev.family = family;
+    ev.sport = u16::from_be_bytes([s[2], s[3]]);
+    ev.dport = u16::from_be_bytes([d[2], d[3]]);
+    if family == AF_INET {
+        ev.saddr[..4].copy_from_slice(&s[4..8]);
+        ev.daddr[..4].copy_from_slice(&d[4..8]);
+    } else if family == AF_INET6 {
+        ev.saddr.copy_from_slice(&s[8..24]);
+        ev.daddr.copy_from_slice(&d[8..24]);
+    }
+    output(&ev);
+    0
+}
+
+#[tracepoint]
+pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
+    count(counters::TRACEPOINT_HITS);
+    let o = global(&RECEIVE_RESET_OFFSETS);
+    let mut ev = reset_event(reset_dir::RECEIVED);
+    ev.skaddr = field::<u64>(&ctx, o.skaddr);
+    ev.sock_cookie = field::<u64>(&ctx, o.sock_cookie);
+    let family: u16 = field(&ctx, o.family);
+    ev.family = family;
+    ev.sport = field(&ctx, o.sport);
+    ev.dport = field(&ctx, o.dport);
+    if family == AF_INET6 {
+        ev.saddr = bytes::<16>(&ctx, o.saddr_v6);
+        ev.daddr = bytes::<16>(&ctx, o.daddr_v6);
+    } else {
+        let s = bytes::<4>(&ctx, o.saddr);
+        let d = bytes::<4>(&ctx, o.daddr);
+        ev.saddr[..4].copy_from_slice(&s);
+        ev.daddr[..4].copy_from_slice(&d);
+    }
+    output(&ev);
+    0
+}
+
+#[inline(always)]
+fn reset_event(dir: u8) -> ResetEvent {
+    ResetEvent {
+        header: header(EventKind::Reset),
+        skaddr: 0,
+        sock_cookie: 0,
+        dir,
+        _pad: [0; 3],
+        state: -1,
+        reason: u32::MAX,
+        family: 0,
+        sport: 0,
+        dport: 0,
+        _pad2: 0,
+        saddr: [0; 16],
+        daddr: [0; 16],
+    }
+}
+
+/// Stashes the mapping on this CPU; `subflow_check_data_avail` follows it in the same call chain.
+#[tracepoint]
+pub fn get_mapping_status(ctx: TracePointContext) -> u32 {
+    count(counters::TRACEPOINT_HITS);
+    let o = global(&MAPPING_OFFSETS);
+    let stash = match MAPPING_STASH.get_ptr_mut(0) {
+        Some(p) => p,
+        None => return 0,
+    };
+    let flag = |off: u16, bit: u16| -> u16 {
+        if field::<u8>(&ctx, off) != 0 {
+            bit
+        } else {
+            0
+        }
+    };
+    let flags = mapping_flags::HAS_MAPPING
+        | flag(o.use_map, mapping_flags::USE_MAP)
+        | flag(o.dsn64, mapping_flags::DSN64)
+        | flag(o.data_fin, mapping_flags::DATA_FIN)
+        | flag(o.use_ack, mapping_flags::USE_ACK)
+        | flag(o.ack64, mapping_flags::ACK64)
+        | flag(o.mpc_map, mapping_flags::MPC_MAP)
+        | flag(o.frozen, mapping_flags::FROZEN)
+        | flag(o.reset_transient, mapping_flags::RESET_TRANSIENT)
+        | flag(o.csum_reqd, mapping_flags::CSUM_REQD)
+        | flag(o.infinite_map, mapping_flags::INFINITE_MAP);
+    // SAFETY: per-CPU slot, written only by this CPU.
+    unsafe {
+        (*stash).header = header(EventKind::Mapping);
+        (*stash).data_seq = field(&ctx, o.data_seq);
+        (*stash).data_ack = field(&ctx, o.data_ack);
+        (*stash).subflow_seq = field(&ctx, o.subflow_seq);
+        (*stash).data_len = field(&ctx, o.data_len);
+        (*stash).csum = field(&ctx, o.csum);
+        (*stash).flags = flags;
+        (*stash).reset_reason = field(&ctx, o.reset_reason);
+        (*stash).status = 0xff;
+    }
+    0
+}
+
+/// Counts every data-availability status; reports invalid mappings and infinite mappings.
+#[tracepoint]
+pub fn subflow_check_data_avail(ctx: TracePointContext) -> u32 {
+    count(counters::TRACEPOINT_HITS);
+    let o = global(&MAPPING_OFFSETS);
+    let status: u8 = field(&ctx, o.status);
+    if status <= 4 {
+        count(counters::MAPPING_STATUS_BASE + status as u32);
+    }
+    let stash = match MAPPING_STASH.get_ptr_mut(0) {
+        Some(p) => p,
+        None => return 0,
+    };
+    // SAFETY: per-CPU slot, written only by this CPU.
+    let mut ev = unsafe { *stash };
+    let fresh = ev.flags & mapping_flags::HAS_MAPPING != 0
+        && now_ns().wrapping_sub(ev.header.ts_ns) < STASH_MAX_AGE_NS;
+    // SAFETY: as above; the stash is consumed.
+    unsafe { (*stash).flags = 0 };
+    if !fresh {
+        ev = MappingEvent {
+            header: header(EventKind::Mapping),
+            ..MappingEvent::default()
+        };
+    }
+    let interesting = status == MAPPING_INVALID || ev.flags & mapping_flags::INFINITE_MAP != 0;
+    if !interesting {
+        return 0;
+    }
+    ev.status = status;
+    ev.header.ts_ns = now_ns();
+    output(&ev);
+    0
+}
+
+/// `__mptcp_try_fallback(struct mptcp_sock *msk, int fb_mib)`: the exact reason per connection.
+/// Loaded only where the host permits fentry.
+#[fentry(function = "__mptcp_try_fallback")]
+pub fn mptcp_try_fallback(ctx: FEntryContext) -> u32 {
+    count(counters::TRACEPOINT_HITS);
+    let msk: u64 = ctx.arg(0);
+    let mib: i32 = ctx.arg(1);
+    let ev = FallbackEvent {
+        header: header(EventKind::Fallback),
+        msk,
+        mib: mib as u32,
+        _pad: 0,
+    };
+    output(&ev);
+    0
+}
+
+#[inline(always)]
+fn output<T: 'static>(ev: &T) {
+    if EVENTS.output::<T>(ev, 0).is_ok() {
+        count(counters::EVENTS_EMITTED);
+    } else {
+        count(counters::RINGBUF_DROPS);
+    }
+}

@@ -1,0 +1,309 @@
+//! `mptcp-probe watch`: live events and per-flow summaries from the kernel observer.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::Write,
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use mptcp_probe_common::flow::FlowKey;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{
+    flows::{self, FlowTable},
+    mib,
+    observer::{
+        decode::{decode, Event},
+        iface, Observer, ObserverOptions,
+    },
+    preflight,
+    render::{self, Ctx},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// Interface to observe (repeatable). Default: every interface that is up, including ones that
+    /// come up later.
+    #[arg(long = "iface", value_name = "IF")]
+    pub iface: Vec<String>,
+    /// One JSON object per line (events and flow summaries) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Print only flow summaries, not every event.
+    #[arg(long)]
+    pub flows_only: bool,
+    /// Flow-table size in the kernel (LRU; older flows are evicted and counted beyond it).
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(64..=4_194_304))]
+    pub flow_table_size: u32,
+}
+
+struct Watch {
+    obs: Observer,
+    table: FlowTable,
+    json: bool,
+    flows_only: bool,
+    netns: u32,
+    ifaces: BTreeMap<u32, String>,
+    mib_names: Vec<String>,
+    /// MPTCP socket address → (local, remote), from socket-state events, to place fentry reasons.
+    msk: HashMap<u64, ((IpAddr, u16), (IpAddr, u16))>,
+    decode_errors: u64,
+    out: std::io::Stdout,
+}
+
+const MAX_MSK_ENTRIES: usize = 65536;
+
+impl Watch {
+    fn print(&mut self, line: String) {
+        let mut o = self.out.lock();
+        let _ = writeln!(o, "{line}");
+    }
+
+    fn ctx(&self) -> (BTreeMap<u32, String>, u32, Vec<String>) {
+        (self.ifaces.clone(), self.netns, self.mib_names.clone())
+    }
+
+    fn handle(&mut self, bytes: &[u8]) {
+        let ev = match decode(bytes) {
+            Ok(ev) => ev,
+            Err(e) => {
+                self.decode_errors += 1;
+                if self.decode_errors == 1 {
+                    tracing::warn!(
+                        "undecodable ring-buffer record (further ones are only counted): {e}"
+                    );
+                }
+                return;
+            }
+        };
+        // Only events that belong to flows on the observed interfaces are shown.
+        let relevant = match &ev {
+            Event::Packet(_) => {
+                self.table.observe(&ev);
+                true
+            }
+            Event::SockState(s) => {
+                let ver = if s.family == 10 { 6 } else { 4 };
+                let local = (flows::addr(ver, &s.saddr), s.sport);
+                let remote = (flows::addr(ver, &s.daddr), s.dport);
+                if s.protocol == 262 {
+                    if s.newstate == 7 {
+                        self.msk.remove(&s.skaddr);
+                    } else if self.msk.len() < MAX_MSK_ENTRIES {
+                        self.msk.insert(s.skaddr, (local, remote));
+                    }
+                }
+                let text = format!(
+                    "{} {} -> {}",
+                    if s.protocol == 262 { "mptcp" } else { "tcp" },
+                    render::tcp_state(s.oldstate),
+                    render::tcp_state(s.newstate)
+                );
+                let mut hit = false;
+                let mptcp = s.protocol == 262;
+                self.table.note_socket(local, remote, |n| {
+                    n.socket_states.push(text.clone());
+                    n.mptcp_socket |= mptcp;
+                    hit = true;
+                });
+                hit
+            }
+            Event::Reset(r) => {
+                let ver = if r.family == 10 { 6 } else { 4 };
+                let local = (flows::addr(ver, &r.saddr), r.sport);
+                let remote = (flows::addr(ver, &r.daddr), r.dport);
+                let text = match (r.dir, r.reason) {
+                    (0, u32::MAX) => "reset sent".to_string(),
+                    (0, reason) => format!("reset sent (sk_rst_reason {reason})"),
+                    _ => "reset received".to_string(),
+                };
+                let mut hit = false;
+                self.table.note_socket(local, remote, |n| {
+                    n.resets.push(text.clone());
+                    hit = true;
+                });
+                // Resets of the peer's socket come with the reversed tuple.
+                hit
+            }
+            Event::Mapping(_) => true,
+            Event::Fallback(f) => {
+                let reason = render::mib_name(&self.mib_names, f.mib);
+                if let Some((local, remote)) = self.msk.get(&f.msk).copied() {
+                    self.table
+                        .note_socket(local, remote, |n| n.fallback_reason = Some(reason.clone()));
+                }
+                true
+            }
+        };
+        if !relevant || self.flows_only {
+            return;
+        }
+        let (ifaces, netns, mib_names) = self.ctx();
+        let c = Ctx {
+            ifaces: &ifaces,
+            netns,
+            mib_names: &mib_names,
+        };
+        let line = if self.json {
+            render::event_json(&ev, &c).to_string()
+        } else {
+            render::event_line(&ev, &c)
+        };
+        self.print(line);
+    }
+
+    fn summarize(&mut self, key: &FlowKey, remove: bool) {
+        let notes = self.table.take(key);
+        let st = if remove {
+            self.obs.take_flow_state(key)
+        } else {
+            self.obs.flow_state(key)
+        };
+        let Some(st) = st else { return };
+        let iface = self
+            .ifaces
+            .get(&key.ifindex)
+            .cloned()
+            .unwrap_or_else(|| key.ifindex.to_string());
+        let s = flows::summarize(key, &st, &notes, &iface, self.netns);
+        let line = if self.json {
+            serde_json::to_string(&s).unwrap_or_default()
+        } else {
+            render::flow_line(&s)
+        };
+        self.print(line);
+    }
+
+    fn rescan(&mut self, explicit: bool) {
+        let Ok(all) = iface::list() else { return };
+        self.obs.forget_missing(&all);
+        if !explicit {
+            for i in all.iter().filter(|i| i.up) {
+                if let Err(e) = self.obs.attach(i) {
+                    tracing::warn!("{e:#}");
+                }
+            }
+        }
+        self.ifaces = self.obs.interface_names();
+    }
+}
+
+pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
+    preflight::check_all()?;
+    let netns = iface::current_netns();
+    let explicit = !args.iface.is_empty();
+    let initial = if explicit {
+        iface::named(&args.iface)?
+    } else {
+        iface::list()?.into_iter().filter(|i| i.up).collect()
+    };
+    let mut obs = Observer::load(&ObserverOptions {
+        flow_table_size: args.flow_table_size,
+    })?;
+    for i in &initial {
+        if explicit {
+            obs.attach(i)?;
+        } else if let Err(e) = obs.attach(i) {
+            tracing::warn!("{e:#}");
+        }
+    }
+    let ring = obs.take_ring()?;
+    // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until it is dropped, so the
+    // fd stays open for as long as it is registered.
+    let mut ring = unsafe { AsyncFd::register(ring) }
+        .map_err(|e| anyhow::anyhow!("polling the ring buffer: {}", e))?;
+    let ifaces = obs.interface_names();
+    tracing::info!(
+        "watching {} interface(s) [{}]; tracepoints: {}",
+        ifaces.len(),
+        ifaces.values().cloned().collect::<Vec<_>>().join(", "),
+        obs.tracepoints.join(", ")
+    );
+    let mut w = Watch {
+        obs,
+        table: FlowTable::default(),
+        json: args.json,
+        flows_only: args.flows_only,
+        netns,
+        ifaces,
+        mib_names: mib::names(),
+        msk: HashMap::new(),
+        decode_errors: 0,
+        out: std::io::stdout(),
+    };
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut scan = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                let rb = guard.get_inner_mut();
+                while let Some(item) = rb.next() {
+                    let bytes = item.to_vec();
+                    drop(item);
+                    w.handle(&bytes);
+                }
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                for key in w.table.due(Instant::now()) {
+                    w.summarize(&key, true);
+                }
+            }
+            _ = scan.tick() => w.rescan(explicit),
+        }
+    }
+    // Detach first so nothing new arrives, then drain what is already queued.
+    w.obs.detach_all();
+    {
+        let rb = ring.get_mut();
+        while let Some(item) = rb.next() {
+            let bytes = item.to_vec();
+            drop(item);
+            w.handle(&bytes);
+        }
+    }
+    let mut keys: Vec<FlowKey> = w.table.notes.keys().copied().collect();
+    for k in w.obs.flow_keys() {
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    for k in keys {
+        w.summarize(&k, true);
+    }
+    let counters = w.obs.counters();
+    let evictions = w.obs.evictions();
+    let line = if w.json {
+        serde_json::json!({
+            "type": "counters",
+            "kernel": counters.values,
+            "flow_table_evictions": evictions,
+            "decode_errors": w.decode_errors,
+            "fallback_source": format!("{:?}", w.obs.fallback_source),
+        })
+        .to_string()
+    } else {
+        format!(
+            "counters: packets inspected {}, events {}, ring-buffer drops {}, flow-table evictions {}, \
+             malformed options {}, decode errors {}",
+            counters.get("packets_inspected"),
+            counters.get("events_emitted"),
+            counters.get("ringbuf_dropped_events"),
+            evictions,
+            counters.get("malformed_options"),
+            w.decode_errors
+        )
+    };
+    w.print(line);
+    let _ = w.out.flush();
+    Ok(())
+}
