@@ -1,0 +1,185 @@
+//! Network namespaces for tests and measurements, always removed on drop.
+//!
+//! Topology (the design's lab): client `c` has two paths to the router/middlebox `m`
+//! (192.0.2.1/26 ↔ 192.0.2.2/26, 198.51.100.1/26 ↔ 198.51.100.2/26; 2001:db8:1::/64, 2001:db8:2::/64),
+//! `m` reaches the server `s` over 203.0.113.1/26 ↔ 203.0.113.2/26 (2001:db8:3::/64). The ranges are
+//! documentation prefixes that exist only inside the namespaces; nothing has a route off the machine.
+
+use std::{
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+static NEXT_RUN: AtomicU32 = AtomicU32::new(0);
+
+/// Runs a command, panicking with its output when it fails.
+pub fn sh(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn ip(args: &[&str]) {
+    sh(Command::new("ip").args(args));
+}
+
+/// One network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: &str) -> Self {
+        // A stale namespace of the same name (an earlier run killed hard) is replaced.
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
+        ip(&["netns", "add", name]);
+        ip(&["-n", name, "link", "set", "lo", "up"]);
+        Self { name: name.to_string() }
+    }
+
+    /// A command to run inside the namespace.
+    pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// Runs a command inside the namespace, panicking on failure.
+    pub fn run(&self, program: &str, args: &[&str]) -> Output {
+        sh(self.cmd(program).args(args))
+    }
+
+    pub fn sysctl(&self, kv: &str) {
+        self.run("sysctl", &["-qw", kv]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// Addresses of the lab (see the module docs).
+pub mod addr {
+    pub const CLIENT1: &str = "192.0.2.1";
+    pub const ROUTER1: &str = "192.0.2.2";
+    pub const CLIENT2: &str = "198.51.100.1";
+    pub const ROUTER2: &str = "198.51.100.2";
+    pub const ROUTER_S: &str = "203.0.113.1";
+    pub const SERVER: &str = "203.0.113.2";
+    pub const CLIENT1_V6: &str = "2001:db8:1::1";
+    pub const ROUTER1_V6: &str = "2001:db8:1::2";
+    pub const CLIENT2_V6: &str = "2001:db8:2::1";
+    pub const ROUTER2_V6: &str = "2001:db8:2::2";
+    pub const ROUTER_S_V6: &str = "2001:db8:3::1";
+    pub const SERVER_V6: &str = "2001:db8:3::2";
+}
+
+/// Interface names inside the namespaces.
+pub mod ifname {
+    pub const C1: &str = "c-m1";
+    pub const C2: &str = "c-m2";
+    pub const M1: &str = "m-c1";
+    pub const M2: &str = "m-c2";
+    pub const MS: &str = "m-s";
+    pub const S: &str = "s-m";
+}
+
+/// Client, router/middlebox and server namespaces, wired as in the design.
+pub struct Lab {
+    pub run: String,
+    pub c: Netns,
+    pub m: Netns,
+    pub s: Netns,
+}
+
+impl Lab {
+    /// Builds the topology with namespaces named `mpp-<run>-c|m|s`, unique per process and lab.
+    pub fn up() -> Self {
+        let run = format!("{}{}", std::process::id(), NEXT_RUN.fetch_add(1, Ordering::Relaxed));
+        let c = Netns::new(&format!("mpp-{run}-c"));
+        let m = Netns::new(&format!("mpp-{run}-m"));
+        let s = Netns::new(&format!("mpp-{run}-s"));
+        let lab = Self { run, c, m, s };
+        lab.wire();
+        lab
+    }
+
+    fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
+        ip(&["link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns", &b.name]);
+        ip(&["-n", &a.name, "link", "set", a_if, "up"]);
+        ip(&["-n", &b.name, "link", "set", b_if, "up"]);
+    }
+
+    fn addr(ns: &Netns, dev: &str, a: &str) {
+        if a.contains(':') {
+            ip(&["-n", &ns.name, "addr", "add", a, "dev", dev, "nodad"]);
+        } else {
+            ip(&["-n", &ns.name, "addr", "add", a, "dev", dev]);
+        }
+    }
+
+    fn wire(&self) {
+        use addr::*;
+        use ifname::*;
+        Self::veth(&self.c, C1, &self.m, M1);
+        Self::veth(&self.c, C2, &self.m, M2);
+        Self::veth(&self.s, S, &self.m, MS);
+        for (ns, dev, a) in [
+            (&self.c, C1, format!("{CLIENT1}/26")),
+            (&self.m, M1, format!("{ROUTER1}/26")),
+            (&self.c, C2, format!("{CLIENT2}/26")),
+            (&self.m, M2, format!("{ROUTER2}/26")),
+            (&self.m, MS, format!("{ROUTER_S}/26")),
+            (&self.s, S, format!("{SERVER}/26")),
+            (&self.c, C1, format!("{CLIENT1_V6}/64")),
+            (&self.m, M1, format!("{ROUTER1_V6}/64")),
+            (&self.c, C2, format!("{CLIENT2_V6}/64")),
+            (&self.m, M2, format!("{ROUTER2_V6}/64")),
+            (&self.m, MS, format!("{ROUTER_S_V6}/64")),
+            (&self.s, S, format!("{SERVER_V6}/64")),
+        ] {
+            Self::addr(ns, dev, &a);
+        }
+        // The first path is the default; the second is used by source address (for joins).
+        ip(&["-n", &self.c.name, "route", "add", "default", "via", ROUTER1, "dev", C1]);
+        ip(&["-n", &self.c.name, "-6", "route", "add", "default", "via", ROUTER1_V6, "dev", C1]);
+        ip(&["-n", &self.c.name, "rule", "add", "from", CLIENT2, "table", "102"]);
+        ip(&["-n", &self.c.name, "route", "add", "default", "via", ROUTER2, "dev", C2, "table", "102"]);
+        ip(&["-n", &self.s.name, "route", "add", "default", "via", ROUTER_S, "dev", S]);
+        ip(&["-n", &self.s.name, "-6", "route", "add", "default", "via", ROUTER_S_V6, "dev", S]);
+        self.m.sysctl("net.ipv4.ip_forward=1");
+        self.m.sysctl("net.ipv6.conf.all.forwarding=1");
+        for ns in [&self.c, &self.s] {
+            ns.sysctl("net.mptcp.enabled=1");
+        }
+    }
+}
+
+/// A child process killed (and reaped) on drop.
+pub struct Child(pub std::process::Child);
+
+impl Child {
+    pub fn spawn(cmd: &mut Command) -> Self {
+        Self(cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")))
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child's pid.
+        unsafe { libc::kill(self.0.id() as i32, sig) };
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

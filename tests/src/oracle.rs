@@ -1,0 +1,104 @@
+//! An independent oracle: tcpdump captures the traffic, tshark decodes the MPTCP options.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    lab::{sh, Child, Netns},
+    probe::TempDir,
+};
+
+pub struct Capture {
+    child: Option<Child>,
+    pub file: PathBuf,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+/// One packet as tshark decodes it.
+#[derive(Debug, Clone)]
+pub struct Packet {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub syn: bool,
+    pub ack: bool,
+    /// (subtype, length) of every MPTCP option, in order.
+    pub mptcp: Vec<(u8, u8)>,
+}
+
+impl Capture {
+    /// Starts capturing TCP headers on `iface` inside `ns`.
+    pub fn start(ns: &Netns, iface: &str) -> Self {
+        let dir = TempDir::new("pcap");
+        let file = dir.0.join("trace.pcap");
+        let log = dir.0.join("tcpdump.log");
+        let mut cmd = ns.cmd("tcpdump");
+        cmd.args(["-i", iface, "-U", "-n", "-s", "256", "-w"])
+            .arg(&file)
+            .arg("tcp")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        let child = Child::spawn(&mut cmd);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if std::fs::read_to_string(&log).unwrap_or_default().contains("listening on") {
+                return Self { child: Some(child), file, log, _dir: dir };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("tcpdump did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    }
+
+    /// Stops the capture and decodes it with tshark.
+    pub fn finish(mut self) -> Vec<Packet> {
+        let child = self.child.take().expect("running");
+        std::thread::sleep(Duration::from_millis(300));
+        child.signal(libc::SIGINT);
+        let mut child = child;
+        let _ = child.0.wait();
+        let _ = std::fs::read_to_string(&self.log);
+        decode(&self.file)
+    }
+}
+
+fn list<T: std::str::FromStr>(field: &str) -> Vec<T> {
+    field.split(',').filter(|s| !s.is_empty()).filter_map(|s| s.trim().parse().ok()).collect()
+}
+
+/// Decodes a capture file: ports, SYN/ACK flags and MPTCP option subtypes with their lengths.
+pub fn decode(file: &PathBuf) -> Vec<Packet> {
+    let out = sh(Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(file)
+        .args([
+            "-T", "fields", "-E", "separator=\t", "-E", "occurrence=a", "-E", "aggregator=,",
+            "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "tcp.flags.syn", "-e", "tcp.flags.ack",
+            "-e", "tcp.option_kind", "-e", "tcp.option_len", "-e", "tcp.options.mptcp.subtype",
+        ]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            if f.len() < 7 {
+                return None;
+            }
+            let kinds: Vec<u8> = list(f[4]);
+            let lens: Vec<u8> = list(f[5]);
+            let subtypes: Vec<u8> = list(f[6]);
+            // tcp.option_len has no entry for NOP and EOL: pair the rest with their kinds.
+            let sized: Vec<u8> = kinds.iter().copied().filter(|k| *k > 1).collect();
+            let mptcp_lens: Vec<u8> =
+                sized.iter().zip(lens.iter()).filter(|(k, _)| **k == 30).map(|(_, l)| *l).collect();
+            Some(Packet {
+                src_port: f[0].parse().ok()?,
+                dst_port: f[1].parse().ok()?,
+                syn: matches!(f[2], "1" | "True"),
+                ack: matches!(f[3], "1" | "True"),
+                mptcp: subtypes.into_iter().zip(mptcp_lens).collect(),
+            })
+        })
+        .collect()
+}
