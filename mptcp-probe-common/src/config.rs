@@ -63,6 +63,8 @@ pub struct MappingOffsets {
     pub infinite_map: u16,
     /// `subflow_check_data_avail`'s status.
     pub status: u16,
+    /// `subflow_check_data_avail`'s skb pointer.
+    pub skb: u16,
 }
 
 pub const ABSENT: u16 = u16::MAX;
@@ -71,6 +73,11 @@ macro_rules! all_absent {
     ($t:ident { $($f:ident),* }) => {
         impl $t {
             pub const fn absent() -> Self { Self { $($f: ABSENT),* } }
+
+            /// Fills every field by its name (the tracepoint's field name), absent when unknown.
+            pub fn from_lookup(f: impl Fn(&str) -> Option<u16>) -> Self {
+                Self { $($f: f(stringify!($f)).unwrap_or(ABSENT)),* }
+            }
         }
     };
 }
@@ -122,7 +129,8 @@ all_absent!(MappingOffsets {
     reset_reason,
     csum_reqd,
     infinite_map,
-    status
+    status,
+    skb
 });
 
 #[cfg(feature = "user")]
@@ -133,3 +141,29 @@ mod pod {
     unsafe impl aya::Pod for super::ReceiveResetOffsets {}
     unsafe impl aya::Pod for super::MappingOffsets {}
 }
+
+/// Offsets for `sk->__sk_common.skc_net.net->ns.inum` and `skb->sk`, from the kernel's BTF;
+/// [`NETNS_ABSENT`] when unknown (events then carry netns 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetnsOffsets {
+    pub sk_net: u32,
+    pub net_inum: u32,
+    pub skb_sk: u32,
+}
+
+pub const NETNS_ABSENT: u32 = u32::MAX;
+
+impl NetnsOffsets {
+    pub const fn absent() -> Self {
+        Self {
+            sk_net: NETNS_ABSENT,
+            net_inum: NETNS_ABSENT,
+            skb_sk: NETNS_ABSENT,
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C) struct of u32 fields; every bit pattern is valid.
+unsafe impl aya::Pod for NetnsOffsets {}

@@ -7,7 +7,10 @@ use aya_ebpf::{
     programs::{FEntryContext, TracePointContext},
 };
 use mptcp_probe_common::{
-    config::{MappingOffsets, ReceiveResetOffsets, SendResetOffsets, SockStateOffsets, ABSENT},
+    config::{
+        MappingOffsets, NetnsOffsets, ReceiveResetOffsets, SendResetOffsets, SockStateOffsets,
+        ABSENT, NETNS_ABSENT,
+    },
     counters,
     event::{
         mapping_flags, reset_dir, EventHeader, EventKind, FallbackEvent, MappingEvent, ResetEvent,
@@ -25,6 +28,8 @@ static SEND_RESET_OFFSETS: SendResetOffsets = SendResetOffsets::absent();
 static RECEIVE_RESET_OFFSETS: ReceiveResetOffsets = ReceiveResetOffsets::absent();
 #[unsafe(no_mangle)]
 static MAPPING_OFFSETS: MappingOffsets = MappingOffsets::absent();
+#[unsafe(no_mangle)]
+static NETNS_OFFSETS: NetnsOffsets = NetnsOffsets::absent();
 
 const IPPROTO_TCP: u16 = 6;
 const IPPROTO_MPTCP: u16 = 262;
@@ -65,6 +70,39 @@ fn header(kind: EventKind) -> EventHeader {
 }
 
 #[inline(always)]
+fn kread<T>(addr: u64) -> Option<T> {
+    if addr == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel checks the address and fails cleanly.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(addr as *const T) }.ok()
+}
+
+/// Network namespace inode of a socket: `sk->__sk_common.skc_net.net->ns.inum`, 0 if unknown.
+#[inline(always)]
+fn netns_of_sock(sk: u64) -> u32 {
+    let o = global(&NETNS_OFFSETS);
+    if o.sk_net == NETNS_ABSENT || o.net_inum == NETNS_ABSENT || sk == 0 {
+        return 0;
+    }
+    let net: u64 = match kread(sk + o.sk_net as u64) {
+        Some(n) => n,
+        None => return 0,
+    };
+    kread::<u32>(net + o.net_inum as u64).unwrap_or(0)
+}
+
+/// Network namespace inode of the socket an skb belongs to, 0 if unknown.
+#[inline(always)]
+fn netns_of_skb(skb: u64) -> u32 {
+    let o = global(&NETNS_OFFSETS);
+    if o.skb_sk == NETNS_ABSENT || skb == 0 {
+        return 0;
+    }
+    netns_of_sock(kread::<u64>(skb + o.skb_sk as u64).unwrap_or(0))
+}
+
+#[inline(always)]
 fn global<T: Copy>(g: &T) -> T {
     // SAFETY: globals are set by the loader before load; volatile keeps the compiler from
     // folding the compile-time default.
@@ -101,6 +139,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         ev.saddr[..4].copy_from_slice(&s);
         ev.daddr[..4].copy_from_slice(&d);
     }
+    ev.header.netns = netns_of_sock(ev.skaddr);
     output(&ev);
     0
 }
@@ -111,6 +150,7 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
     let o = global(&SEND_RESET_OFFSETS);
     let mut ev = reset_event(reset_dir::SENT);
     ev.skaddr = field::<u64>(&ctx, o.skaddr);
+    ev.header.netns = netns_of_sock(ev.skaddr);
     ev.state = if o.state == ABSENT {
         -1
     } else {
@@ -145,6 +185,7 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
     let o = global(&RECEIVE_RESET_OFFSETS);
     let mut ev = reset_event(reset_dir::RECEIVED);
     ev.skaddr = field::<u64>(&ctx, o.skaddr);
+    ev.header.netns = netns_of_sock(ev.skaddr);
     ev.sock_cookie = field::<u64>(&ctx, o.sock_cookie);
     let family: u16 = field(&ctx, o.family);
     ev.family = family;
@@ -255,6 +296,7 @@ pub fn subflow_check_data_avail(ctx: TracePointContext) -> u32 {
     }
     ev.status = status;
     ev.header.ts_ns = now_ns();
+    ev.header.netns = netns_of_skb(field::<u64>(&ctx, o.skb));
     output(&ev);
     0
 }

@@ -37,6 +37,20 @@ pub fn read() -> BTreeMap<String, u64> {
     parse(&std::fs::read_to_string("/proc/net/netstat").unwrap_or_default())
 }
 
+/// Counters that grew between two readings, with how much.
+pub fn delta(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .filter_map(|(k, v)| {
+            let d = v.saturating_sub(before.get(k).copied().unwrap_or(0));
+            (d > 0).then(|| (k.clone(), d))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +62,16 @@ mod tests {
         assert_eq!(m.get("MPCapableSYNRX"), Some(&5));
         assert_eq!(m.get("MPCapableFallbackACK"), Some(&7));
         assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn delta_keeps_only_counters_that_grew() {
+        let a = parse("MPTcpExt: A B C\nMPTcpExt: 1 2 3\n");
+        let b = parse("MPTcpExt: A B C D\nMPTcpExt: 1 5 3 2\n");
+        let d = delta(&a, &b);
+        assert_eq!(
+            d.into_iter().collect::<Vec<_>>(),
+            vec![("B".to_string(), 3), ("D".to_string(), 2)]
+        );
     }
 }

@@ -254,7 +254,7 @@ pub fn event_json(ev: &Event, c: &Ctx) -> Value {
         Event::SockState(s) => {
             let ver = family_version(s.family);
             json!({
-                "type": "event", "kind": "sock_state", "ts_ns": s.header.ts_ns,
+                "type": "event", "kind": "sock_state", "ts_ns": s.header.ts_ns, "netns": s.header.netns,
                 "protocol": if s.protocol == 262 { "mptcp" } else { "tcp" },
                 "local": endpoint(ver, &s.saddr, s.sport), "remote": endpoint(ver, &s.daddr, s.dport),
                 "old_state": tcp_state(s.oldstate), "new_state": tcp_state(s.newstate),
@@ -264,7 +264,7 @@ pub fn event_json(ev: &Event, c: &Ctx) -> Value {
             let ver = family_version(r.family);
             json!({
                 "type": "event", "kind": if r.dir == reset_dir::SENT { "reset_sent" } else { "reset_received" },
-                "ts_ns": r.header.ts_ns,
+                "ts_ns": r.header.ts_ns, "netns": r.header.netns,
                 "local": endpoint(ver, &r.saddr, r.sport), "remote": endpoint(ver, &r.daddr, r.dport),
                 "state": (r.state >= 0).then(|| tcp_state(r.state)),
                 "reason": (r.reason != u32::MAX).then_some(r.reason),
@@ -276,8 +276,12 @@ pub fn event_json(ev: &Event, c: &Ctx) -> Value {
             o.insert("type".into(), json!("event"));
             o.insert("kind".into(), json!("mapping"));
             o.insert("ts_ns".into(), json!(m.header.ts_ns));
-            // The tracepoints carry no socket: these are host-wide.
-            o.insert("scope".into(), json!("host"));
+            // Without the socket's namespace (no BTF offsets) these are host-wide.
+            o.insert("netns".into(), json!(m.header.netns));
+            o.insert(
+                "scope".into(),
+                json!(if m.header.netns == 0 { "host" } else { "netns" }),
+            );
             v
         }
         Event::Fallback(f) => json!({

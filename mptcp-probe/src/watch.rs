@@ -80,6 +80,17 @@ impl Watch {
                 return;
             }
         };
+        // Kernel events of other network namespaces (containers, the other end of a lab) are not
+        // ours; 0 means the source could not tell.
+        let ns = match &ev {
+            Event::SockState(s) => s.header.netns,
+            Event::Reset(r) => r.header.netns,
+            Event::Mapping(m) => m.header.netns,
+            Event::Packet(_) | Event::Fallback(_) => 0,
+        };
+        if ns != 0 && ns != self.netns {
+            return;
+        }
         // Only events that belong to flows on the observed interfaces are shown.
         let relevant = match &ev {
             Event::Packet(_) => {
@@ -201,6 +212,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     } else {
         iface::list()?.into_iter().filter(|i| i.up).collect()
     };
+    let mib_before = mib::read();
     let mut obs = Observer::load(&ObserverOptions {
         flow_table_size: args.flow_table_size,
     })?;
@@ -282,6 +294,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     }
     let counters = w.obs.counters();
     let evictions = w.obs.evictions();
+    // The kernel's own MPTCP counters of this namespace, as they moved while we watched.
+    let mib_delta = mib::delta(&mib_before, &mib::read());
     let line = if w.json {
         serde_json::json!({
             "type": "counters",
@@ -289,6 +303,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             "flow_table_evictions": evictions,
             "decode_errors": w.decode_errors,
             "fallback_source": format!("{:?}", w.obs.fallback_source),
+            "mib_delta": mib_delta,
         })
         .to_string()
     } else {
@@ -301,7 +316,12 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             evictions,
             counters.get("malformed_options"),
             w.decode_errors
-        )
+        ) + &if mib_delta.is_empty() {
+            String::new()
+        } else {
+            let moved: Vec<String> = mib_delta.iter().map(|(k, v)| format!("{k} +{v}")).collect();
+            format!("\nkernel MPTCP counters (this namespace, while watching): {}", moved.join(", "))
+        }
     };
     w.print(line);
     let _ = w.out.flush();

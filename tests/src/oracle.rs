@@ -44,12 +44,23 @@ impl Capture {
         let child = Child::spawn(&mut cmd);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(20) {
-            if std::fs::read_to_string(&log).unwrap_or_default().contains("listening on") {
-                return Self { child: Some(child), file, log, _dir: dir };
+            if std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("listening on")
+            {
+                return Self {
+                    child: Some(child),
+                    file,
+                    log,
+                    _dir: dir,
+                };
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("tcpdump did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        panic!(
+            "tcpdump did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
 
     /// Stops the capture and decodes it with tshark.
@@ -65,19 +76,39 @@ impl Capture {
 }
 
 fn list<T: std::str::FromStr>(field: &str) -> Vec<T> {
-    field.split(',').filter(|s| !s.is_empty()).filter_map(|s| s.trim().parse().ok()).collect()
+    field
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
 }
 
 /// Decodes a capture file: ports, SYN/ACK flags and MPTCP option subtypes with their lengths.
 pub fn decode(file: &PathBuf) -> Vec<Packet> {
-    let out = sh(Command::new("tshark")
-        .args(["-n", "-r"])
-        .arg(file)
-        .args([
-            "-T", "fields", "-E", "separator=\t", "-E", "occurrence=a", "-E", "aggregator=,",
-            "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "tcp.flags.syn", "-e", "tcp.flags.ack",
-            "-e", "tcp.option_kind", "-e", "tcp.option_len", "-e", "tcp.options.mptcp.subtype",
-        ]));
+    let out = sh(Command::new("tshark").args(["-n", "-r"]).arg(file).args([
+        "-T",
+        "fields",
+        "-E",
+        "separator=\t",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=,",
+        "-e",
+        "tcp.srcport",
+        "-e",
+        "tcp.dstport",
+        "-e",
+        "tcp.flags.syn",
+        "-e",
+        "tcp.flags.ack",
+        "-e",
+        "tcp.option_kind",
+        "-e",
+        "tcp.option_len",
+        "-e",
+        "tcp.options.mptcp.subtype",
+    ]));
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .filter_map(|line| {
@@ -90,8 +121,12 @@ pub fn decode(file: &PathBuf) -> Vec<Packet> {
             let subtypes: Vec<u8> = list(f[6]);
             // tcp.option_len has no entry for NOP and EOL: pair the rest with their kinds.
             let sized: Vec<u8> = kinds.iter().copied().filter(|k| *k > 1).collect();
-            let mptcp_lens: Vec<u8> =
-                sized.iter().zip(lens.iter()).filter(|(k, _)| **k == 30).map(|(_, l)| *l).collect();
+            let mptcp_lens: Vec<u8> = sized
+                .iter()
+                .zip(lens.iter())
+                .filter(|(k, _)| **k == 30)
+                .map(|(_, l)| *l)
+                .collect();
             Some(Packet {
                 src_port: f[0].parse().ok()?,
                 dst_port: f[1].parse().ok()?,

@@ -9,7 +9,8 @@ use crate::lab::{sh, Child, Netns};
 /// Starts a server serving `count` connections on `listen` ("ADDR:PORT", IPv6 in brackets).
 pub fn server(ns: &Netns, listen: &str, count: u32, tcp: bool) -> Child {
     let mut cmd = ns.cmd(crate::peer_bin());
-    cmd.args(["server", "--listen", listen, "--count", &count.to_string()]).stdin(Stdio::null());
+    cmd.args(["server", "--listen", listen, "--count", &count.to_string()])
+        .stdin(Stdio::null());
     if tcp {
         cmd.arg("--tcp");
     }
@@ -17,7 +18,10 @@ pub fn server(ns: &Netns, listen: &str, count: u32, tcp: bool) -> Child {
     // The listener is up once the port shows in the namespace's socket table.
     let port = listen.rsplit(':').next().unwrap_or_default().to_string();
     for _ in 0..100 {
-        let out = ns.cmd("ss").args(["-Hltn", &format!("sport = :{port}")]).output();
+        let out = ns
+            .cmd("ss")
+            .args(["-Hltn", &format!("sport = :{port}")])
+            .output();
         if out.map(|o| !o.stdout.is_empty()).unwrap_or(false) {
             return child;
         }
@@ -30,11 +34,20 @@ pub fn server(ns: &Netns, listen: &str, count: u32, tcp: bool) -> Child {
 /// (`is_mptcp`, `intact`, `local_port`).
 pub fn client(ns: &Netns, connect: &str, bytes: usize, bind_port: u16, tcp: bool) -> Value {
     let mut cmd = ns.cmd(crate::peer_bin());
-    cmd.args(["client", "--connect", connect, "--bytes", &bytes.to_string(), "--bind-port", &bind_port.to_string()]);
+    cmd.args([
+        "client",
+        "--connect",
+        connect,
+        "--bytes",
+        &bytes.to_string(),
+        "--bind-port",
+        &bind_port.to_string(),
+    ]);
     if tcp {
         cmd.arg("--tcp");
     }
     let out = sh(&mut cmd);
     let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("peer client printed {text:?}: {e}"))
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("peer client printed {text:?}: {e}"))
 }

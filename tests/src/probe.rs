@@ -100,7 +100,12 @@ impl Watcher {
             .stdout(fs::File::create(&stdout).expect("stdout file"))
             .stderr(fs::File::create(&stderr).expect("stderr file"));
         let child = Child::spawn(&mut cmd);
-        let w = Self { child: Some(child), stdout, stderr, _dir: dir };
+        let w = Self {
+            child: Some(child),
+            stdout,
+            stderr,
+            _dir: dir,
+        };
         w.wait_for_log("watching", Duration::from_secs(60));
         w
     }
@@ -121,7 +126,10 @@ impl Watcher {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("watch did not log {needle:?} within {timeout:?}; log:\n{}", self.log());
+        panic!(
+            "watch did not log {needle:?} within {timeout:?}; log:\n{}",
+            self.log()
+        );
     }
 
     /// Stops with `signal` (SIGINT or SIGTERM) and parses the JSON lines.
@@ -141,9 +149,16 @@ impl Watcher {
         let text = fs::read_to_string(&self.stdout).unwrap_or_default();
         let lines = text
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("watch printed a non-JSON line {l:?}: {e}")))
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("watch printed a non-JSON line {l:?}: {e}"))
+            })
             .collect();
-        WatchOutput { lines, stderr: self.log(), exit_code }
+        WatchOutput {
+            lines,
+            stderr: self.log(),
+            exit_code,
+        }
     }
 
     pub fn stop(self) -> WatchOutput {

@@ -1,1 +1,154 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup | test | measure`.
+
+mod measure;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "mptcp-probe project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need (Debian packages, rust-src, bpf-linker), idempotently.
+    Setup {
+        /// Also the tools only the tests need (cargo-fuzz).
+        #[arg(long)]
+        with_test_tools: bool,
+    },
+    /// Set up, build, and run every test: unit, property, fuzz (briefly) and the root end-to-end
+    /// scenarios in network namespaces.
+    Test {
+        /// Seconds the fuzz target runs.
+        #[arg(long, default_value_t = 20)]
+        fuzz_seconds: u32,
+    },
+    /// Set up, build, and show the observer at work on real MPTCP traffic in a namespace lab.
+    Measure,
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command from the workspace root, echoing it, failing with its exit status.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("xtask: $ {}", describe(cmd));
+    let status = cmd
+        .current_dir_if_unset()
+        .status()
+        .with_context(|| format!("starting {}", describe(cmd)))?;
+    if !status.success() {
+        bail!("{} failed: {status}", describe(cmd));
+    }
+    Ok(())
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().to_string();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+trait CurrentDir {
+    fn current_dir_if_unset(&mut self) -> &mut Self;
+}
+
+impl CurrentDir for Command {
+    fn current_dir_if_unset(&mut self) -> &mut Self {
+        if self.get_current_dir().is_none() {
+            self.current_dir(workspace_root());
+        }
+        self
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Builds the probe (with its kernel programs) and the test peer in release mode.
+pub fn build_release() -> anyhow::Result<()> {
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "mptcp-probe",
+        "-p",
+        "mptcp-probe-tests",
+        "--bins",
+    ]))
+}
+
+pub fn release_bin(name: &str) -> PathBuf {
+    workspace_root().join("target").join("release").join(name)
+}
+
+fn require_root(what: &str) -> anyhow::Result<()> {
+    if !mptcp_probe_tests::is_root() {
+        bail!("{what} needs root (it creates network namespaces and loads eBPF programs): run it as root");
+    }
+    Ok(())
+}
+
+fn test(fuzz_seconds: u32) -> anyhow::Result<()> {
+    require_root("cargo xtask test")?;
+    setup::run(&setup::SetupOpts {
+        with_test_tools: true,
+    })?;
+    build_release()?;
+    run(cargo()
+        .args([
+            "test",
+            "--release",
+            "--workspace",
+            "--exclude",
+            "mptcp-probe-ebpf",
+        ])
+        .env("MPTCP_PROBE_BIN", release_bin("mptcp-probe"))
+        .env("MPTCP_PEER_BIN", release_bin("mptcp-peer")))?;
+    if fuzz_seconds > 0 {
+        run(Command::new("cargo")
+            .args([
+                "+nightly",
+                "fuzz",
+                "run",
+                "parse_options",
+                "--",
+                &format!("-max_total_time={fuzz_seconds}"),
+            ])
+            .current_dir(workspace_root().join("fuzz")))?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let res = match Cli::parse().cmd {
+        Cmd::Setup { with_test_tools } => setup::run(&setup::SetupOpts { with_test_tools }),
+        Cmd::Test { fuzz_seconds } => test(fuzz_seconds),
+        Cmd::Measure => measure::run(),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

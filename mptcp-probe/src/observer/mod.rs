@@ -1,6 +1,7 @@
 //! The aya loader: loads the kernel programs, attaches TC to interfaces and the tracepoints, tries
 //! the optional fentry, and gives access to the ring buffer, the flow table and the counters.
 
+pub mod btf;
 pub mod decode;
 pub mod iface;
 pub mod tracefs;
@@ -17,7 +18,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use mptcp_probe_common::{
-    config::{MappingOffsets, ReceiveResetOffsets, SendResetOffsets, SockStateOffsets, ABSENT},
+    config::{MappingOffsets, ReceiveResetOffsets, SendResetOffsets, SockStateOffsets},
     counters,
     flow::{FlowKey, FlowState},
 };
@@ -73,133 +74,34 @@ impl Counters {
 
 const TC_PROGRAMS: [&str; 4] = ["tc_ingress", "tc_egress", "tc_ingress_l3", "tc_egress_l3"];
 
-fn offsets_of<const N: usize>(fields: &HashMap<String, u16>, names: [&str; N]) -> [u16; N] {
-    names.map(|n| fields.get(n).copied().unwrap_or(ABSENT))
-}
-
 impl Observer {
     /// Loads the programs and attaches the tracepoints. Interfaces are attached separately.
     pub fn load(opts: &ObserverOptions) -> anyhow::Result<Self> {
         crate::preflight::raise_memlock();
         let root = tracefs::ensure_mounted()?;
         let sock = tracefs::read_format(&root, "sock", "inet_sock_set_state")?;
-        let [skaddr, oldstate, newstate, sport, dport, family, protocol, saddr, daddr, saddr_v6, daddr_v6] =
-            offsets_of(
-                &sock,
-                [
-                    "skaddr", "oldstate", "newstate", "sport", "dport", "family", "protocol",
-                    "saddr", "daddr", "saddr_v6", "daddr_v6",
-                ],
-            );
-        let sock_offsets = SockStateOffsets {
-            skaddr,
-            oldstate,
-            newstate,
-            sport,
-            dport,
-            family,
-            protocol,
-            saddr,
-            daddr,
-            saddr_v6,
-            daddr_v6,
-        };
-
+        let sock_offsets = SockStateOffsets::from_lookup(|n| sock.get(n).copied());
         let send = tracefs::read_format(&root, "tcp", "tcp_send_reset").unwrap_or_default();
-        let [skaddr, state, reason, saddr, daddr] =
-            offsets_of(&send, ["skaddr", "state", "reason", "saddr", "daddr"]);
-        let send_offsets = SendResetOffsets {
-            skaddr,
-            state,
-            reason,
-            saddr,
-            daddr,
-        };
-
+        let send_offsets = SendResetOffsets::from_lookup(|n| send.get(n).copied());
         let recv = tracefs::read_format(&root, "tcp", "tcp_receive_reset").unwrap_or_default();
-        let [skaddr, sport, dport, family, saddr, daddr, saddr_v6, daddr_v6, sock_cookie] =
-            offsets_of(
-                &recv,
-                [
-                    "skaddr",
-                    "sport",
-                    "dport",
-                    "family",
-                    "saddr",
-                    "daddr",
-                    "saddr_v6",
-                    "daddr_v6",
-                    "sock_cookie",
-                ],
-            );
-        let recv_offsets = ReceiveResetOffsets {
-            skaddr,
-            sport,
-            dport,
-            family,
-            saddr,
-            daddr,
-            saddr_v6,
-            daddr_v6,
-            sock_cookie,
-        };
-
-        let mut map =
-            tracefs::read_format(&root, "mptcp", "get_mapping_status").unwrap_or_default();
+        let recv_offsets = ReceiveResetOffsets::from_lookup(|n| recv.get(n).copied());
+        // The mapping event joins two tracepoints: the mapping fields, then the status and skb.
+        let map = tracefs::read_format(&root, "mptcp", "get_mapping_status").unwrap_or_default();
         let avail =
             tracefs::read_format(&root, "mptcp", "subflow_check_data_avail").unwrap_or_default();
-        if let Some(s) = avail.get("status") {
-            map.insert("status".into(), *s);
-        }
-        let [data_ack, data_seq, subflow_seq, data_len, csum, use_map, dsn64, data_fin, use_ack, ack64, mpc_map, frozen, reset_transient, reset_reason, csum_reqd, infinite_map, status] =
-            offsets_of(
-                &map,
-                [
-                    "data_ack",
-                    "data_seq",
-                    "subflow_seq",
-                    "data_len",
-                    "csum",
-                    "use_map",
-                    "dsn64",
-                    "data_fin",
-                    "use_ack",
-                    "ack64",
-                    "mpc_map",
-                    "frozen",
-                    "reset_transient",
-                    "reset_reason",
-                    "csum_reqd",
-                    "infinite_map",
-                    "status",
-                ],
-            );
-        let mapping_offsets = MappingOffsets {
-            data_ack,
-            data_seq,
-            subflow_seq,
-            data_len,
-            csum,
-            use_map,
-            dsn64,
-            data_fin,
-            use_ack,
-            ack64,
-            mpc_map,
-            frozen,
-            reset_transient,
-            reset_reason,
-            csum_reqd,
-            infinite_map,
-            status,
-        };
+        let mapping_offsets = MappingOffsets::from_lookup(|n| match n {
+            "status" | "skb" => avail.get(n).copied(),
+            _ => map.get(n).copied(),
+        });
 
+        let netns_offsets = btf::netns_offsets();
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("FLOWS", opts.flow_table_size)
             .override_global("SOCK_STATE_OFFSETS", &sock_offsets, true)
             .override_global("SEND_RESET_OFFSETS", &send_offsets, true)
             .override_global("RECEIVE_RESET_OFFSETS", &recv_offsets, true)
             .override_global("MAPPING_OFFSETS", &mapping_offsets, true)
+            .override_global("NETNS_OFFSETS", &netns_offsets, true)
             .load(aya::include_bytes_aligned!(concat!(
                 env!("OUT_DIR"),
                 "/mptcp-probe"
