@@ -62,7 +62,10 @@ impl Netns {
     /// The namespace's inode number, as the kernel names it in events.
     pub fn inode(&self) -> u64 {
         let out = self.run("stat", &["-L", "-c", "%i", "/proc/self/ns/net"]);
-        String::from_utf8_lossy(&out.stdout).trim().parse().expect("inode")
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("inode")
     }
 
     pub fn sysctl(&self, kv: &str) {

@@ -149,7 +149,7 @@ pub fn run() -> anyhow::Result<()> {
                 "      {:<2} {:<3} len={:<6} {:<28} ({})",
                 p["direction"].as_str().unwrap_or(""),
                 p["tcp_flags"].as_str().unwrap_or(""),
-                p["payload_len"],
+                p["payload_len"].as_u64().unwrap_or(0),
                 if opts.is_empty() {
                     "no MPTCP option".to_string()
                 } else {

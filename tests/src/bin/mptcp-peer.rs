@@ -151,7 +151,6 @@ fn server(listen: SocketAddr, count: u32, tcp: bool, timeout: u64) -> anyhow::Re
     // SAFETY: fd is a listening socket we own.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
     listener.set_nonblocking(true)?;
-    eprintln!("listening on {listen}");
     let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
     let mut served = 0;
     while served < count {
