@@ -95,9 +95,18 @@ pub struct PacketEvent {
     /// IPv4 TTL or IPv6 hop limit.
     pub ttl: u8,
     pub _pad: u8,
-    pub _pad2: u32,
+    /// Bytes of `headers` that are valid (network and TCP headers, never payload).
+    pub headers_len: u16,
+    /// Length of the packet from the network header on, as it was on the wire (or in the GSO
+    /// packet), for header-only traces.
+    pub ip_len: u16,
     pub opts: TcpOptions,
+    /// The packet's network and TCP headers (options included), for header-only traces.
+    pub headers: [u8; HEADER_BYTES],
 }
+
+/// Header bytes kept per reported packet: an IPv4 or IPv6 header with a full TCP header fits.
+pub const HEADER_BYTES: usize = 128;
 
 /// `sock:inet_sock_set_state` for TCP and MPTCP sockets.
 #[repr(C)]

@@ -6,7 +6,9 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use mptcp_probe_common::{
     counters,
-    event::{direction, tcp_flags, why, EventHeader, EventKind, PacketEvent, EVENT_VERSION},
+    event::{
+        direction, tcp_flags, why, EventHeader, EventKind, PacketEvent, EVENT_VERSION, HEADER_BYTES,
+    },
     flow::{self, FlowKey, FlowState, HandshakeOpt, HS_SYN, HS_SYN_ACK, HS_THIRD_ACK},
     options::{
         dss, mptcp_status, opt_flags, parse_tcp_options_in, subtype, TcpOptions, MAX_MPTCP_OPTIONS,
@@ -81,7 +83,10 @@ fn observe<const DIR: u8, const L2: bool>(ctx: &TcContext) {
         &mut sc.ev.opts,
         &mut sc.walk,
     );
-    track::<DIR>(&mut sc.ev);
+    let w = track::<DIR>(&mut sc.ev);
+    if w != 0 {
+        emit::<L2>(ctx, sc, w);
+    }
 }
 
 /// Reads a scratch field back from map memory. Volatile, so the optimiser cannot forward the
@@ -335,7 +340,8 @@ fn handshake_opt(opts: &TcpOptions, dir: u8) -> HandshakeOpt {
 }
 
 #[inline(always)]
-fn track<const DIR: u8>(seg: &mut PacketEvent) {
+/// Updates the flow's state; returns why the packet is worth an event (0: it is not).
+fn track<const DIR: u8>(seg: &mut PacketEvent) -> u16 {
     let d = DIR as usize & 1;
     let f = seg.tcp_flags;
     let syn = f & tcp_flags::SYN != 0;
@@ -349,16 +355,16 @@ fn track<const DIR: u8>(seg: &mut PacketEvent) {
         None => {
             // Only flows that start here or speak MPTCP are worth a slot.
             if !syn && !has_mptcp {
-                return;
+                return 0;
             }
             let init = match FLOW_INIT.get_ptr(0) {
                 Some(p) => p,
-                None => return,
+                None => return 0,
             };
             // SAFETY: FLOW_INIT's only entry is never written, so it stays all zeroes.
             if FLOWS.insert(&seg.flow, unsafe { &*init }, 0).is_err() {
                 count(counters::FLOW_INSERT_FAILED);
-                return;
+                return 0;
             }
             count(counters::FLOWS_CREATED);
             match FLOWS.get_ptr_mut(&seg.flow) {
@@ -371,7 +377,7 @@ fn track<const DIR: u8>(seg: &mut PacketEvent) {
                     }
                     p
                 }
-                None => return,
+                None => return 0,
             }
         }
     };
@@ -495,13 +501,31 @@ fn track<const DIR: u8>(seg: &mut PacketEvent) {
             *r = 1;
         }
     }
-    if w != 0 {
-        emit(seg, w);
-    }
+    w
 }
 
 #[inline(always)]
-fn emit(ev: &mut PacketEvent, w: u16) {
+fn emit<const L2: bool>(ctx: &TcContext, sc: &mut Scratch, w: u16) {
+    let l2 = if L2 { ETH_HLEN } else { 0 };
+    // Network and TCP headers only: from the IP header to the end of the TCP options.
+    let tcp_off = reload(&sc.tcp_off) as usize;
+    let opt_len = reload(&sc.opt_len) as usize;
+    let mut n = (tcp_off + 20 + opt_len).saturating_sub(l2);
+    if n > HEADER_BYTES {
+        n = HEADER_BYTES;
+    }
+    let total = ctx.len() as usize;
+    if n == 0 || l2 + n > total {
+        n = 0;
+    } else if let Some(dst) = sc.ev.headers.get_mut(..n) {
+        // A bounded, non-zero length: the form bpf_skb_load_bytes accepts.
+        if ctx.load_bytes(l2, dst).is_err() {
+            n = 0;
+        }
+    }
+    let ev = &mut sc.ev;
+    ev.headers_len = n as u16;
+    ev.ip_len = total.saturating_sub(l2).min(u16::MAX as usize) as u16;
     ev.header = EventHeader {
         kind: EventKind::Packet as u8,
         version: EVENT_VERSION,
@@ -511,7 +535,6 @@ fn emit(ev: &mut PacketEvent, w: u16) {
     };
     ev.why = w;
     ev._pad = 0;
-    ev._pad2 = 0;
     if EVENTS.output::<PacketEvent>(ev, 0).is_ok() {
         count(counters::EVENTS_EMITTED);
     } else {

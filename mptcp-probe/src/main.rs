@@ -4,6 +4,7 @@
 mod flows;
 mod mib;
 mod observer;
+mod pcap;
 mod preflight;
 mod render;
 mod watch;

@@ -20,6 +20,7 @@ use crate::{
         decode::{decode, Event},
         iface, Observer, ObserverOptions,
     },
+    pcap::PcapTrace,
     preflight,
     render::{self, Ctx},
 };
@@ -36,6 +37,9 @@ pub struct WatchArgs {
     /// Print only flow summaries, not every event.
     #[arg(long)]
     pub flows_only: bool,
+    /// Also write the headers (never payload) of the reported packets to this pcapng file.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<std::path::PathBuf>,
     /// Flow-table size in the kernel (LRU; older flows are evicted and counted beyond it).
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(64..=4_194_304))]
     pub flow_table_size: u32,
@@ -52,6 +56,7 @@ struct Watch {
     /// MPTCP socket address → (local, remote), from socket-state events, to place fentry reasons.
     msk: HashMap<u64, ((IpAddr, u16), (IpAddr, u16))>,
     decode_errors: u64,
+    pcap: Option<PcapTrace>,
     out: std::io::Stdout,
 }
 
@@ -93,8 +98,19 @@ impl Watch {
         }
         // Only events that belong to flows on the observed interfaces are shown.
         let relevant = match &ev {
-            Event::Packet(_) => {
+            Event::Packet(p) => {
                 self.table.observe(&ev);
+                if let Some(trace) = self.pcap.as_mut() {
+                    let iface = self
+                        .ifaces
+                        .get(&p.flow.ifindex)
+                        .cloned()
+                        .unwrap_or_default();
+                    if let Err(e) = trace.write(p, &iface) {
+                        tracing::error!("{e:#}; no more packets go to the trace");
+                        self.pcap = None;
+                    }
+                }
                 true
             }
             Event::SockState(s) => {
@@ -205,6 +221,8 @@ impl Watch {
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     preflight::check_all()?;
+    // Before anything is loaded: a trace that cannot be written is a usage problem to report now.
+    let pcap = args.pcap.as_deref().map(PcapTrace::create).transpose()?;
     let netns = iface::current_netns();
     let explicit = !args.iface.is_empty();
     let initial = if explicit {
@@ -245,6 +263,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         mib_names: mib::names(),
         msk: HashMap::new(),
         decode_errors: 0,
+        pcap,
         out: std::io::stdout(),
     };
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -325,5 +344,12 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     };
     w.print(line);
     let _ = w.out.flush();
+    if let Some(trace) = w.pcap.take() {
+        let n = trace.packets;
+        trace.finish()?;
+        if let Some(path) = &args.pcap {
+            tracing::info!("wrote {n} packet header(s) to {}", path.display());
+        }
+    }
     Ok(())
 }

@@ -84,7 +84,7 @@ fn list<T: std::str::FromStr>(field: &str) -> Vec<T> {
 }
 
 /// Decodes a capture file: ports, SYN/ACK flags and MPTCP option subtypes with their lengths.
-pub fn decode(file: &PathBuf) -> Vec<Packet> {
+pub fn decode(file: &std::path::Path) -> Vec<Packet> {
     let out = sh(Command::new("tshark").args(["-n", "-r"]).arg(file).args([
         "-T",
         "fields",
@@ -134,6 +134,44 @@ pub fn decode(file: &PathBuf) -> Vec<Packet> {
                 ack: matches!(f[3], "1" | "True"),
                 mptcp: subtypes.into_iter().zip(mptcp_lens).collect(),
             })
+        })
+        .collect()
+}
+
+/// Per frame of a capture file: (captured bytes, original length, IP header length, TCP header
+/// length), as tshark reads them.
+pub fn frame_lengths(file: &std::path::Path) -> Vec<(u32, u32, u32, u32)> {
+    let out = sh(Command::new("tshark").args(["-n", "-r"]).arg(file).args([
+        "-T",
+        "fields",
+        "-E",
+        "separator=\t",
+        "-e",
+        "frame.cap_len",
+        "-e",
+        "frame.len",
+        "-e",
+        "ip.hdr_len",
+        "-e",
+        "ipv6.plen",
+        "-e",
+        "tcp.hdr_len",
+    ]));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            let ip_hdr = if f.get(2).map(|s| !s.is_empty()).unwrap_or(false) {
+                f[2].parse().ok()?
+            } else {
+                40
+            };
+            Some((
+                f[0].parse().ok()?,
+                f[1].parse().ok()?,
+                ip_hdr,
+                f.get(4)?.parse().ok()?,
+            ))
         })
         .collect()
 }

@@ -51,7 +51,12 @@ fn clean_mptcp_transfer_is_seen_with_rfc8684_lengths_and_agrees_with_tshark() {
     let lab = Lab::up();
     let server = format!("{}:8080", addr::SERVER);
     let _srv = peer::server(&lab.s, &server, 1, false);
-    let watch = Watcher::start(&lab.c, &["--iface", ifname::C1]);
+    let dir = mptcp_probe_tests::probe::TempDir::new("trace");
+    let pcap = dir.0.join("probe.pcapng");
+    let watch = Watcher::start(
+        &lab.c,
+        &["--iface", ifname::C1, "--pcap", pcap.to_str().unwrap()],
+    );
     let cap = Capture::start(&lab.c, ifname::C1);
     let res = peer::client(&lab.c, &server, 300_000, 40001, false);
     assert_eq!(
@@ -452,4 +457,27 @@ fn usage_errors_exit_2() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn unwritable_trace_file_is_named_before_anything_loads() {
+    require_root();
+    let ns = Netns::new(&format!("mpp-pcap-{}", std::process::id()));
+    let o = probe_in(
+        &ns,
+        &[
+            "watch",
+            "--iface",
+            "lo",
+            "--pcap",
+            "/nonexistent-dir/trace.pcapng",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cannot write the trace file /nonexistent-dir/trace.pcapng"),
+        "{err}"
+    );
+    assert!(!err.contains("watching"), "{err}");
 }

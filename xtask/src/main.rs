@@ -113,6 +113,13 @@ fn test(fuzz_seconds: u32) -> anyhow::Result<()> {
         with_test_tools: true,
     })?;
     build_release()?;
+    // The fuzz target first, so that the test runner's summary closes the output.
+    if fuzz_seconds > 0 {
+        let max_time = format!("-max_total_time={fuzz_seconds}");
+        run(Command::new("cargo")
+            .args(["+nightly", "fuzz", "run", "parse_options", "--", &max_time])
+            .current_dir(workspace_root().join("fuzz")))?;
+    }
     run(cargo()
         .args([
             "test",
@@ -123,18 +130,6 @@ fn test(fuzz_seconds: u32) -> anyhow::Result<()> {
         ])
         .env("MPTCP_PROBE_BIN", release_bin("mptcp-probe"))
         .env("MPTCP_PEER_BIN", release_bin("mptcp-peer")))?;
-    if fuzz_seconds > 0 {
-        run(Command::new("cargo")
-            .args([
-                "+nightly",
-                "fuzz",
-                "run",
-                "parse_options",
-                "--",
-                &format!("-max_total_time={fuzz_seconds}"),
-            ])
-            .current_dir(workspace_root().join("fuzz")))?;
-    }
     Ok(())
 }
 
