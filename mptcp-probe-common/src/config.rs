@@ -94,13 +94,7 @@ all_absent!(SockStateOffsets {
     saddr_v6,
     daddr_v6
 });
-all_absent!(SendResetOffsets {
-    skaddr,
-    state,
-    reason,
-    saddr,
-    daddr
-});
+all_absent!(SendResetOffsets { skaddr, state, reason, saddr, daddr });
 all_absent!(ReceiveResetOffsets {
     skaddr,
     sport,
@@ -156,11 +150,7 @@ pub const NETNS_ABSENT: u32 = u32::MAX;
 
 impl NetnsOffsets {
     pub const fn absent() -> Self {
-        Self {
-            sk_net: NETNS_ABSENT,
-            net_inum: NETNS_ABSENT,
-            skb_sk: NETNS_ABSENT,
-        }
+        Self { sk_net: NETNS_ABSENT, net_inum: NETNS_ABSENT, skb_sk: NETNS_ABSENT }
     }
 }
 

@@ -235,11 +235,7 @@ fn be64(buf: &[u8; MAX_OPTION_BYTES], i: usize) -> u64 {
 /// Finds the option that starts at `at` in the first `len` bytes of `buf`.
 #[inline(always)]
 pub fn next_option(buf: &[u8; MAX_OPTION_BYTES], at: usize, len: usize) -> Step {
-    let len = if len > MAX_OPTION_BYTES {
-        MAX_OPTION_BYTES
-    } else {
-        len
-    };
+    let len = if len > MAX_OPTION_BYTES { MAX_OPTION_BYTES } else { len };
     if at >= len {
         return Step::End { at: len };
     }
@@ -248,11 +244,7 @@ pub fn next_option(buf: &[u8; MAX_OPTION_BYTES], at: usize, len: usize) -> Step 
         return Step::End { at };
     }
     if kind == TCPOPT_NOP {
-        return Step::Option {
-            kind,
-            start: at,
-            len: 1,
-        };
+        return Step::Option { kind, start: at, len: 1 };
     }
     if at + 1 >= len {
         return Step::Malformed { at };
@@ -261,11 +253,7 @@ pub fn next_option(buf: &[u8; MAX_OPTION_BYTES], at: usize, len: usize) -> Step 
     if olen < 2 || at + olen > len {
         return Step::Malformed { at };
     }
-    Step::Option {
-        kind,
-        start: at,
-        len: olen,
-    }
+    Step::Option { kind, start: at, len: olen }
 }
 
 /// Expected lengths of the options with a fixed size, 0 for variable or unknown kinds.
@@ -363,11 +351,7 @@ pub fn parse_tcp_options_in(
     if truncated {
         out.flags |= opt_flags::TRUNCATED;
     }
-    let len = if len > MAX_OPTION_BYTES {
-        MAX_OPTION_BYTES
-    } else {
-        len
-    };
+    let len = if len > MAX_OPTION_BYTES { MAX_OPTION_BYTES } else { len };
     // The walk only notes where MPTCP options are; they are decoded after it, which keeps the
     // loop body small.
     store(&mut walk.at, 0);
@@ -383,11 +367,9 @@ pub fn parse_tcp_options_in(
         if i >= out.mptcp_count as usize {
             break;
         }
-        if let (Some(slot), Some(s), Some(l)) = (
-            out.mptcp.get_mut(i),
-            walk.mp_start.get(i),
-            walk.mp_len.get(i),
-        ) {
+        if let (Some(slot), Some(s), Some(l)) =
+            (out.mptcp.get_mut(i), walk.mp_start.get(i), walk.mp_len.get(i))
+        {
             parse_mptcp_into(buf, load(s), load(l), slot);
         }
     }
@@ -397,12 +379,7 @@ pub fn parse_tcp_options_in(
 /// so that in the kernel the loop around it carries no state but the counter (`out` and `walk` go
 /// through memory) and the verifier checks each step once instead of once per path.
 #[inline(never)]
-fn walk_step(
-    buf: &[u8; MAX_OPTION_BYTES],
-    len: usize,
-    out: &mut TcpOptions,
-    walk: &mut WalkState,
-) -> bool {
+fn walk_step(buf: &[u8; MAX_OPTION_BYTES], len: usize, out: &mut TcpOptions, walk: &mut WalkState) -> bool {
     let at = load(&walk.at);
     match next_option(buf, at, len) {
         Step::End { at: e } => {
@@ -415,11 +392,7 @@ fn walk_step(
             store(&mut walk.end, bad);
             return false;
         }
-        Step::Option {
-            kind,
-            start,
-            len: olen,
-        } => {
+        Step::Option { kind, start, len: olen } => {
             if !len_fits(kind, olen) {
                 out.flags |= opt_flags::MALFORMED;
                 out.malformed_at = start as u8;
@@ -470,12 +443,7 @@ pub fn parse_mptcp(buf: &[u8; MAX_OPTION_BYTES], start: usize, len: usize) -> Mp
 /// As [`parse_mptcp`], writing into `o` (which must start zeroed). Not inlined: one copy serves
 /// both decoded slots in the kernel.
 #[inline(never)]
-pub fn parse_mptcp_into(
-    buf: &[u8; MAX_OPTION_BYTES],
-    start: usize,
-    len: usize,
-    o: &mut MptcpOption,
-) {
+pub fn parse_mptcp_into(buf: &[u8; MAX_OPTION_BYTES], start: usize, len: usize, o: &mut MptcpOption) {
     o.len = len as u8;
     if len < 3 {
         o.subtype = 0xff;
@@ -584,13 +552,7 @@ pub fn parse_mptcp_into(
 
 /// Decodes a DSS option; returns true when the length does not match its flags.
 #[inline(always)]
-fn parse_dss(
-    buf: &[u8; MAX_OPTION_BYTES],
-    start: usize,
-    len: usize,
-    flags: u8,
-    o: &mut MptcpOption,
-) -> bool {
+fn parse_dss(buf: &[u8; MAX_OPTION_BYTES], start: usize, len: usize, flags: u8, o: &mut MptcpOption) -> bool {
     o.flags = flags;
     let mut want = 4usize;
     let mut at = start + 4;
@@ -648,12 +610,7 @@ pub struct OptionWalk {
 impl OptionWalk {
     pub fn new(bytes: &[u8]) -> Self {
         let (buf, len) = option_area(bytes);
-        Self {
-            buf,
-            len,
-            at: 0,
-            done: false,
-        }
+        Self { buf, len, at: 0, done: false }
     }
 }
 

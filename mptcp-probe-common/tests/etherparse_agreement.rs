@@ -34,8 +34,8 @@
 
 use etherparse::{TcpOptionElement, TcpOptionReadError, TcpOptionsIterator};
 use mptcp_probe_common::options::{
-    next_option, opt_flags, option_area, parse_mptcp, parse_tcp_options, OptionWalk, Step,
-    TcpOptions, MAX_MPTCP_OPTIONS, MAX_OPTION_BYTES,
+    next_option, opt_flags, option_area, parse_mptcp, parse_tcp_options, OptionWalk, Step, TcpOptions,
+    MAX_MPTCP_OPTIONS, MAX_OPTION_BYTES,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -119,14 +119,7 @@ fn check_agreement(bytes: &[u8]) -> Result<(), TestCaseError> {
             Ok(e) => {
                 let (kind, len) = element_kind_len(&e);
                 prop_assert_eq!(bytes[off], kind);
-                prop_assert_eq!(
-                    ours.next(),
-                    Some(Step::Option {
-                        kind,
-                        start: off,
-                        len
-                    })
-                );
+                prop_assert_eq!(ours.next(), Some(Step::Option { kind, start: off, len }));
                 seen.add(&e);
                 off += len;
             }
@@ -140,8 +133,7 @@ fn check_agreement(bytes: &[u8]) -> Result<(), TestCaseError> {
                         prop_assert!(len >= 2 && off + len <= n);
                         // Unknown kinds fit any length, so parsing went on past this option.
                         prop_assert!(
-                            parsed.malformed_at == 0xff
-                                || parsed.malformed_at as usize >= off + len
+                            parsed.malformed_at == 0xff || parsed.malformed_at as usize >= off + len
                         );
                         prop_assert!(parsed.parsed_len as usize >= off + len);
                         if id == 30 {
@@ -157,13 +149,9 @@ fn check_agreement(bytes: &[u8]) -> Result<(), TestCaseError> {
                         seen.check(&parsed)?;
                         prop_assert_eq!(parsed.mptcp_count, 0);
                     }
-                    other => prop_assert!(
-                        false,
-                        "etherparse: unknown kind {} at {}, ours: {:?}",
-                        id,
-                        off,
-                        other
-                    ),
+                    other => {
+                        prop_assert!(false, "etherparse: unknown kind {} at {}, ours: {:?}", id, off, other)
+                    }
                 }
                 return Ok(());
             }
@@ -174,11 +162,7 @@ fn check_agreement(bytes: &[u8]) -> Result<(), TestCaseError> {
                         prop_assert!(!etherparse_len_ok(option_id, size as usize));
                         option_id
                     }
-                    TcpOptionReadError::UnexpectedEndOfSlice {
-                        option_id,
-                        expected_len,
-                        actual_len,
-                    } => {
+                    TcpOptionReadError::UnexpectedEndOfSlice { option_id, expected_len, actual_len } => {
                         prop_assert_eq!(actual_len, n - off);
                         prop_assert!(actual_len < expected_len as usize);
                         if actual_len == 1 {
@@ -193,18 +177,9 @@ fn check_agreement(bytes: &[u8]) -> Result<(), TestCaseError> {
                 prop_assert!(ETHERPARSE_KINDS.contains(&kind) && kind > 1);
                 match ours.next() {
                     Some(Step::Malformed { at }) => prop_assert_eq!(at, off),
-                    Some(Step::Option {
-                        kind: k,
-                        start,
-                        len,
-                    }) => {
+                    Some(Step::Option { kind: k, start, len }) => {
                         prop_assert_eq!((k, start), (kind, off));
-                        prop_assert!(
-                            !etherparse_len_ok(kind, len),
-                            "{} bytes fit kind {}",
-                            len,
-                            kind
-                        );
+                        prop_assert!(!etherparse_len_ok(kind, len), "{} bytes fit kind {}", len, kind);
                     }
                     other => {
                         prop_assert!(false, "etherparse: {:?} at {}, ours: {:?}", err, off, other)
@@ -250,14 +225,8 @@ fn check_parse_invariants(
     } else {
         prop_assert_eq!(p.malformed_at, 0xff);
     }
-    prop_assert_eq!(
-        p.mptcp_options().len(),
-        (p.mptcp_count as usize).min(MAX_MPTCP_OPTIONS)
-    );
-    prop_assert_eq!(
-        p.flags & opt_flags::MPTCP_OVERFLOW != 0,
-        p.mptcp_count as usize > MAX_MPTCP_OPTIONS
-    );
+    prop_assert_eq!(p.mptcp_options().len(), (p.mptcp_count as usize).min(MAX_MPTCP_OPTIONS));
+    prop_assert_eq!(p.flags & opt_flags::MPTCP_OVERFLOW != 0, p.mptcp_count as usize > MAX_MPTCP_OPTIONS);
     for m in p.mptcp_options() {
         prop_assert!(m.len >= 2);
     }
@@ -371,12 +340,11 @@ impl WireOpt {
 
 fn wire_opt() -> impl Strategy<Value = WireOpt> {
     let unknown_kind = prop_oneof![6u8..=7, 9u8..=29, 31u8..=255];
-    let mptcp_body = (0u8..16, 0u8..16, prop::collection::vec(any::<u8>(), 0..=27)).prop_map(
-        |(st, low, mut rest)| {
+    let mptcp_body =
+        (0u8..16, 0u8..16, prop::collection::vec(any::<u8>(), 0..=27)).prop_map(|(st, low, mut rest)| {
             rest.insert(0, (st << 4) | low);
             rest
-        },
-    );
+        });
     prop_oneof![
         1 => Just(WireOpt::Eol),
         4 => Just(WireOpt::Nop),
@@ -538,30 +506,15 @@ fn etherparse_stops_at_mptcp_where_ours_goes_on() {
     let e: Vec<_> = TcpOptionsIterator::from_slice(&bytes).collect();
     assert_eq!(
         e,
-        vec![
-            Ok(TcpOptionElement::MaximumSegmentSize(1460)),
-            Err(TcpOptionReadError::UnknownId(30))
-        ]
+        vec![Ok(TcpOptionElement::MaximumSegmentSize(1460)), Err(TcpOptionReadError::UnknownId(30))]
     );
     let ours: Vec<Step> = OptionWalk::new(&bytes).collect();
     assert_eq!(
         ours,
         vec![
-            Step::Option {
-                kind: 2,
-                start: 0,
-                len: 4
-            },
-            Step::Option {
-                kind: 30,
-                start: 4,
-                len: 4
-            },
-            Step::Option {
-                kind: 3,
-                start: 8,
-                len: 3
-            },
+            Step::Option { kind: 2, start: 0, len: 4 },
+            Step::Option { kind: 30, start: 4, len: 4 },
+            Step::Option { kind: 3, start: 8, len: 3 },
             Step::End { at: 11 },
         ]
     );
@@ -577,22 +530,11 @@ fn etherparse_end_of_slice_before_length_byte_matches_our_missized_option() {
         e,
         vec![
             Ok(TcpOptionElement::Noop),
-            Err(TcpOptionReadError::UnexpectedEndOfSlice {
-                option_id: 2,
-                expected_len: 4,
-                actual_len: 3
-            })
+            Err(TcpOptionReadError::UnexpectedEndOfSlice { option_id: 2, expected_len: 4, actual_len: 3 })
         ]
     );
     let ours: Vec<Step> = OptionWalk::new(&bytes).collect();
-    assert_eq!(
-        ours[1],
-        Step::Option {
-            kind: 2,
-            start: 1,
-            len: 2
-        }
-    );
+    assert_eq!(ours[1], Step::Option { kind: 2, start: 1, len: 2 });
     let p = parse_tcp_options(&option_area(&bytes).0, 4, false);
     assert_eq!((p.flags, p.malformed_at), (opt_flags::MALFORMED, 1));
     check_agreement(&bytes).unwrap();
@@ -602,12 +544,6 @@ fn etherparse_end_of_slice_before_length_byte_matches_our_missized_option() {
 fn etherparse_rejects_a_short_sack_which_ours_flags_malformed() {
     let bytes = [1, 1, 5, 4, 0, 0];
     let e: Vec<_> = TcpOptionsIterator::from_slice(&bytes).collect();
-    assert_eq!(
-        e[2],
-        Err(TcpOptionReadError::UnexpectedSize {
-            option_id: 5,
-            size: 4
-        })
-    );
+    assert_eq!(e[2], Err(TcpOptionReadError::UnexpectedSize { option_id: 5, size: 4 }));
     check_agreement(&bytes).unwrap();
 }

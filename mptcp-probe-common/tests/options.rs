@@ -4,9 +4,8 @@
 //! TCP, RFC 8684 for MPTCP), and every test checks concrete decoded values.
 
 use mptcp_probe_common::options::{
-    dss, mptcp_status, next_option, opt_flags, option_area, parse_mptcp, parse_tcp_options,
-    subtype, MptcpOption, OptionWalk, Step, TcpOptions, MAX_MPTCP_OPTIONS, MAX_OPTION_BYTES,
-    TCPOPT_MPTCP, TCPOPT_NOP,
+    dss, mptcp_status, next_option, opt_flags, option_area, parse_mptcp, parse_tcp_options, subtype,
+    MptcpOption, OptionWalk, Step, TcpOptions, MAX_MPTCP_OPTIONS, MAX_OPTION_BYTES, TCPOPT_MPTCP, TCPOPT_NOP,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -27,11 +26,7 @@ fn walk(bytes: &[u8]) -> Vec<Step> {
 /// An MPTCP option: kind 30, length, subtype in the high nibble of the third byte, `low` in its
 /// low nibble, then `rest`.
 fn mptcp(st: u8, low: u8, rest: &[u8]) -> Vec<u8> {
-    let mut v = vec![
-        TCPOPT_MPTCP,
-        (3 + rest.len()) as u8,
-        (st << 4) | (low & 0x0f),
-    ];
+    let mut v = vec![TCPOPT_MPTCP, (3 + rest.len()) as u8, (st << 4) | (low & 0x0f)];
     v.extend_from_slice(rest);
     v
 }
@@ -99,13 +94,7 @@ fn mp_capable_syn_v1_with_checksum_required_and_hmac_sha256() {
     let o = only_mptcp(&[30, 4, 0x01, 0x81]);
     assert_eq!(
         o,
-        MptcpOption {
-            subtype: subtype::MP_CAPABLE,
-            len: 4,
-            version: 1,
-            flags: 0x81,
-            ..Default::default()
-        }
+        MptcpOption { subtype: subtype::MP_CAPABLE, len: 4, version: 1, flags: 0x81, ..Default::default() }
     );
 }
 
@@ -114,42 +103,22 @@ fn mp_capable_synack_carries_the_listener_key() {
     let o = only_mptcp(&mptcp(subtype::MP_CAPABLE, 1, &cat(&[&[0x01], &KEY_B])));
     assert_eq!(
         o,
-        MptcpOption {
-            subtype: subtype::MP_CAPABLE,
-            len: 12,
-            version: 1,
-            flags: 0x01,
-            ..Default::default()
-        }
+        MptcpOption { subtype: subtype::MP_CAPABLE, len: 12, version: 1, flags: 0x01, ..Default::default() }
     );
 }
 
 #[test]
 fn mp_capable_third_ack_carries_both_keys() {
-    let o = only_mptcp(&mptcp(
-        subtype::MP_CAPABLE,
-        1,
-        &cat(&[&[0x01], &KEY_A, &KEY_B]),
-    ));
+    let o = only_mptcp(&mptcp(subtype::MP_CAPABLE, 1, &cat(&[&[0x01], &KEY_A, &KEY_B])));
     assert_eq!(
         o,
-        MptcpOption {
-            subtype: subtype::MP_CAPABLE,
-            len: 20,
-            version: 1,
-            flags: 0x01,
-            ..Default::default()
-        }
+        MptcpOption { subtype: subtype::MP_CAPABLE, len: 20, version: 1, flags: 0x01, ..Default::default() }
     );
 }
 
 #[test]
 fn mp_capable_first_data_without_checksum_has_data_len() {
-    let o = only_mptcp(&mptcp(
-        subtype::MP_CAPABLE,
-        1,
-        &cat(&[&[0x01], &KEY_A, &KEY_B, &[0x05, 0xdc]]),
-    ));
+    let o = only_mptcp(&mptcp(subtype::MP_CAPABLE, 1, &cat(&[&[0x01], &KEY_A, &KEY_B, &[0x05, 0xdc]])));
     assert_eq!(
         o,
         MptcpOption {
@@ -201,11 +170,7 @@ fn mp_capable_with_impossible_lengths_is_bad_length() {
         assert_eq!(o.subtype, subtype::MP_CAPABLE, "len {len}");
         assert_eq!(o.len as usize, len);
         assert_eq!(o.version, 1);
-        assert_eq!(
-            o.status & mptcp_status::BAD_LENGTH,
-            mptcp_status::BAD_LENGTH,
-            "len {len}"
-        );
+        assert_eq!(o.status & mptcp_status::BAD_LENGTH, mptcp_status::BAD_LENGTH, "len {len}");
         assert_eq!(o.status & mptcp_status::CHECKSUM, 0, "len {len}");
     }
 }
@@ -217,53 +182,26 @@ fn mp_capable_with_impossible_lengths_is_bad_length() {
 #[test]
 fn mp_join_syn_with_backup_bit_and_address_id() {
     // Receiver's token 0xa1b2c3d4, sender's random number 0x01020304.
-    let o = only_mptcp(&mptcp(
-        subtype::MP_JOIN,
-        0x01,
-        &[3, 0xa1, 0xb2, 0xc3, 0xd4, 1, 2, 3, 4],
-    ));
+    let o = only_mptcp(&mptcp(subtype::MP_JOIN, 0x01, &[3, 0xa1, 0xb2, 0xc3, 0xd4, 1, 2, 3, 4]));
     assert_eq!(
         o,
-        MptcpOption {
-            subtype: subtype::MP_JOIN,
-            len: 12,
-            flags: 0x01,
-            addr_id: 3,
-            ..Default::default()
-        }
+        MptcpOption { subtype: subtype::MP_JOIN, len: 12, flags: 0x01, addr_id: 3, ..Default::default() }
     );
 }
 
 #[test]
 fn mp_join_synack_without_backup_bit() {
-    let o = only_mptcp(&mptcp(
-        subtype::MP_JOIN,
-        0,
-        &cat(&[&[7], &KEY_A, &[9, 9, 9, 9]]),
-    ));
+    let o = only_mptcp(&mptcp(subtype::MP_JOIN, 0, &cat(&[&[7], &KEY_A, &[9, 9, 9, 9]])));
     assert_eq!(
         o,
-        MptcpOption {
-            subtype: subtype::MP_JOIN,
-            len: 16,
-            flags: 0,
-            addr_id: 7,
-            ..Default::default()
-        }
+        MptcpOption { subtype: subtype::MP_JOIN, len: 16, flags: 0, addr_id: 7, ..Default::default() }
     );
 }
 
 #[test]
 fn mp_join_third_ack_carries_full_hmac() {
     let o = only_mptcp(&mptcp(subtype::MP_JOIN, 0, &cat(&[&[0], &[0x5a; 20]])));
-    assert_eq!(
-        o,
-        MptcpOption {
-            subtype: subtype::MP_JOIN,
-            len: 24,
-            ..Default::default()
-        }
-    );
+    assert_eq!(o, MptcpOption { subtype: subtype::MP_JOIN, len: 24, ..Default::default() });
 }
 
 #[test]
@@ -281,11 +219,7 @@ fn mp_join_with_length_20_is_bad_length() {
 
 #[test]
 fn dss_with_only_a_4_byte_data_ack() {
-    let o = only_mptcp(&mptcp(
-        subtype::DSS,
-        0,
-        &[dss::DATA_ACK, 0xde, 0xad, 0xbe, 0xef],
-    ));
+    let o = only_mptcp(&mptcp(subtype::DSS, 0, &[dss::DATA_ACK, 0xde, 0xad, 0xbe, 0xef]));
     assert_eq!(
         o,
         MptcpOption {
@@ -399,11 +333,7 @@ fn dss_with_8_byte_ack_and_8_byte_dsn_without_and_with_checksum() {
     let with_csum = cat(&[&body, &[0x12, 0x34]]);
     assert_eq!(
         only_mptcp(&mptcp(subtype::DSS, 0, &with_csum)),
-        MptcpOption {
-            len: 28,
-            status: mptcp_status::CHECKSUM,
-            ..expected
-        }
+        MptcpOption { len: 28, status: mptcp_status::CHECKSUM, ..expected }
     );
 }
 
@@ -412,12 +342,7 @@ fn dss_with_only_an_8_byte_mapping() {
     let bytes = mptcp(
         subtype::DSS,
         0,
-        &cat(&[
-            &[dss::MAPPING | dss::DSN_8],
-            &42u64.to_be_bytes(),
-            &5u32.to_be_bytes(),
-            &3u16.to_be_bytes(),
-        ]),
+        &cat(&[&[dss::MAPPING | dss::DSN_8], &42u64.to_be_bytes(), &5u32.to_be_bytes(), &3u16.to_be_bytes()]),
     );
     assert_eq!(bytes.len(), 18);
     assert_eq!(
@@ -436,13 +361,8 @@ fn dss_with_only_an_8_byte_mapping() {
 
 #[test]
 fn dss_infinite_mapping_has_data_len_zero() {
-    let body = cat(&[
-        &[0x05],
-        &9u32.to_be_bytes(),
-        &0x0102_0304u32.to_be_bytes(),
-        &0u32.to_be_bytes(),
-        &[0, 0],
-    ]);
+    let body =
+        cat(&[&[0x05], &9u32.to_be_bytes(), &0x0102_0304u32.to_be_bytes(), &0u32.to_be_bytes(), &[0, 0]]);
     let o = only_mptcp(&mptcp(subtype::DSS, 0, &body));
     assert_eq!(o.len, 18);
     assert_eq!(o.dsn, 0x0102_0304);
@@ -453,10 +373,7 @@ fn dss_infinite_mapping_has_data_len_zero() {
     // Same infinite mapping on a connection that negotiated checksums.
     let o = only_mptcp(&mptcp(subtype::DSS, 0, &cat(&[&body, &[0, 0]])));
     assert_eq!(o.len, 20);
-    assert_eq!(
-        o.status,
-        mptcp_status::INFINITE_MAPPING | mptcp_status::CHECKSUM
-    );
+    assert_eq!(o.status, mptcp_status::INFINITE_MAPPING | mptcp_status::CHECKSUM);
 }
 
 #[test]
@@ -480,11 +397,7 @@ fn dss_data_fin_with_mapping_keeps_the_fin_flag() {
 fn dss_without_any_field_is_4_bytes() {
     assert_eq!(
         only_mptcp(&[30, 4, 0x20, 0x00]),
-        MptcpOption {
-            subtype: subtype::DSS,
-            len: 4,
-            ..Default::default()
-        }
+        MptcpOption { subtype: subtype::DSS, len: 4, ..Default::default() }
     );
 }
 
@@ -493,10 +406,7 @@ fn dss_lengths_that_do_not_match_the_flags_are_bad_length() {
     // Mapping with a 4-byte ack needs 18 or 20 bytes.
     let o = only_mptcp(&mptcp(subtype::DSS, 0, &cat(&[&[0x05], &[0; 12]])));
     assert_eq!(o.len, 16);
-    assert_eq!(
-        o.status & mptcp_status::BAD_LENGTH,
-        mptcp_status::BAD_LENGTH
-    );
+    assert_eq!(o.status & mptcp_status::BAD_LENGTH, mptcp_status::BAD_LENGTH);
     // A checksum without a mapping does not exist.
     let o = only_mptcp(&mptcp(subtype::DSS, 0, &[0x01, 0, 0, 0, 1, 0xaa, 0xbb]));
     assert_eq!(o.len, 10);
@@ -504,16 +414,10 @@ fn dss_lengths_that_do_not_match_the_flags_are_bad_length() {
     assert_eq!(o.status, mptcp_status::BAD_LENGTH);
     // An 8-byte ack in an 8-byte option.
     let o = only_mptcp(&mptcp(subtype::DSS, 0, &[0x03, 0, 0, 0, 1]));
-    assert_eq!(
-        o.status & mptcp_status::BAD_LENGTH,
-        mptcp_status::BAD_LENGTH
-    );
+    assert_eq!(o.status & mptcp_status::BAD_LENGTH, mptcp_status::BAD_LENGTH);
     // A 3-byte DSS has no flag byte.
     let o = only_mptcp(&[30, 3, 0x20]);
-    assert_eq!(
-        (o.subtype, o.flags, o.status),
-        (subtype::DSS, 0, mptcp_status::BAD_LENGTH)
-    );
+    assert_eq!((o.subtype, o.flags, o.status), (subtype::DSS, 0, mptcp_status::BAD_LENGTH));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -521,9 +425,7 @@ fn dss_lengths_that_do_not_match_the_flags_are_bad_length() {
 // ---------------------------------------------------------------------------------------------
 
 const V4: [u8; 4] = [192, 0, 2, 1];
-const V6: [u8; 16] = [
-    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01,
-];
+const V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01];
 const HMAC: [u8; 8] = [0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7];
 
 fn v4_addr() -> [u8; 16] {
@@ -550,11 +452,7 @@ fn add_addr_ipv4_with_hmac() {
 
 #[test]
 fn add_addr_ipv4_with_port_and_hmac() {
-    let o = only_mptcp(&mptcp(
-        subtype::ADD_ADDR,
-        0,
-        &cat(&[&[2], &V4, &8080u16.to_be_bytes(), &HMAC]),
-    ));
+    let o = only_mptcp(&mptcp(subtype::ADD_ADDR, 0, &cat(&[&[2], &V4, &8080u16.to_be_bytes(), &HMAC])));
     assert_eq!(
         o,
         MptcpOption {
@@ -587,11 +485,7 @@ fn add_addr_ipv6_with_hmac() {
 
 #[test]
 fn add_addr_ipv6_with_port_and_hmac() {
-    let o = only_mptcp(&mptcp(
-        subtype::ADD_ADDR,
-        0,
-        &cat(&[&[4], &V6, &443u16.to_be_bytes(), &HMAC]),
-    ));
+    let o = only_mptcp(&mptcp(subtype::ADD_ADDR, 0, &cat(&[&[4], &V6, &443u16.to_be_bytes(), &HMAC])));
     assert_eq!(
         o,
         MptcpOption {
@@ -612,21 +506,9 @@ fn add_addr_echo_forms_carry_no_hmac() {
     type Case = (Vec<u8>, u8, u8, u16, [u8; 16]);
     let cases: [Case; 4] = [
         (cat(&[&[1], &V4]), 8, 0, 0, v4_addr()),
-        (
-            cat(&[&[1], &V4, &5000u16.to_be_bytes()]),
-            10,
-            mptcp_status::PORT,
-            5000,
-            v4_addr(),
-        ),
+        (cat(&[&[1], &V4, &5000u16.to_be_bytes()]), 10, mptcp_status::PORT, 5000, v4_addr()),
         (cat(&[&[1], &V6]), 20, mptcp_status::IPV6, 0, V6),
-        (
-            cat(&[&[1], &V6, &5001u16.to_be_bytes()]),
-            22,
-            mptcp_status::IPV6 | mptcp_status::PORT,
-            5001,
-            V6,
-        ),
+        (cat(&[&[1], &V6, &5001u16.to_be_bytes()]), 22, mptcp_status::IPV6 | mptcp_status::PORT, 5001, V6),
     ];
     for (body, len, status, port, addr) in cases {
         let o = only_mptcp(&mptcp(subtype::ADD_ADDR, 0x01, &body));
@@ -649,11 +531,7 @@ fn add_addr_echo_forms_carry_no_hmac() {
 
 #[test]
 fn add_addr_with_a_length_of_no_form_is_bad_length_and_decodes_no_address() {
-    let o = only_mptcp(&mptcp(
-        subtype::ADD_ADDR,
-        0,
-        &cat(&[&[3], &V4, &[1, 2, 3, 4]]),
-    ));
+    let o = only_mptcp(&mptcp(subtype::ADD_ADDR, 0, &cat(&[&[3], &V4, &[1, 2, 3, 4]])));
     assert_eq!(o.len, 12);
     assert_eq!(o.addr_id, 3);
     assert_eq!(o.addr, [0; 16]);
@@ -669,16 +547,9 @@ fn add_addr_whose_echo_bit_contradicts_its_hmac_is_bad_length() {
     assert_eq!(o.addr, [0; 16]);
     // An echo (E = 1) of 16 bytes would carry an HMAC, which echoes never do.
     let o = only_mptcp(&mptcp(subtype::ADD_ADDR, 1, &cat(&[&[1], &V4, &HMAC])));
-    assert_eq!(
-        (o.len, o.flags, o.status),
-        (16, 1, mptcp_status::BAD_LENGTH)
-    );
+    assert_eq!((o.len, o.flags, o.status), (16, 1, mptcp_status::BAD_LENGTH));
     // Same for IPv6 with port: 30 bytes with E = 1.
-    let o = only_mptcp(&mptcp(
-        subtype::ADD_ADDR,
-        1,
-        &cat(&[&[1], &V6, &[0, 80], &HMAC]),
-    ));
+    let o = only_mptcp(&mptcp(subtype::ADD_ADDR, 1, &cat(&[&[1], &V6, &[0, 80], &HMAC])));
     assert_eq!((o.len, o.status, o.port), (30, mptcp_status::BAD_LENGTH, 0));
 }
 
@@ -692,13 +563,7 @@ fn remove_addr_with_one_id() {
     addr[0] = 5;
     assert_eq!(
         only_mptcp(&mptcp(subtype::REMOVE_ADDR, 0, &[5])),
-        MptcpOption {
-            subtype: subtype::REMOVE_ADDR,
-            len: 4,
-            count: 1,
-            addr,
-            ..Default::default()
-        }
+        MptcpOption { subtype: subtype::REMOVE_ADDR, len: 4, count: 1, addr, ..Default::default() }
     );
 }
 
@@ -721,22 +586,14 @@ fn remove_addr_with_twenty_ids_counts_all_and_keeps_sixteen() {
 #[test]
 fn remove_addr_without_ids_is_bad_length() {
     let o = only_mptcp(&[30, 3, 0x40]);
-    assert_eq!(
-        (o.subtype, o.len, o.count, o.status),
-        (subtype::REMOVE_ADDR, 3, 0, mptcp_status::BAD_LENGTH)
-    );
+    assert_eq!((o.subtype, o.len, o.count, o.status), (subtype::REMOVE_ADDR, 3, 0, mptcp_status::BAD_LENGTH));
 }
 
 #[test]
 fn mp_prio_short_form_with_backup_bit() {
     assert_eq!(
         only_mptcp(&[30, 3, 0x51]),
-        MptcpOption {
-            subtype: subtype::MP_PRIO,
-            len: 3,
-            flags: 0x01,
-            ..Default::default()
-        }
+        MptcpOption { subtype: subtype::MP_PRIO, len: 3, flags: 0x01, ..Default::default() }
     );
 }
 
@@ -744,71 +601,40 @@ fn mp_prio_short_form_with_backup_bit() {
 fn mp_prio_long_form_with_address_id() {
     assert_eq!(
         only_mptcp(&[30, 4, 0x50, 7]),
-        MptcpOption {
-            subtype: subtype::MP_PRIO,
-            len: 4,
-            flags: 0,
-            addr_id: 7,
-            ..Default::default()
-        }
+        MptcpOption { subtype: subtype::MP_PRIO, len: 4, flags: 0, addr_id: 7, ..Default::default() }
     );
     assert_eq!(
         only_mptcp(&[30, 4, 0x51, 9]),
-        MptcpOption {
-            subtype: subtype::MP_PRIO,
-            len: 4,
-            flags: 1,
-            addr_id: 9,
-            ..Default::default()
-        }
+        MptcpOption { subtype: subtype::MP_PRIO, len: 4, flags: 1, addr_id: 9, ..Default::default() }
     );
 }
 
 #[test]
 fn mp_prio_of_five_bytes_is_bad_length() {
     let o = only_mptcp(&[30, 5, 0x51, 7, 0]);
-    assert_eq!(
-        (o.subtype, o.flags, o.addr_id, o.status),
-        (subtype::MP_PRIO, 1, 0, mptcp_status::BAD_LENGTH)
-    );
+    assert_eq!((o.subtype, o.flags, o.addr_id, o.status), (subtype::MP_PRIO, 1, 0, mptcp_status::BAD_LENGTH));
 }
 
 #[test]
 fn mp_fail_carries_an_8_byte_dsn() {
-    let o = only_mptcp(&mptcp(
-        subtype::MP_FAIL,
-        0,
-        &cat(&[&[0], &0x0123_4567_89ab_cdefu64.to_be_bytes()]),
-    ));
+    let o = only_mptcp(&mptcp(subtype::MP_FAIL, 0, &cat(&[&[0], &0x0123_4567_89ab_cdefu64.to_be_bytes()])));
     assert_eq!(
         o,
-        MptcpOption {
-            subtype: subtype::MP_FAIL,
-            len: 12,
-            dsn: 0x0123_4567_89ab_cdef,
-            ..Default::default()
-        }
+        MptcpOption { subtype: subtype::MP_FAIL, len: 12, dsn: 0x0123_4567_89ab_cdef, ..Default::default() }
     );
 }
 
 #[test]
 fn mp_fail_of_eight_bytes_is_bad_length_without_dsn() {
     let o = only_mptcp(&mptcp(subtype::MP_FAIL, 0, &[0, 1, 2, 3, 4]));
-    assert_eq!(
-        (o.subtype, o.len, o.dsn, o.status),
-        (subtype::MP_FAIL, 8, 0, mptcp_status::BAD_LENGTH)
-    );
+    assert_eq!((o.subtype, o.len, o.dsn, o.status), (subtype::MP_FAIL, 8, 0, mptcp_status::BAD_LENGTH));
 }
 
 #[test]
 fn mp_fastclose_carries_the_receiver_key() {
     assert_eq!(
         only_mptcp(&mptcp(subtype::MP_FASTCLOSE, 0, &cat(&[&[0], &KEY_B]))),
-        MptcpOption {
-            subtype: subtype::MP_FASTCLOSE,
-            len: 12,
-            ..Default::default()
-        }
+        MptcpOption { subtype: subtype::MP_FASTCLOSE, len: 12, ..Default::default() }
     );
     let o = only_mptcp(&mptcp(subtype::MP_FASTCLOSE, 0, &cat(&[&[0], &KEY_B[..7]])));
     assert_eq!((o.len, o.status), (11, mptcp_status::BAD_LENGTH));
@@ -819,13 +645,7 @@ fn mp_tcprst_decodes_every_reason_code() {
     for reason in 0u8..=6 {
         assert_eq!(
             only_mptcp(&[30, 4, 0x81, reason]),
-            MptcpOption {
-                subtype: subtype::MP_TCPRST,
-                len: 4,
-                flags: 0x01,
-                reason,
-                ..Default::default()
-            },
+            MptcpOption { subtype: subtype::MP_TCPRST, len: 4, flags: 0x01, reason, ..Default::default() },
             "reason {reason}"
         );
     }
@@ -834,10 +654,7 @@ fn mp_tcprst_decodes_every_reason_code() {
 #[test]
 fn mp_tcprst_keeps_all_four_flag_bits() {
     let o = only_mptcp(&[30, 4, 0x8f, 2]);
-    assert_eq!(
-        (o.subtype, o.flags, o.reason, o.status),
-        (subtype::MP_TCPRST, 0x0f, 2, 0)
-    );
+    assert_eq!((o.subtype, o.flags, o.reason, o.status), (subtype::MP_TCPRST, 0x0f, 2, 0));
     let o = only_mptcp(&[30, 4, 0x80, 4]);
     assert_eq!((o.flags, o.reason), (0, 4));
 }
@@ -856,23 +673,9 @@ fn mp_tcprst_of_three_or_five_bytes_is_bad_length() {
 #[test]
 fn mp_experimental_and_unassigned_subtypes_are_kept_without_judging_length() {
     let o = only_mptcp(&[30, 6, 0xf0, 1, 2, 3]);
-    assert_eq!(
-        o,
-        MptcpOption {
-            subtype: subtype::MP_EXPERIMENTAL,
-            len: 6,
-            ..Default::default()
-        }
-    );
+    assert_eq!(o, MptcpOption { subtype: subtype::MP_EXPERIMENTAL, len: 6, ..Default::default() });
     let o = only_mptcp(&[30, 4, 0x90, 0]);
-    assert_eq!(
-        o,
-        MptcpOption {
-            subtype: 9,
-            len: 4,
-            ..Default::default()
-        }
-    );
+    assert_eq!(o, MptcpOption { subtype: 9, len: 4, ..Default::default() });
 }
 
 #[test]
@@ -880,12 +683,7 @@ fn mptcp_option_of_two_bytes_has_no_subtype() {
     let o = only_mptcp(&[30, 2]);
     assert_eq!(
         o,
-        MptcpOption {
-            subtype: 0xff,
-            len: 2,
-            status: mptcp_status::BAD_LENGTH,
-            ..Default::default()
-        }
+        MptcpOption { subtype: 0xff, len: 2, status: mptcp_status::BAD_LENGTH, ..Default::default() }
     );
 }
 
@@ -898,10 +696,7 @@ fn empty_option_area_parses_to_the_empty_value() {
     assert_eq!(parse(&[]), TcpOptions::empty());
     assert_eq!(walk(&[]), vec![Step::End { at: 0 }]);
     let e = TcpOptions::empty();
-    assert_eq!(
-        (e.mss, e.wscale, e.flags, e.malformed_at, e.parsed_len),
-        (0, 0xff, 0, 0xff, 0)
-    );
+    assert_eq!((e.mss, e.wscale, e.flags, e.malformed_at, e.parsed_len), (0, 0xff, 0, 0xff, 0));
 }
 
 #[test]
@@ -935,10 +730,7 @@ fn sack_permitted_sets_its_flag() {
 fn timestamps_after_two_nops() {
     let o = parse(&cat(&[&[NOP, NOP], &timestamps(0x0a0b_0c0d, 0xfedc_ba98)]));
     assert_eq!(o.flags, opt_flags::TIMESTAMPS);
-    assert_eq!(
-        (o.ts_val, o.ts_ecr, o.parsed_len),
-        (0x0a0b_0c0d, 0xfedc_ba98, 12)
-    );
+    assert_eq!((o.ts_val, o.ts_ecr, o.parsed_len), (0x0a0b_0c0d, 0xfedc_ba98, 12));
 }
 
 #[test]
@@ -949,14 +741,7 @@ fn sack_with_one_to_four_blocks() {
         let o = parse(&bytes);
         assert_eq!(o.flags, opt_flags::SACK, "{n} blocks");
         assert_eq!(o.parsed_len as usize, 2 + 2 + 8 * n);
-        assert_eq!(
-            walk(&bytes)[2],
-            Step::Option {
-                kind: 5,
-                start: 2,
-                len: 2 + 8 * n
-            }
-        );
+        assert_eq!(walk(&bytes)[2], Step::Option { kind: 5, start: 2, len: 2 + 8 * n });
     }
 }
 
@@ -980,16 +765,8 @@ fn unknown_kinds_are_skipped_by_their_length() {
     assert_eq!(
         walk(&bytes),
         vec![
-            Step::Option {
-                kind: 254,
-                start: 0,
-                len: 6
-            },
-            Step::Option {
-                kind: 2,
-                start: 6,
-                len: 4
-            },
+            Step::Option { kind: 254, start: 0, len: 6 },
+            Step::Option { kind: 2, start: 6, len: 4 },
             Step::End { at: 10 }
         ]
     );
@@ -1003,21 +780,8 @@ fn unknown_kinds_are_skipped_by_their_length() {
 fn eol_ends_parsing_and_later_bytes_are_ignored() {
     let bytes = cat(&[&mss(1460), &[EOL], &wscale(7), &[30, 4, 0x01, 0x81]]);
     let o = parse(&bytes);
-    assert_eq!(
-        (o.mss, o.wscale, o.mptcp_count, o.flags, o.parsed_len),
-        (1460, 0xff, 0, 0, 4)
-    );
-    assert_eq!(
-        walk(&bytes),
-        vec![
-            Step::Option {
-                kind: 2,
-                start: 0,
-                len: 4
-            },
-            Step::End { at: 4 }
-        ]
-    );
+    assert_eq!((o.mss, o.wscale, o.mptcp_count, o.flags, o.parsed_len), (1460, 0xff, 0, 0, 4));
+    assert_eq!(walk(&bytes), vec![Step::Option { kind: 2, start: 0, len: 4 }, Step::End { at: 4 }]);
 }
 
 #[test]
@@ -1040,14 +804,7 @@ fn nop_padding_fills_the_whole_area() {
     assert_eq!((o.flags, o.parsed_len, o.mptcp_count), (0, 40, 0));
     let steps = walk(&bytes);
     assert_eq!(steps.len(), 41);
-    assert_eq!(
-        steps[39],
-        Step::Option {
-            kind: NOP,
-            start: 39,
-            len: 1
-        }
-    );
+    assert_eq!(steps[39], Step::Option { kind: NOP, start: 39, len: 1 });
     assert_eq!(steps[40], Step::End { at: 40 });
 }
 
@@ -1081,10 +838,7 @@ fn truncated_flag_is_reported_with_the_decoded_options() {
 #[test]
 fn mss_running_past_the_area_is_malformed() {
     let o = parse(&[2, 4, 5]);
-    assert_eq!(
-        (o.flags, o.malformed_at, o.parsed_len, o.mss),
-        (opt_flags::MALFORMED, 0, 0, 0)
-    );
+    assert_eq!((o.flags, o.malformed_at, o.parsed_len, o.mss), (opt_flags::MALFORMED, 0, 0, 0));
     assert_eq!(walk(&[2, 4, 5]), vec![Step::Malformed { at: 0 }]);
 }
 
@@ -1092,53 +846,28 @@ fn mss_running_past_the_area_is_malformed() {
 fn timestamps_running_past_the_area_after_a_nop() {
     let bytes = [NOP, 8, 10, 1, 2, 3, 4];
     let o = parse(&bytes);
-    assert_eq!(
-        (o.flags, o.malformed_at, o.parsed_len),
-        (opt_flags::MALFORMED, 1, 1)
-    );
-    assert_eq!(
-        walk(&bytes),
-        vec![
-            Step::Option {
-                kind: NOP,
-                start: 0,
-                len: 1
-            },
-            Step::Malformed { at: 1 }
-        ]
-    );
+    assert_eq!((o.flags, o.malformed_at, o.parsed_len), (opt_flags::MALFORMED, 1, 1));
+    assert_eq!(walk(&bytes), vec![Step::Option { kind: NOP, start: 0, len: 1 }, Step::Malformed { at: 1 }]);
 }
 
 #[test]
 fn mptcp_option_running_past_the_area_is_malformed_and_not_decoded() {
     let bytes = [NOP, NOP, 30, 12, 0x10, 1, 0xa1, 0xb2];
     let o = parse(&bytes);
-    assert_eq!(
-        (o.flags, o.malformed_at, o.parsed_len, o.mptcp_count),
-        (opt_flags::MALFORMED, 2, 2, 0)
-    );
+    assert_eq!((o.flags, o.malformed_at, o.parsed_len, o.mptcp_count), (opt_flags::MALFORMED, 2, 2, 0));
 }
 
 #[test]
 fn option_length_zero_is_malformed() {
     let o = parse(&[NOP, 3, 0, 7]);
-    assert_eq!(
-        (o.flags, o.malformed_at, o.parsed_len, o.wscale),
-        (opt_flags::MALFORMED, 1, 1, 0xff)
-    );
-    assert_eq!(
-        next_option(&option_area(&[254, 0]).0, 0, 2),
-        Step::Malformed { at: 0 }
-    );
+    assert_eq!((o.flags, o.malformed_at, o.parsed_len, o.wscale), (opt_flags::MALFORMED, 1, 1, 0xff));
+    assert_eq!(next_option(&option_area(&[254, 0]).0, 0, 2), Step::Malformed { at: 0 });
 }
 
 #[test]
 fn option_length_one_is_malformed() {
     let o = parse(&[30, 1, 0x00, 0x81]);
-    assert_eq!(
-        (o.flags, o.malformed_at, o.parsed_len, o.mptcp_count),
-        (opt_flags::MALFORMED, 0, 0, 0)
-    );
+    assert_eq!((o.flags, o.malformed_at, o.parsed_len, o.mptcp_count), (opt_flags::MALFORMED, 0, 0, 0));
     assert_eq!(walk(&[30, 1, 0, 0x81]), vec![Step::Malformed { at: 0 }]);
 }
 
@@ -1147,11 +876,7 @@ fn kind_byte_as_the_last_byte_without_length_is_malformed() {
     for kind in [2u8, 30, 254] {
         let bytes = [NOP, NOP, NOP, kind];
         let o = parse(&bytes);
-        assert_eq!(
-            (o.flags, o.malformed_at, o.parsed_len),
-            (opt_flags::MALFORMED, 3, 3),
-            "kind {kind}"
-        );
+        assert_eq!((o.flags, o.malformed_at, o.parsed_len), (opt_flags::MALFORMED, 3, 3), "kind {kind}");
         let steps = walk(&bytes);
         assert_eq!(steps.len(), 4);
         assert_eq!(steps[3], Step::Malformed { at: 3 });
@@ -1175,28 +900,16 @@ fn fixed_size_options_with_the_wrong_length_are_malformed() {
         // The walk itself only knows boundaries: it reports the option, not a malformation.
         let kind = bytes[at as usize];
         let len = bytes[at as usize + 1] as usize;
-        assert!(walk(bytes).contains(&Step::Option {
-            kind,
-            start: at as usize,
-            len
-        }));
+        assert!(walk(bytes).contains(&Step::Option { kind, start: at as usize, len }));
     }
 }
 
 #[test]
 fn malformed_option_stops_decoding_of_later_options() {
-    let bytes = cat(&[
-        &[NOP, NOP],
-        &sack_perm(),
-        &[2, 3, 5, 1],
-        &[30, 4, 0x01, 0x81],
-    ]);
+    let bytes = cat(&[&[NOP, NOP], &sack_perm(), &[2, 3, 5, 1], &[30, 4, 0x01, 0x81]]);
     let o = parse(&bytes);
     assert_eq!(o.flags, opt_flags::SACK_PERM | opt_flags::MALFORMED);
-    assert_eq!(
-        (o.malformed_at, o.parsed_len, o.mptcp_count, o.mss),
-        (4, 4, 0, 0)
-    );
+    assert_eq!((o.malformed_at, o.parsed_len, o.mptcp_count, o.mss), (4, 4, 0, 0));
 }
 
 #[test]
@@ -1213,10 +926,7 @@ fn claimed_length_over_40_is_clamped() {
     bytes[39] = 4;
     let (buf, _) = option_area(&bytes);
     let o = parse_tcp_options(&buf, 44, false);
-    assert_eq!(
-        (o.flags, o.malformed_at, o.parsed_len),
-        (opt_flags::MALFORMED, 38, 38)
-    );
+    assert_eq!((o.flags, o.malformed_at, o.parsed_len), (opt_flags::MALFORMED, 38, 38));
 }
 
 #[test]
@@ -1239,10 +949,7 @@ fn two_mptcp_options_fit_without_overflow() {
     assert_eq!((o.flags, o.mptcp_count), (0, 2));
     assert_eq!(o.mptcp_options().len(), 2);
     assert_eq!((o.mptcp[0].subtype, o.mptcp[0].data_ack), (subtype::DSS, 9));
-    assert_eq!(
-        (o.mptcp[1].subtype, o.mptcp[1].flags),
-        (subtype::MP_PRIO, 1)
-    );
+    assert_eq!((o.mptcp[1].subtype, o.mptcp[1].flags), (subtype::MP_PRIO, 1));
 }
 
 #[test]
@@ -1269,15 +976,9 @@ fn four_mptcp_options_overflow_but_are_all_counted() {
 fn twenty_minimal_two_byte_mptcp_options_fill_the_area() {
     let bytes: Vec<u8> = [30u8, 2].repeat(20);
     let o = parse(&bytes);
-    assert_eq!(
-        (o.flags, o.mptcp_count, o.parsed_len),
-        (opt_flags::MPTCP_OVERFLOW, 20, 40)
-    );
+    assert_eq!((o.flags, o.mptcp_count, o.parsed_len), (opt_flags::MPTCP_OVERFLOW, 20, 40));
     for m in o.mptcp_options() {
-        assert_eq!(
-            (m.subtype, m.len, m.status),
-            (0xff, 2, mptcp_status::BAD_LENGTH)
-        );
+        assert_eq!((m.subtype, m.len, m.status), (0xff, 2, mptcp_status::BAD_LENGTH));
     }
 }
 
@@ -1287,13 +988,7 @@ fn twenty_minimal_two_byte_mptcp_options_fill_the_area() {
 
 /// MSS 1460, SACK-permitted + timestamps, NOP + window scale 7: the Linux SYN option prefix.
 fn linux_syn_prefix(ts_val: u32, ts_ecr: u32) -> Vec<u8> {
-    cat(&[
-        &mss(1460),
-        &sack_perm(),
-        &timestamps(ts_val, ts_ecr),
-        &[NOP],
-        &wscale(7),
-    ])
+    cat(&[&mss(1460), &sack_perm(), &timestamps(ts_val, ts_ecr), &[NOP], &wscale(7)])
 }
 
 #[test]
@@ -1315,47 +1010,18 @@ fn linux_syn_with_mp_capable() {
     want.ts_ecr = 0;
     want.parsed_len = 24;
     want.mptcp_count = 1;
-    want.mptcp[0] = MptcpOption {
-        subtype: subtype::MP_CAPABLE,
-        len: 4,
-        version: 1,
-        flags: 0x01,
-        ..Default::default()
-    };
+    want.mptcp[0] =
+        MptcpOption { subtype: subtype::MP_CAPABLE, len: 4, version: 1, flags: 0x01, ..Default::default() };
     assert_eq!(parse(&bytes), want);
     assert_eq!(
         walk(&bytes),
         vec![
-            Step::Option {
-                kind: 2,
-                start: 0,
-                len: 4
-            },
-            Step::Option {
-                kind: 4,
-                start: 4,
-                len: 2
-            },
-            Step::Option {
-                kind: 8,
-                start: 6,
-                len: 10
-            },
-            Step::Option {
-                kind: 1,
-                start: 16,
-                len: 1
-            },
-            Step::Option {
-                kind: 3,
-                start: 17,
-                len: 3
-            },
-            Step::Option {
-                kind: 30,
-                start: 20,
-                len: 4
-            },
+            Step::Option { kind: 2, start: 0, len: 4 },
+            Step::Option { kind: 4, start: 4, len: 2 },
+            Step::Option { kind: 8, start: 6, len: 10 },
+            Step::Option { kind: 1, start: 16, len: 1 },
+            Step::Option { kind: 3, start: 17, len: 3 },
+            Step::Option { kind: 30, start: 20, len: 4 },
             Step::End { at: 24 },
         ]
     );
@@ -1363,16 +1029,11 @@ fn linux_syn_with_mp_capable() {
 
 #[test]
 fn linux_synack_with_mp_capable_key() {
-    let bytes = cat(&[
-        &linux_syn_prefix(77, 0x0012_d687),
-        &mptcp(subtype::MP_CAPABLE, 1, &cat(&[&[0x01], &KEY_B])),
-    ]);
+    let bytes =
+        cat(&[&linux_syn_prefix(77, 0x0012_d687), &mptcp(subtype::MP_CAPABLE, 1, &cat(&[&[0x01], &KEY_B]))]);
     assert_eq!(bytes.len(), 32);
     let o = parse(&bytes);
-    assert_eq!(
-        (o.mss, o.wscale, o.ts_val, o.ts_ecr),
-        (1460, 7, 77, 0x0012_d687)
-    );
+    assert_eq!((o.mss, o.wscale, o.ts_val, o.ts_ecr), (1460, 7, 77, 0x0012_d687));
     assert_eq!(o.flags, opt_flags::SACK_PERM | opt_flags::TIMESTAMPS);
     assert_eq!((o.mptcp_count, o.parsed_len), (1, 32));
     assert_eq!(
@@ -1397,14 +1058,8 @@ fn linux_third_ack_with_both_keys() {
     assert_eq!(bytes.len(), 32);
     let o = parse(&bytes);
     assert_eq!((o.mss, o.wscale, o.flags), (0, 0xff, opt_flags::TIMESTAMPS));
-    assert_eq!(
-        (o.ts_val, o.ts_ecr, o.parsed_len, o.mptcp_count),
-        (1000, 77, 32, 1)
-    );
-    assert_eq!(
-        (o.mptcp[0].subtype, o.mptcp[0].len, o.mptcp[0].status),
-        (subtype::MP_CAPABLE, 20, 0)
-    );
+    assert_eq!((o.ts_val, o.ts_ecr, o.parsed_len, o.mptcp_count), (1000, 77, 32, 1));
+    assert_eq!((o.mptcp[0].subtype, o.mptcp[0].len, o.mptcp[0].status), (subtype::MP_CAPABLE, 20, 0));
 }
 
 #[test]
@@ -1412,49 +1067,27 @@ fn linux_first_data_segment_with_mp_capable_data_len() {
     let bytes = cat(&[
         &[NOP, NOP],
         &timestamps(1001, 77),
-        &mptcp(
-            subtype::MP_CAPABLE,
-            1,
-            &cat(&[&[0x01], &KEY_A, &KEY_B, &100u16.to_be_bytes()]),
-        ),
+        &mptcp(subtype::MP_CAPABLE, 1, &cat(&[&[0x01], &KEY_A, &KEY_B, &100u16.to_be_bytes()])),
         &[NOP, NOP],
     ]);
     assert_eq!(bytes.len(), 36);
     let o = parse(&bytes);
-    assert_eq!(
-        (o.parsed_len, o.mptcp_count, o.flags),
-        (36, 1, opt_flags::TIMESTAMPS)
-    );
-    assert_eq!(
-        (o.mptcp[0].len, o.mptcp[0].data_len, o.mptcp[0].status),
-        (22, 100, 0)
-    );
+    assert_eq!((o.parsed_len, o.mptcp_count, o.flags), (36, 1, opt_flags::TIMESTAMPS));
+    assert_eq!((o.mptcp[0].len, o.mptcp[0].data_len, o.mptcp[0].status), (22, 100, 0));
 }
 
 #[test]
 fn linux_mp_join_syn_on_a_second_subflow() {
     let bytes = cat(&[
         &linux_syn_prefix(5, 0),
-        &mptcp(
-            subtype::MP_JOIN,
-            0,
-            &[2, 0xde, 0xad, 0xbe, 0xef, 0x01, 0x02, 0x03, 0x04],
-        ),
+        &mptcp(subtype::MP_JOIN, 0, &[2, 0xde, 0xad, 0xbe, 0xef, 0x01, 0x02, 0x03, 0x04]),
     ]);
     assert_eq!(bytes.len(), 32);
     let o = parse(&bytes);
-    assert_eq!(
-        (o.mss, o.wscale, o.parsed_len, o.mptcp_count),
-        (1460, 7, 32, 1)
-    );
+    assert_eq!((o.mss, o.wscale, o.parsed_len, o.mptcp_count), (1460, 7, 32, 1));
     assert_eq!(
         o.mptcp[0],
-        MptcpOption {
-            subtype: subtype::MP_JOIN,
-            len: 12,
-            addr_id: 2,
-            ..Default::default()
-        }
+        MptcpOption { subtype: subtype::MP_JOIN, len: 12, addr_id: 2, ..Default::default() }
     );
 }
 
@@ -1474,10 +1107,7 @@ fn linux_data_segment_with_64_bit_dss_fills_40_bytes() {
     let bytes = cat(&[&[NOP, NOP], &timestamps(2000, 1500), &dss_opt, &[NOP, NOP]]);
     assert_eq!(bytes.len(), 40);
     let o = parse(&bytes);
-    assert_eq!(
-        (o.flags, o.parsed_len, o.mptcp_count),
-        (opt_flags::TIMESTAMPS, 40, 1)
-    );
+    assert_eq!((o.flags, o.parsed_len, o.mptcp_count), (opt_flags::TIMESTAMPS, 40, 1));
     assert_eq!(
         o.mptcp[0],
         MptcpOption {
@@ -1506,10 +1136,7 @@ fn linux_ack_with_sack_block_and_dss_data_ack() {
     let o = parse(&bytes);
     assert_eq!(o.flags, opt_flags::TIMESTAMPS | opt_flags::SACK);
     assert_eq!((o.parsed_len, o.mptcp_count), (32, 1));
-    assert_eq!(
-        (o.mptcp[0].subtype, o.mptcp[0].data_ack, o.mptcp[0].status),
-        (subtype::DSS, 0x1000, 0)
-    );
+    assert_eq!((o.mptcp[0].subtype, o.mptcp[0].data_ack, o.mptcp[0].status), (subtype::DSS, 0x1000, 0));
 }
 
 #[test]
@@ -1521,10 +1148,7 @@ fn linux_pure_ack_announcing_an_ipv4_address() {
     ]);
     assert_eq!(bytes.len(), 28);
     let o = parse(&bytes);
-    assert_eq!(
-        (o.parsed_len, o.mptcp_count, o.flags),
-        (28, 1, opt_flags::TIMESTAMPS)
-    );
+    assert_eq!((o.parsed_len, o.mptcp_count, o.flags), (28, 1, opt_flags::TIMESTAMPS));
     let a = o.find(subtype::ADD_ADDR).unwrap();
     assert_eq!(
         (a.addr_id, &a.addr[..4], a.status, a.flags),
@@ -1542,18 +1166,9 @@ fn linux_reset_with_mp_tcprst_and_fastclose() {
     ]);
     assert_eq!(bytes.len(), 28);
     let o = parse(&bytes);
-    assert_eq!(
-        (o.parsed_len, o.mptcp_count, o.flags),
-        (28, 2, opt_flags::TIMESTAMPS)
-    );
-    assert_eq!(
-        (o.mptcp[0].subtype, o.mptcp[0].flags, o.mptcp[0].reason),
-        (subtype::MP_TCPRST, 1, 3)
-    );
-    assert_eq!(
-        (o.mptcp[1].subtype, o.mptcp[1].len, o.mptcp[1].status),
-        (subtype::MP_FASTCLOSE, 12, 0)
-    );
+    assert_eq!((o.parsed_len, o.mptcp_count, o.flags), (28, 2, opt_flags::TIMESTAMPS));
+    assert_eq!((o.mptcp[0].subtype, o.mptcp[0].flags, o.mptcp[0].reason), (subtype::MP_TCPRST, 1, 3));
+    assert_eq!((o.mptcp[1].subtype, o.mptcp[1].len, o.mptcp[1].status), (subtype::MP_FASTCLOSE, 12, 0));
 }
 
 #[test]
@@ -1562,13 +1177,7 @@ fn parse_mptcp_directly_at_an_offset() {
     let (buf, _) = option_area(&bytes);
     assert_eq!(
         parse_mptcp(&buf, 2, 4),
-        MptcpOption {
-            subtype: subtype::MP_TCPRST,
-            len: 4,
-            flags: 1,
-            reason: 5,
-            ..Default::default()
-        }
+        MptcpOption { subtype: subtype::MP_TCPRST, len: 4, flags: 1, reason: 5, ..Default::default() }
     );
     // Too short to hold a subtype.
     assert_eq!(parse_mptcp(&buf, 2, 2).status, mptcp_status::BAD_LENGTH);

@@ -6,9 +6,7 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use mptcp_probe_common::{
     counters,
-    event::{
-        direction, tcp_flags, why, EventHeader, EventKind, PacketEvent, EVENT_VERSION, HEADER_BYTES,
-    },
+    event::{direction, tcp_flags, why, EventHeader, EventKind, PacketEvent, EVENT_VERSION, HEADER_BYTES},
     flow::{self, FlowKey, FlowState, HandshakeOpt, HS_SYN, HS_SYN_ACK, HS_THIRD_ACK},
     options::{
         dss, mptcp_status, opt_flags, parse_tcp_options_in, subtype, TcpOptions, MAX_MPTCP_OPTIONS,
@@ -76,13 +74,7 @@ fn observe<const DIR: u8, const L2: bool>(ctx: &TcContext) {
     let copied = reload(&sc.copied) as usize;
     let opt_len = reload(&sc.opt_len) as usize;
     sc.ev.opts = TcpOptions::empty();
-    parse_tcp_options_in(
-        &sc.buf,
-        copied,
-        copied < opt_len,
-        &mut sc.ev.opts,
-        &mut sc.walk,
-    );
+    parse_tcp_options_in(&sc.buf, copied, copied < opt_len, &mut sc.ev.opts, &mut sc.walk);
     let w = track::<DIR>(&mut sc.ev);
     if w != 0 {
         emit::<L2>(ctx, sc, w);
@@ -139,11 +131,7 @@ fn read<const N: usize>(addr: usize, end: usize) -> Option<[u8; N]> {
 }
 
 #[inline(always)]
-fn parse<const DIR: u8, const L2: bool>(
-    ctx: &TcContext,
-    proto: u16,
-    sc: &mut Scratch,
-) -> Option<()> {
+fn parse<const DIR: u8, const L2: bool>(ctx: &TcContext, proto: u16, sc: &mut Scratch) -> Option<()> {
     let mut data = ctx.data();
     let mut end = ctx.data_end();
     let l2 = if L2 { ETH_HLEN } else { 0 };
@@ -175,11 +163,7 @@ fn parse<const DIR: u8, const L2: bool>(
         ttl = h[8];
         key.ip_version = 4;
         let (src, dst) = ([h[12], h[13], h[14], h[15]], [h[16], h[17], h[18], h[19]]);
-        let (local, remote) = if DIR == direction::EGRESS {
-            (src, dst)
-        } else {
-            (dst, src)
-        };
+        let (local, remote) = if DIR == direction::EGRESS { (src, dst) } else { (dst, src) };
         let mut l = [0u8; 16];
         let mut r = [0u8; 16];
         l[..4].copy_from_slice(&local);
@@ -198,11 +182,7 @@ fn parse<const DIR: u8, const L2: bool>(
         let mut dst = [0u8; 16];
         src.copy_from_slice(&h[8..24]);
         dst.copy_from_slice(&h[24..40]);
-        let (local, remote) = if DIR == direction::EGRESS {
-            (src, dst)
-        } else {
-            (dst, src)
-        };
+        let (local, remote) = if DIR == direction::EGRESS { (src, dst) } else { (dst, src) };
         key.local_addr = local;
         key.remote_addr = remote;
         // The extension-header cursor lives in the scratch map so that all header chains meet in
@@ -269,11 +249,7 @@ fn parse<const DIR: u8, const L2: bool>(
     };
     let sport = u16::from_be_bytes([t[0], t[1]]);
     let dport = u16::from_be_bytes([t[2], t[3]]);
-    let (lport, rport) = if DIR == direction::EGRESS {
-        (sport, dport)
-    } else {
-        (dport, sport)
-    };
+    let (lport, rport) = if DIR == direction::EGRESS { (sport, dport) } else { (dport, sport) };
     let ev = &mut sc.ev;
     ev.flow.local_port = lport;
     ev.flow.remote_port = rport;
@@ -292,11 +268,7 @@ fn parse<const DIR: u8, const L2: bool>(
     ev.tcp_flags = t[13];
     ev.ttl = ttl;
     ev.direction = DIR;
-    ev.payload_len = if total > headers {
-        (total - headers) as u32
-    } else {
-        0
-    };
+    ev.payload_len = if total > headers { (total - headers) as u32 } else { 0 };
     Some(())
 }
 
@@ -329,9 +301,7 @@ fn handshake_opt(opts: &TcpOptions, dir: u8) -> HandshakeOpt {
         ..HandshakeOpt::default()
     };
     if let Some(o) = opts.mptcp.first() {
-        if opts.mptcp_count > 0
-            && (o.subtype == subtype::MP_CAPABLE || o.subtype == subtype::MP_JOIN)
-        {
+        if opts.mptcp_count > 0 && (o.subtype == subtype::MP_CAPABLE || o.subtype == subtype::MP_JOIN) {
             h.mptcp_subtype = o.subtype;
             h.mptcp_len = o.len;
         }
@@ -407,8 +377,7 @@ fn track<const DIR: u8>(seg: &mut PacketEvent) -> u16 {
         w |= why::SYN_ACK;
         let h = handshake_opt(&seg.opts, DIR);
         let syn_h = s.handshake[HS_SYN];
-        if syn_h.seen != 0 && syn_h.mptcp_subtype != 0xff && syn_h.mptcp_subtype == h.mptcp_subtype
-        {
+        if syn_h.seen != 0 && syn_h.mptcp_subtype != 0xff && syn_h.mptcp_subtype == h.mptcp_subtype {
             s.negotiated = 1;
         }
         s.handshake[HS_SYN_ACK] = h;

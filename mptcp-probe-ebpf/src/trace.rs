@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use mptcp_probe_common::{
     config::{
-        MappingOffsets, NetnsOffsets, ReceiveResetOffsets, SendResetOffsets, SockStateOffsets,
-        ABSENT, NETNS_ABSENT,
+        MappingOffsets, NetnsOffsets, ReceiveResetOffsets, SendResetOffsets, SockStateOffsets, ABSENT,
+        NETNS_ABSENT,
     },
     counters,
     event::{
@@ -60,13 +60,7 @@ fn bytes<const N: usize>(ctx: &TracePointContext, off: u16) -> [u8; N] {
 
 #[inline(always)]
 fn header(kind: EventKind) -> EventHeader {
-    EventHeader {
-        kind: kind as u8,
-        version: EVENT_VERSION,
-        cpu: cpu(),
-        netns: 0,
-        ts_ns: now_ns(),
-    }
+    EventHeader { kind: kind as u8, version: EVENT_VERSION, cpu: cpu(), netns: 0, ts_ns: now_ns() }
 }
 
 #[inline(always)]
@@ -109,6 +103,20 @@ fn global<T: Copy>(g: &T) -> T {
     unsafe { core::ptr::read_volatile(g) }
 }
 
+/// Source and destination addresses of a tracepoint that has both IPv4 and IPv6 fields.
+#[inline(always)]
+fn addrs(ctx: &TracePointContext, family: u16, v4: (u16, u16), v6: (u16, u16)) -> ([u8; 16], [u8; 16]) {
+    if family == AF_INET6 {
+        (bytes::<16>(ctx, v6.0), bytes::<16>(ctx, v6.1))
+    } else {
+        let mut s = [0u8; 16];
+        let mut d = [0u8; 16];
+        s[..4].copy_from_slice(&bytes::<4>(ctx, v4.0));
+        d[..4].copy_from_slice(&bytes::<4>(ctx, v4.1));
+        (s, d)
+    }
+}
+
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     count(counters::TRACEPOINT_HITS);
@@ -130,15 +138,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         saddr: [0; 16],
         daddr: [0; 16],
     };
-    if family == AF_INET6 {
-        ev.saddr = bytes::<16>(&ctx, o.saddr_v6);
-        ev.daddr = bytes::<16>(&ctx, o.daddr_v6);
-    } else {
-        let s = bytes::<4>(&ctx, o.saddr);
-        let d = bytes::<4>(&ctx, o.daddr);
-        ev.saddr[..4].copy_from_slice(&s);
-        ev.daddr[..4].copy_from_slice(&d);
-    }
+    (ev.saddr, ev.daddr) = addrs(&ctx, family, (o.saddr, o.daddr), (o.saddr_v6, o.daddr_v6));
     ev.header.netns = netns_of_sock(ev.skaddr);
     output(&ev);
     0
@@ -151,16 +151,8 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
     let mut ev = reset_event(reset_dir::SENT);
     ev.skaddr = field::<u64>(&ctx, o.skaddr);
     ev.header.netns = netns_of_sock(ev.skaddr);
-    ev.state = if o.state == ABSENT {
-        -1
-    } else {
-        field(&ctx, o.state)
-    };
-    ev.reason = if o.reason == ABSENT {
-        u32::MAX
-    } else {
-        field(&ctx, o.reason)
-    };
+    ev.state = if o.state == ABSENT { -1 } else { field(&ctx, o.state) };
+    ev.reason = if o.reason == ABSENT { u32::MAX } else { field(&ctx, o.reason) };
     // saddr/daddr are struct sockaddr_in / sockaddr_in6 in a 28-byte blob.
     let s = bytes::<28>(&ctx, o.saddr);
     let d = bytes::<28>(&ctx, o.daddr);
@@ -191,15 +183,7 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
     ev.family = family;
     ev.sport = field(&ctx, o.sport);
     ev.dport = field(&ctx, o.dport);
-    if family == AF_INET6 {
-        ev.saddr = bytes::<16>(&ctx, o.saddr_v6);
-        ev.daddr = bytes::<16>(&ctx, o.daddr_v6);
-    } else {
-        let s = bytes::<4>(&ctx, o.saddr);
-        let d = bytes::<4>(&ctx, o.daddr);
-        ev.saddr[..4].copy_from_slice(&s);
-        ev.daddr[..4].copy_from_slice(&d);
-    }
+    (ev.saddr, ev.daddr) = addrs(&ctx, family, (o.saddr, o.daddr), (o.saddr_v6, o.daddr_v6));
     output(&ev);
     0
 }
@@ -285,10 +269,7 @@ pub fn subflow_check_data_avail(ctx: TracePointContext) -> u32 {
     // SAFETY: as above; the stash is consumed.
     unsafe { (*stash).flags = 0 };
     if !fresh {
-        ev = MappingEvent {
-            header: header(EventKind::Mapping),
-            ..MappingEvent::default()
-        };
+        ev = MappingEvent { header: header(EventKind::Mapping), ..MappingEvent::default() };
     }
     let interesting = status == MAPPING_INVALID || ev.flags & mapping_flags::INFINITE_MAP != 0;
     if !interesting {
@@ -308,12 +289,7 @@ pub fn mptcp_try_fallback(ctx: FEntryContext) -> u32 {
     count(counters::TRACEPOINT_HITS);
     let msk: u64 = ctx.arg(0);
     let mib: i32 = ctx.arg(1);
-    let ev = FallbackEvent {
-        header: header(EventKind::Fallback),
-        msk,
-        mib: mib as u32,
-        _pad: 0,
-    };
+    let ev = FallbackEvent { header: header(EventKind::Fallback), msk, mib: mib as u32, _pad: 0 };
     output(&ev);
     0
 }

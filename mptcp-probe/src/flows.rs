@@ -8,10 +8,8 @@ use std::{
 };
 
 use mptcp_probe_common::{
-    event::direction,
-    flow::{
-        FlowKey, FlowState, HandshakeOpt, HS_SYN, HS_SYN_ACK, HS_THIRD_ACK, RX, SUBTYPE_SLOTS, TX,
-    },
+    event::{direction, tcp_flags},
+    flow::{FlowKey, FlowState, HandshakeOpt, HS_SYN, HS_SYN_ACK, HS_THIRD_ACK, RX, SUBTYPE_SLOTS, TX},
     options::subtype,
     SUBTYPE_NAMES,
 };
@@ -105,6 +103,8 @@ pub struct FlowNotes {
     pub fallback_reason: Option<String>,
     /// An MPTCP-level socket was seen with this flow's addresses.
     pub mptcp_socket: bool,
+    /// Summarised because it went quiet, not because it ended.
+    pub idle: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -138,23 +138,16 @@ pub struct FlowSummary {
     pub socket_states: Vec<String>,
     pub resets: Vec<String>,
     pub duration_ms: u64,
-    /// "fin", "rst" or "live" (still open when the summary was made).
+    /// "fin", "rst", "idle" (quiet for the idle timeout) or "live" (open when watch stopped).
     pub ended: &'static str,
 }
 
 fn per_dir<T: Copy>(a: &[T; 2]) -> PerDirection<T> {
-    PerDirection {
-        tx: a[TX],
-        rx: a[RX],
-    }
+    PerDirection { tx: a[TX], rx: a[RX] }
 }
 
 fn opt_counts(row: &[u32; SUBTYPE_SLOTS]) -> BTreeMap<&'static str, u32> {
-    row.iter()
-        .enumerate()
-        .filter(|(_, n)| **n > 0)
-        .map(|(i, n)| (SUBTYPE_NAMES[i], *n))
-        .collect()
+    row.iter().enumerate().filter(|(_, n)| **n > 0).map(|(i, n)| (SUBTYPE_NAMES[i], *n)).collect()
 }
 
 /// "sent"/"received" as seen from this host.
@@ -179,16 +172,11 @@ pub fn classify(st: &FlowState) -> (MptcpState, &'static str, Vec<String>) {
         let mptcp_seen = total(subtype::DSS as usize) + total(subtype::MP_CAPABLE as usize) > 0;
         let subflow = if mptcp_seen { "initial" } else { "tcp" };
         if st.infinite_mappings.iter().sum::<u32>() > 0 {
-            evidence
-                .push("infinite mapping seen: MPTCP fell back to TCP after establishment".into());
+            evidence.push("infinite mapping seen: MPTCP fell back to TCP after establishment".into());
             return (MptcpState::Fallback, subflow, evidence);
         }
         return (
-            if mptcp_seen {
-                MptcpState::Established
-            } else {
-                MptcpState::NotNegotiated
-            },
+            if mptcp_seen { MptcpState::Established } else { MptcpState::NotNegotiated },
             subflow,
             evidence,
         );
@@ -222,10 +210,7 @@ pub fn classify(st: &FlowState) -> (MptcpState, &'static str, Vec<String>) {
     let name = if is_join { "MP_JOIN" } else { "MP_CAPABLE" };
     let subflow = if is_join { "join" } else { "initial" };
     if synack.seen == 0 {
-        evidence.push(format!(
-            "SYN {} with {name}, no SYN/ACK seen",
-            verb(syn.direction)
-        ));
+        evidence.push(format!("SYN {} with {name}, no SYN/ACK seen", verb(syn.direction)));
         return (MptcpState::NotNegotiated, subflow, evidence);
     }
     if synack.mptcp_subtype != syn.mptcp_subtype {
@@ -234,26 +219,17 @@ pub fn classify(st: &FlowState) -> (MptcpState, &'static str, Vec<String>) {
             verb(syn.direction),
             verb(synack.direction)
         ));
-        let state = if is_join {
-            MptcpState::NotNegotiated
-        } else {
-            MptcpState::Fallback
-        };
+        let state = if is_join { MptcpState::NotNegotiated } else { MptcpState::Fallback };
         return (state, subflow, evidence);
     }
     let mut state = MptcpState::Established;
     if ack3.seen != 0 && ack3.mptcp_subtype != syn.mptcp_subtype {
-        evidence.push(format!(
-            "SYN and SYN/ACK carried {name}, third ACK {} without",
-            verb(ack3.direction)
-        ));
+        evidence.push(format!("SYN and SYN/ACK carried {name}, third ACK {} without", verb(ack3.direction)));
         state = MptcpState::Fallback;
     }
     for (d, label) in [(TX, "sent"), (RX, "received")] {
         if st.infinite_mappings[d] > 0 {
-            evidence.push(format!(
-                "DSS with infinite mapping {label}: fallback after establishment"
-            ));
+            evidence.push(format!("DSS with infinite mapping {label}: fallback after establishment"));
             state = MptcpState::Fallback;
         }
         if st.data_without_dss[d] > 0 {
@@ -270,13 +246,7 @@ pub fn classify(st: &FlowState) -> (MptcpState, &'static str, Vec<String>) {
     (state, subflow, evidence)
 }
 
-pub fn summarize(
-    key: &FlowKey,
-    st: &FlowState,
-    notes: &FlowNotes,
-    iface: &str,
-    netns: u32,
-) -> FlowSummary {
+pub fn summarize(key: &FlowKey, st: &FlowState, notes: &FlowNotes, iface: &str, netns: u32) -> FlowSummary {
     let (mptcp, subflow, fallback_evidence) = classify(st);
     let role = match st.syn_direction {
         direction::EGRESS => "client",
@@ -287,6 +257,8 @@ pub fn summarize(
         "rst"
     } else if st.fin[TX] != 0 && st.fin[RX] != 0 {
         "fin"
+    } else if notes.idle {
+        "idle"
     } else {
         "live"
     };
@@ -307,23 +279,14 @@ pub fn summarize(
             syn_ack: hs_view(&st.handshake[HS_SYN_ACK]),
             third_ack: hs_view(&st.handshake[HS_THIRD_ACK]),
         },
-        options: PerDirection {
-            tx: opt_counts(&st.options[TX]),
-            rx: opt_counts(&st.options[RX]),
-        },
+        options: PerDirection { tx: opt_counts(&st.options[TX]), rx: opt_counts(&st.options[RX]) },
         packets: per_dir(&st.packets),
         payload_bytes: per_dir(&st.payload_bytes),
         data_without_dss: per_dir(&st.data_without_dss),
         infinite_mappings: per_dir(&st.infinite_mappings),
         malformed_options: per_dir(&st.malformed),
-        fin: PerDirection {
-            tx: st.fin[TX] != 0,
-            rx: st.fin[RX] != 0,
-        },
-        rst: PerDirection {
-            tx: st.rst[TX] != 0,
-            rx: st.rst[RX] != 0,
-        },
+        fin: PerDirection { tx: st.fin[TX] != 0, rx: st.fin[RX] != 0 },
+        rst: PerDirection { tx: st.rst[TX] != 0, rx: st.rst[RX] != 0 },
         mp_tcprst_reason: (st.tcprst_reason != 0xff).then(|| tcprst_reason(st.tcprst_reason)),
         fallback_evidence,
         fallback_reason: notes.fallback_reason.clone(),
@@ -348,13 +311,8 @@ impl FlowTable {
     /// Records what an event says about its flow.
     pub fn observe(&mut self, ev: &Event) {
         if let Event::Packet(p) = ev {
-            let notes = self.notes.entry(p.flow).or_default();
-            let _ = notes;
-            let f = p.tcp_flags;
-            if f & (mptcp_probe_common::event::tcp_flags::RST
-                | mptcp_probe_common::event::tcp_flags::FIN)
-                != 0
-            {
+            self.notes.entry(p.flow).or_default();
+            if p.tcp_flags & (tcp_flags::RST | tcp_flags::FIN) != 0 {
                 self.ending.entry(p.flow).or_insert_with(Instant::now);
             }
         }
@@ -403,22 +361,12 @@ mod tests {
     use super::*;
 
     fn hs(dir: u8, st: u8, len: u8) -> HandshakeOpt {
-        HandshakeOpt {
-            seen: 1,
-            mptcp_subtype: st,
-            mptcp_len: len,
-            direction: dir,
-            mss: 1460,
-            _pad: 0,
-        }
+        HandshakeOpt { seen: 1, mptcp_subtype: st, mptcp_len: len, direction: dir, mss: 1460, _pad: 0 }
     }
 
     fn client_flow() -> FlowState {
-        let mut st = FlowState {
-            syn_direction: direction::EGRESS,
-            tcprst_reason: 0xff,
-            ..Default::default()
-        };
+        let mut st =
+            FlowState { syn_direction: direction::EGRESS, tcprst_reason: 0xff, ..Default::default() };
         st.handshake[HS_SYN] = hs(direction::EGRESS, subtype::MP_CAPABLE, 4);
         st.options[TX][0] = 1;
         st
@@ -443,19 +391,13 @@ mod tests {
         st.handshake[HS_SYN_ACK] = hs(direction::INGRESS, 0xff, 0);
         let (state, _, ev) = classify(&st);
         assert_eq!(state, MptcpState::Fallback);
-        assert_eq!(
-            ev,
-            vec!["SYN sent with MP_CAPABLE, SYN/ACK received without".to_string()]
-        );
+        assert_eq!(ev, vec!["SYN sent with MP_CAPABLE, SYN/ACK received without".to_string()]);
     }
 
     #[test]
     fn server_side_of_a_stripped_syn_is_not_negotiated() {
-        let mut st = FlowState {
-            syn_direction: direction::INGRESS,
-            tcprst_reason: 0xff,
-            ..Default::default()
-        };
+        let mut st =
+            FlowState { syn_direction: direction::INGRESS, tcprst_reason: 0xff, ..Default::default() };
         st.handshake[HS_SYN] = hs(direction::INGRESS, 0xff, 0);
         st.handshake[HS_SYN_ACK] = hs(direction::EGRESS, 0xff, 0);
         let (state, subflow, ev) = classify(&st);
@@ -483,19 +425,13 @@ mod tests {
         st.data_without_dss[RX] = 4;
         let (state, _, ev) = classify(&st);
         assert_eq!(state, MptcpState::Fallback);
-        assert_eq!(
-            ev,
-            vec!["4 data segment(s) received without DSS on an MPTCP flow".to_string()]
-        );
+        assert_eq!(ev, vec!["4 data segment(s) received without DSS on an MPTCP flow".to_string()]);
     }
 
     #[test]
     fn third_ack_stripped_seen_by_the_server_is_fallback() {
-        let mut st = FlowState {
-            syn_direction: direction::INGRESS,
-            tcprst_reason: 0xff,
-            ..Default::default()
-        };
+        let mut st =
+            FlowState { syn_direction: direction::INGRESS, tcprst_reason: 0xff, ..Default::default() };
         st.handshake[HS_SYN] = hs(direction::INGRESS, subtype::MP_CAPABLE, 4);
         st.handshake[HS_SYN_ACK] = hs(direction::EGRESS, subtype::MP_CAPABLE, 12);
         st.handshake[HS_THIRD_ACK] = hs(direction::INGRESS, 0xff, 0);
@@ -506,11 +442,8 @@ mod tests {
 
     #[test]
     fn join_answered_without_mp_join_is_not_a_fallback() {
-        let mut st = FlowState {
-            syn_direction: direction::EGRESS,
-            tcprst_reason: 0xff,
-            ..Default::default()
-        };
+        let mut st =
+            FlowState { syn_direction: direction::EGRESS, tcprst_reason: 0xff, ..Default::default() };
         st.handshake[HS_SYN] = hs(direction::EGRESS, subtype::MP_JOIN, 12);
         st.handshake[HS_SYN_ACK] = hs(direction::INGRESS, 0xff, 0);
         let (state, subflow, _) = classify(&st);

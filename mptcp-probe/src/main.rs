@@ -1,6 +1,7 @@
 //! mptcp-probe: observes Multipath TCP on the wire and in the kernel, and names what middleboxes
 //! do to it.
 
+mod clock;
 mod flows;
 mod mib;
 mod observer;
@@ -14,11 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "mptcp-probe",
-    version,
-    about = "Multipath TCP middlebox observer and measurement tool"
-)]
+#[command(name = "mptcp-probe", version, about = "Multipath TCP middlebox observer and measurement tool")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,10 +36,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -4,17 +4,10 @@ use std::collections::BTreeMap;
 
 /// Parses the MPTcpExt header/value line pair of /proc/net/netstat.
 pub fn parse(netstat: &str) -> BTreeMap<String, u64> {
-    let lines: Vec<&str> = netstat
-        .lines()
-        .filter(|l| l.starts_with("MPTcpExt:"))
-        .collect();
+    let lines: Vec<&str> = netstat.lines().filter(|l| l.starts_with("MPTcpExt:")).collect();
     let mut out = BTreeMap::new();
     if let [names, values, ..] = lines.as_slice() {
-        for (n, v) in names
-            .split_whitespace()
-            .skip(1)
-            .zip(values.split_whitespace().skip(1))
-        {
+        for (n, v) in names.split_whitespace().skip(1).zip(values.split_whitespace().skip(1)) {
             if let Ok(v) = v.parse() {
                 out.insert(n.to_string(), v);
             }
@@ -38,10 +31,7 @@ pub fn read() -> BTreeMap<String, u64> {
 }
 
 /// Counters that grew between two readings, with how much.
-pub fn delta(
-    before: &BTreeMap<String, u64>,
-    after: &BTreeMap<String, u64>,
-) -> BTreeMap<String, u64> {
+pub fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     after
         .iter()
         .filter_map(|(k, v)| {
@@ -69,9 +59,6 @@ mod tests {
         let a = parse("MPTcpExt: A B C\nMPTcpExt: 1 2 3\n");
         let b = parse("MPTcpExt: A B C D\nMPTcpExt: 1 5 3 2\n");
         let d = delta(&a, &b);
-        assert_eq!(
-            d.into_iter().collect::<Vec<_>>(),
-            vec![("B".to_string(), 3), ("D".to_string(), 2)]
-        );
+        assert_eq!(d.into_iter().collect::<Vec<_>>(), vec![("B".to_string(), 3), ("D".to_string(), 2)]);
     }
 }

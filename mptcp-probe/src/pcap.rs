@@ -25,16 +25,6 @@ pub struct PcapTrace {
     pub packets: u64,
 }
 
-fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
-}
-
 /// pcapng EPB flags: direction bits (01 inbound, 10 outbound).
 fn direction_flags(d: u8) -> u32 {
     if d == direction::EGRESS {
@@ -46,14 +36,13 @@ fn direction_flags(d: u8) -> u32 {
 
 impl PcapTrace {
     pub fn create(path: &Path) -> anyhow::Result<Self> {
-        let file = File::create(path)
-            .with_context(|| format!("cannot write the trace file {}", path.display()))?;
-        let writer =
-            PcapNgWriter::new(BufWriter::new(file)).context("writing the pcapng section header")?;
+        let file =
+            File::create(path).with_context(|| format!("cannot write the trace file {}", path.display()))?;
+        let writer = PcapNgWriter::new(BufWriter::new(file)).context("writing the pcapng section header")?;
         Ok(Self {
             writer,
             interfaces: HashMap::new(),
-            clock_offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
+            clock_offset_ns: crate::clock::realtime_offset_ns(),
             packets: 0,
         })
     }
@@ -66,13 +55,9 @@ impl PcapTrace {
         let idb = InterfaceDescriptionBlock {
             linktype: DataLink::RAW,
             snaplen: HEADER_BYTES as u32,
-            options: vec![InterfaceDescriptionOption::IfName(Cow::Owned(
-                name.to_string(),
-            ))],
+            options: vec![InterfaceDescriptionOption::IfName(Cow::Owned(name.to_string()))],
         };
-        self.writer
-            .write_pcapng_block(idb)
-            .context("writing the trace")?;
+        self.writer.write_pcapng_block(idb).context("writing the trace")?;
         self.interfaces.insert(ifindex, id);
         Ok(id)
     }
@@ -92,9 +77,7 @@ impl PcapTrace {
             data: Cow::Borrowed(&p.headers[..n]),
             options: vec![EnhancedPacketOption::Flags(direction_flags(p.direction))],
         };
-        self.writer
-            .write_pcapng_block(epb)
-            .context("writing the trace")?;
+        self.writer.write_pcapng_block(epb).context("writing the trace")?;
         self.packets += 1;
         Ok(())
     }

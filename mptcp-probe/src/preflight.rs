@@ -82,11 +82,7 @@ pub fn check_btf() -> Result<(), PreflightError> {
 
 /// Reads `net.mptcp.enabled` of the current network namespace.
 pub fn check_mptcp() -> Result<(), PreflightError> {
-    mptcp_enabled_from(
-        fs::read_to_string("/proc/sys/net/mptcp/enabled")
-            .ok()
-            .as_deref(),
-    )
+    mptcp_enabled_from(fs::read_to_string("/proc/sys/net/mptcp/enabled").ok().as_deref())
 }
 
 pub fn mptcp_enabled_from(value: Option<&str>) -> Result<(), PreflightError> {
@@ -106,17 +102,11 @@ pub fn check_all() -> Result<(), PreflightError> {
 
 /// Older kernels charge BPF memory to RLIMIT_MEMLOCK; lift it where that is allowed.
 pub fn raise_memlock() {
-    let rlim = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: setrlimit with a valid pointer to an initialised struct.
     let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
     if ret != 0 {
-        tracing::debug!(
-            "could not lift RLIMIT_MEMLOCK: {}",
-            std::io::Error::last_os_error()
-        );
+        tracing::debug!("could not lift RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
     }
 }
 
@@ -126,10 +116,7 @@ mod tests {
 
     #[test]
     fn no_capabilities_names_all_three() {
-        assert_eq!(
-            missing_caps(0),
-            vec!["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"]
-        );
+        assert_eq!(missing_caps(0), vec!["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"]);
     }
 
     #[test]
@@ -140,21 +127,13 @@ mod tests {
 
     #[test]
     fn bpf_perfmon_net_admin_suffice() {
-        assert!(
-            missing_caps((1 << CAP_BPF) | (1 << CAP_PERFMON) | (1 << CAP_NET_ADMIN)).is_empty()
-        );
+        assert!(missing_caps((1 << CAP_BPF) | (1 << CAP_PERFMON) | (1 << CAP_NET_ADMIN)).is_empty());
     }
 
     #[test]
     fn mptcp_sysctl_states_are_named() {
-        assert!(matches!(
-            mptcp_enabled_from(None),
-            Err(PreflightError::NoMptcp)
-        ));
-        assert!(matches!(
-            mptcp_enabled_from(Some("0\n")),
-            Err(PreflightError::MptcpDisabled)
-        ));
+        assert!(matches!(mptcp_enabled_from(None), Err(PreflightError::NoMptcp)));
+        assert!(matches!(mptcp_enabled_from(Some("0\n")), Err(PreflightError::MptcpDisabled)));
         assert!(mptcp_enabled_from(Some("1\n")).is_ok());
         let msg = PreflightError::MptcpDisabled.to_string();
         assert!(msg.contains("net.mptcp.enabled=0"), "{msg}");

@@ -28,11 +28,7 @@ const WHY_NAMES: [(u16, &str); 11] = [
 ];
 
 pub fn why_names(w: u16) -> Vec<&'static str> {
-    WHY_NAMES
-        .iter()
-        .filter(|(b, _)| w & b != 0)
-        .map(|(_, n)| *n)
-        .collect()
+    WHY_NAMES.iter().filter(|(b, _)| w & b != 0).map(|(_, n)| *n).collect()
 }
 
 pub fn flags_str(f: u8) -> String {
@@ -95,11 +91,8 @@ pub fn option_json(o: &MptcpOption) -> Value {
         subtype::ADD_ADDR => {
             m.insert("echo".into(), json!(o.flags & 1 != 0));
             m.insert("addr_id".into(), json!(o.addr_id));
-            let ip: IpAddr = if o.status & mptcp_status::IPV6 != 0 {
-                addr(6, &o.addr)
-            } else {
-                addr(4, &o.addr)
-            };
+            let ip: IpAddr =
+                if o.status & mptcp_status::IPV6 != 0 { addr(6, &o.addr) } else { addr(4, &o.addr) };
             m.insert("addr".into(), json!(ip));
             if o.status & mptcp_status::PORT != 0 {
                 m.insert("port".into(), json!(o.port));
@@ -234,14 +227,8 @@ fn packet_json(p: &PacketEvent, c: &Ctx) -> Value {
     if p.opts.wscale != 0xff {
         m.insert("wscale".into(), json!(p.opts.wscale));
     }
-    m.insert(
-        "sack_permitted".into(),
-        json!(p.opts.flags & opt_flags::SACK_PERM != 0),
-    );
-    m.insert(
-        "timestamps".into(),
-        json!(p.opts.flags & opt_flags::TIMESTAMPS != 0),
-    );
+    m.insert("sack_permitted".into(), json!(p.opts.flags & opt_flags::SACK_PERM != 0));
+    m.insert("timestamps".into(), json!(p.opts.flags & opt_flags::TIMESTAMPS != 0));
     if p.opts.flags & (opt_flags::MALFORMED | opt_flags::TRUNCATED) != 0 {
         m.insert("malformed_at".into(), json!(p.opts.malformed_at));
     }
@@ -278,10 +265,7 @@ pub fn event_json(ev: &Event, c: &Ctx) -> Value {
             o.insert("ts_ns".into(), json!(m.header.ts_ns));
             // Without the socket's namespace (no BTF offsets) these are host-wide.
             o.insert("netns".into(), json!(m.header.netns));
-            o.insert(
-                "scope".into(),
-                json!(if m.header.netns == 0 { "host" } else { "netns" }),
-            );
+            o.insert("scope".into(), json!(if m.header.netns == 0 { "host" } else { "netns" }));
             v
         }
         Event::Fallback(f) => json!({
@@ -305,28 +289,16 @@ pub fn event_line(ev: &Event, c: &Ctx) -> String {
     match ev {
         Event::Packet(p) => {
             let k = &p.flow;
-            let arrow = if p.direction == mptcp_probe_common::event::direction::EGRESS {
-                "->"
-            } else {
-                "<-"
-            };
+            let arrow = if p.direction == mptcp_probe_common::event::direction::EGRESS { "->" } else { "<-" };
             let opts: Vec<String> = p.opts.mptcp_options().iter().map(option_short).collect();
-            let iface = c
-                .ifaces
-                .get(&k.ifindex)
-                .cloned()
-                .unwrap_or_else(|| k.ifindex.to_string());
+            let iface = c.ifaces.get(&k.ifindex).cloned().unwrap_or_else(|| k.ifindex.to_string());
             format!(
                 "{iface:<8} {} {arrow} {} [{}] len={} {} ({})",
                 endpoint(k.ip_version, &k.local_addr, k.local_port),
                 endpoint(k.ip_version, &k.remote_addr, k.remote_port),
                 flags_str(p.tcp_flags),
                 p.payload_len,
-                if opts.is_empty() {
-                    "no MPTCP option".to_string()
-                } else {
-                    opts.join(" ")
-                },
+                if opts.is_empty() { "no MPTCP option".to_string() } else { opts.join(" ") },
                 why_names(p.why).join(","),
             )
         }
@@ -359,10 +331,7 @@ pub fn flow_line(s: &FlowSummary) -> String {
         if m.is_empty() {
             "-".to_string()
         } else {
-            m.iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",")
+            m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
         }
     };
     let mut line = format!(
@@ -399,10 +368,7 @@ mod tests {
 
     #[test]
     fn why_bits_are_named_in_order() {
-        assert_eq!(
-            why_names(why::SYN | why::MPTCP_OPTION),
-            vec!["syn", "mptcp_option"]
-        );
+        assert_eq!(why_names(why::SYN | why::MPTCP_OPTION), vec!["syn", "mptcp_option"]);
         assert!(why_names(0).is_empty());
     }
 

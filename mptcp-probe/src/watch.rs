@@ -37,6 +37,9 @@ pub struct WatchArgs {
     /// Print only flow summaries, not every event.
     #[arg(long)]
     pub flows_only: bool,
+    /// Summarise a flow that has been quiet this long (seconds), even if it has not ended.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: u64,
     /// Also write the headers (never payload) of the reported packets to this pcapng file.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<std::path::PathBuf>,
@@ -56,6 +59,9 @@ struct Watch {
     /// MPTCP socket address → (local, remote), from socket-state events, to place fentry reasons.
     msk: HashMap<u64, ((IpAddr, u16), (IpAddr, u16))>,
     decode_errors: u64,
+    /// Flows the kernel's LRU table dropped before they could be summarised.
+    evicted_unsummarised: u64,
+    idle_timeout_ns: u64,
     pcap: Option<PcapTrace>,
     out: std::io::Stdout,
 }
@@ -78,9 +84,7 @@ impl Watch {
             Err(e) => {
                 self.decode_errors += 1;
                 if self.decode_errors == 1 {
-                    tracing::warn!(
-                        "undecodable ring-buffer record (further ones are only counted): {e}"
-                    );
+                    tracing::warn!("undecodable ring-buffer record (further ones are only counted): {e}");
                 }
                 return;
             }
@@ -101,11 +105,7 @@ impl Watch {
             Event::Packet(p) => {
                 self.table.observe(&ev);
                 if let Some(trace) = self.pcap.as_mut() {
-                    let iface = self
-                        .ifaces
-                        .get(&p.flow.ifindex)
-                        .cloned()
-                        .unwrap_or_default();
+                    let iface = self.ifaces.get(&p.flow.ifindex).cloned().unwrap_or_default();
                     if let Err(e) = trace.write(p, &iface) {
                         tracing::error!("{e:#}; no more packets go to the trace");
                         self.pcap = None;
@@ -160,8 +160,7 @@ impl Watch {
             Event::Fallback(f) => {
                 let reason = render::mib_name(&self.mib_names, f.mib);
                 if let Some((local, remote)) = self.msk.get(&f.msk).copied() {
-                    self.table
-                        .note_socket(local, remote, |n| n.fallback_reason = Some(reason.clone()));
+                    self.table.note_socket(local, remote, |n| n.fallback_reason = Some(reason.clone()));
                 }
                 true
             }
@@ -170,39 +169,42 @@ impl Watch {
             return;
         }
         let (ifaces, netns, mib_names) = self.ctx();
-        let c = Ctx {
-            ifaces: &ifaces,
-            netns,
-            mib_names: &mib_names,
-        };
-        let line = if self.json {
-            render::event_json(&ev, &c).to_string()
-        } else {
-            render::event_line(&ev, &c)
-        };
+        let c = Ctx { ifaces: &ifaces, netns, mib_names: &mib_names };
+        let line =
+            if self.json { render::event_json(&ev, &c).to_string() } else { render::event_line(&ev, &c) };
         self.print(line);
     }
 
     fn summarize(&mut self, key: &FlowKey, remove: bool) {
         let notes = self.table.take(key);
-        let st = if remove {
-            self.obs.take_flow_state(key)
-        } else {
-            self.obs.flow_state(key)
-        };
+        let st = if remove { self.obs.take_flow_state(key) } else { self.obs.flow_state(key) };
         let Some(st) = st else { return };
-        let iface = self
-            .ifaces
-            .get(&key.ifindex)
-            .cloned()
-            .unwrap_or_else(|| key.ifindex.to_string());
+        let iface = self.ifaces.get(&key.ifindex).cloned().unwrap_or_else(|| key.ifindex.to_string());
         let s = flows::summarize(key, &st, &notes, &iface, self.netns);
-        let line = if self.json {
-            serde_json::to_string(&s).unwrap_or_default()
-        } else {
-            render::flow_line(&s)
-        };
+        let line =
+            if self.json { serde_json::to_string(&s).unwrap_or_default() } else { render::flow_line(&s) };
         self.print(line);
+    }
+
+    /// Summarises flows that went quiet; forgets flows the kernel table evicted (counted).
+    fn sweep(&mut self) {
+        let now = crate::clock::monotonic_ns();
+        let keys: Vec<FlowKey> = self.table.notes.keys().copied().collect();
+        for k in keys {
+            match self.obs.flow_state(&k) {
+                None => {
+                    self.table.take(&k);
+                    self.evicted_unsummarised += 1;
+                }
+                Some(st) if now.saturating_sub(st.last_ns) >= self.idle_timeout_ns => {
+                    if let Some(n) = self.table.notes.get_mut(&k) {
+                        n.idle = true;
+                    }
+                    self.summarize(&k, true);
+                }
+                Some(_) => {}
+            }
+        }
     }
 
     fn rescan(&mut self, explicit: bool) {
@@ -231,9 +233,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         iface::list()?.into_iter().filter(|i| i.up).collect()
     };
     let mib_before = mib::read();
-    let mut obs = Observer::load(&ObserverOptions {
-        flow_table_size: args.flow_table_size,
-    })?;
+    let mut obs = Observer::load(&ObserverOptions { flow_table_size: args.flow_table_size })?;
     for i in &initial {
         if explicit {
             obs.attach(i)?;
@@ -244,8 +244,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let ring = obs.take_ring()?;
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until it is dropped, so the
     // fd stays open for as long as it is registered.
-    let mut ring = unsafe { AsyncFd::register(ring) }
-        .map_err(|e| anyhow::anyhow!("polling the ring buffer: {}", e))?;
+    let mut ring =
+        unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("polling the ring buffer: {}", e))?;
     let ifaces = obs.interface_names();
     tracing::info!(
         "watching {} interface(s) [{}]; tracepoints: {}",
@@ -263,6 +263,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         mib_names: mib::names(),
         msk: HashMap::new(),
         decode_errors: 0,
+        evicted_unsummarised: 0,
+        idle_timeout_ns: args.idle_timeout.saturating_mul(1_000_000_000),
         pcap,
         out: std::io::stdout(),
     };
@@ -270,6 +272,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut scan = tokio::time::interval(Duration::from_secs(1));
+    let mut sweep = tokio::time::interval(Duration::from_secs((args.idle_timeout / 2).clamp(1, 10)));
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
@@ -290,6 +293,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 }
             }
             _ = scan.tick() => w.rescan(explicit),
+            _ = sweep.tick() => w.sweep(),
         }
     }
     // Detach first so nothing new arrives, then drain what is already queued.
@@ -321,6 +325,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             "kernel": counters.values,
             "flow_table_evictions": evictions,
             "decode_errors": w.decode_errors,
+            "flows_evicted_unsummarised": w.evicted_unsummarised,
             "fallback_source": format!("{:?}", w.obs.fallback_source),
             "mib_delta": mib_delta,
         })

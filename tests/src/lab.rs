@@ -14,9 +14,7 @@ static NEXT_RUN: AtomicU32 = AtomicU32::new(0);
 
 /// Runs a command, panicking with its output when it fails.
 pub fn sh(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}): {}{}",
@@ -42,9 +40,7 @@ impl Netns {
         let _ = Command::new("ip").args(["netns", "del", name]).output();
         ip(&["netns", "add", name]);
         ip(&["-n", name, "link", "set", "lo", "up"]);
-        Self {
-            name: name.to_string(),
-        }
+        Self { name: name.to_string() }
     }
 
     /// A command to run inside the namespace.
@@ -62,10 +58,7 @@ impl Netns {
     /// The namespace's inode number, as the kernel names it in events.
     pub fn inode(&self) -> u64 {
         let out = self.run("stat", &["-L", "-c", "%i", "/proc/self/ns/net"]);
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("inode")
+        String::from_utf8_lossy(&out.stdout).trim().parse().expect("inode")
     }
 
     pub fn sysctl(&self, kv: &str) {
@@ -75,9 +68,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
     }
 }
 
@@ -118,11 +109,7 @@ pub struct Lab {
 impl Lab {
     /// Builds the topology with namespaces named `mpp-<run>-c|m|s`, unique per process and lab.
     pub fn up() -> Self {
-        let run = format!(
-            "{}{}",
-            std::process::id(),
-            NEXT_RUN.fetch_add(1, Ordering::Relaxed)
-        );
+        let run = format!("{}{}", std::process::id(), NEXT_RUN.fetch_add(1, Ordering::Relaxed));
         let c = Netns::new(&format!("mpp-{run}-c"));
         let m = Netns::new(&format!("mpp-{run}-m"));
         let s = Netns::new(&format!("mpp-{run}-s"));
@@ -132,10 +119,7 @@ impl Lab {
     }
 
     fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
-        ip(&[
-            "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
-            &b.name,
-        ]);
+        ip(&["link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns", &b.name]);
         ip(&["-n", &a.name, "link", "set", a_if, "up"]);
         ip(&["-n", &b.name, "link", "set", b_if, "up"]);
     }
@@ -171,75 +155,12 @@ impl Lab {
             Self::addr(ns, dev, &a);
         }
         // The first path is the default; the second is used by source address (for joins).
-        ip(&[
-            "-n",
-            &self.c.name,
-            "route",
-            "add",
-            "default",
-            "via",
-            ROUTER1,
-            "dev",
-            C1,
-        ]);
-        ip(&[
-            "-n",
-            &self.c.name,
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            ROUTER1_V6,
-            "dev",
-            C1,
-        ]);
-        ip(&[
-            "-n",
-            &self.c.name,
-            "rule",
-            "add",
-            "from",
-            CLIENT2,
-            "table",
-            "102",
-        ]);
-        ip(&[
-            "-n",
-            &self.c.name,
-            "route",
-            "add",
-            "default",
-            "via",
-            ROUTER2,
-            "dev",
-            C2,
-            "table",
-            "102",
-        ]);
-        ip(&[
-            "-n",
-            &self.s.name,
-            "route",
-            "add",
-            "default",
-            "via",
-            ROUTER_S,
-            "dev",
-            S,
-        ]);
-        ip(&[
-            "-n",
-            &self.s.name,
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            ROUTER_S_V6,
-            "dev",
-            S,
-        ]);
+        ip(&["-n", &self.c.name, "route", "add", "default", "via", ROUTER1, "dev", C1]);
+        ip(&["-n", &self.c.name, "-6", "route", "add", "default", "via", ROUTER1_V6, "dev", C1]);
+        ip(&["-n", &self.c.name, "rule", "add", "from", CLIENT2, "table", "102"]);
+        ip(&["-n", &self.c.name, "route", "add", "default", "via", ROUTER2, "dev", C2, "table", "102"]);
+        ip(&["-n", &self.s.name, "route", "add", "default", "via", ROUTER_S, "dev", S]);
+        ip(&["-n", &self.s.name, "-6", "route", "add", "default", "via", ROUTER_S_V6, "dev", S]);
         self.m.sysctl("net.ipv4.ip_forward=1");
         self.m.sysctl("net.ipv6.conf.all.forwarding=1");
         for ns in [&self.c, &self.s] {
@@ -253,10 +174,7 @@ pub struct Child(pub std::process::Child);
 
 impl Child {
     pub fn spawn(cmd: &mut Command) -> Self {
-        Self(
-            cmd.spawn()
-                .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")),
-        )
+        Self(cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")))
     }
 
     pub fn signal(&self, sig: i32) {
@@ -269,5 +187,30 @@ impl Drop for Child {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Middlebox behaviours applied in the router namespace with the kernel's own tools.
+pub mod middlebox {
+    use super::Netns;
+
+    /// iptables arguments (mangle table, FORWARD chain) of a middlebox rule.
+    pub type Rule = &'static [&'static str];
+
+    /// Strips the MPTCP option (kind 30) from SYNs.
+    pub const STRIP_MPTCP_FROM_SYN: Rule =
+        &["-p", "tcp", "--tcp-flags", "SYN,ACK", "SYN", "-j", "TCPOPTSTRIP", "--strip-options", "30"];
+    /// Strips the MPTCP option from SYN/ACKs.
+    pub const STRIP_MPTCP_FROM_SYNACK: Rule =
+        &["-p", "tcp", "--tcp-flags", "SYN,ACK", "SYN,ACK", "-j", "TCPOPTSTRIP", "--strip-options", "30"];
+
+    pub fn apply(router: &Netns, rule: Rule) {
+        let mut args = vec!["-t", "mangle", "-A", "FORWARD"];
+        args.extend_from_slice(rule);
+        router.run("iptables", &args);
+    }
+
+    pub fn clear(router: &Netns) {
+        router.run("iptables", &["-t", "mangle", "-F", "FORWARD"]);
     }
 }

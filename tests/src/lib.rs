@@ -14,9 +14,7 @@ pub fn target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         return PathBuf::from(dir);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("target")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target")
 }
 
 /// The `mptcp-probe` binary under test: `MPTCP_PROBE_BIN`, else the release build, else debug.

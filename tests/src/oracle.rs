@@ -44,23 +44,12 @@ impl Capture {
         let child = Child::spawn(&mut cmd);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(20) {
-            if std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("listening on")
-            {
-                return Self {
-                    child: Some(child),
-                    file,
-                    log,
-                    _dir: dir,
-                };
+            if std::fs::read_to_string(&log).unwrap_or_default().contains("listening on") {
+                return Self { child: Some(child), file, log, _dir: dir };
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
-            "tcpdump did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        panic!("tcpdump did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
     }
 
     /// Stops the capture and decodes it with tshark.
@@ -76,11 +65,7 @@ impl Capture {
 }
 
 fn list<T: std::str::FromStr>(field: &str) -> Vec<T> {
-    field
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .filter_map(|s| s.trim().parse().ok())
-        .collect()
+    field.split(',').filter(|s| !s.is_empty()).filter_map(|s| s.trim().parse().ok()).collect()
 }
 
 /// Decodes a capture file: ports, SYN/ACK flags and MPTCP option subtypes with their lengths.
@@ -121,12 +106,8 @@ pub fn decode(file: &std::path::Path) -> Vec<Packet> {
             let subtypes: Vec<u8> = list(f[6]);
             // tcp.option_len has no entry for NOP and EOL: pair the rest with their kinds.
             let sized: Vec<u8> = kinds.iter().copied().filter(|k| *k > 1).collect();
-            let mptcp_lens: Vec<u8> = sized
-                .iter()
-                .zip(lens.iter())
-                .filter(|(k, _)| **k == 30)
-                .map(|(_, l)| *l)
-                .collect();
+            let mptcp_lens: Vec<u8> =
+                sized.iter().zip(lens.iter()).filter(|(k, _)| **k == 30).map(|(_, l)| *l).collect();
             Some(Packet {
                 src_port: f[0].parse().ok()?,
                 dst_port: f[1].parse().ok()?,
@@ -161,17 +142,9 @@ pub fn frame_lengths(file: &std::path::Path) -> Vec<(u32, u32, u32, u32)> {
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
-            let ip_hdr = if f.get(2).map(|s| !s.is_empty()).unwrap_or(false) {
-                f[2].parse().ok()?
-            } else {
-                40
-            };
-            Some((
-                f[0].parse().ok()?,
-                f[1].parse().ok()?,
-                ip_hdr,
-                f.get(4)?.parse().ok()?,
-            ))
+            let ip_hdr =
+                if f.get(2).map(|s| !s.is_empty()).unwrap_or(false) { f[2].parse().ok()? } else { 40 };
+            Some((f[0].parse().ok()?, f[1].parse().ok()?, ip_hdr, f.get(4)?.parse().ok()?))
         })
         .collect()
 }

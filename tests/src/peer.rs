@@ -9,8 +9,7 @@ use crate::lab::{sh, Child, Netns};
 /// Starts a server serving `count` connections on `listen` ("ADDR:PORT", IPv6 in brackets).
 pub fn server(ns: &Netns, listen: &str, count: u32, tcp: bool) -> Child {
     let mut cmd = ns.cmd(crate::peer_bin());
-    cmd.args(["server", "--listen", listen, "--count", &count.to_string()])
-        .stdin(Stdio::null());
+    cmd.args(["server", "--listen", listen, "--count", &count.to_string()]).stdin(Stdio::null());
     if tcp {
         cmd.arg("--tcp");
     }
@@ -18,10 +17,7 @@ pub fn server(ns: &Netns, listen: &str, count: u32, tcp: bool) -> Child {
     // The listener is up once the port shows in the namespace's socket table.
     let port = listen.rsplit(':').next().unwrap_or_default().to_string();
     for _ in 0..100 {
-        let out = ns
-            .cmd("ss")
-            .args(["-Hltn", &format!("sport = :{port}")])
-            .output();
+        let out = ns.cmd("ss").args(["-Hltn", &format!("sport = :{port}")]).output();
         if out.map(|o| !o.stdout.is_empty()).unwrap_or(false) {
             return child;
         }
@@ -33,9 +29,23 @@ pub fn server(ns: &Netns, listen: &str, count: u32, tcp: bool) -> Child {
 /// Runs a client transfer of `bytes` from `bind_port` (0: any) and returns its JSON report
 /// (`is_mptcp`, `intact`, `local_port`).
 pub fn client(ns: &Netns, connect: &str, bytes: usize, bind_port: u16, tcp: bool) -> Value {
+    client_holding(ns, connect, bytes, bind_port, tcp, 0)
+}
+
+/// As [`client`], staying quiet for `hold` seconds after sending, before closing.
+pub fn client_holding(
+    ns: &Netns,
+    connect: &str,
+    bytes: usize,
+    bind_port: u16,
+    tcp: bool,
+    hold: u64,
+) -> Value {
     let mut cmd = ns.cmd(crate::peer_bin());
     cmd.args([
         "client",
+        "--hold",
+        &hold.to_string(),
         "--connect",
         connect,
         "--bytes",
@@ -48,6 +58,5 @@ pub fn client(ns: &Netns, connect: &str, bytes: usize, bind_port: u16, tcp: bool
     }
     let out = sh(&mut cmd);
     let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim())
-        .unwrap_or_else(|e| panic!("peer client printed {text:?}: {e}"))
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("peer client printed {text:?}: {e}"))
 }

@@ -100,12 +100,7 @@ impl Watcher {
             .stdout(fs::File::create(&stdout).expect("stdout file"))
             .stderr(fs::File::create(&stderr).expect("stderr file"));
         let child = Child::spawn(&mut cmd);
-        let w = Self {
-            child: Some(child),
-            stdout,
-            stderr,
-            _dir: dir,
-        };
+        let w = Self { child: Some(child), stdout, stderr, _dir: dir };
         w.wait_for_log("watching", Duration::from_secs(60));
         w
     }
@@ -126,10 +121,7 @@ impl Watcher {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!(
-            "watch did not log {needle:?} within {timeout:?}; log:\n{}",
-            self.log()
-        );
+        panic!("watch did not log {needle:?} within {timeout:?}; log:\n{}", self.log());
     }
 
     /// Stops with `signal` (SIGINT or SIGTERM) and parses the JSON lines.
@@ -150,15 +142,10 @@ impl Watcher {
         let lines = text
             .lines()
             .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("watch printed a non-JSON line {l:?}: {e}"))
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("watch printed a non-JSON line {l:?}: {e}"))
             })
             .collect();
-        WatchOutput {
-            lines,
-            stderr: self.log(),
-            exit_code,
-        }
+        WatchOutput { lines, stderr: self.log(), exit_code }
     }
 
     pub fn stop(self) -> WatchOutput {

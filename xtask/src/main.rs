@@ -38,19 +38,14 @@ enum Cmd {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
 /// Runs a command from the workspace root, echoing it, failing with its exit status.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("xtask: $ {}", describe(cmd));
-    let status = cmd
-        .current_dir_if_unset()
-        .status()
-        .with_context(|| format!("starting {}", describe(cmd)))?;
+    let status =
+        cmd.current_dir_if_unset().status().with_context(|| format!("starting {}", describe(cmd)))?;
     if !status.success() {
         bail!("{} failed: {status}", describe(cmd));
     }
@@ -85,15 +80,7 @@ fn cargo() -> Command {
 
 /// Builds the probe (with its kernel programs) and the test peer in release mode.
 pub fn build_release() -> anyhow::Result<()> {
-    run(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "mptcp-probe",
-        "-p",
-        "mptcp-probe-tests",
-        "--bins",
-    ]))
+    run(cargo().args(["build", "--release", "-p", "mptcp-probe", "-p", "mptcp-probe-tests", "--bins"]))
 }
 
 pub fn release_bin(name: &str) -> PathBuf {
@@ -109,9 +96,7 @@ fn require_root(what: &str) -> anyhow::Result<()> {
 
 fn test(fuzz_seconds: u32) -> anyhow::Result<()> {
     require_root("cargo xtask test")?;
-    setup::run(&setup::SetupOpts {
-        with_test_tools: true,
-    })?;
+    setup::run(&setup::SetupOpts { with_test_tools: true })?;
     build_release()?;
     // The fuzz target first, so that the test runner's summary closes the output.
     if fuzz_seconds > 0 {
@@ -121,13 +106,7 @@ fn test(fuzz_seconds: u32) -> anyhow::Result<()> {
             .current_dir(workspace_root().join("fuzz")))?;
     }
     run(cargo()
-        .args([
-            "test",
-            "--release",
-            "--workspace",
-            "--exclude",
-            "mptcp-probe-ebpf",
-        ])
+        .args(["test", "--release", "--workspace", "--exclude", "mptcp-probe-ebpf"])
         .env("MPTCP_PROBE_BIN", release_bin("mptcp-probe"))
         .env("MPTCP_PEER_BIN", release_bin("mptcp-peer")))?;
     Ok(())

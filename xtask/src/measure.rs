@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::bail;
 use mptcp_probe_tests::{
-    lab::{addr, ifname, Lab},
+    lab::{addr, ifname, middlebox, Lab},
     peer,
     probe::Watcher,
 };
@@ -14,35 +14,12 @@ use serde_json::Value;
 struct Scenario {
     name: &'static str,
     /// iptables rule in the router's mangle/FORWARD chain, if any.
-    middlebox: Option<&'static [&'static str]>,
+    middlebox: Option<middlebox::Rule>,
     server: String,
     tcp: bool,
     /// What the client-side summary must say.
     expect: &'static str,
 }
-
-const STRIP_SYN: &[&str] = &[
-    "-p",
-    "tcp",
-    "--tcp-flags",
-    "SYN,ACK",
-    "SYN",
-    "-j",
-    "TCPOPTSTRIP",
-    "--strip-options",
-    "30",
-];
-const STRIP_SYNACK: &[&str] = &[
-    "-p",
-    "tcp",
-    "--tcp-flags",
-    "SYN,ACK",
-    "SYN,ACK",
-    "-j",
-    "TCPOPTSTRIP",
-    "--strip-options",
-    "30",
-];
 
 fn scenarios() -> Vec<Scenario> {
     let v4 = format!("{}:8080", addr::SERVER);
@@ -55,23 +32,17 @@ fn scenarios() -> Vec<Scenario> {
             tcp: false,
             expect: "established",
         },
-        Scenario {
-            name: "clean path, IPv6",
-            middlebox: None,
-            server: v6,
-            tcp: false,
-            expect: "established",
-        },
+        Scenario { name: "clean path, IPv6", middlebox: None, server: v6, tcp: false, expect: "established" },
         Scenario {
             name: "MP_CAPABLE stripped from SYN",
-            middlebox: Some(STRIP_SYN),
+            middlebox: Some(middlebox::STRIP_MPTCP_FROM_SYN),
             server: v4.clone(),
             tcp: false,
             expect: "fallback",
         },
         Scenario {
             name: "MP_CAPABLE stripped from SYN/ACK",
-            middlebox: Some(STRIP_SYNACK),
+            middlebox: Some(middlebox::STRIP_MPTCP_FROM_SYNACK),
             server: v4.clone(),
             tcp: false,
             expect: "fallback",
@@ -98,9 +69,7 @@ fn hs(flow: &Value, which: &str) -> String {
 }
 
 pub fn run() -> anyhow::Result<()> {
-    crate::setup::run(&crate::setup::SetupOpts {
-        with_test_tools: false,
-    })?;
+    crate::setup::run(&crate::setup::SetupOpts { with_test_tools: false })?;
     crate::build_release()?;
     if !mptcp_probe_tests::is_root() {
         bail!("cargo xtask measure needs root (it creates network namespaces and loads eBPF programs)");
@@ -108,7 +77,9 @@ pub fn run() -> anyhow::Result<()> {
     // Read by the lab helpers; set before any thread starts.
     std::env::set_var("MPTCP_PROBE_BIN", crate::release_bin("mptcp-probe"));
     std::env::set_var("MPTCP_PEER_BIN", crate::release_bin("mptcp-peer"));
-    println!("Building a namespace lab: client 192.0.2.1 -- router 192.0.2.2|203.0.113.1 -- server 203.0.113.2");
+    println!(
+        "Building a namespace lab: client 192.0.2.1 -- router 192.0.2.2|203.0.113.1 -- server 203.0.113.2"
+    );
     let lab = Lab::up();
     let list = scenarios();
     let mut rows = Vec::new();
@@ -117,13 +88,8 @@ pub fn run() -> anyhow::Result<()> {
         let started = Instant::now();
         println!("\n[{}/{}] {}", i + 1, list.len(), sc.name);
         if let Some(rule) = sc.middlebox {
-            let mut args = vec!["-t", "mangle", "-A", "FORWARD"];
-            args.extend_from_slice(rule);
-            lab.m.run("iptables", &args);
-            println!(
-                "      router: iptables -t mangle -A FORWARD {}",
-                rule.join(" ")
-            );
+            middlebox::apply(&lab.m, rule);
+            println!("      router: iptables -t mangle -A FORWARD {}", rule.join(" "));
         }
         let _srv = peer::server(&lab.s, &sc.server, 1, sc.tcp);
         let watch = Watcher::start(&lab.c, &["--iface", ifname::C1]);
@@ -131,7 +97,7 @@ pub fn run() -> anyhow::Result<()> {
         let res = peer::client(&lab.c, &sc.server, 200_000, port, sc.tcp);
         std::thread::sleep(std::time::Duration::from_millis(1000));
         let out = watch.stop();
-        lab.m.run("iptables", &["-t", "mangle", "-F", "FORWARD"]);
+        middlebox::clear(&lab.m);
         for p in out.packets().filter(|p| p["local_port"] == port) {
             let opts: Vec<String> = p["mptcp_options"]
                 .as_array()
@@ -141,28 +107,18 @@ pub fn run() -> anyhow::Result<()> {
                         .collect()
                 })
                 .unwrap_or_default();
-            let why: Vec<&str> = p["why"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
+            let why: Vec<&str> =
+                p["why"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
             println!(
                 "      {:<2} {:<3} len={:<6} {:<28} ({})",
                 p["direction"].as_str().unwrap_or(""),
                 p["tcp_flags"].as_str().unwrap_or(""),
                 p["payload_len"].as_u64().unwrap_or(0),
-                if opts.is_empty() {
-                    "no MPTCP option".to_string()
-                } else {
-                    opts.join(" ")
-                },
+                if opts.is_empty() { "no MPTCP option".to_string() } else { opts.join(" ") },
                 why.join(",")
             );
         }
-        let flow = out
-            .flows()
-            .find(|f| f["local_port"] == port)
-            .cloned()
-            .unwrap_or(Value::Null);
+        let flow = out.flows().find(|f| f["local_port"] == port).cloned().unwrap_or(Value::Null);
         let state = flow["mptcp"].as_str().unwrap_or("no summary").to_string();
         let ok = state == sc.expect && res["intact"] == true;
         if !ok {
@@ -179,31 +135,13 @@ pub fn run() -> anyhow::Result<()> {
             hs(&flow, "syn_ack"),
             hs(&flow, "third_ack"),
             format!("{}", flow["options"]["tx"]["dss"].as_u64().unwrap_or(0)),
-            if evidence.is_empty() {
-                "-".into()
-            } else {
-                evidence.join("; ")
-            },
+            if evidence.is_empty() { "-".into() } else { evidence.join("; ") },
             format!("{:.1}s", started.elapsed().as_secs_f64()),
-            if ok {
-                "✓".into()
-            } else {
-                format!("✗ (expected {})", sc.expect)
-            },
+            if ok { "✓".into() } else { format!("✗ (expected {})", sc.expect) },
         ]);
     }
     drop(lab);
-    let header = [
-        "scenario",
-        "mptcp",
-        "SYN",
-        "SYN/ACK",
-        "third ACK",
-        "DSS tx",
-        "evidence",
-        "time",
-        "",
-    ];
+    let header = ["scenario", "mptcp", "SYN", "SYN/ACK", "third ACK", "DSS tx", "evidence", "time", ""];
     print_table(&header, &rows);
     if failures > 0 {
         bail!("{failures} scenario(s) did not show what they should");
@@ -212,32 +150,15 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let width = |i: usize| {
-        rows.iter()
-            .map(|r| r[i].chars().count())
-            .chain([header[i].len()])
-            .max()
-            .unwrap_or(0)
-    };
+    let width =
+        |i: usize| rows.iter().map(|r| r[i].chars().count()).chain([header[i].len()]).max().unwrap_or(0);
     let widths: Vec<usize> = (0..header.len()).map(width).collect();
     let line = |cells: Vec<&str>| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ")
     };
     println!();
     println!("{}", line(header.to_vec()));
-    println!(
-        "{}",
-        widths
-            .iter()
-            .map(|w| "-".repeat(*w))
-            .collect::<Vec<_>>()
-            .join("  ")
-    );
+    println!("{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
     for r in rows {
         println!("{}", line(r.iter().map(String::as_str).collect()));
     }

@@ -24,15 +24,9 @@ pub struct SetupOpts {
 /// Debian packages the project needs, with why; the reasons are printed on hosts where
 /// setup cannot install packages itself.
 const PACKAGES: &[(&str, &str)] = &[
-    (
-        "llvm-22-dev",
-        "LLVM 22 development libraries, for bpf-linker",
-    ),
+    ("llvm-22-dev", "LLVM 22 development libraries, for bpf-linker"),
     ("libclang-22-dev", "libclang for LLVM 22"),
-    (
-        "libpolly-22-dev",
-        "Polly for LLVM 22, which linking LLVM 22 needs",
-    ),
+    ("libpolly-22-dev", "Polly for LLVM 22, which linking LLVM 22 needs"),
     ("iproute2", "ip: network namespaces, links, MPTCP endpoints"),
     ("iptables", "packet filtering in the test topologies"),
     ("nftables", "nft: packet filtering in the test topologies"),
@@ -60,14 +54,8 @@ const LLVM_PREFIX_VAR: &str = "LLVM_SYS_221_PREFIX";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// `cargo install` arguments for bpf-linker, `--locked` aside (see [`cargo_install`]).
 /// The default features want LLVM 23 and fail to build against Debian's LLVM 22.
-const BPF_LINKER_INSTALL: &[&str] = &[
-    "bpf-linker",
-    "--version",
-    BPF_LINKER_VERSION,
-    "--no-default-features",
-    "--features",
-    "llvm-22",
-];
+const BPF_LINKER_INSTALL: &[&str] =
+    &["bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features", "llvm-22"];
 
 /// One idempotent setup step.
 struct Step {
@@ -135,10 +123,7 @@ pub fn run(opts: &SetupOpts) -> Result<()> {
              /etc/debian_version is missing); install the tools listed above by hand"
         );
     }
-    for step in STEPS
-        .iter()
-        .filter(|s| opts.with_test_tools || !s.test_only)
-    {
+    for step in STEPS.iter().filter(|s| opts.with_test_tools || !s.test_only) {
         if (step.present)()? {
             println!("setup: {}: already present", step.name);
             continue;
@@ -185,11 +170,8 @@ fn cargo_home(cargo_home: Option<OsString>, home: Option<OsString>) -> PathBuf {
 /// `path` with those of `dirs` it does not list yet put in front, in order. An empty `path`
 /// contributes no entry (an empty entry would mean the current directory).
 fn prepend_missing(dirs: &[PathBuf], path: &OsStr) -> OsString {
-    let existing: Vec<PathBuf> = if path.is_empty() {
-        Vec::new()
-    } else {
-        std::env::split_paths(path).collect()
-    };
+    let existing: Vec<PathBuf> =
+        if path.is_empty() { Vec::new() } else { std::env::split_paths(path).collect() };
     let front = dirs.iter().filter(|dir| !existing.contains(dir));
     // Only fails when a directory contains the separator; keep PATH as it was then.
     std::env::join_paths(front.chain(&existing)).unwrap_or_else(|_| path.to_os_string())
@@ -230,42 +212,28 @@ fn packages_present() -> Result<bool> {
 /// The packages of [`PACKAGES`] that dpkg does not report as installed, in table order.
 fn missing_packages() -> Result<Vec<&'static str>> {
     let mut query = Command::new("dpkg-query");
-    query
-        .args(["-W", "-f", "${Package}\\t${Status}\\n"])
-        .args(PACKAGES.iter().map(|(package, _)| package));
+    query.args(["-W", "-f", "${Package}\\t${Status}\\n"]).args(PACKAGES.iter().map(|(package, _)| package));
     let out = capture(&mut query)?;
     // Exit status 1 only means some packages are unknown to dpkg: they print no line.
     if !matches!(out.status.code(), Some(0 | 1)) {
         bail!("`{}` failed: {}", display_cmd(&query), out.status);
     }
     let wanted: Vec<&'static str> = PACKAGES.iter().map(|(package, _)| *package).collect();
-    Ok(missing_from_status(
-        &wanted,
-        &String::from_utf8_lossy(&out.stdout),
-    ))
+    Ok(missing_from_status(&wanted, &String::from_utf8_lossy(&out.stdout)))
 }
 
 /// Those of `wanted` without an installed `<package>\t<status>` line in `status`.
 fn missing_from_status<'a>(wanted: &[&'a str], status: &str) -> Vec<&'a str> {
-    let installed = |package: &str| {
-        status
-            .lines()
-            .any(|line| line.split_once('\t') == Some((package, INSTALLED)))
-    };
-    wanted
-        .iter()
-        .copied()
-        .filter(|package| !installed(package))
-        .collect()
+    let installed =
+        |package: &str| status.lines().any(|line| line.split_once('\t') == Some((package, INSTALLED)));
+    wanted.iter().copied().filter(|package| !installed(package)).collect()
 }
 
 /// `apt-get` made non-interactive. On a fresh machine unattended-upgrades often holds the
 /// dpkg lock for a while, so wait for it instead of failing.
 fn apt_get(args: &[&str]) -> Command {
     let mut apt = Command::new("apt-get");
-    apt.env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["-o", "DPkg::Lock::Timeout=300"])
-        .args(args);
+    apt.env("DEBIAN_FRONTEND", "noninteractive").args(["-o", "DPkg::Lock::Timeout=300"]).args(args);
     apt
 }
 
@@ -283,10 +251,7 @@ fn install_packages() -> Result<()> {
     if !is_root() {
         println!("setup: installing Debian packages needs root; as root, run:");
         if preseed {
-            println!(
-                "setup:   echo '{}' | debconf-set-selections",
-                TSHARK_PRESEED.trim_end()
-            );
+            println!("setup:   echo '{}' | debconf-set-selections", TSHARK_PRESEED.trim_end());
         }
         println!("setup:   {}", display_cmd(&apt_get(&["update"])));
         println!("setup:   {}", display_cmd(&apt_install(&missing)));
@@ -297,10 +262,7 @@ fn install_packages() -> Result<()> {
         );
     }
     if preseed {
-        run_cmd(
-            &mut Command::new("debconf-set-selections"),
-            Some(TSHARK_PRESEED),
-        )?;
+        run_cmd(&mut Command::new("debconf-set-selections"), Some(TSHARK_PRESEED))?;
     }
     run_cmd(&mut apt_get(&["update"]), None)?;
     if let Err(err) = run_cmd(&mut apt_install(&missing), None) {
@@ -312,44 +274,29 @@ fn install_packages() -> Result<()> {
 }
 
 fn nightly_present() -> Result<bool> {
-    Ok(has_nightly(&capture_ok(
-        tool("rustup").args(["toolchain", "list"]),
-    )?))
+    Ok(has_nightly(&capture_ok(tool("rustup").args(["toolchain", "list"]))?))
 }
 
 /// Whether `rustup toolchain list` shows the toolchain `+nightly` selects: plain `nightly`
 /// or `nightly-<host>`, but not a dated `nightly-2024-05-01-<host>`.
 fn has_nightly(toolchains: &str) -> bool {
-    toolchains
-        .lines()
-        .filter_map(|line| line.split_whitespace().next())
-        .any(|name| {
-            name == "nightly"
-                || name
-                    .strip_prefix("nightly-")
-                    .is_some_and(|host| !host.starts_with(|c: char| c.is_ascii_digit()))
-        })
+    toolchains.lines().filter_map(|line| line.split_whitespace().next()).any(|name| {
+        name == "nightly"
+            || name
+                .strip_prefix("nightly-")
+                .is_some_and(|host| !host.starts_with(|c: char| c.is_ascii_digit()))
+    })
 }
 
 fn rust_src_present() -> Result<bool> {
-    let installed = capture_ok(tool("rustup").args([
-        "component",
-        "list",
-        "--toolchain",
-        "nightly",
-        "--installed",
-    ]))?;
-    Ok(installed
-        .lines()
-        .any(|line| line.split_whitespace().next() == Some("rust-src")))
+    let installed =
+        capture_ok(tool("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))?;
+    Ok(installed.lines().any(|line| line.split_whitespace().next() == Some("rust-src")))
 }
 
 /// The eBPF crate is built with `-Z build-std`, which needs the standard library's source.
 fn install_rust_src() -> Result<()> {
-    run_cmd(
-        tool("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
-        None,
-    )
+    run_cmd(tool("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]), None)
 }
 
 fn bpf_linker_present() -> Result<bool> {
@@ -365,28 +312,18 @@ fn bpf_linker_present() -> Result<bool> {
 fn bpf_linker_version(output: &str) -> Option<&str> {
     output.lines().find_map(|line| {
         let mut words = line.split_whitespace();
-        (words.next() == Some("bpf-linker"))
-            .then(|| words.next())
-            .flatten()
+        (words.next() == Some("bpf-linker")).then(|| words.next()).flatten()
     })
 }
 
 /// Builds bpf-linker against Debian's LLVM 22: llvm-sys finds it through
 /// `LLVM_SYS_221_PREFIX`, and the LLVM 22 tools are on `PATH`.
 fn install_bpf_linker() -> Result<()> {
-    cargo_install(
-        BPF_LINKER_INSTALL,
-        &[
-            ("PATH", augmented_path()),
-            (LLVM_PREFIX_VAR, LLVM_PREFIX.into()),
-        ],
-    )
+    cargo_install(BPF_LINKER_INSTALL, &[("PATH", augmented_path()), (LLVM_PREFIX_VAR, LLVM_PREFIX.into())])
 }
 
 fn cargo_fuzz_present() -> Result<bool> {
-    Ok(capture(tool("cargo").args(["fuzz", "--version"]))?
-        .status
-        .success())
+    Ok(capture(tool("cargo").args(["fuzz", "--version"]))?.status.success())
 }
 
 fn install_cargo_fuzz() -> Result<()> {
@@ -419,12 +356,9 @@ fn tool(name: &str) -> Command {
 
 /// The first executable file called `name` in a directory of [`augmented_path`].
 fn find_program(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&augmented_path())
-        .map(|dir| dir.join(name))
-        .find(|path| {
-            path.metadata()
-                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-        })
+    std::env::split_paths(&augmented_path()).map(|dir| dir.join(name)).find(|path| {
+        path.metadata().is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+    })
 }
 
 /// Prints `cmd`, then runs it with this process's stdout and stderr (so apt's and cargo's
@@ -436,23 +370,15 @@ fn run_cmd(cmd: &mut Command, input: Option<&str>) -> Result<()> {
         None => display_cmd(cmd),
     };
     println!("setup: $ {shown}");
-    cmd.stdin(if input.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("could not start `{shown}`"))?;
+    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
+    let mut child = cmd.spawn().with_context(|| format!("could not start `{shown}`"))?;
     if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
         // Dropping `stdin` afterwards closes it, so the command sees the end of its input.
         stdin
             .write_all(input.as_bytes())
             .with_context(|| format!("could not write the input of `{shown}`"))?;
     }
-    let status = child
-        .wait()
-        .with_context(|| format!("could not wait for `{shown}`"))?;
+    let status = child.wait().with_context(|| format!("could not wait for `{shown}`"))?;
     if !status.success() {
         bail!("`{shown}` failed: {status}");
     }
@@ -464,9 +390,7 @@ fn run_cmd(cmd: &mut Command, input: Option<&str>) -> Result<()> {
 fn capture(cmd: &mut Command) -> Result<Output> {
     let shown = display_cmd(cmd);
     println!("setup: $ {shown}");
-    cmd.stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("could not run `{shown}`"))
+    cmd.stdin(Stdio::null()).output().with_context(|| format!("could not run `{shown}`"))
 }
 
 /// Like [`capture`], but fails unless `cmd` succeeds; returns its stdout.
@@ -486,13 +410,7 @@ fn capture_ok(cmd: &mut Command) -> Result<String> {
 /// `cmd` as a shell command line, environment assignments first, to paste into a shell.
 fn display_cmd(cmd: &Command) -> String {
     let env = cmd.get_envs().filter_map(|(key, value)| {
-        value.map(|value| {
-            format!(
-                "{}={}",
-                key.to_string_lossy(),
-                shell_quote(&value.to_string_lossy())
-            )
-        })
+        value.map(|value| format!("{}={}", key.to_string_lossy(), shell_quote(&value.to_string_lossy())))
     });
     let words = std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
@@ -522,18 +440,13 @@ mod tests {
                       libclang-22-dev\tinstall ok installed\n\
                       libclang-22-dev\tinstall ok installed\n";
         let wanted = ["curl", "tshark", "tcpdump", "libclang-22-dev", "bpftool"];
-        assert_eq!(
-            missing_from_status(&wanted, status),
-            ["tshark", "tcpdump", "bpftool"]
-        );
+        assert_eq!(missing_from_status(&wanted, status), ["tshark", "tcpdump", "bpftool"]);
     }
 
     #[test]
     fn nothing_missing_when_all_installed() {
-        let status: String = PACKAGES
-            .iter()
-            .map(|(package, _)| format!("{package}\t{INSTALLED}\n"))
-            .collect();
+        let status: String =
+            PACKAGES.iter().map(|(package, _)| format!("{package}\t{INSTALLED}\n")).collect();
         let wanted: Vec<&str> = PACKAGES.iter().map(|(package, _)| *package).collect();
         assert!(missing_from_status(&wanted, &status).is_empty());
         assert_eq!(missing_from_status(&wanted, ""), wanted);
@@ -542,20 +455,14 @@ mod tests {
     #[test]
     fn package_names_are_not_prefix_matched() {
         let status = "llvm-22-dev-extra\tinstall ok installed\n";
-        assert_eq!(
-            missing_from_status(&["llvm-22-dev"], status),
-            ["llvm-22-dev"]
-        );
+        assert_eq!(missing_from_status(&["llvm-22-dev"], status), ["llvm-22-dev"]);
     }
 
     #[test]
     fn bpf_linker_version_is_parsed() {
         assert_eq!(bpf_linker_version("bpf-linker 0.13.0\n"), Some("0.13.0"));
         assert_eq!(bpf_linker_version("bpf-linker 0.12.2"), Some("0.12.2"));
-        assert_eq!(
-            bpf_linker_version("warning: x\nbpf-linker 0.13.0\n"),
-            Some("0.13.0")
-        );
+        assert_eq!(bpf_linker_version("warning: x\nbpf-linker 0.13.0\n"), Some("0.13.0"));
         assert_eq!(bpf_linker_version("bpf-linker\n"), None);
         assert_eq!(bpf_linker_version("rustc 0.13.0"), None);
     }
@@ -568,9 +475,7 @@ mod tests {
         assert!(has_nightly(list));
         assert!(has_nightly("nightly\n"));
         assert!(!has_nightly("stable-x86_64-unknown-linux-gnu (default)\n"));
-        assert!(!has_nightly(
-            "nightly-2024-05-01-x86_64-unknown-linux-gnu\n"
-        ));
+        assert!(!has_nightly("nightly-2024-05-01-x86_64-unknown-linux-gnu\n"));
         assert!(!has_nightly(""));
     }
 
@@ -597,14 +502,8 @@ mod tests {
     #[test]
     fn cargo_home_prefers_cargo_home_then_home() {
         let some = |s: &str| Some(OsString::from(s));
-        assert_eq!(
-            cargo_home(some("/opt/cargo"), some("/home/u")),
-            Path::new("/opt/cargo")
-        );
-        assert_eq!(
-            cargo_home(some(""), some("/home/u")),
-            Path::new("/home/u/.cargo")
-        );
+        assert_eq!(cargo_home(some("/opt/cargo"), some("/home/u")), Path::new("/opt/cargo"));
+        assert_eq!(cargo_home(some(""), some("/home/u")), Path::new("/home/u/.cargo"));
         assert_eq!(cargo_home(None, None), Path::new("/root/.cargo"));
     }
 

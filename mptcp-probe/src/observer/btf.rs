@@ -47,9 +47,7 @@ fn strip(btf: &Btf, mut ty: Type) -> Option<Type> {
     for _ in 0..16 {
         ty = match &ty {
             Type::Typedef(t) => btf.resolve_chained_type(t).ok()?,
-            Type::Const(t) | Type::Volatile(t) | Type::Restrict(t) => {
-                btf.resolve_chained_type(t).ok()?
-            }
+            Type::Const(t) | Type::Volatile(t) | Type::Restrict(t) => btf.resolve_chained_type(t).ok()?,
             Type::TypeTag(t) => btf.resolve_chained_type(t).ok()?,
             _ => return Some(ty),
         };
@@ -64,9 +62,7 @@ pub fn netns_offsets() -> NetnsOffsets {
     let btf = match Btf::from_file("/sys/kernel/btf/vmlinux") {
         Ok(b) => b,
         Err(e) => {
-            tracing::warn!(
-                "kernel BTF unreadable ({e}): kernel events will not name their namespace"
-            );
+            tracing::warn!("kernel BTF unreadable ({e}): kernel events will not name their namespace");
             return o;
         }
     };
@@ -99,8 +95,7 @@ mod tests {
             Err(_) => panic!("this host has no readable /sys/kernel/btf/vmlinux"),
         };
         // skc_net sits well inside sock_common; net.ns.inum inside struct net; both non-zero.
-        let a =
-            member_offset(&btf, "sock_common", &["skc_net", "net"]).expect("sock_common.skc_net");
+        let a = member_offset(&btf, "sock_common", &["skc_net", "net"]).expect("sock_common.skc_net");
         let b = member_offset(&btf, "net", &["ns", "inum"]).expect("net.ns.inum");
         assert!(a > 0 && a < 256, "{a}");
         assert!(b > 0 && b < 4096, "{b}");

@@ -21,24 +21,18 @@ pub enum DecodeError {
     Short(usize),
     #[error("unknown event kind {0}")]
     UnknownKind(u8),
-    #[error("event version {0} does not match this build's {EVENT_VERSION}: kernel and user programs differ")]
+    #[error(
+        "event version {0} does not match this build's {EVENT_VERSION}: kernel and user programs differ"
+    )]
     Version(u8),
     #[error("{kind:?} record of {got} bytes, expected {want}")]
-    Size {
-        kind: EventKind,
-        got: usize,
-        want: usize,
-    },
+    Size { kind: EventKind, got: usize, want: usize },
 }
 
 fn read<T: Copy>(bytes: &[u8], kind: EventKind) -> Result<T, DecodeError> {
     let want = size_of::<T>();
     if bytes.len() < want {
-        return Err(DecodeError::Size {
-            kind,
-            got: bytes.len(),
-            want,
-        });
+        return Err(DecodeError::Size { kind, got: bytes.len(), want });
     }
     // SAFETY: length checked; T is a repr(C) plain-data type for which every bit pattern is
     // valid; read_unaligned copes with the ring buffer's 8-byte alignment.
@@ -75,18 +69,11 @@ mod tests {
         assert_eq!(decode(&rec).unwrap_err(), DecodeError::UnknownKind(99));
         rec[0] = EventKind::Packet as u8;
         rec[1] = EVENT_VERSION + 1;
-        assert_eq!(
-            decode(&rec).unwrap_err(),
-            DecodeError::Version(EVENT_VERSION + 1)
-        );
+        assert_eq!(decode(&rec).unwrap_err(), DecodeError::Version(EVENT_VERSION + 1));
         rec[1] = EVENT_VERSION;
         assert!(matches!(
             decode(&rec).unwrap_err(),
-            DecodeError::Size {
-                kind: EventKind::Packet,
-                got: 16,
-                ..
-            }
+            DecodeError::Size { kind: EventKind::Packet, got: 16, .. }
         ));
     }
 
@@ -106,10 +93,7 @@ mod tests {
         };
         // SAFETY: plain-data struct viewed as bytes for the test.
         let bytes = unsafe {
-            std::slice::from_raw_parts(
-                (&ev as *const FallbackEvent).cast::<u8>(),
-                size_of::<FallbackEvent>(),
-            )
+            std::slice::from_raw_parts((&ev as *const FallbackEvent).cast::<u8>(), size_of::<FallbackEvent>())
         };
         match decode(bytes).unwrap() {
             Event::Fallback(f) => {

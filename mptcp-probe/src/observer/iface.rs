@@ -15,9 +15,7 @@ pub struct Interface {
 
 #[derive(Debug, Error)]
 pub enum IfaceError {
-    #[error(
-        "unknown interface {0:?}: no such interface in this network namespace (see `ip link`)"
-    )]
+    #[error("unknown interface {0:?}: no such interface in this network namespace (see `ip link`)")]
     Unknown(String),
     #[error("reading /sys/class/net: {0}")]
     Sysfs(std::io::Error),
@@ -64,18 +62,13 @@ pub fn list() -> Result<Vec<Interface>, IfaceError> {
 
 /// The named interfaces, or an error naming the first unknown one.
 pub fn named(names: &[String]) -> Result<Vec<Interface>, IfaceError> {
-    names
-        .iter()
-        .map(|n| describe(n).ok_or_else(|| IfaceError::Unknown(n.clone())))
-        .collect()
+    names.iter().map(|n| describe(n).ok_or_else(|| IfaceError::Unknown(n.clone()))).collect()
 }
 
 /// This process's network namespace inode.
 pub fn current_netns() -> u32 {
     use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/self/ns/net")
-        .map(|m| m.ino() as u32)
-        .unwrap_or(0)
+    fs::metadata("/proc/self/ns/net").map(|m| m.ino() as u32).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -85,10 +78,7 @@ mod tests {
     #[test]
     fn loopback_is_listed_with_a_link_layer() {
         let all = list().expect("sysfs readable");
-        let lo = all
-            .iter()
-            .find(|i| i.name == "lo")
-            .expect("lo exists in every namespace");
+        let lo = all.iter().find(|i| i.name == "lo").expect("lo exists in every namespace");
         assert!(lo.has_l2);
         assert_eq!(lo.index, 1);
     }

@@ -40,9 +40,7 @@ pub struct ObserverOptions {
 
 impl Default for ObserverOptions {
     fn default() -> Self {
-        Self {
-            flow_table_size: 65536,
-        }
+        Self { flow_table_size: 65536 }
     }
 }
 
@@ -87,8 +85,7 @@ impl Observer {
         let recv_offsets = ReceiveResetOffsets::from_lookup(|n| recv.get(n).copied());
         // The mapping event joins two tracepoints: the mapping fields, then the status and skb.
         let map = tracefs::read_format(&root, "mptcp", "get_mapping_status").unwrap_or_default();
-        let avail =
-            tracefs::read_format(&root, "mptcp", "subflow_check_data_avail").unwrap_or_default();
+        let avail = tracefs::read_format(&root, "mptcp", "subflow_check_data_avail").unwrap_or_default();
         let mapping_offsets = MappingOffsets::from_lookup(|n| match n {
             "status" | "skb" => avail.get(n).copied(),
             _ => map.get(n).copied(),
@@ -102,10 +99,7 @@ impl Observer {
             .override_global("RECEIVE_RESET_OFFSETS", &recv_offsets, true)
             .override_global("MAPPING_OFFSETS", &mapping_offsets, true)
             .override_global("NETNS_OFFSETS", &netns_offsets, true)
-            .load(aya::include_bytes_aligned!(concat!(
-                env!("OUT_DIR"),
-                "/mptcp-probe"
-            )))
+            .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mptcp-probe")))
             .context("loading the eBPF object")?;
 
         for name in TC_PROGRAMS {
@@ -113,8 +107,7 @@ impl Observer {
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
                 .try_into()?;
-            prog.load()
-                .with_context(|| format!("verifier rejected {name}"))?;
+            prog.load().with_context(|| format!("verifier rejected {name}"))?;
         }
 
         let mut tracepoints = Vec::new();
@@ -123,35 +116,31 @@ impl Observer {
             ("tcp_send_reset", "tcp", "tcp_send_reset", false),
             ("tcp_receive_reset", "tcp", "tcp_receive_reset", false),
             ("get_mapping_status", "mptcp", "get_mapping_status", false),
-            (
-                "subflow_check_data_avail",
-                "mptcp",
-                "subflow_check_data_avail",
-                false,
-            ),
+            ("subflow_check_data_avail", "mptcp", "subflow_check_data_avail", false),
         ] {
             let tp: &mut TracePoint = ebpf
                 .program_mut(prog)
                 .ok_or_else(|| anyhow!("program {prog} missing from the eBPF object"))?
                 .try_into()?;
-            let res = tp
-                .load()
-                .and_then(|()| tp.attach(category, name).map(|_| ()));
+            let res = tp.load().and_then(|()| tp.attach(category, name).map(|_| ()));
             match res {
                 Ok(()) => tracepoints.push(format!("{category}:{name}")),
                 Err(e) if required => {
-                    return Err(anyhow::Error::new(e)
-                        .context(format!("attaching tracepoint {category}:{name}")))
+                    return Err(
+                        anyhow::Error::new(e).context(format!("attaching tracepoint {category}:{name}"))
+                    )
                 }
-                Err(e) => tracing::warn!(
-                    "tracepoint {category}:{name} unavailable, carrying on without it: {e}"
-                ),
+                Err(e) => {
+                    tracing::warn!("tracepoint {category}:{name} unavailable, carrying on without it: {e}")
+                }
             }
         }
 
         let fallback_source = match Self::try_fentry(&mut ebpf) {
             Ok(()) => {
-                tracing::info!("fallback reasons: fentry on __mptcp_try_fallback (exact reason per connection)");
+                tracing::info!(
+                    "fallback reasons: fentry on __mptcp_try_fallback (exact reason per connection)"
+                );
                 FallbackSource::Fentry
             }
             Err(e) => {
@@ -163,13 +152,7 @@ impl Observer {
             }
         };
 
-        Ok(Self {
-            ebpf,
-            attached: HashMap::new(),
-            fallback_source,
-            flows_removed: 0,
-            tracepoints,
-        })
+        Ok(Self { ebpf, attached: HashMap::new(), fallback_source, flows_removed: 0, tracepoints })
     }
 
     fn try_fentry(ebpf: &mut Ebpf) -> anyhow::Result<()> {
@@ -178,8 +161,7 @@ impl Observer {
             .program_mut("mptcp_try_fallback")
             .ok_or_else(|| anyhow!("fentry program missing"))?
             .try_into()?;
-        prog.load("__mptcp_try_fallback", &btf)
-            .context("loading fentry")?;
+        prog.load("__mptcp_try_fallback", &btf).context("loading fentry")?;
         prog.attach().context("attaching fentry")?;
         Ok(())
     }
@@ -189,16 +171,10 @@ impl Observer {
         if self.attached.contains_key(&iface.name) {
             return Ok(());
         }
-        let (ingress, egress) = if iface.has_l2 {
-            ("tc_ingress", "tc_egress")
-        } else {
-            ("tc_ingress_l3", "tc_egress_l3")
-        };
+        let (ingress, egress) =
+            if iface.has_l2 { ("tc_ingress", "tc_egress") } else { ("tc_ingress_l3", "tc_egress_l3") };
         let mut links = Vec::new();
-        for (prog_name, at) in [
-            (ingress, TcAttachType::Ingress),
-            (egress, TcAttachType::Egress),
-        ] {
+        for (prog_name, at) in [(ingress, TcAttachType::Ingress), (egress, TcAttachType::Egress)] {
             let prog: &mut SchedClassifier = self
                 .ebpf
                 .program_mut(prog_name)
@@ -222,19 +198,9 @@ impl Observer {
             "observing {} (ifindex {}, {})",
             iface.name,
             iface.index,
-            if iface.has_l2 {
-                "ethernet"
-            } else {
-                "no link layer"
-            }
+            if iface.has_l2 { "ethernet" } else { "no link layer" }
         );
-        self.attached.insert(
-            iface.name.clone(),
-            Attached {
-                ifindex: iface.index,
-                links,
-            },
-        );
+        self.attached.insert(iface.name.clone(), Attached { ifindex: iface.index, links });
         Ok(())
     }
 
@@ -255,11 +221,7 @@ impl Observer {
         let gone: Vec<String> = self
             .attached
             .iter()
-            .filter(|(name, a)| {
-                !present
-                    .iter()
-                    .any(|i| &i.name == *name && i.index == a.ifindex)
-            })
+            .filter(|(name, a)| !present.iter().any(|i| &i.name == *name && i.index == a.ifindex))
             .map(|(n, _)| n.clone())
             .collect();
         for name in gone {
@@ -271,10 +233,7 @@ impl Observer {
     }
 
     pub fn interface_names(&self) -> BTreeMap<u32, String> {
-        self.attached
-            .iter()
-            .map(|(n, a)| (a.ifindex, n.clone()))
-            .collect()
+        self.attached.iter().map(|(n, a)| (a.ifindex, n.clone())).collect()
     }
 
     /// Detaches every TC program; tracepoint and fentry links go with the `Ebpf` on drop.
@@ -286,18 +245,12 @@ impl Observer {
     }
 
     pub fn take_ring(&mut self) -> anyhow::Result<RingBuf<aya::maps::MapData>> {
-        let map = self
-            .ebpf
-            .take_map("EVENTS")
-            .ok_or_else(|| anyhow!("EVENTS map missing"))?;
+        let map = self.ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("EVENTS map missing"))?;
         Ok(RingBuf::try_from(map)?)
     }
 
     fn flows(&mut self) -> anyhow::Result<BpfHashMap<&mut MapData, FlowKey, FlowState>> {
-        let map = self
-            .ebpf
-            .map_mut("FLOWS")
-            .ok_or_else(|| anyhow!("FLOWS map missing"))?;
+        let map = self.ebpf.map_mut("FLOWS").ok_or_else(|| anyhow!("FLOWS map missing"))?;
         Ok(BpfHashMap::try_from(map)?)
     }
 
@@ -333,10 +286,7 @@ impl Observer {
             return out;
         };
         for (i, name) in counters::NAMES.iter().enumerate() {
-            let v = arr
-                .get(&(i as u32), 0)
-                .map(|per_cpu| per_cpu.iter().sum())
-                .unwrap_or(0);
+            let v = arr.get(&(i as u32), 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0);
             out.values.insert(name, v);
         }
         out
@@ -346,9 +296,7 @@ impl Observer {
     pub fn evictions(&mut self) -> u64 {
         let created = self.counters().get("flows_created");
         let present = self.flow_keys().len() as u64;
-        created
-            .saturating_sub(self.flows_removed)
-            .saturating_sub(present)
+        created.saturating_sub(self.flows_removed).saturating_sub(present)
     }
 }
 

@@ -27,15 +27,8 @@ pub fn ensure_mounted() -> Result<PathBuf, TracefsError> {
     }
     let target = c"/sys/kernel/tracing";
     // SAFETY: valid NUL-terminated strings; a plain tracefs mount with no data.
-    let ret = unsafe {
-        libc::mount(
-            c"nodev".as_ptr(),
-            target.as_ptr(),
-            c"tracefs".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
+    let ret =
+        unsafe { libc::mount(c"nodev".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null()) };
     if ret != 0 {
         return Err(TracefsError::Mount(std::io::Error::last_os_error()));
     }
@@ -44,14 +37,10 @@ pub fn ensure_mounted() -> Result<PathBuf, TracefsError> {
 }
 
 /// Field name → byte offset, from a tracepoint's format file.
-pub fn read_format(
-    root: &PathBuf,
-    category: &str,
-    name: &str,
-) -> Result<HashMap<String, u16>, TracefsError> {
+pub fn read_format(root: &PathBuf, category: &str, name: &str) -> Result<HashMap<String, u16>, TracefsError> {
     let path = root.join("events").join(category).join(name).join("format");
-    let text = fs::read_to_string(&path)
-        .map_err(|e| TracefsError::Missing(format!("{category}:{name}"), e))?;
+    let text =
+        fs::read_to_string(&path).map_err(|e| TracefsError::Missing(format!("{category}:{name}"), e))?;
     Ok(parse_format(&text))
 }
 
@@ -65,15 +54,11 @@ pub fn parse_format(text: &str) -> HashMap<String, u16> {
         };
         let mut parts = rest.split(';');
         let decl = parts.next().unwrap_or("").trim();
-        let offset = parts
-            .find_map(|p| p.trim().strip_prefix("offset:"))
-            .and_then(|v| v.trim().parse::<u16>().ok());
+        let offset =
+            parts.find_map(|p| p.trim().strip_prefix("offset:")).and_then(|v| v.trim().parse::<u16>().ok());
         let Some(offset) = offset else { continue };
         // The name is the last word of the declaration, without any array suffix.
-        let name = decl
-            .rsplit(|c: char| c.is_whitespace() || c == '*')
-            .next()
-            .unwrap_or("");
+        let name = decl.rsplit(|c: char| c.is_whitespace() || c == '*').next().unwrap_or("");
         let name = name.split('[').next().unwrap_or("");
         if !name.is_empty() {
             out.insert(name.to_string(), offset);

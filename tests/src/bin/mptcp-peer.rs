@@ -47,6 +47,9 @@ enum Cmd {
         bind_port: u16,
         #[arg(long)]
         tcp: bool,
+        /// Seconds to stay quiet after sending, before closing.
+        #[arg(long, default_value_t = 0)]
+        hold: u64,
     },
     /// Lists the programs attached with TCX to an interface: `{"ingress":[..],"egress":[..]}`.
     Tcx {
@@ -57,22 +60,12 @@ enum Cmd {
 
 /// FNV-1a, enough to tell whether the bytes arrived unchanged.
 fn digest(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)
-    })
+    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 fn socket(addr: &SocketAddr, tcp: bool) -> anyhow::Result<i32> {
-    let family = if addr.is_ipv6() {
-        libc::AF_INET6
-    } else {
-        libc::AF_INET
-    };
-    let proto = if tcp {
-        libc::IPPROTO_TCP
-    } else {
-        IPPROTO_MPTCP
-    };
+    let family = if addr.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
+    let proto = if tcp { libc::IPPROTO_TCP } else { IPPROTO_MPTCP };
     // SAFETY: plain socket(2) call.
     let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, proto) };
     if fd < 0 {
@@ -85,13 +78,7 @@ fn socket(addr: &SocketAddr, tcp: bool) -> anyhow::Result<i32> {
     let one: i32 = 1;
     // SAFETY: valid fd and option pointer/length.
     unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&one as *const i32).cast(),
-            4,
-        );
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&one as *const i32).cast(), 4);
     }
     Ok(fd)
 }
@@ -104,9 +91,7 @@ fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as u16,
                 sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_in fits in sockaddr_storage.
@@ -118,9 +103,7 @@ fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
                 sin6_family: libc::AF_INET6 as u16,
                 sin6_port: a.port().to_be(),
                 sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
                 sin6_scope_id: 0,
             };
             // SAFETY: sockaddr_in6 fits in sockaddr_storage.
@@ -142,10 +125,7 @@ fn server(listen: SocketAddr, count: u32, tcp: bool, timeout: u64) -> anyhow::Re
     let fd = socket(&listen, tcp)?;
     let (ss, len) = sockaddr(&listen);
     // SAFETY: valid fd and sockaddr.
-    check(
-        unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) },
-        "bind",
-    )?;
+    check(unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) }, "bind")?;
     // SAFETY: valid fd.
     check(unsafe { libc::listen(fd, 64) }, "listen")?;
     // SAFETY: fd is a listening socket we own.
@@ -175,7 +155,7 @@ fn server(listen: SocketAddr, count: u32, tcp: bool, timeout: u64) -> anyhow::Re
     Ok(())
 }
 
-fn client(connect: SocketAddr, bytes: usize, bind_port: u16, tcp: bool) -> anyhow::Result<()> {
+fn client(connect: SocketAddr, bytes: usize, bind_port: u16, tcp: bool, hold: u64) -> anyhow::Result<()> {
     let fd = socket(&connect, tcp)?;
     if bind_port != 0 {
         let local: SocketAddr = if connect.is_ipv6() {
@@ -185,22 +165,17 @@ fn client(connect: SocketAddr, bytes: usize, bind_port: u16, tcp: bool) -> anyho
         };
         let (ss, len) = sockaddr(&local);
         // SAFETY: valid fd and sockaddr.
-        check(
-            unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) },
-            "bind",
-        )?;
+        check(unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) }, "bind")?;
     }
     let (ss, len) = sockaddr(&connect);
     // SAFETY: valid fd and sockaddr.
-    check(
-        unsafe { libc::connect(fd, (&ss as *const libc::sockaddr_storage).cast(), len) },
-        "connect",
-    )?;
+    check(unsafe { libc::connect(fd, (&ss as *const libc::sockaddr_storage).cast(), len) }, "connect")?;
     // SAFETY: connected socket we own.
     let mut s = unsafe { TcpStream::from_raw_fd(fd) };
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let data: Vec<u8> = (0..bytes).map(|i| (i * 7 + i / 251) as u8).collect();
     s.write_all(&data)?;
+    std::thread::sleep(Duration::from_secs(hold));
     s.shutdown(std::net::Shutdown::Write)?;
     let mut answer = String::new();
     s.read_to_string(&mut answer)?;
@@ -208,13 +183,7 @@ fn client(connect: SocketAddr, bytes: usize, bind_port: u16, tcp: bool) -> anyho
     let mut olen = 4 as libc::socklen_t;
     // SAFETY: valid fd and option buffer.
     let ret = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            TCP_IS_MPTCP,
-            (&mut is_mptcp as *mut i32).cast(),
-            &mut olen,
-        )
+        libc::getsockopt(fd, libc::IPPROTO_TCP, TCP_IS_MPTCP, (&mut is_mptcp as *mut i32).cast(), &mut olen)
     };
     if ret < 0 {
         is_mptcp = -1;
@@ -232,16 +201,10 @@ fn client(connect: SocketAddr, bytes: usize, bind_port: u16, tcp: bool) -> anyho
 fn tcx(iface: &str) -> anyhow::Result<()> {
     use aya::programs::{tc::TcAttachType, SchedClassifier};
     let mut out = serde_json::Map::new();
-    for (name, at) in [
-        ("ingress", TcAttachType::Ingress),
-        ("egress", TcAttachType::Egress),
-    ] {
-        let (_, progs) = SchedClassifier::query_tcx(iface, at)
-            .with_context(|| format!("querying TCX on {iface}"))?;
-        let names: Vec<String> = progs
-            .iter()
-            .map(|p| p.name_as_str().unwrap_or("?").to_string())
-            .collect();
+    for (name, at) in [("ingress", TcAttachType::Ingress), ("egress", TcAttachType::Egress)] {
+        let (_, progs) =
+            SchedClassifier::query_tcx(iface, at).with_context(|| format!("querying TCX on {iface}"))?;
+        let names: Vec<String> = progs.iter().map(|p| p.name_as_str().unwrap_or("?").to_string()).collect();
         out.insert(name.into(), names.into());
     }
     println!("{}", serde_json::Value::Object(out));
@@ -250,18 +213,8 @@ fn tcx(iface: &str) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
-        Cmd::Server {
-            listen,
-            count,
-            tcp,
-            timeout,
-        } => server(listen, count, tcp, timeout),
-        Cmd::Client {
-            connect,
-            bytes,
-            bind_port,
-            tcp,
-        } => client(connect, bytes, bind_port, tcp),
+        Cmd::Server { listen, count, tcp, timeout } => server(listen, count, tcp, timeout),
+        Cmd::Client { connect, bytes, bind_port, tcp, hold } => client(connect, bytes, bind_port, tcp, hold),
         Cmd::Tcx { iface } => tcx(&iface),
     }
 }
