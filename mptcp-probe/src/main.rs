@@ -7,7 +7,9 @@ mod mib;
 mod observer;
 mod pcap;
 mod preflight;
+mod proto;
 mod render;
+mod sock;
 mod watch;
 
 use std::process::ExitCode;

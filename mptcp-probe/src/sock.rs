@@ -1,0 +1,182 @@
+//! MPTCP sockets (`IPPROTO_MPTCP`) and the kernel's per-socket view of them.
+
+use std::{
+    io,
+    net::SocketAddr,
+    os::fd::{AsRawFd, RawFd},
+};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+pub const IPPROTO_MPTCP: i32 = 262;
+pub const SOL_MPTCP: i32 = 284;
+pub const TCP_IS_MPTCP: i32 = 43;
+pub const MPTCP_INFO: i32 = 1;
+pub const MPTCP_INFO_FLAG_FALLBACK: u32 = 1;
+
+/// Transport of a test connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    Mptcp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Mptcp => "mptcp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// A stream socket of the given transport for `addr`'s family.
+pub fn socket(addr: &SocketAddr, transport: Transport) -> io::Result<Socket> {
+    let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let proto = match transport {
+        Transport::Mptcp => Protocol::from(IPPROTO_MPTCP),
+        Transport::Tcp => Protocol::TCP,
+    };
+    Socket::new(domain, Type::STREAM.cloexec(), Some(proto)).map_err(|e| {
+        if transport == Transport::Mptcp && e.raw_os_error() == Some(libc::EPROTONOSUPPORT) {
+            io::Error::new(e.kind(), "MPTCP sockets are not supported here (kernel without CONFIG_MPTCP, or net.mptcp.enabled=0)")
+        } else {
+            e
+        }
+    })
+}
+
+/// A listening MPTCP socket (it accepts plain TCP too), dual-stack for `[::]`.
+pub fn listener(addr: &SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+    let s = socket(addr, Transport::Mptcp)?;
+    s.set_reuse_address(true)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        s.set_only_v6(false)?;
+    }
+    s.bind(&(*addr).into())?;
+    s.listen(backlog)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+fn getsockopt<T: Default>(fd: RawFd, level: i32, name: i32) -> io::Result<(T, usize)> {
+    let mut v = T::default();
+    let mut len = size_of::<T>() as libc::socklen_t;
+    // SAFETY: valid fd, buffer of size_of::<T>() bytes and its length.
+    let r = unsafe { libc::getsockopt(fd, level, name, (&mut v as *mut T).cast(), &mut len) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((v, len as usize))
+}
+
+/// `TCP_IS_MPTCP`: true while the connection speaks MPTCP, false after fallback or for TCP.
+pub fn is_mptcp(fd: &impl AsRawFd) -> Option<bool> {
+    getsockopt::<i32>(fd.as_raw_fd(), libc::IPPROTO_TCP, TCP_IS_MPTCP).ok().map(|(v, _)| v == 1)
+}
+
+/// `struct mptcp_info`, the fields this tool reads (the kernel fills what it has).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MptcpInfo {
+    pub subflows: u8,
+    pub add_addr_signal: u8,
+    pub add_addr_accepted: u8,
+    pub subflows_max: u8,
+    pub add_addr_signal_max: u8,
+    pub add_addr_accepted_max: u8,
+    pub flags: u32,
+    pub token: u32,
+    pub write_seq: u64,
+    pub snd_una: u64,
+    pub rcv_nxt: u64,
+    pub local_addr_used: u8,
+    pub local_addr_max: u8,
+    pub csum_enabled: u8,
+    pub retransmits: u32,
+    pub bytes_retrans: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub bytes_acked: u64,
+    pub subflows_total: u8,
+    pub _reserved: [u8; 3],
+    pub last_data_sent: u32,
+    pub last_data_recv: u32,
+    pub last_ack_recv: u32,
+}
+
+/// `MPTCP_INFO`; None after fallback (EOPNOTSUPP) or for plain TCP.
+pub fn mptcp_info(fd: &impl AsRawFd) -> Option<MptcpInfo> {
+    getsockopt::<MptcpInfo>(fd.as_raw_fd(), SOL_MPTCP, MPTCP_INFO).ok().map(|(v, _)| v)
+}
+
+/// Sending and receiving MSS from `TCP_INFO`.
+pub fn mss(fd: &impl AsRawFd) -> Option<(u32, u32)> {
+    // SAFETY: tcp_info is plain data; zero is a valid value.
+    let info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut v = info;
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: valid fd, buffer and length.
+    let r = unsafe {
+        libc::getsockopt(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, (&mut v as *mut libc::tcp_info).cast(), &mut len)
+    };
+    (r == 0).then_some((v.tcpi_snd_mss, v.tcpi_rcv_mss))
+}
+
+/// The socket-level facts both ends record about a connection.
+pub fn fill_view(fd: &impl AsRawFd, view: &mut crate::proto::ConnectionView) {
+    view.is_mptcp = is_mptcp(fd);
+    if let Some(info) = mptcp_info(fd) {
+        view.fallback = Some(info.flags & MPTCP_INFO_FLAG_FALLBACK != 0);
+        view.subflows = Some(info.subflows);
+        view.add_addr_accepted = Some(info.add_addr_accepted);
+    } else if view.is_mptcp == Some(false) {
+        view.fallback = Some(true);
+    }
+    if let Some((snd, rcv)) = mss(fd) {
+        view.snd_mss = Some(snd);
+        view.rcv_mss = Some(rcv);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mptcp_info_layout_matches_the_kernel_uapi() {
+        // struct mptcp_info in include/uapi/linux/mptcp.h: 80 bytes up to mptcpi_bytes_acked,
+        // then subflows_total, endp_laminar_max, reserved[2], three u32 timestamps.
+        assert_eq!(std::mem::offset_of!(MptcpInfo, flags), 8);
+        assert_eq!(std::mem::offset_of!(MptcpInfo, write_seq), 16);
+        assert_eq!(std::mem::offset_of!(MptcpInfo, retransmits), 44);
+        assert_eq!(std::mem::offset_of!(MptcpInfo, bytes_acked), 72);
+        assert_eq!(std::mem::offset_of!(MptcpInfo, subflows_total), 80);
+        assert_eq!(std::mem::offset_of!(MptcpInfo, last_data_sent), 84);
+        assert_eq!(size_of::<MptcpInfo>(), 96);
+    }
+
+    #[test]
+    fn loopback_mptcp_connection_reports_mptcp() {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let l = match listener(&addr, 4) {
+            Ok(l) => l,
+            Err(e) => panic!("MPTCP listener on loopback: {e}"),
+        };
+        l.set_nonblocking(false).unwrap();
+        let target = l.local_addr().unwrap();
+        let c = socket(&target, Transport::Mptcp).unwrap();
+        c.connect(&target.into()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        assert_eq!(is_mptcp(&c), Some(true));
+        assert_eq!(is_mptcp(&s), Some(true));
+        let info = mptcp_info(&c).expect("MPTCP_INFO on an MPTCP socket");
+        assert_eq!(info.flags & MPTCP_INFO_FLAG_FALLBACK, 0);
+        let t = socket(&target, Transport::Tcp).unwrap();
+        t.connect(&target.into()).unwrap();
+        let (ts, _) = l.accept().unwrap();
+        assert_eq!(is_mptcp(&t), Some(false), "plain TCP client");
+        assert_eq!(is_mptcp(&ts), Some(false), "MPTCP listener, plain TCP peer: fallback");
+    }
+}
