@@ -1,7 +1,9 @@
 //! mptcp-probe: observes Multipath TCP on the wire and in the kernel, and names what middleboxes
 //! do to it.
 
+mod classify;
 mod clock;
+mod engine;
 mod flows;
 mod mib;
 mod observer;
@@ -9,6 +11,7 @@ mod pcap;
 mod preflight;
 mod proto;
 mod render;
+mod report;
 mod sock;
 mod watch;
 
@@ -27,6 +30,9 @@ struct Cli {
 enum Command {
     /// Live MPTCP option exchanges, fallbacks and per-flow summaries from the kernel observer.
     Watch(watch::WatchArgs),
+    /// Run FTP/HTTP/TLS/bulk/echo tests over MPTCP and plain TCP against a `serve` and name what
+    /// the path does to MPTCP.
+    Check(engine::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +54,7 @@ fn main() -> ExitCode {
     let res = rt.block_on(async {
         match cli.command {
             Command::Watch(args) => watch::run(args).await,
+            Command::Check(args) => engine::run(args).await,
         }
     });
     match res {

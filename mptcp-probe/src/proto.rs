@@ -35,7 +35,9 @@ pub const MAX_BULK_BYTES: u64 = 64 * 1024 * 1024;
 
 /// A test id: 1 to 64 of `[A-Za-z0-9_-]`. Anything else is refused by the server.
 pub fn valid_test_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

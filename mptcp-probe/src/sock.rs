@@ -40,7 +40,10 @@ pub fn socket(addr: &SocketAddr, transport: Transport) -> io::Result<Socket> {
     };
     Socket::new(domain, Type::STREAM.cloexec(), Some(proto)).map_err(|e| {
         if transport == Transport::Mptcp && e.raw_os_error() == Some(libc::EPROTONOSUPPORT) {
-            io::Error::new(e.kind(), "MPTCP sockets are not supported here (kernel without CONFIG_MPTCP, or net.mptcp.enabled=0)")
+            io::Error::new(
+                e.kind(),
+                "MPTCP sockets are not supported here (kernel without CONFIG_MPTCP, or net.mptcp.enabled=0)",
+            )
         } else {
             e
         }
@@ -119,7 +122,13 @@ pub fn mss(fd: &impl AsRawFd) -> Option<(u32, u32)> {
     let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
     // SAFETY: valid fd, buffer and length.
     let r = unsafe {
-        libc::getsockopt(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, (&mut v as *mut libc::tcp_info).cast(), &mut len)
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut v as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
     };
     (r == 0).then_some((v.tcpi_snd_mss, v.tcpi_rcv_mss))
 }
@@ -138,6 +147,11 @@ pub fn fill_view(fd: &impl AsRawFd, view: &mut crate::proto::ConnectionView) {
         view.snd_mss = Some(snd);
         view.rcv_mss = Some(rcv);
     }
+}
+
+/// A second descriptor of a socket, to read its final state after the stream is consumed.
+pub fn dup(fd: &impl std::os::fd::AsFd) -> Option<std::os::fd::OwnedFd> {
+    fd.as_fd().try_clone_to_owned().ok()
 }
 
 #[cfg(test)]

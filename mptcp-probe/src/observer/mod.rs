@@ -4,6 +4,7 @@
 pub mod btf;
 pub mod decode;
 pub mod iface;
+pub mod service;
 pub mod tracefs;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,0 +1,564 @@
+//! Names the middlebox behaviour behind a test's outcome from what both ends saw. Every verdict
+//! comes with a finding (which packet, which end, what was expected, what was seen); where the
+//! evidence for a verdict is missing, the verdict is not claimed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::proto::{ConnectionView, HandshakeView};
+
+/// The verdicts of the report contract (stable names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    MptcpOk,
+    SynOptionStripped,
+    SynackOptionStripped,
+    AckOptionStripped,
+    DssStripped,
+    MptcpSynDropped,
+    MptcpReset,
+    PayloadModified,
+    SeqRewritten,
+    MssRewritten,
+    SegmentsSplit,
+    SegmentsCoalesced,
+    Proxied,
+    JoinBlocked,
+    AddAddrDropped,
+    Nat,
+    UnknownFallback,
+}
+
+impl Verdict {
+    #[cfg(test)]
+    pub const ALL: [Verdict; 17] = [
+        Verdict::MptcpOk,
+        Verdict::SynOptionStripped,
+        Verdict::SynackOptionStripped,
+        Verdict::AckOptionStripped,
+        Verdict::DssStripped,
+        Verdict::MptcpSynDropped,
+        Verdict::MptcpReset,
+        Verdict::PayloadModified,
+        Verdict::SeqRewritten,
+        Verdict::MssRewritten,
+        Verdict::SegmentsSplit,
+        Verdict::SegmentsCoalesced,
+        Verdict::Proxied,
+        Verdict::JoinBlocked,
+        Verdict::AddAddrDropped,
+        Verdict::Nat,
+        Verdict::UnknownFallback,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::MptcpOk => "mptcp_ok",
+            Verdict::SynOptionStripped => "syn_option_stripped",
+            Verdict::SynackOptionStripped => "synack_option_stripped",
+            Verdict::AckOptionStripped => "ack_option_stripped",
+            Verdict::DssStripped => "dss_stripped",
+            Verdict::MptcpSynDropped => "mptcp_syn_dropped",
+            Verdict::MptcpReset => "mptcp_reset",
+            Verdict::PayloadModified => "payload_modified",
+            Verdict::SeqRewritten => "seq_rewritten",
+            Verdict::MssRewritten => "mss_rewritten",
+            Verdict::SegmentsSplit => "segments_split",
+            Verdict::SegmentsCoalesced => "segments_coalesced",
+            Verdict::Proxied => "proxied",
+            Verdict::JoinBlocked => "join_blocked",
+            Verdict::AddAddrDropped => "add_addr_dropped",
+            Verdict::Nat => "nat",
+            Verdict::UnknownFallback => "unknown_fallback",
+        }
+    }
+
+    /// Verdicts that say MPTCP does not work as it should on the path (`nat` is informative).
+    pub fn is_problem(self) -> bool {
+        !matches!(self, Verdict::MptcpOk | Verdict::Nat)
+    }
+}
+
+/// Why a verdict was given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub verdict: Verdict,
+    /// The packet or data the evidence is about ("SYN", "SYN/ACK", "third ACK", "data", ...).
+    pub packet: String,
+    /// Where it was seen: "client", "server" or "both".
+    pub end: String,
+    pub expected: String,
+    pub seen: String,
+}
+
+fn finding(
+    verdict: Verdict,
+    packet: &str,
+    end: &str,
+    expected: impl Into<String>,
+    seen: impl Into<String>,
+) -> Finding {
+    Finding { verdict, packet: packet.into(), end: end.into(), expected: expected.into(), seen: seen.into() }
+}
+
+/// How the MPTCP test connection ended up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    Error,
+    Timeout,
+    Refused,
+    Reset,
+}
+
+/// Everything known about one MPTCP test connection (the first connection of the test).
+#[derive(Clone, Debug, Default)]
+pub struct Evidence {
+    pub outcome: Option<Outcome>,
+    /// The same test over plain TCP worked.
+    pub tcp_ok: Option<bool>,
+    pub client: ConnectionView,
+    /// The client's observer: the handshake as sent and received here.
+    pub client_wire: Option<HandshakeView>,
+    /// SYNs this client sent with MP_CAPABLE for the connection (retries included).
+    pub client_mpc_syns: Option<u32>,
+    /// Data segments with no DSS on the negotiated connection, received / sent by the client.
+    pub client_rx_without_dss: Option<u32>,
+    /// The server's view of the same connection (None: the server did not see it).
+    pub server: Option<ConnectionView>,
+    /// Digests the client computed of what it sent, by part (compared with the server's).
+    pub sent_digests: Vec<(String, String)>,
+    /// Digests the client computed of what it received, with what the server says it sent.
+    pub received_digests: Vec<(String, String, String)>,
+    /// Kernel MPTcpExt counters that moved on the client during the test.
+    pub mib_delta: std::collections::BTreeMap<String, u64>,
+}
+
+/// The verdicts with their findings, and the fallback reason in the kernel's MIB words.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Classification {
+    pub findings: Vec<Finding>,
+    pub fallback_reason: Option<String>,
+}
+
+impl Classification {
+    pub fn verdicts(&self) -> Vec<Verdict> {
+        let mut v: Vec<Verdict> = self.findings.iter().map(|f| f.verdict).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+fn opt(s: &Option<String>) -> String {
+    s.as_deref().map(str::to_uppercase).unwrap_or_else(|| "no MPTCP option".into())
+}
+
+/// The MIB counter names that name a fallback reason, in the order the kernel bumps them.
+const FALLBACK_MIBS: [&str; 8] = [
+    "MPCapableSYNTXDrop",
+    "MPCapableFallbackSYNACK",
+    "MPCapableFallbackACK",
+    "MPCapableDataFallback",
+    "DSSCorruptionFallback",
+    "DssFallback",
+    "InfiniteMapTx",
+    "MPFallbackTokenInit",
+];
+
+pub fn fallback_reason(mib: &std::collections::BTreeMap<String, u64>) -> Option<String> {
+    FALLBACK_MIBS.iter().find(|k| mib.get(**k).copied().unwrap_or(0) > 0).map(|k| k.to_string())
+}
+
+/// Classifies an MPTCP test connection.
+pub fn classify(e: &Evidence) -> Classification {
+    let mut out = Classification { fallback_reason: fallback_reason(&e.mib_delta), ..Default::default() };
+    let f = &mut out.findings;
+    let cw = e.client_wire.as_ref();
+    let sv = e.server.as_ref();
+    let sw = sv.and_then(|s| s.handshake.as_ref());
+    let is_mptcp = e.client.is_mptcp == Some(true) && e.client.fallback != Some(true);
+    let fell_back = e.client.is_mptcp == Some(false) || e.client.fallback == Some(true);
+
+    // The connection did not come up over MPTCP although plain TCP works.
+    match e.outcome {
+        Some(Outcome::Timeout) if e.tcp_ok == Some(true) => {
+            f.push(finding(
+                Verdict::MptcpSynDropped,
+                "SYN",
+                "client",
+                "a SYN/ACK to the SYN with MP_CAPABLE, as plain TCP gets",
+                "no answer within the timeout",
+            ));
+        }
+        Some(Outcome::Reset) | Some(Outcome::Refused) if e.tcp_ok == Some(true) => {
+            f.push(finding(
+                Verdict::MptcpReset,
+                "SYN",
+                "client",
+                "a SYN/ACK to the SYN with MP_CAPABLE, as plain TCP gets",
+                "a reset",
+            ));
+        }
+        _ => {}
+    }
+    if e.outcome != Some(Outcome::Ok) {
+        return out;
+    }
+
+    // SYNs with MP_CAPABLE that went unanswered until the kernel retried without MPTCP.
+    let syn_retried = e.client_mpc_syns.unwrap_or(0) > 0
+        && cw.map(|w| w.syn_mptcp.is_none()).unwrap_or(false)
+        || e.mib_delta.get("MPCapableSYNTXDrop").copied().unwrap_or(0) > 0;
+    if syn_retried {
+        f.push(finding(
+            Verdict::MptcpSynDropped,
+            "SYN",
+            "client",
+            "an answer to the SYN with MP_CAPABLE",
+            format!(
+                "{} SYN(s) with MP_CAPABLE unanswered, then the kernel retried without MPTCP",
+                e.client_mpc_syns.unwrap_or(0).max(1)
+            ),
+        ));
+    }
+
+    // Handshake options: compare what one end sent with what the other received.
+    let client_sent_mpc = cw.map(|w| w.syn_mptcp.is_some()).unwrap_or(false) && !syn_retried;
+    if let (Some(cw), Some(sw)) = (cw, sw) {
+        if client_sent_mpc && sw.syn_mptcp.is_none() {
+            f.push(finding(
+                Verdict::SynOptionStripped,
+                "SYN",
+                "server",
+                format!("{} as the client sent it", opt(&cw.syn_mptcp)),
+                "SYN without MP_CAPABLE",
+            ));
+        } else if sw.syn_mptcp.is_some() && sw.synack_mptcp.is_some() && cw.synack_mptcp.is_none() {
+            f.push(finding(
+                Verdict::SynackOptionStripped,
+                "SYN/ACK",
+                "client",
+                format!("{} as the server sent it", opt(&sw.synack_mptcp)),
+                "SYN/ACK without MP_CAPABLE",
+            ));
+        } else if cw.synack_mptcp.is_some() && cw.ack_mptcp.is_some() && sw.ack_mptcp_len == Some(0) {
+            f.push(finding(
+                Verdict::AckOptionStripped,
+                "third ACK",
+                "server",
+                format!("{} as the client sent it", opt(&cw.ack_mptcp)),
+                "third ACK without MP_CAPABLE",
+            ));
+        }
+        // Sequence numbers, MSS: the same SYN seen at both ends.
+        if let (Some(a), Some(b)) = (cw.syn_isn, sw.syn_isn) {
+            if a != b {
+                f.push(finding(
+                    Verdict::SeqRewritten,
+                    "SYN",
+                    "both",
+                    format!("ISN {a} as sent"),
+                    format!("ISN {b} at the server"),
+                ));
+            }
+        }
+        if let (Some(a), Some(b)) = (cw.syn_mss, sw.syn_mss) {
+            if a != b {
+                f.push(finding(
+                    Verdict::MssRewritten,
+                    "SYN",
+                    "both",
+                    format!("MSS {a} as sent"),
+                    format!("MSS {b} at the server"),
+                ));
+            }
+        }
+    } else if client_sent_mpc && cw.map(|w| w.synack_mptcp.is_none()).unwrap_or(false) && sv.is_some() {
+        // No server-side wire view: the SYN/ACK lacked MP_CAPABLE, but which packet lost it is
+        // not known; classified below as an unknown fallback.
+    }
+
+    // Data-level evidence on an established connection.
+    if e.client_rx_without_dss.unwrap_or(0) > 0 && cw.map(|w| w.synack_mptcp.is_some()).unwrap_or(false) {
+        f.push(finding(
+            Verdict::DssStripped,
+            "data",
+            "client",
+            "DSS on every data segment of the MPTCP connection",
+            format!("{} data segment(s) without DSS", e.client_rx_without_dss.unwrap_or(0)),
+        ));
+    }
+    if let Some(sv) = sv {
+        for (part, digest) in &e.sent_digests {
+            if let Some(got) = sv.digests.get(part) {
+                if got != digest {
+                    f.push(finding(
+                        Verdict::PayloadModified,
+                        part,
+                        "server",
+                        format!("SHA-256 {} as sent", short(digest)),
+                        format!("SHA-256 {} as received", short(got)),
+                    ));
+                }
+            }
+        }
+        // NAT: the server sees another source than the client's own.
+        if let (Some(local), Some(peer)) = (e.client.local, sv.peer) {
+            let (l, p) = (unmap(local), unmap(peer));
+            if l != p {
+                f.push(finding(Verdict::Nat, "SYN", "server", format!("source {l}"), format!("source {p}")));
+            }
+        }
+    }
+    for (part, got, sent) in &e.received_digests {
+        if got != sent {
+            f.push(finding(
+                Verdict::PayloadModified,
+                part,
+                "client",
+                format!("SHA-256 {} as the server sent it", short(sent)),
+                format!("SHA-256 {} as received", short(got)),
+            ));
+        }
+    }
+
+    // A transparent proxy terminates the connection: the server sees a different SYN (no
+    // MP_CAPABLE, another ISN) from another source port, and the client gets a SYN/ACK at once
+    // without MP_CAPABLE.
+    let seq = out.findings.iter().any(|x| x.verdict == Verdict::SeqRewritten);
+    let nat = out.findings.iter().any(|x| x.verdict == Verdict::Nat);
+    let syn_strip = out.findings.iter().any(|x| x.verdict == Verdict::SynOptionStripped);
+    if seq && nat && syn_strip && cw.map(|w| w.synack_mptcp.is_none()).unwrap_or(false) {
+        out.findings.retain(|x| x.verdict != Verdict::SynOptionStripped);
+        out.findings.push(finding(
+            Verdict::Proxied,
+            "SYN",
+            "both",
+            "the client's SYN (options, ISN, source) at the server",
+            "another SYN: no MP_CAPABLE, another ISN and source: the connection was re-originated",
+        ));
+    }
+
+    let problems = out.findings.iter().any(|x| x.verdict.is_problem());
+    if is_mptcp && !problems {
+        out.findings.push(finding(
+            Verdict::MptcpOk,
+            "connection",
+            "both",
+            "MPTCP established end to end",
+            "MPTCP established end to end",
+        ));
+    } else if fell_back && !problems {
+        out.findings.push(finding(
+            Verdict::UnknownFallback,
+            "connection",
+            "client",
+            "MPTCP established",
+            format!(
+                "fallback to TCP{}",
+                out.fallback_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+            ),
+        ));
+    }
+    out
+}
+
+fn short(d: &str) -> &str {
+    &d[..d.len().min(16)]
+}
+
+fn unmap(a: std::net::SocketAddr) -> std::net::SocketAddr {
+    match a.ip() {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::SocketAddr::new(v4.into(), a.port()),
+            None => a,
+        },
+        _ => a,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn hs(syn: bool, synack: bool, ack: Option<bool>) -> HandshakeView {
+        let m = |b: bool| b.then(|| "mp_capable".to_string());
+        HandshakeView {
+            source: "observer".into(),
+            syn_mptcp: m(syn),
+            syn_mptcp_len: syn.then_some(4),
+            syn_mss: Some(1460),
+            syn_isn: Some(1000),
+            syn_ttl: Some(64),
+            synack_mptcp: m(synack),
+            synack_mptcp_len: synack.then_some(12),
+            synack_isn: Some(9000),
+            ack_mptcp: ack.and_then(m),
+            ack_mptcp_len: ack.map(|a| if a { 20 } else { 0 }),
+        }
+    }
+
+    fn conn(local: &str, peer: &str, mptcp: bool) -> ConnectionView {
+        ConnectionView {
+            kind: "bulk".into(),
+            local: Some(local.parse().unwrap()),
+            peer: Some(peer.parse().unwrap()),
+            is_mptcp: Some(mptcp),
+            fallback: Some(!mptcp),
+            ..Default::default()
+        }
+    }
+
+    fn clean() -> Evidence {
+        let mut server = conn("203.0.113.2:8001", "192.0.2.1:40000", true);
+        server.handshake = Some(hs(true, true, Some(true)));
+        server.digests.insert("data".into(), "aa".into());
+        Evidence {
+            outcome: Some(Outcome::Ok),
+            tcp_ok: Some(true),
+            client: conn("192.0.2.1:40000", "203.0.113.2:8001", true),
+            client_wire: Some(hs(true, true, Some(true))),
+            client_mpc_syns: Some(1),
+            client_rx_without_dss: Some(0),
+            server: Some(server),
+            sent_digests: vec![("data".into(), "aa".into())],
+            ..Default::default()
+        }
+    }
+
+    fn verdicts(e: &Evidence) -> Vec<&'static str> {
+        classify(e).verdicts().into_iter().map(Verdict::as_str).collect()
+    }
+
+    #[test]
+    fn clean_path_is_mptcp_ok_only() {
+        assert_eq!(verdicts(&clean()), vec!["mptcp_ok"]);
+    }
+
+    #[test]
+    fn syn_stripped_is_named_from_the_servers_syn() {
+        let mut e = clean();
+        e.client.is_mptcp = Some(false);
+        e.client_wire = Some(hs(true, false, Some(false)));
+        e.server.as_mut().unwrap().handshake = Some(hs(false, false, Some(false)));
+        e.mib_delta = BTreeMap::from([("MPCapableFallbackSYNACK".to_string(), 1)]);
+        let c = classify(&e);
+        assert_eq!(c.verdicts(), vec![Verdict::SynOptionStripped]);
+        assert_eq!(c.fallback_reason.as_deref(), Some("MPCapableFallbackSYNACK"));
+        let f = &c.findings[0];
+        assert_eq!((f.packet.as_str(), f.end.as_str()), ("SYN", "server"));
+        assert_eq!(f.seen, "SYN without MP_CAPABLE");
+    }
+
+    #[test]
+    fn synack_stripped_is_named_from_the_clients_synack() {
+        let mut e = clean();
+        e.client.is_mptcp = Some(false);
+        e.client_wire = Some(hs(true, false, Some(false)));
+        e.server.as_mut().unwrap().handshake = Some(hs(true, true, Some(false)));
+        let c = classify(&e);
+        assert_eq!(c.verdicts(), vec![Verdict::SynackOptionStripped]);
+        assert_eq!(c.findings[0].packet, "SYN/ACK");
+        assert_eq!(c.findings[0].end, "client");
+    }
+
+    #[test]
+    fn third_ack_stripped_is_seen_at_the_server() {
+        let mut e = clean();
+        e.client.is_mptcp = Some(false);
+        e.server.as_mut().unwrap().handshake = Some(hs(true, true, Some(false)));
+        assert_eq!(verdicts(&e), vec!["ack_option_stripped"]);
+    }
+
+    #[test]
+    fn fallback_without_server_wire_evidence_is_unknown_not_guessed() {
+        let mut e = clean();
+        e.client.is_mptcp = Some(false);
+        e.client_wire = Some(hs(true, false, Some(false)));
+        e.server.as_mut().unwrap().handshake = None;
+        assert_eq!(verdicts(&e), vec!["unknown_fallback"]);
+    }
+
+    #[test]
+    fn syn_retried_without_mptcp_is_a_dropped_mptcp_syn() {
+        let mut e = clean();
+        e.client.is_mptcp = Some(false);
+        e.client_mpc_syns = Some(3);
+        e.client_wire = Some(hs(false, false, Some(false)));
+        e.server.as_mut().unwrap().handshake = Some(hs(false, false, Some(false)));
+        e.mib_delta = BTreeMap::from([("MPCapableSYNTXDrop".to_string(), 2)]);
+        let c = classify(&e);
+        assert_eq!(c.verdicts(), vec![Verdict::MptcpSynDropped]);
+        assert!(c.findings[0].seen.contains("3 SYN(s)"), "{:?}", c.findings);
+        assert_eq!(c.fallback_reason.as_deref(), Some("MPCapableSYNTXDrop"));
+    }
+
+    #[test]
+    fn timeout_or_reset_counts_only_when_plain_tcp_works() {
+        let mut e = clean();
+        e.outcome = Some(Outcome::Timeout);
+        assert_eq!(verdicts(&e), vec!["mptcp_syn_dropped"]);
+        e.outcome = Some(Outcome::Reset);
+        assert_eq!(verdicts(&e), vec!["mptcp_reset"]);
+        e.tcp_ok = Some(false);
+        assert!(verdicts(&e).is_empty(), "the path is down for TCP too: no MPTCP verdict");
+    }
+
+    #[test]
+    fn changed_digest_isn_mss_and_source_are_each_named() {
+        let mut e = clean();
+        let s = e.server.as_mut().unwrap();
+        s.digests.insert("data".into(), "bb".into());
+        s.peer = Some("198.51.100.9:50000".parse().unwrap());
+        let mut h = hs(true, true, Some(true));
+        h.syn_isn = Some(4242);
+        h.syn_mss = Some(1200);
+        s.handshake = Some(h);
+        assert_eq!(verdicts(&e), vec!["payload_modified", "seq_rewritten", "mss_rewritten", "nat"]);
+    }
+
+    #[test]
+    fn nat_alone_keeps_mptcp_ok() {
+        let mut e = clean();
+        e.server.as_mut().unwrap().peer = Some("198.51.100.9:50000".parse().unwrap());
+        assert_eq!(verdicts(&e), vec!["mptcp_ok", "nat"]);
+    }
+
+    #[test]
+    fn a_proxy_is_named_instead_of_its_parts() {
+        let mut e = clean();
+        e.client.is_mptcp = Some(false);
+        e.client_wire = Some(hs(true, false, Some(false)));
+        let s = e.server.as_mut().unwrap();
+        s.peer = Some("203.0.113.1:41234".parse().unwrap());
+        let mut h = hs(false, false, Some(false));
+        h.syn_isn = Some(77);
+        s.handshake = Some(h);
+        let v = verdicts(&e);
+        assert!(v.contains(&"proxied"), "{v:?}");
+        assert!(!v.contains(&"syn_option_stripped"), "{v:?}");
+    }
+
+    #[test]
+    fn dss_missing_on_data_is_dss_stripped() {
+        let mut e = clean();
+        e.client.fallback = Some(true);
+        e.client_rx_without_dss = Some(5);
+        e.mib_delta = BTreeMap::from([("DssFallback".to_string(), 1)]);
+        let c = classify(&e);
+        assert_eq!(c.verdicts(), vec![Verdict::DssStripped]);
+        assert_eq!(c.fallback_reason.as_deref(), Some("DssFallback"));
+    }
+
+    #[test]
+    fn verdict_names_are_the_contracts() {
+        for v in Verdict::ALL {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
+        }
+        assert_eq!(Verdict::ALL.len(), 17);
+    }
+}

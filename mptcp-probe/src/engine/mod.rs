@@ -1,0 +1,478 @@
+//! `mptcp-probe check`: runs each test over MPTCP and over plain TCP against a `serve`, gathers
+//! both ends' observations, the kernel's per-socket view and MIB deltas, and classifies.
+
+pub mod client;
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr, ToSocketAddrs},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use mptcp_probe_common::{event::tcp_flags, options::subtype};
+use serde_json::{json, Value};
+
+use crate::{
+    classify::{self, Evidence, Outcome, Verdict},
+    mib,
+    observer::{service::ObserverService, FallbackSource},
+    pcap::PcapTrace,
+    proto::{self, BulkMode, ServerInfo, ServerReport},
+    report::{self, ClientInfo, Report, ServerSide, TestEvidence, TestResult},
+    sock::Transport,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum TestName {
+    Handshake,
+    Http,
+    Bulk,
+    Echo,
+}
+
+impl TestName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TestName::Handshake => "handshake",
+            TestName::Http => "http",
+            TestName::Bulk => "bulk",
+            TestName::Echo => "echo",
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The mptcp-probe server (`mptcp-probe serve`): an address or a host name.
+    #[arg(long)]
+    pub server: String,
+    /// Tests to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "handshake,http,bulk,echo")]
+    pub tests: Vec<TestName>,
+    /// The report as JSON (schema mptcp-probe/report/v1) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Post the report to a collector at this URL.
+    #[arg(long, value_name = "URL")]
+    pub upload: Option<String>,
+    /// Write a header-only pcapng trace of the test connections.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// Run without the eBPF observer (socket-level and server-side evidence only).
+    #[arg(long)]
+    pub no_observer: bool,
+    /// The server's control port.
+    #[arg(long, default_value_t = proto::port::CONTROL)]
+    pub control_port: u16,
+    /// Seconds a connection may take to come up.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub timeout: u64,
+    /// Bytes each way in the bulk test.
+    #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(0..=proto::MAX_BULK_BYTES))]
+    pub bulk_bytes: u64,
+}
+
+/// Verdicts that need this host's observer (wire evidence at the client).
+const NEED_CLIENT_OBSERVER: [Verdict; 6] = [
+    Verdict::SynOptionStripped,
+    Verdict::SynackOptionStripped,
+    Verdict::DssStripped,
+    Verdict::SeqRewritten,
+    Verdict::MssRewritten,
+    Verdict::Proxied,
+];
+
+fn resolve(server: &str) -> anyhow::Result<IpAddr> {
+    if let Ok(ip) = server.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let mut addrs = (server, 0)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve the server name {server:?}"))?;
+    addrs.next().map(|a| a.ip()).ok_or_else(|| anyhow::anyhow!("the server name {server:?} has no address"))
+}
+
+fn control_url(ip: IpAddr, port: u16, path: &str) -> String {
+    match ip {
+        IpAddr::V6(v6) => format!("http://[{v6}]:{port}{path}"),
+        IpAddr::V4(v4) => format!("http://{v4}:{port}{path}"),
+    }
+}
+
+async fn server_info(http: &reqwest::Client, ip: IpAddr, port: u16) -> anyhow::Result<ServerInfo> {
+    let url = control_url(ip, port, "/v1/info");
+    let resp = http.get(&url).send().await.with_context(|| {
+        format!("cannot reach the mptcp-probe server's control port at {url} (is `mptcp-probe serve` running there?)")
+    })?;
+    if !resp.status().is_success() {
+        bail!("{url} answered {}: not an mptcp-probe server, or the wrong port", resp.status());
+    }
+    let info: ServerInfo = resp.json().await.with_context(|| {
+        format!("{url} did not answer like an mptcp-probe server (wrong port or another service)")
+    })?;
+    if info.protocol != proto::PROTOCOL_VERSION {
+        bail!(
+            "the server speaks test protocol {} (mptcp-probe {}), this client speaks {}: use matching versions",
+            info.protocol,
+            info.server_version,
+            proto::PROTOCOL_VERSION
+        );
+    }
+    Ok(info)
+}
+
+async fn server_report(http: &reqwest::Client, ip: IpAddr, port: u16, test_id: &str) -> Option<ServerReport> {
+    let url = control_url(ip, port, &format!("/v1/tests/{test_id}"));
+    // The server records a connection when it ends; give it a moment.
+    for _ in 0..10 {
+        if let Ok(resp) = http.get(&url).send().await {
+            if resp.status().is_success() {
+                if let Ok(r) = resp.json::<ServerReport>().await {
+                    if !r.connections.is_empty() {
+                        return Some(r);
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Every `net.mptcp.*` sysctl of this namespace.
+fn mptcp_sysctls() -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc/sys/net/mptcp") {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Ok(v) = std::fs::read_to_string(e.path()) {
+                let v = v.trim();
+                out.insert(name, v.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::from(v)));
+            }
+        }
+    }
+    out
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+struct Ctx {
+    ip: IpAddr,
+    info: ServerInfo,
+    args: CheckArgs,
+    http: reqwest::Client,
+    observer: Option<Arc<ObserverService>>,
+    run_id: String,
+}
+
+impl Ctx {
+    fn port(&self, service: &str, default: u16) -> u16 {
+        self.info.ports.get(service).copied().unwrap_or(default)
+    }
+
+    async fn run_client(&self, test: TestName, transport: Transport, test_id: &str) -> (u16, client::Run) {
+        let timeout = Duration::from_secs(self.args.timeout);
+        match test {
+            TestName::Handshake => {
+                let port = self.port("bulk", proto::port::BULK);
+                (port, client::handshake(SocketAddr::new(self.ip, port), transport, test_id, timeout).await)
+            }
+            TestName::Http => {
+                let port = self.port("http", proto::port::HTTP);
+                (
+                    port,
+                    client::http(SocketAddr::new(self.ip, port), transport, test_id, 64 * 1024, timeout)
+                        .await,
+                )
+            }
+            TestName::Bulk => {
+                let port = self.port("bulk", proto::port::BULK);
+                let addr = SocketAddr::new(self.ip, port);
+                let mut run = client::bulk(
+                    addr,
+                    transport,
+                    test_id,
+                    BulkMode::Up,
+                    self.args.bulk_bytes,
+                    timeout,
+                    "bulk",
+                )
+                .await;
+                if run.outcome == Some(Outcome::Ok) {
+                    let down = client::bulk(
+                        addr,
+                        transport,
+                        test_id,
+                        BulkMode::Down,
+                        self.args.bulk_bytes,
+                        timeout,
+                        "bulk",
+                    )
+                    .await;
+                    run.outcome = down.outcome;
+                    run.error = down.error;
+                    run.connections.extend(down.connections);
+                    run.received.extend(down.received);
+                }
+                (port, run)
+            }
+            TestName::Echo => {
+                let port = self.port("echo", proto::port::ECHO);
+                let addr = SocketAddr::new(self.ip, port);
+                (port, client::bulk(addr, transport, test_id, BulkMode::Echo, 0, timeout, "echo").await)
+            }
+        }
+    }
+
+    /// The client's wire view of its main connection, from the observer.
+    fn client_wire(
+        &self,
+        run: &client::Run,
+    ) -> (Option<proto::HandshakeView>, Option<u32>, Option<u32>, Option<u32>) {
+        let (Some(obs), Some(c)) = (&self.observer, run.connections.first()) else {
+            return (None, None, None, None);
+        };
+        let (Some(local), Some(peer)) = (c.local, c.peer) else { return (None, None, None, None) };
+        let packets = obs.packets(local, peer);
+        let mpc_syns = packets
+            .iter()
+            .filter(|p| p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN)
+            .filter(|p| p.opts.find(subtype::MP_CAPABLE).is_some())
+            .count() as u32;
+        let summary = obs.summary(local, peer);
+        let rx_without_dss = summary.as_ref().map(|s| s.data_without_dss.rx);
+        let infinite = summary.as_ref().map(|s| s.infinite_mappings.rx + s.infinite_mappings.tx);
+        (crate::observer::service::handshake_of(&packets), Some(mpc_syns), rx_without_dss, infinite)
+    }
+
+    async fn run_test(&self, test: TestName, n: usize, total: usize) -> Vec<TestResult> {
+        let mut results = Vec::new();
+        let mut tcp_ok = None;
+        // Plain TCP first: it tells whether the path works at all for this test.
+        for transport in [Transport::Tcp, Transport::Mptcp] {
+            let started = Instant::now();
+            let test_id = format!("{}-{}-{}", self.run_id, test.as_str(), transport.as_str());
+            eprint!("[{n}/{total}] {} over {} ... ", test.as_str(), transport.as_str());
+            let mib_before = mib::read();
+            let (port, run) = self.run_client(test, transport, &test_id).await;
+            let mib_delta = mib::delta(&mib_before, &mib::read());
+            let server = server_report(&self.http, self.ip, self.args.control_port, &test_id).await;
+            let server_conn = server.as_ref().and_then(|r| {
+                let local = run.connections.first().and_then(|c| c.local);
+                // The server's view of the same connection: by the client's port when not
+                // rewritten, else the first connection of the test.
+                r.connections
+                    .iter()
+                    .find(|s| s.peer.map(|p| Some(p.port()) == local.map(|l| l.port())).unwrap_or(false))
+                    .or_else(|| r.connections.first())
+                    .cloned()
+            });
+            let (client_wire, mpc_syns, rx_without_dss, infinite) = self.client_wire(&run);
+            let main = run.connections.first().cloned().unwrap_or_default();
+            let evidence = Evidence {
+                outcome: run.outcome,
+                tcp_ok,
+                client: main.clone(),
+                client_wire: client_wire.clone(),
+                client_mpc_syns: mpc_syns,
+                client_rx_without_dss: rx_without_dss,
+                server: server_conn.clone(),
+                sent_digests: run.sent.clone(),
+                received_digests: run.received.clone(),
+                mib_delta: mib_delta.clone(),
+            };
+            let c = classify::classify(&evidence);
+            let (verdicts, mptcp) = match transport {
+                Transport::Tcp => {
+                    tcp_ok = Some(run.outcome == Some(Outcome::Ok));
+                    // Plain TCP is the baseline: only what middleboxes do to any TCP applies.
+                    let v: Vec<Verdict> = c
+                        .verdicts()
+                        .into_iter()
+                        .filter(|v| {
+                            matches!(
+                                v,
+                                Verdict::PayloadModified
+                                    | Verdict::SeqRewritten
+                                    | Verdict::MssRewritten
+                                    | Verdict::Nat
+                            )
+                        })
+                        .collect();
+                    (v, "not_applicable".to_string())
+                }
+                Transport::Mptcp => {
+                    let state = if main.is_mptcp == Some(true) && main.fallback != Some(true) {
+                        "established"
+                    } else if run.outcome == Some(Outcome::Ok) {
+                        "fallback"
+                    } else {
+                        "not_negotiated"
+                    };
+                    (c.verdicts(), state.to_string())
+                }
+            };
+            let outcome = run.outcome.and_then(|o| serde_json::to_value(o).ok());
+            let outcome =
+                outcome.and_then(|v| v.as_str().map(str::to_string)).unwrap_or_else(|| "error".into());
+            eprintln!(
+                "{outcome}, {mptcp}{} ({} ms)",
+                if verdicts.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", verdicts.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(","))
+                },
+                started.elapsed().as_millis()
+            );
+            results.push(TestResult {
+                name: test.as_str().into(),
+                transport: transport.as_str().into(),
+                port,
+                outcome,
+                mptcp,
+                subflows: main.subflows,
+                fallback_reason: if transport == Transport::Mptcp { c.fallback_reason.clone() } else { None },
+                verdicts,
+                evidence: TestEvidence {
+                    client: json!({"connections": run.connections, "wire": client_wire, "mpc_syns": mpc_syns,
+                                   "data_without_dss_rx": rx_without_dss, "infinite_mappings": infinite,
+                                   "sent": run.sent, "received": run.received}),
+                    server: serde_json::to_value(&server_conn).unwrap_or(Value::Null),
+                    mib_delta,
+                    findings: if transport == Transport::Mptcp { c.findings } else { Vec::new() },
+                },
+                duration_ms: started.elapsed().as_millis() as u64,
+                error: run.error.clone(),
+            });
+        }
+        // Results in the order tcp, mptcp were run; report mptcp first.
+        results.reverse();
+        results
+    }
+}
+
+/// Resets the kernel's MPTCP blackhole state if this run triggered it (a dropped MPTCP SYN
+/// disables MPTCP for `blackhole_timeout` seconds); writing the timeout again clears it.
+fn undo_blackhole(total: &BTreeMap<String, u64>) -> Option<String> {
+    let hit = ["Blackhole", "MPCapableSYNTXDrop"].iter().any(|k| total.get(*k).copied().unwrap_or(0) > 0);
+    if !hit {
+        return None;
+    }
+    let path = "/proc/sys/net/mptcp/blackhole_timeout";
+    let value = std::fs::read_to_string(path).ok()?;
+    Some(match std::fs::write(path, value.trim()) {
+        Ok(()) => format!(
+            "dropped MPTCP SYNs made the kernel's blackhole detection disable MPTCP; reset (blackhole_timeout rewritten with {})",
+            value.trim()
+        ),
+        Err(e) => format!(
+            "dropped MPTCP SYNs may have made the kernel disable MPTCP for blackhole_timeout={} s; could not reset it: {e}",
+            value.trim()
+        ),
+    })
+}
+
+pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let ip = resolve(&args.server)?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy().build()?;
+    let info = server_info(&http, ip, args.control_port).await?;
+    let trace = args.pcap.as_deref().map(PcapTrace::create).transpose()?;
+
+    let observer = if args.no_observer {
+        None
+    } else {
+        match ObserverService::start().await {
+            Ok(o) => Some(o),
+            Err(e) => {
+                tracing::warn!(
+                    "running without the eBPF observer ({e:#}): socket-level and server-side evidence only"
+                );
+                None
+            }
+        }
+    };
+    let observer_name = match &observer {
+        None => "none",
+        Some(o) if o.fallback_source() == FallbackSource::Fentry => "tc+tracepoints+fentry",
+        Some(_) => "tc+tracepoints",
+    };
+    let id = uuid::Uuid::new_v4().to_string();
+    let ctx = Ctx { ip, info, run_id: id[..8].to_string(), args, http, observer };
+    let mib_start = mib::read();
+    let mut tests = Vec::new();
+    let total = ctx.args.tests.len();
+    for (i, t) in ctx.args.tests.iter().enumerate() {
+        tests.extend(ctx.run_test(*t, i + 1, total).await);
+    }
+    let mut host_state = Vec::new();
+    if let Some(s) = undo_blackhole(&mib::delta(&mib_start, &mib::read())) {
+        host_state.push(s);
+    }
+    if let (Some(mut trace), Some(obs)) = (trace, &ctx.observer) {
+        for t in &tests {
+            let conns = t.evidence.client["connections"].as_array().cloned().unwrap_or_default();
+            for c in conns {
+                let (Some(l), Some(p)) = (c["local"].as_str(), c["peer"].as_str()) else { continue };
+                let (Ok(l), Ok(p)) = (l.parse(), p.parse()) else { continue };
+                for pk in obs.packets(l, p) {
+                    trace.write(&pk, &obs.interface_name(pk.flow.ifindex))?;
+                }
+            }
+        }
+        trace.finish()?;
+    }
+    let cannot_establish = if ctx.observer.is_none() { NEED_CLIENT_OBSERVER.to_vec() } else { Vec::new() };
+    if let Some(o) = &ctx.observer {
+        o.stop();
+    }
+    let summary = report::summarize(&tests);
+    let report = Report {
+        schema: report::SCHEMA.into(),
+        id,
+        started_at,
+        duration_ms: started.elapsed().as_millis() as u64,
+        client: ClientInfo {
+            kernel: kernel_release(),
+            mptcp_sysctls: mptcp_sysctls(),
+            observer: observer_name.into(),
+            cannot_establish,
+            host_state,
+        },
+        server: ServerSide {
+            address: ip.to_string(),
+            version: ctx.info.server_version.clone(),
+            observer: ctx.info.observer,
+        },
+        tests,
+        summary,
+    };
+    if ctx.args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report::table(&report));
+    }
+    if let Some(url) = &ctx.args.upload {
+        let resp = ctx
+            .http
+            .post(url)
+            .json(&report)
+            .send()
+            .await
+            .with_context(|| format!("uploading the report to {url}"))?;
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("the collector at {url} refused the report ({status}): {body}");
+        }
+        eprintln!("uploaded: {body}");
+    }
+    Ok(())
+}
