@@ -133,6 +133,28 @@ pub struct Evidence {
     pub received_digests: Vec<(String, String, String)>,
     /// Kernel MPTcpExt counters that moved on the client during the test.
     pub mib_delta: std::collections::BTreeMap<String, u64>,
+    /// The join test: a second subflow through another local address.
+    pub join: Option<JoinEvidence>,
+    /// The add_addr test: the server announces another address.
+    pub add_addr: Option<AddAddrEvidence>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinEvidence {
+    /// The local address the extra subflow was to come from.
+    pub from: String,
+    /// The most subflows the connection had.
+    pub subflows: u8,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddAddrEvidence {
+    /// Addresses the server says it announces.
+    pub announced: Vec<String>,
+    /// ADD_ADDR the server's socket says it sent (`mptcpi_add_addr_signal`).
+    pub server_signalled: Option<u8>,
+    /// ADD_ADDR the client's socket accepted.
+    pub accepted: u8,
 }
 
 /// The verdicts with their findings, and the fallback reason in the kernel's MIB words.
@@ -320,6 +342,38 @@ pub fn classify(e: &Evidence) -> Classification {
                 "client",
                 format!("SHA-256 {} as the server sent it", short(sent)),
                 format!("SHA-256 {} as received", short(got)),
+            ));
+        }
+    }
+
+    // Extra paths.
+    let mib = |k: &str| e.mib_delta.get(k).copied().unwrap_or(0);
+    if let Some(j) = &e.join {
+        // Only when the kernel did send an MP_JOIN SYN: otherwise nothing was blocked.
+        if is_mptcp && j.subflows < 2 && mib("MPJoinSynTx") > 0 {
+            f.push(finding(
+                Verdict::JoinBlocked,
+                "MP_JOIN SYN",
+                "client",
+                format!("a second subflow from {}", j.from),
+                format!(
+                    "{} MP_JOIN SYN(s) sent, {} answered, the connection kept {} subflow(s)",
+                    mib("MPJoinSynTx"),
+                    mib("MPJoinSynAckRx"),
+                    j.subflows
+                ),
+            ));
+        }
+    }
+    if let Some(a) = &e.add_addr {
+        // Only when the server's socket says it announced: otherwise nothing was dropped.
+        if is_mptcp && a.accepted == 0 && mib("AddAddr") == 0 && a.server_signalled.unwrap_or(0) > 0 {
+            f.push(finding(
+                Verdict::AddAddrDropped,
+                "ADD_ADDR",
+                "client",
+                format!("ADD_ADDR for {} as the server sent it", a.announced.join(", ")),
+                "no ADD_ADDR arrived",
             ));
         }
     }
@@ -552,6 +606,36 @@ mod tests {
         let c = classify(&e);
         assert_eq!(c.verdicts(), vec![Verdict::DssStripped]);
         assert_eq!(c.fallback_reason.as_deref(), Some("DssFallback"));
+    }
+
+    #[test]
+    fn join_blocked_needs_a_join_syn_that_went_unanswered() {
+        let mut e = clean();
+        e.join = Some(JoinEvidence { from: "198.51.100.1".into(), subflows: 1 });
+        assert_eq!(verdicts(&e), vec!["mptcp_ok"], "no MP_JOIN SYN sent: nothing blocked");
+        e.mib_delta = BTreeMap::from([("MPJoinSynTx".to_string(), 2)]);
+        assert_eq!(verdicts(&e), vec!["join_blocked"]);
+        e.join = Some(JoinEvidence { from: "198.51.100.1".into(), subflows: 2 });
+        assert_eq!(verdicts(&e), vec!["mptcp_ok"]);
+    }
+
+    #[test]
+    fn add_addr_dropped_needs_the_server_to_have_announced() {
+        let mut e = clean();
+        e.add_addr = Some(AddAddrEvidence {
+            announced: vec!["203.0.113.3".into()],
+            server_signalled: None,
+            accepted: 0,
+        });
+        assert_eq!(verdicts(&e), vec!["mptcp_ok"], "unknown whether the server sent it: no claim");
+        e.add_addr = Some(AddAddrEvidence {
+            announced: vec!["203.0.113.3".into()],
+            server_signalled: Some(1),
+            accepted: 0,
+        });
+        assert_eq!(verdicts(&e), vec!["add_addr_dropped"]);
+        e.mib_delta = BTreeMap::from([("AddAddr".to_string(), 1)]);
+        assert_eq!(verdicts(&e), vec!["mptcp_ok"], "it arrived, though not accepted");
     }
 
     #[test]

@@ -8,10 +8,12 @@ mod flows;
 mod mib;
 mod observer;
 mod pcap;
+mod pm;
 mod preflight;
 mod proto;
 mod render;
 mod report;
+mod server;
 mod sock;
 mod watch;
 
@@ -33,6 +35,9 @@ enum Command {
     /// Run FTP/HTTP/TLS/bulk/echo tests over MPTCP and plain TCP against a `serve` and name what
     /// the path does to MPTCP.
     Check(engine::CheckArgs),
+    /// Test server that `check` talks to: FTP, HTTP, TLS, bulk and echo endpoints over MPTCP, and
+    /// a control port that reports what each test's connections looked like from here.
+    Serve(server::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +60,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Watch(args) => watch::run(args).await,
             Command::Check(args) => engine::run(args).await,
+            Command::Serve(args) => server::run(args).await,
         }
     });
     match res {

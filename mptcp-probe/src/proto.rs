@@ -135,7 +135,10 @@ pub struct ConnectionView {
     pub is_mptcp: Option<bool>,
     /// `MPTCP_INFO` flags said fallback.
     pub fallback: Option<bool>,
+    /// Subflows of the MPTCP connection, the first included (the most seen).
     pub subflows: Option<u8>,
+    /// ADD_ADDR this end announced (`mptcpi_add_addr_signal`) and accepted.
+    pub add_addr_signal: Option<u8>,
     pub add_addr_accepted: Option<u8>,
     /// Negotiated MSS (`TCP_INFO`), per direction where known.
     pub snd_mss: Option<u32>,

@@ -138,8 +138,14 @@ pub fn fill_view(fd: &impl AsRawFd, view: &mut crate::proto::ConnectionView) {
     view.is_mptcp = is_mptcp(fd);
     if let Some(info) = mptcp_info(fd) {
         view.fallback = Some(info.flags & MPTCP_INFO_FLAG_FALLBACK != 0);
-        view.subflows = Some(info.subflows);
-        view.add_addr_accepted = Some(info.add_addr_accepted);
+        // Keep the largest values seen: subflows come and go over a connection's life.
+        // `subflows` counts the subflows beyond the first; `subflows_total` (Linux 6.10+)
+        // counts them all.
+        let total =
+            if info.subflows_total > 0 { info.subflows_total } else { info.subflows.saturating_add(1) };
+        view.subflows = Some(total.max(view.subflows.unwrap_or(0)));
+        view.add_addr_signal = Some(info.add_addr_signal.max(view.add_addr_signal.unwrap_or(0)));
+        view.add_addr_accepted = Some(info.add_addr_accepted.max(view.add_addr_accepted.unwrap_or(0)));
     } else if view.is_mptcp == Some(false) {
         view.fallback = Some(true);
     }

@@ -86,6 +86,9 @@ pub mod addr {
     pub const ROUTER2_V6: &str = "2001:db8:2::2";
     pub const ROUTER_S_V6: &str = "2001:db8:3::1";
     pub const SERVER_V6: &str = "2001:db8:3::2";
+    /// A second server address, announced with ADD_ADDR where a test asks for it.
+    pub const SERVER_EXTRA: &str = "203.0.113.3";
+    pub const SERVER_EXTRA_V6: &str = "2001:db8:3::3";
 }
 
 /// Interface names inside the namespaces.
@@ -159,12 +162,39 @@ impl Lab {
         ip(&["-n", &self.c.name, "-6", "route", "add", "default", "via", ROUTER1_V6, "dev", C1]);
         ip(&["-n", &self.c.name, "rule", "add", "from", CLIENT2, "table", "102"]);
         ip(&["-n", &self.c.name, "route", "add", "default", "via", ROUTER2, "dev", C2, "table", "102"]);
+        ip(&["-n", &self.c.name, "-6", "rule", "add", "from", CLIENT2_V6, "table", "102"]);
+        ip(&[
+            "-n",
+            &self.c.name,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            ROUTER2_V6,
+            "dev",
+            C2,
+            "table",
+            "102",
+        ]);
         ip(&["-n", &self.s.name, "route", "add", "default", "via", ROUTER_S, "dev", S]);
         ip(&["-n", &self.s.name, "-6", "route", "add", "default", "via", ROUTER_S_V6, "dev", S]);
         self.m.sysctl("net.ipv4.ip_forward=1");
         self.m.sysctl("net.ipv6.conf.all.forwarding=1");
         for ns in [&self.c, &self.s] {
             ns.sysctl("net.mptcp.enabled=1");
+        }
+    }
+}
+
+impl Lab {
+    /// Gives the server a second address on its link and has its path manager announce it
+    /// (ADD_ADDR) on every MPTCP connection.
+    pub fn server_announces(&self, v4: &str, v6: &str) {
+        Self::addr(&self.s, ifname::S, &format!("{v4}/26"));
+        Self::addr(&self.s, ifname::S, &format!("{v6}/64"));
+        for a in [v4, v6] {
+            ip(&["-n", &self.s.name, "mptcp", "endpoint", "add", a, "dev", ifname::S, "signal"]);
         }
     }
 }

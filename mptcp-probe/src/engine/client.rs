@@ -215,6 +215,62 @@ pub fn finish(
     }
 }
 
+/// join / add_addr: one MPTCP connection kept busy with echoes while the path manager works,
+/// until `done` says so (on the connection's MPTCP_INFO) or `wait` runs out.
+pub async fn multipath(
+    addr: SocketAddr,
+    transport: Transport,
+    test_id: &str,
+    timeout: Duration,
+    wait: Duration,
+    kind: &str,
+    done: impl Fn(&ConnectionView) -> bool,
+) -> Run {
+    let mut run = Run::default();
+    let stream = match connect(addr, transport, timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            run.outcome = Some(outcome_of(&e));
+            run.error = Some(e.to_string());
+            return run;
+        }
+    };
+    run.connections.push(view(kind, &stream));
+    let fd = sock::dup(&stream);
+    let res = tokio::time::timeout(timeout + wait * 2, async {
+        let (rd, mut wr) = stream.into_split();
+        let mut rd = BufReader::new(rd);
+        wr.write_all(Preamble { test_id: test_id.into(), mode: BulkMode::Echo, bytes: 0 }.line().as_bytes())
+            .await?;
+        let start = tokio::time::Instant::now();
+        let mut sent = Vec::new();
+        let mut echoed = Vec::new();
+        let mut i = 0u32;
+        while start.elapsed() < wait {
+            let msg = format!("{kind} {i}\n");
+            wr.write_all(msg.as_bytes()).await?;
+            let mut back = vec![0u8; msg.len()];
+            rd.read_exact(&mut back).await?;
+            sent.extend_from_slice(msg.as_bytes());
+            echoed.extend_from_slice(&back);
+            i += 1;
+            if let (Some(fd), Some(v)) = (fd.as_ref(), run.connections.first_mut()) {
+                sock::fill_view(fd, v);
+                if done(v) {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        run.sent.push(("data".into(), sha256_hex(&sent)));
+        run.received.push(("echo".into(), sha256_hex(&echoed), sha256_hex(&sent)));
+        wr.shutdown().await
+    })
+    .await;
+    finish(&mut run, res, fd.as_ref());
+    run
+}
+
 /// The request headers of the http test, in the order sent (lower-case names).
 pub fn http_headers(host: &str, test_id: &str, body_len: usize) -> Vec<(String, String)> {
     vec![

@@ -2,6 +2,8 @@
 //! both ends' observations, the kernel's per-socket view and MIB deltas, and classifies.
 
 pub mod client;
+pub mod ftp;
+pub mod tls;
 
 use std::{
     collections::BTreeMap,
@@ -20,6 +22,7 @@ use crate::{
     mib,
     observer::{service::ObserverService, FallbackSource},
     pcap::PcapTrace,
+    pm,
     proto::{self, BulkMode, ServerInfo, ServerReport},
     report::{self, ClientInfo, Report, ServerSide, TestEvidence, TestResult},
     sock::Transport,
@@ -30,8 +33,12 @@ use crate::{
 pub enum TestName {
     Handshake,
     Http,
+    Ftp,
+    Tls,
     Bulk,
     Echo,
+    Join,
+    AddAddr,
 }
 
 impl TestName {
@@ -39,8 +46,12 @@ impl TestName {
         match self {
             TestName::Handshake => "handshake",
             TestName::Http => "http",
+            TestName::Ftp => "ftp",
+            TestName::Tls => "tls",
             TestName::Bulk => "bulk",
             TestName::Echo => "echo",
+            TestName::Join => "join",
+            TestName::AddAddr => "add_addr",
         }
     }
 }
@@ -51,7 +62,7 @@ pub struct CheckArgs {
     #[arg(long)]
     pub server: String,
     /// Tests to run, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "handshake,http,bulk,echo")]
+    #[arg(long, value_delimiter = ',', default_value = "handshake,http,ftp,tls,bulk,echo,join,add_addr")]
     pub tests: Vec<TestName>,
     /// The report as JSON (schema mptcp-probe/report/v1) instead of a table.
     #[arg(long)]
@@ -176,9 +187,95 @@ impl Ctx {
         self.info.ports.get(service).copied().unwrap_or(default)
     }
 
-    async fn run_client(&self, test: TestName, transport: Transport, test_id: &str) -> (u16, client::Run) {
+    async fn run_client(
+        &self,
+        test: TestName,
+        transport: Transport,
+        test_id: &str,
+        extra: &mut Extra,
+    ) -> (u16, client::Run) {
         let timeout = Duration::from_secs(self.args.timeout);
+        let wait = Duration::from_secs(3);
         match test {
+            TestName::Join => {
+                let port = self.port("echo", proto::port::ECHO);
+                let addr = SocketAddr::new(self.ip, port);
+                let local = local_ip_towards(addr);
+                let Some((from, dev)) = local.and_then(|l| pm::second_address(self.ip, l)) else {
+                    return (
+                        port,
+                        skipped("no second local address with a route to the server to join from"),
+                    );
+                };
+                if transport == Transport::Mptcp {
+                    let mut pm = pm::PmGuard::new();
+                    if let Err(e) =
+                        pm.ensure_limits(0, 2).and_then(|()| pm.ensure_subflow_endpoint(from, &dev))
+                    {
+                        return (
+                            port,
+                            skipped(&format!("cannot configure the path manager for the join test: {e:#}")),
+                        );
+                    }
+                    let run = client::multipath(addr, transport, test_id, timeout, wait, "join", |v| {
+                        v.subflows.unwrap_or(0) >= 2
+                    })
+                    .await;
+                    pm.restore();
+                    extra.notes.append(&mut pm.notes);
+                    let subflows = run.connections.first().and_then(|c| c.subflows).unwrap_or(0);
+                    extra.join = Some(classify::JoinEvidence { from: from.to_string(), subflows });
+                    return (port, run);
+                }
+                (
+                    port,
+                    client::multipath(addr, transport, test_id, timeout, Duration::ZERO, "join", |_| true)
+                        .await,
+                )
+            }
+            TestName::AddAddr => {
+                let port = self.port("echo", proto::port::ECHO);
+                let addr = SocketAddr::new(self.ip, port);
+                if self.info.announced.is_empty() {
+                    return (
+                        port,
+                        skipped("the server announces no extra address (no signal endpoint on the server)"),
+                    );
+                }
+                if transport == Transport::Mptcp {
+                    let mut pm = pm::PmGuard::new();
+                    if let Err(e) = pm.ensure_limits(1, 2) {
+                        return (
+                            port,
+                            skipped(&format!(
+                                "cannot configure the path manager for the add_addr test: {e:#}"
+                            )),
+                        );
+                    }
+                    // Until the subflow to the announced address is up: the kernel adds an
+                    // implicit endpoint for it, which the end of the run removes again.
+                    let run = client::multipath(addr, transport, test_id, timeout, wait, "add_addr", |v| {
+                        v.add_addr_accepted.unwrap_or(0) >= 1 && v.subflows.unwrap_or(0) >= 2
+                    })
+                    .await;
+                    pm.restore();
+                    extra.notes.append(&mut pm.notes);
+                    let accepted = run.connections.first().and_then(|c| c.add_addr_accepted).unwrap_or(0);
+                    extra.add_addr = Some(classify::AddAddrEvidence {
+                        announced: self.info.announced.clone(),
+                        server_signalled: None,
+                        accepted,
+                    });
+                    return (port, run);
+                }
+                (
+                    port,
+                    client::multipath(addr, transport, test_id, timeout, Duration::ZERO, "add_addr", |_| {
+                        true
+                    })
+                    .await,
+                )
+            }
             TestName::Handshake => {
                 let port = self.port("bulk", proto::port::BULK);
                 (port, client::handshake(SocketAddr::new(self.ip, port), transport, test_id, timeout).await)
@@ -190,6 +287,16 @@ impl Ctx {
                     client::http(SocketAddr::new(self.ip, port), transport, test_id, 64 * 1024, timeout)
                         .await,
                 )
+            }
+            TestName::Ftp => {
+                let port = self.port("ftp", proto::port::FTP);
+                let addr = SocketAddr::new(self.ip, port);
+                (port, ftp::ftp(addr, transport, test_id, 256 * 1024, timeout).await)
+            }
+            TestName::Tls => {
+                let port = self.port("tls", proto::port::TLS);
+                let addr = SocketAddr::new(self.ip, port);
+                (port, tls::tls(addr, transport, test_id, 256 * 1024, timeout).await)
             }
             TestName::Bulk => {
                 let port = self.port("bulk", proto::port::BULK);
@@ -251,7 +358,13 @@ impl Ctx {
         (crate::observer::service::handshake_of(&packets), Some(mpc_syns), rx_without_dss, infinite)
     }
 
-    async fn run_test(&self, test: TestName, n: usize, total: usize) -> Vec<TestResult> {
+    async fn run_test(
+        &self,
+        test: TestName,
+        n: usize,
+        total: usize,
+        host_notes: &mut Vec<String>,
+    ) -> Vec<TestResult> {
         let mut results = Vec::new();
         let mut tcp_ok = None;
         // Plain TCP first: it tells whether the path works at all for this test.
@@ -260,18 +373,33 @@ impl Ctx {
             let test_id = format!("{}-{}-{}", self.run_id, test.as_str(), transport.as_str());
             eprint!("[{n}/{total}] {} over {} ... ", test.as_str(), transport.as_str());
             let mib_before = mib::read();
-            let (port, run) = self.run_client(test, transport, &test_id).await;
+            let mut extra = Extra::default();
+            let (port, run) = self.run_client(test, transport, &test_id, &mut extra).await;
+            host_notes.append(&mut extra.notes);
             let mib_delta = mib::delta(&mib_before, &mib::read());
             let server = server_report(&self.http, self.ip, self.args.control_port, &test_id).await;
+            if let Some(a) = extra.add_addr.as_mut() {
+                // The server's socket says how many ADD_ADDR it sent.
+                a.server_signalled = server_conn_signal(&server);
+            }
             let server_conn = server.as_ref().and_then(|r| {
                 let local = run.connections.first().and_then(|c| c.local);
                 // The server's view of the same connection: by the client's port when not
                 // rewritten, else the first connection of the test.
-                r.connections
+                let mut main = r
+                    .connections
                     .iter()
                     .find(|s| s.peer.map(|p| Some(p.port()) == local.map(|l| l.port())).unwrap_or(false))
                     .or_else(|| r.connections.first())
-                    .cloned()
+                    .cloned()?;
+                // What the test's other connections received (FTP data, the second bulk
+                // direction) is compared too.
+                for other in &r.connections {
+                    for (part, d) in &other.digests {
+                        main.digests.entry(part.clone()).or_insert_with(|| d.clone());
+                    }
+                }
+                Some(main)
             });
             let (client_wire, mpc_syns, rx_without_dss, infinite) = self.client_wire(&run);
             let main = run.connections.first().cloned().unwrap_or_default();
@@ -286,6 +414,8 @@ impl Ctx {
                 sent_digests: run.sent.clone(),
                 received_digests: run.received.clone(),
                 mib_delta: mib_delta.clone(),
+                join: extra.join.clone(),
+                add_addr: extra.add_addr.clone(),
             };
             let c = classify::classify(&evidence);
             let (verdicts, mptcp) = match transport {
@@ -357,6 +487,35 @@ impl Ctx {
     }
 }
 
+/// What a test learnt beyond the client run itself.
+#[derive(Default)]
+struct Extra {
+    join: Option<classify::JoinEvidence>,
+    add_addr: Option<classify::AddAddrEvidence>,
+    /// Temporary host changes made and undone.
+    notes: Vec<String>,
+}
+
+/// A test that could not run here: an error outcome with the reason, no verdict.
+fn skipped(why: &str) -> client::Run {
+    client::Run {
+        outcome: Some(Outcome::Error),
+        error: Some(format!("not run: {why}")),
+        ..Default::default()
+    }
+}
+
+/// The local address the kernel would use towards `addr`.
+pub fn local_ip_towards(addr: SocketAddr) -> Option<IpAddr> {
+    let s = std::net::UdpSocket::bind(if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).ok()?;
+    s.connect(addr).ok()?;
+    s.local_addr().ok().map(|a| a.ip())
+}
+
+fn server_conn_signal(r: &Option<ServerReport>) -> Option<u8> {
+    r.as_ref()?.connections.iter().filter_map(|c| c.add_addr_signal).max()
+}
+
 /// Resets the kernel's MPTCP blackhole state if this run triggered it (a dropped MPTCP SYN
 /// disables MPTCP for `blackhole_timeout` seconds); writing the timeout again clears it.
 fn undo_blackhole(total: &BTreeMap<String, u64>) -> Option<String> {
@@ -407,15 +566,28 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
     let id = uuid::Uuid::new_v4().to_string();
     let ctx = Ctx { ip, info, run_id: id[..8].to_string(), args, http, observer };
     let mib_start = mib::read();
+    // Endpoints as they were: ones the kernel adds on its own during the run (implicit, for
+    // subflows to announced addresses) are removed at the end.
+    let mut pm_run = pm::PmGuard::new();
     let mut tests = Vec::new();
+    let mut host_state = Vec::new();
     let total = ctx.args.tests.len();
     for (i, t) in ctx.args.tests.iter().enumerate() {
-        tests.extend(ctx.run_test(*t, i + 1, total).await);
+        tests.extend(ctx.run_test(*t, i + 1, total, &mut host_state).await);
     }
-    let mut host_state = Vec::new();
     if let Some(s) = undo_blackhole(&mib::delta(&mib_start, &mib::read())) {
         host_state.push(s);
     }
+    // The kernel adds an implicit endpoint for a subflow to an announced address, and adds it
+    // again while the closing connection still uses it: sweep until the connections are gone.
+    if ctx.args.tests.iter().any(|t| matches!(t, TestName::Join | TestName::AddAddr)) {
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            pm_run.restore();
+        }
+    }
+    pm_run.restore();
+    host_state.append(&mut pm_run.notes);
     if let (Some(mut trace), Some(obs)) = (trace, &ctx.observer) {
         for t in &tests {
             let conns = t.evidence.client["connections"].as_array().cloned().unwrap_or_default();

@@ -1,0 +1,175 @@
+//! End-to-end scenarios of `mptcp-probe serve` + `mptcp-probe check`: server and client in
+//! different namespaces through a router namespace (root needed).
+
+use std::{process::Stdio, time::Duration};
+
+use mptcp_probe_tests::{
+    lab::{addr, middlebox, Child, Lab, Netns},
+    probe_bin, require_root,
+};
+use serde_json::Value;
+
+/// Starts `serve` in the server namespace and waits until it is ready.
+fn serve(lab: &Lab) -> (Child, mptcp_probe_tests::probe::TempDir) {
+    let dir = mptcp_probe_tests::probe::TempDir::new("serve");
+    let log = dir.0.join("serve.log");
+    let child = Child::spawn(
+        lab.s
+            .cmd(probe_bin())
+            .arg("serve")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    for _ in 0..300 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("mptcp-probe serving on") {
+            return (child, dir);
+        }
+        assert!(!text.contains("error:"), "serve failed:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("serve did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+}
+
+/// Runs `check --json` in the client namespace; returns the report and stderr.
+fn check(ns: &Netns, server: &str, extra: &[&str]) -> (Value, String) {
+    let out = ns
+        .cmd(probe_bin())
+        .args(["check", "--server", server, "--json", "--bulk-bytes", "300000"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "check failed:\n{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("check printed no JSON report ({e}):\n{}\n{stderr}", String::from_utf8_lossy(&out.stdout))
+    });
+    (report, stderr)
+}
+
+fn validate(report: &Value) {
+    let schema: Value = serde_json::from_str(include_str!("../../docs/report.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let msgs: Vec<String> =
+        validator.iter_errors(report).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+    assert!(msgs.is_empty(), "report does not match docs/report.schema.json:\n{}", msgs.join("\n"));
+}
+
+fn verdicts(v: &Value) -> Vec<String> {
+    v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect()
+}
+
+fn mptcp_test<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name && t["transport"] == "mptcp")
+        .unwrap_or_else(|| panic!("no {name} over mptcp in {report:#}"))
+}
+
+#[test]
+fn clean_path_gives_mptcp_ok_only_over_ipv4_and_ipv6() {
+    require_root();
+    let lab = Lab::up();
+    lab.server_announces(addr::SERVER_EXTRA, addr::SERVER_EXTRA_V6);
+    let _srv = serve(&lab);
+    for server in [addr::SERVER, addr::SERVER_V6] {
+        let (report, stderr) = check(&lab.c, server, &[]);
+        validate(&report);
+        assert_eq!(
+            verdicts(&report["summary"]["verdicts"]),
+            vec!["mptcp_ok"],
+            "{server}: {report:#}\n{stderr}"
+        );
+        assert_eq!(report["summary"]["mptcp_usable"], true);
+        assert_eq!(report["client"]["observer"], "tc+tracepoints");
+        for t in report["tests"].as_array().unwrap() {
+            assert_eq!(t["outcome"], "ok", "{t:#}");
+            if t["transport"] == "mptcp" {
+                assert_eq!(t["mptcp"], "established", "{t:#}");
+                assert_eq!(verdicts(&t["verdicts"]), vec!["mptcp_ok"], "{t:#}");
+                assert!(t["fallback_reason"].is_null());
+            } else {
+                assert_eq!(t["mptcp"], "not_applicable");
+            }
+        }
+        // Progress went to stderr while it ran.
+        assert!(stderr.contains("http over mptcp"), "{stderr}");
+        // The extra paths were used: a second subflow from the client's other address, and
+        // the server's announced address accepted.
+        let join = mptcp_test(&report, "join");
+        assert!(join["subflows"].as_u64().unwrap() >= 2, "{join:#}");
+        let add = mptcp_test(&report, "add_addr");
+        assert!(
+            add["evidence"]["client"]["connections"][0]["add_addr_accepted"].as_u64().unwrap() >= 1,
+            "{add:#}"
+        );
+        // The host's path-manager configuration is as it was.
+        let ep = lab.c.run("ip", &["mptcp", "endpoint", "show"]);
+        assert!(ep.stdout.is_empty(), "endpoints left behind: {}", String::from_utf8_lossy(&ep.stdout));
+        let lim = lab.c.run("ip", &["mptcp", "limits", "show"]);
+        assert_eq!(String::from_utf8_lossy(&lim.stdout).trim(), "add_addr_accepted 0 subflows 2");
+    }
+}
+
+#[test]
+fn syn_option_stripped_is_named_with_the_servers_syn_as_evidence() {
+    require_root();
+    let lab = Lab::up();
+    let _srv = serve(&lab);
+    middlebox::apply(&lab.m, middlebox::STRIP_MPTCP_FROM_SYN);
+    let (report, _) = check(&lab.c, addr::SERVER, &["--tests", "handshake,http"]);
+    validate(&report);
+    let v = verdicts(&report["summary"]["verdicts"]);
+    assert_eq!(v, vec!["syn_option_stripped"], "{report:#}");
+    assert_eq!(report["summary"]["mptcp_usable"], false);
+    let t = mptcp_test(&report, "http");
+    assert_eq!(t["mptcp"], "fallback");
+    assert_eq!(t["fallback_reason"], "MPCapableFallbackSYNACK");
+    let f = &t["evidence"]["findings"][0];
+    assert_eq!(f["packet"], "SYN");
+    assert_eq!(f["end"], "server");
+    assert_eq!(f["seen"], "SYN without MP_CAPABLE");
+}
+
+#[test]
+fn synack_option_stripped_is_named_with_the_clients_synack_as_evidence() {
+    require_root();
+    let lab = Lab::up();
+    let _srv = serve(&lab);
+    middlebox::apply(&lab.m, middlebox::STRIP_MPTCP_FROM_SYNACK);
+    let (report, _) = check(&lab.c, addr::SERVER, &["--tests", "handshake,http"]);
+    validate(&report);
+    assert_eq!(verdicts(&report["summary"]["verdicts"]), vec!["synack_option_stripped"], "{report:#}");
+    let t = mptcp_test(&report, "handshake");
+    assert_eq!(t["fallback_reason"], "MPCapableFallbackSYNACK");
+    let f = &t["evidence"]["findings"][0];
+    assert_eq!(f["packet"], "SYN/ACK");
+    assert_eq!(f["end"], "client");
+}
+
+#[test]
+fn without_the_observer_it_still_measures_and_says_what_it_cannot_establish() {
+    require_root();
+    let lab = Lab::up();
+    let _srv = serve(&lab);
+    let (report, _) = check(&lab.c, addr::SERVER, &["--tests", "handshake", "--no-observer"]);
+    validate(&report);
+    assert_eq!(report["client"]["observer"], "none");
+    assert_eq!(verdicts(&report["summary"]["verdicts"]), vec!["mptcp_ok"]);
+    let cannot = verdicts(&report["client"]["cannot_establish"]);
+    assert!(cannot.contains(&"synack_option_stripped".to_string()), "{cannot:?}");
+}
+
+#[test]
+fn unreachable_server_is_a_clear_error_with_exit_1() {
+    require_root();
+    let lab = Lab::up();
+    let out = lab.c.cmd(probe_bin()).args(["check", "--server", addr::SERVER, "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach the mptcp-probe server's control port"), "{err}");
+    assert!(out.stdout.is_empty(), "no report when nothing was measured");
+}
