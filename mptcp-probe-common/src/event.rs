@@ -100,6 +100,11 @@ pub struct PacketEvent {
     /// Length of the packet from the network header on, as it was on the wire (or in the GSO
     /// packet), for header-only traces.
     pub ip_len: u16,
+    /// Segments this packet stands for on the wire (GSO/GRO), 1 for a plain packet.
+    pub wire_segments: u16,
+    /// Size of those segments (the GSO size), or the payload length for a plain packet.
+    pub segment_size: u16,
+    pub _pad3: u32,
     pub opts: TcpOptions,
     /// The packet's network and TCP headers (options included), for header-only traces.
     pub headers: [u8; HEADER_BYTES],

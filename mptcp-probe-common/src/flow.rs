@@ -64,6 +64,11 @@ pub struct FlowState {
     pub last_ns: u64,
     pub packets: [u32; 2],
     pub payload_bytes: [u64; 2],
+    /// Data segments as they are on the wire: a GSO/GRO packet counts the segments it stands for
+    /// (`gso_segs`), so both ends count alike whatever their offloads.
+    pub data_segments: [u32; 2],
+    /// Largest data segment (the GSO segment size for GSO/GRO packets).
+    pub max_segment: [u32; 2],
     /// MPTCP options per subtype slot and direction: `options[dir][slot]`.
     pub options: [[u32; SUBTYPE_SLOTS]; 2],
     pub data_without_dss: [u32; 2],

@@ -269,6 +269,15 @@ fn parse<const DIR: u8, const L2: bool>(ctx: &TcContext, proto: u16, sc: &mut Sc
     ev.ttl = ttl;
     ev.direction = DIR;
     ev.payload_len = if total > headers { (total - headers) as u32 } else { 0 };
+    // SAFETY: the context pointer is valid for the whole program run.
+    let (gso_segs, gso_size) = unsafe { ((*ctx.skb.skb).gso_segs, (*ctx.skb.skb).gso_size) };
+    if gso_segs > 1 && gso_size > 0 {
+        ev.wire_segments = gso_segs.min(u16::MAX as u32) as u16;
+        ev.segment_size = gso_size.min(u16::MAX as u32) as u16;
+    } else {
+        ev.wire_segments = 1;
+        ev.segment_size = ev.payload_len.min(u16::MAX as u32) as u16;
+    }
     Some(())
 }
 
@@ -283,6 +292,12 @@ fn add32(p: *mut u32) {
     // SAFETY: p points into a map value that lives as long as the program runs; the add is a
     // BPF atomic add, so concurrent CPUs do not lose counts.
     unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(p, 1) };
+}
+
+#[inline(always)]
+fn add32n(p: *mut u32, n: u32) {
+    // SAFETY: as in add32.
+    unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(p, n) };
 }
 
 #[inline(always)]
@@ -360,6 +375,16 @@ fn track<const DIR: u8>(seg: &mut PacketEvent) -> u16 {
     }
     if let Some(p) = s.payload_bytes.get_mut(d) {
         add64(p, seg.payload_len as u64);
+    }
+    if seg.payload_len > 0 {
+        if let Some(p) = s.data_segments.get_mut(d) {
+            add32n(p, seg.wire_segments as u32);
+        }
+        if let Some(m) = s.max_segment.get_mut(d) {
+            if (seg.segment_size as u32) > *m {
+                *m = seg.segment_size as u32;
+            }
+        }
     }
     if seg.opts.flags & (opt_flags::MALFORMED | opt_flags::TRUNCATED) != 0 {
         w |= why::MALFORMED;
@@ -504,6 +529,7 @@ fn emit<const L2: bool>(ctx: &TcContext, sc: &mut Scratch, w: u16) {
     };
     ev.why = w;
     ev._pad = 0;
+    ev._pad3 = 0;
     if EVENTS.output::<PacketEvent>(ev, 0).is_ok() {
         count(counters::EVENTS_EMITTED);
     } else {

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::proto::{ConnectionView, HandshakeView};
+use crate::proto::{ConnectionView, HandshakeView, SegmentStats};
 
 /// The verdicts of the report contract (stable names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -125,6 +125,8 @@ pub struct Evidence {
     pub client_mpc_syns: Option<u32>,
     /// Data segments with no DSS on the negotiated connection, received / sent by the client.
     pub client_rx_without_dss: Option<u32>,
+    /// Data segments the client sent on the connection, as on the wire (observer).
+    pub client_sent_segments: Option<SegmentStats>,
     /// The server's view of the same connection (None: the server did not see it).
     pub server: Option<ConnectionView>,
     /// Digests the client computed of what it sent, by part (compared with the server's).
@@ -323,6 +325,19 @@ pub fn classify(e: &Evidence) -> Classification {
                         format!("SHA-256 {} as sent", short(digest)),
                         format!("SHA-256 {} as received", short(got)),
                     ));
+                }
+            }
+        }
+        // Resegmentation: the same bytes arrived in more, smaller segments, or fewer, larger
+        // ones. Only when the byte counts agree (retransmissions would blur the counts).
+        if let (Some(c), Some(r)) = (&e.client_sent_segments, &sv.segment_sizes) {
+            if c.bytes > 0 && c.bytes == r.bytes {
+                let expected = format!("{} segment(s) of at most {} bytes as sent", c.count, c.max);
+                let seen = format!("{} segment(s) of at most {} bytes", r.count, r.max);
+                if r.count > c.count && r.max < c.max {
+                    f.push(finding(Verdict::SegmentsSplit, "data", "server", expected, seen));
+                } else if r.count < c.count && r.max > c.max {
+                    f.push(finding(Verdict::SegmentsCoalesced, "data", "server", expected, seen));
                 }
             }
         }
@@ -606,6 +621,29 @@ mod tests {
         let c = classify(&e);
         assert_eq!(c.verdicts(), vec![Verdict::DssStripped]);
         assert_eq!(c.fallback_reason.as_deref(), Some("DssFallback"));
+    }
+
+    fn segments(count: u64, bytes: u64, max: u32) -> Option<SegmentStats> {
+        Some(SegmentStats { count, bytes, max })
+    }
+
+    #[test]
+    fn resegmentation_is_named_only_when_the_bytes_agree() {
+        let mut e = clean();
+        e.client_sent_segments = segments(10, 14480, 1448);
+        e.server.as_mut().unwrap().segment_sizes = segments(10, 14480, 1448);
+        assert_eq!(verdicts(&e), vec!["mptcp_ok"]);
+        e.server.as_mut().unwrap().segment_sizes = segments(20, 14480, 724);
+        assert_eq!(verdicts(&e), vec!["segments_split"]);
+        e.server.as_mut().unwrap().segment_sizes = segments(5, 14480, 2896);
+        assert_eq!(verdicts(&e), vec!["segments_coalesced"]);
+        // Retransmissions: more bytes sent than received, counts not comparable.
+        e.client_sent_segments = segments(12, 17376, 1448);
+        assert_eq!(verdicts(&e), vec!["mptcp_ok"]);
+        // More segments but not smaller ones (e.g. counted differently): no claim.
+        e.client_sent_segments = segments(10, 14480, 1448);
+        e.server.as_mut().unwrap().segment_sizes = segments(11, 14480, 1448);
+        assert_eq!(verdicts(&e), vec!["mptcp_ok"]);
     }
 
     #[test]

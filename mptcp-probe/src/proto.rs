@@ -151,17 +151,18 @@ pub struct ConnectionView {
     pub digests: BTreeMap<String, String>,
     /// Raw application values worth comparing end to end (e.g. the FTP PORT argument received).
     pub notes: BTreeMap<String, String>,
-    /// Sizes of the data segments received (from the observer; GRO may merge them).
+    /// Data segments received, as on the wire (from the observer, offloads accounted for).
     pub segment_sizes: Option<SegmentStats>,
     pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentStats {
+    /// Segments on the wire (a GSO/GRO packet counts the segments it stands for).
     pub count: u64,
-    pub min: u32,
+    pub bytes: u64,
+    /// Largest segment.
     pub max: u32,
-    pub mean: u32,
 }
 
 /// The control port's answer for a test id.
@@ -227,4 +228,9 @@ mod tests {
 pub trait HandshakeSource: Send + Sync {
     /// `local` and `peer` as this host's socket sees them.
     fn handshake(&self, local: SocketAddr, peer: SocketAddr) -> Option<HandshakeView>;
+
+    /// Data segments this end received on the connection, as on the wire.
+    fn received_segments(&self, _local: SocketAddr, _peer: SocketAddr) -> Option<SegmentStats> {
+        None
+    }
 }

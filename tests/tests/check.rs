@@ -106,6 +106,15 @@ fn clean_path_gives_mptcp_ok_only_over_ipv4_and_ipv6() {
             add["evidence"]["client"]["connections"][0]["add_addr_accepted"].as_u64().unwrap() >= 1,
             "{add:#}"
         );
+        // Both ends counted the bulk upload's segments as on the wire, and agree.
+        let bulk = mptcp_test(&report, "bulk");
+        let sent = &bulk["evidence"]["client"]["sent_segments"];
+        let got = &bulk["evidence"]["server"]["segment_sizes"];
+        assert!(sent["count"].as_u64().unwrap() > 0, "{bulk:#}");
+        // The payload plus the test's preamble line.
+        assert!(sent["bytes"].as_u64().unwrap() > 300000, "{bulk:#}");
+        assert_eq!(sent["count"], got["count"], "{bulk:#}");
+        assert_eq!(sent["bytes"], got["bytes"], "{bulk:#}");
         // The host's path-manager configuration is as it was.
         let ep = lab.c.run("ip", &["mptcp", "endpoint", "show"]);
         assert!(ep.stdout.is_empty(), "endpoints left behind: {}", String::from_utf8_lossy(&ep.stdout));

@@ -338,14 +338,11 @@ impl Ctx {
     }
 
     /// The client's wire view of its main connection, from the observer.
-    fn client_wire(
-        &self,
-        run: &client::Run,
-    ) -> (Option<proto::HandshakeView>, Option<u32>, Option<u32>, Option<u32>) {
+    fn client_wire(&self, run: &client::Run) -> ClientWire {
         let (Some(obs), Some(c)) = (&self.observer, run.connections.first()) else {
-            return (None, None, None, None);
+            return ClientWire::default();
         };
-        let (Some(local), Some(peer)) = (c.local, c.peer) else { return (None, None, None, None) };
+        let (Some(local), Some(peer)) = (c.local, c.peer) else { return ClientWire::default() };
         let packets = obs.packets(local, peer);
         let mpc_syns = packets
             .iter()
@@ -353,9 +350,17 @@ impl Ctx {
             .filter(|p| p.opts.find(subtype::MP_CAPABLE).is_some())
             .count() as u32;
         let summary = obs.summary(local, peer);
-        let rx_without_dss = summary.as_ref().map(|s| s.data_without_dss.rx);
-        let infinite = summary.as_ref().map(|s| s.infinite_mappings.rx + s.infinite_mappings.tx);
-        (crate::observer::service::handshake_of(&packets), Some(mpc_syns), rx_without_dss, infinite)
+        ClientWire {
+            handshake: crate::observer::service::handshake_of(&packets),
+            mpc_syns: Some(mpc_syns),
+            rx_without_dss: summary.as_ref().map(|s| s.data_without_dss.rx),
+            infinite_mappings: summary.as_ref().map(|s| s.infinite_mappings.rx + s.infinite_mappings.tx),
+            sent_segments: summary.as_ref().map(|s| proto::SegmentStats {
+                count: s.data_segments.tx as u64,
+                bytes: s.payload_bytes.tx,
+                max: s.max_segment.tx,
+            }),
+        }
     }
 
     async fn run_test(
@@ -401,7 +406,9 @@ impl Ctx {
                 }
                 Some(main)
             });
-            let (client_wire, mpc_syns, rx_without_dss, infinite) = self.client_wire(&run);
+            let wire = self.client_wire(&run);
+            let (client_wire, mpc_syns, rx_without_dss, infinite) =
+                (wire.handshake.clone(), wire.mpc_syns, wire.rx_without_dss, wire.infinite_mappings);
             let main = run.connections.first().cloned().unwrap_or_default();
             let evidence = Evidence {
                 outcome: run.outcome,
@@ -410,6 +417,7 @@ impl Ctx {
                 client_wire: client_wire.clone(),
                 client_mpc_syns: mpc_syns,
                 client_rx_without_dss: rx_without_dss,
+                client_sent_segments: wire.sent_segments.clone(),
                 server: server_conn.clone(),
                 sent_digests: run.sent.clone(),
                 received_digests: run.received.clone(),
@@ -472,6 +480,7 @@ impl Ctx {
                 evidence: TestEvidence {
                     client: json!({"connections": run.connections, "wire": client_wire, "mpc_syns": mpc_syns,
                                    "data_without_dss_rx": rx_without_dss, "infinite_mappings": infinite,
+                                   "sent_segments": wire.sent_segments,
                                    "sent": run.sent, "received": run.received}),
                     server: serde_json::to_value(&server_conn).unwrap_or(Value::Null),
                     mib_delta,
@@ -485,6 +494,17 @@ impl Ctx {
         results.reverse();
         results
     }
+}
+
+/// What this host's observer saw of a test's main connection.
+#[derive(Default)]
+struct ClientWire {
+    handshake: Option<proto::HandshakeView>,
+    /// SYNs sent with MP_CAPABLE (retries included).
+    mpc_syns: Option<u32>,
+    rx_without_dss: Option<u32>,
+    infinite_mappings: Option<u32>,
+    sent_segments: Option<proto::SegmentStats>,
 }
 
 /// What a test learnt beyond the client run itself.

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     flows::{self, FlowNotes, FlowSummary},
-    proto::{HandshakeSource, HandshakeView},
+    proto::{HandshakeSource, HandshakeView, SegmentStats},
 };
 
 /// Packet events kept per connection, and connections kept.
@@ -229,6 +229,15 @@ impl HandshakeSource for ObserverService {
     fn handshake(&self, local: SocketAddr, peer: SocketAddr) -> Option<HandshakeView> {
         handshake_of(&self.packets(local, peer))
     }
+
+    fn received_segments(&self, local: SocketAddr, peer: SocketAddr) -> Option<SegmentStats> {
+        let s = self.summary(local, peer)?;
+        Some(SegmentStats {
+            count: s.data_segments.rx as u64,
+            bytes: s.payload_bytes.rx,
+            max: s.max_segment.rx,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -261,6 +270,9 @@ mod tests {
             _pad: 0,
             headers_len: 0,
             ip_len: 0,
+            wire_segments: 1,
+            segment_size: 0,
+            _pad3: 0,
             opts,
             headers: [0; HEADER_BYTES],
         }

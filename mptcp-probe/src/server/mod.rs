@@ -517,11 +517,24 @@ impl Recorder {
     }
 
     /// Takes the socket's view again (fallback can happen mid-connection); the latest wins.
+    /// Also the data segments received so far, as the observer counted them on the wire.
     fn refresh(&self, fd: RawFd) {
         let mut inner = self.lock();
         sock::fill_view(&fd, &mut inner.base);
+        let segments = match (&self.state.source, inner.base.local, inner.base.peer) {
+            (Some(source), Some(local), Some(peer)) => source.received_segments(local, peer),
+            _ => None,
+        };
+        if segments.is_some() {
+            inner.base.segment_sizes = segments.clone();
+        }
         for (_, slot) in &inner.slots {
-            store::with(slot, |v| sock::fill_view(&fd, v));
+            store::with(slot, |v| {
+                sock::fill_view(&fd, v);
+                if segments.is_some() {
+                    v.segment_sizes = segments.clone();
+                }
+            });
         }
     }
 }
