@@ -224,23 +224,70 @@ impl Drop for Child {
 pub mod middlebox {
     use super::Netns;
 
-    /// iptables arguments (mangle table, FORWARD chain) of a middlebox rule.
-    pub type Rule = &'static [&'static str];
+    /// An iptables rule in the FORWARD chain of `table`.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Rule {
+        pub table: &'static str,
+        pub args: &'static [&'static str],
+    }
 
     /// Strips the MPTCP option (kind 30) from SYNs.
-    pub const STRIP_MPTCP_FROM_SYN: Rule =
-        &["-p", "tcp", "--tcp-flags", "SYN,ACK", "SYN", "-j", "TCPOPTSTRIP", "--strip-options", "30"];
+    pub const STRIP_MPTCP_FROM_SYN: Rule = Rule {
+        table: "mangle",
+        args: &["-p", "tcp", "--tcp-flags", "SYN,ACK", "SYN", "-j", "TCPOPTSTRIP", "--strip-options", "30"],
+    };
     /// Strips the MPTCP option from SYN/ACKs.
-    pub const STRIP_MPTCP_FROM_SYNACK: Rule =
-        &["-p", "tcp", "--tcp-flags", "SYN,ACK", "SYN,ACK", "-j", "TCPOPTSTRIP", "--strip-options", "30"];
+    pub const STRIP_MPTCP_FROM_SYNACK: Rule = Rule {
+        table: "mangle",
+        args: &[
+            "-p",
+            "tcp",
+            "--tcp-flags",
+            "SYN,ACK",
+            "SYN,ACK",
+            "-j",
+            "TCPOPTSTRIP",
+            "--strip-options",
+            "30",
+        ],
+    };
+    /// Drops SYNs that carry an MPTCP option.
+    pub const DROP_MPTCP_SYN: Rule = Rule {
+        table: "filter",
+        args: &["-p", "tcp", "--syn", "-m", "tcp", "--tcp-option", "30", "-j", "DROP"],
+    };
+    /// Answers SYNs that carry an MPTCP option with a reset.
+    pub const RESET_MPTCP_SYN: Rule = Rule {
+        table: "filter",
+        args: &[
+            "-p",
+            "tcp",
+            "--syn",
+            "-m",
+            "tcp",
+            "--tcp-option",
+            "30",
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ],
+    };
 
     pub fn apply(router: &Netns, rule: Rule) {
-        let mut args = vec!["-t", "mangle", "-A", "FORWARD"];
-        args.extend_from_slice(rule);
+        let mut args = vec!["-t", rule.table, "-A", "FORWARD"];
+        args.extend_from_slice(rule.args);
         router.run("iptables", &args);
     }
 
+    /// The iptables command line of a rule, for people.
+    pub fn describe(rule: Rule) -> String {
+        format!("iptables -t {} -A FORWARD {}", rule.table, rule.args.join(" "))
+    }
+
     pub fn clear(router: &Netns) {
-        router.run("iptables", &["-t", "mangle", "-F", "FORWARD"]);
+        for table in ["mangle", "filter"] {
+            router.run("iptables", &["-t", table, "-F", "FORWARD"]);
+        }
     }
 }

@@ -182,3 +182,56 @@ fn unreachable_server_is_a_clear_error_with_exit_1() {
     assert!(err.contains("cannot reach the mptcp-probe server's control port"), "{err}");
     assert!(out.stdout.is_empty(), "no report when nothing was measured");
 }
+
+#[test]
+fn dropped_mptcp_syns_are_named_and_the_blackhole_state_is_undone() {
+    require_root();
+    let lab = Lab::up();
+    let _srv = serve(&lab);
+    middlebox::apply(&lab.m, middlebox::DROP_MPTCP_SYN);
+    let (report, _) = check(&lab.c, addr::SERVER, &["--tests", "handshake,http"]);
+    validate(&report);
+    assert_eq!(verdicts(&report["summary"]["verdicts"]), vec!["mptcp_syn_dropped"], "{report:#}");
+    for name in ["handshake", "http"] {
+        let t = mptcp_test(&report, name);
+        assert_eq!(t["outcome"], "ok", "the kernel retried without MPTCP: {t:#}");
+        assert_eq!(t["fallback_reason"], "MPCapableSYNTXDrop");
+        assert!(
+            t["evidence"]["findings"][0]["seen"].as_str().unwrap().contains("3 SYN(s) with MP_CAPABLE"),
+            "{t:#}"
+        );
+    }
+    let notes = report["client"]["host_state"].to_string();
+    assert!(notes.contains("blackhole"), "{notes}");
+    // MPTCP is not left disabled: a new connection asks for it again (it is dropped again, so
+    // the kernel counts another MP_CAPABLE SYN and no SYN sent without it for being disabled).
+    middlebox::clear(&lab.m);
+    let before = nstat(&lab.c, "MPTcpExtMPCapableSYNTXDisabled");
+    let (report, _) = check(&lab.c, addr::SERVER, &["--tests", "handshake"]);
+    assert_eq!(verdicts(&report["summary"]["verdicts"]), vec!["mptcp_ok"], "{report:#}");
+    assert_eq!(nstat(&lab.c, "MPTcpExtMPCapableSYNTXDisabled"), before);
+}
+
+#[test]
+fn reset_mptcp_syns_are_named() {
+    require_root();
+    let lab = Lab::up();
+    let _srv = serve(&lab);
+    middlebox::apply(&lab.m, middlebox::RESET_MPTCP_SYN);
+    let (report, _) = check(&lab.c, addr::SERVER, &["--tests", "handshake"]);
+    validate(&report);
+    assert_eq!(verdicts(&report["summary"]["verdicts"]), vec!["mptcp_reset"], "{report:#}");
+    let t = mptcp_test(&report, "handshake");
+    assert!(t["outcome"] == "refused" || t["outcome"] == "reset", "{t:#}");
+    assert_eq!(report["summary"]["mptcp_usable"], false);
+}
+
+fn nstat(ns: &Netns, counter: &str) -> u64 {
+    let out = ns.run("nstat", &["-az", counter]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(counter).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -89,7 +89,7 @@ pub fn run() -> anyhow::Result<()> {
         println!("\n[{}/{}] {}", i + 1, list.len(), sc.name);
         if let Some(rule) = sc.middlebox {
             middlebox::apply(&lab.m, rule);
-            println!("      router: iptables -t mangle -A FORWARD {}", rule.join(" "));
+            println!("      router: {}", middlebox::describe(rule));
         }
         let _srv = peer::server(&lab.s, &sc.server, 1, sc.tcp);
         let watch = Watcher::start(&lab.c, &["--iface", ifname::C1]);

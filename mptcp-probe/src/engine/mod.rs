@@ -382,6 +382,11 @@ impl Ctx {
             let (port, run) = self.run_client(test, transport, &test_id, &mut extra).await;
             host_notes.append(&mut extra.notes);
             let mib_delta = mib::delta(&mib_before, &mib::read());
+            // A dropped MPTCP SYN makes the kernel disable MPTCP for a while: undo it at once so
+            // the next test measures the path, not that state.
+            if let Some(s) = undo_blackhole(&mib_delta) {
+                host_notes.push(s);
+            }
             let server = server_report(&self.http, self.ip, self.args.control_port, &test_id).await;
             if let Some(a) = extra.add_addr.as_mut() {
                 // The server's socket says how many ADD_ADDR it sent.
@@ -585,7 +590,6 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
     };
     let id = uuid::Uuid::new_v4().to_string();
     let ctx = Ctx { ip, info, run_id: id[..8].to_string(), args, http, observer };
-    let mib_start = mib::read();
     // Endpoints as they were: ones the kernel adds on its own during the run (implicit, for
     // subflows to announced addresses) are removed at the end.
     let mut pm_run = pm::PmGuard::new();
@@ -594,9 +598,6 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
     let total = ctx.args.tests.len();
     for (i, t) in ctx.args.tests.iter().enumerate() {
         tests.extend(ctx.run_test(*t, i + 1, total, &mut host_state).await);
-    }
-    if let Some(s) = undo_blackhole(&mib::delta(&mib_start, &mib::read())) {
-        host_state.push(s);
     }
     // The kernel adds an implicit endpoint for a subflow to an announced address, and adds it
     // again while the closing connection still uses it: sweep until the connections are gone.
