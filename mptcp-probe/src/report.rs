@@ -27,6 +27,9 @@ pub struct ClientInfo {
     pub kernel: String,
     /// Every `net.mptcp.*` sysctl of the client's namespace (numbers where they are numbers).
     pub mptcp_sysctls: BTreeMap<String, Value>,
+    /// The in-kernel path manager's endpoints ("ADDRESS flags") and limits when the run began.
+    pub pm_endpoints: Vec<String>,
+    pub pm_limits: Option<BTreeMap<String, u32>>,
     /// "tc+tracepoints", "tc+tracepoints+fentry" or "none".
     pub observer: String,
     /// Verdicts this run could not establish for lack of evidence (e.g. no observer).

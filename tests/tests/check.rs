@@ -235,3 +235,127 @@ fn nstat(ns: &Netns, counter: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// A stand-in collector on the client's loopback: stores what it is sent, answers `status`.
+fn fake_collector(ns: &Netns, port: u16, status: u16, dir: &std::path::Path) -> Child {
+    let script = format!(
+        r#"
+import http.server, json
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers['Content-Length']))
+        open('{dir}/upload.json', 'wb').write(body)
+        self.send_response({status})
+        self.send_header('Content-Type', 'application/json')
+        self.end_headers()
+        self.wfile.write(json.dumps({{"id": "r1", "token": "t1", "url": "/reports/r1"}} if {status} == 201 else {{"error": "refused"}}).encode())
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header('Content-Type', 'application/json')
+        self.end_headers()
+        self.wfile.write(json.dumps({{"protocol": 99, "server_version": "9.9.9", "observer": False, "ports": {{}}, "announced": []}}).encode())
+    def log_message(self, *a): pass
+http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()
+"#,
+        dir = dir.display()
+    );
+    let child =
+        Child::spawn(ns.cmd("python3").args(["-c", &script]).stdout(Stdio::null()).stderr(Stdio::null()));
+    for _ in 0..100 {
+        let o = ns.cmd("ss").args(["-Hltn", &format!("sport = :{port}")]).output().unwrap();
+        if !o.stdout.is_empty() {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("fake collector did not start");
+}
+
+#[test]
+fn the_report_is_uploaded_and_a_refused_upload_loses_nothing() {
+    require_root();
+    let lab = Lab::up();
+    let _srv = serve(&lab);
+    let dir = mptcp_probe_tests::probe::TempDir::new("upload");
+    let _ok = fake_collector(&lab.c, 18081, 201, &dir.0);
+    let (report, stderr) = check(
+        &lab.c,
+        addr::SERVER,
+        &["--tests", "handshake", "--upload", "http://127.0.0.1:18081/api/v1/reports"],
+    );
+    let uploaded: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.0.join("upload.json")).unwrap()).unwrap();
+    assert_eq!(uploaded, report, "the collector got the report as printed");
+    assert!(stderr.contains("\"token\""), "{stderr}");
+
+    let _refusing = fake_collector(&lab.c, 18082, 400, &dir.0);
+    let out = lab
+        .c
+        .cmd(probe_bin())
+        .args([
+            "check",
+            "--server",
+            addr::SERVER,
+            "--json",
+            "--tests",
+            "handshake",
+            "--upload",
+            "http://127.0.0.1:18082/api/v1/reports",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused the report (400 Bad Request)"), "{err}");
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("the report is still printed");
+    assert_eq!(printed["schema"], "mptcp-probe/report/v1");
+}
+
+#[test]
+fn the_trace_holds_the_test_connections_headers_only() {
+    require_root();
+    let lab = Lab::up();
+    let _srv = serve(&lab);
+    let dir = mptcp_probe_tests::probe::TempDir::new("checkpcap");
+    let pcap = dir.0.join("check.pcapng");
+    let (report, _) =
+        check(&lab.c, addr::SERVER, &["--tests", "handshake,http", "--pcap", pcap.to_str().unwrap()]);
+    let frames = mptcp_probe_tests::oracle::frame_lengths(&pcap);
+    assert!(!frames.is_empty(), "empty trace");
+    for (cap, len, ip_hdr, tcp_hdr) in &frames {
+        assert_eq!(*cap, ip_hdr + tcp_hdr, "payload in the trace");
+        assert!(len >= cap);
+    }
+    let port = mptcp_test(&report, "http")["evidence"]["client"]["connections"][0]["local"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse::<u16>()
+        .unwrap();
+    let packets = mptcp_probe_tests::oracle::decode(&pcap);
+    let syn = packets.iter().find(|p| p.src_port == port && p.syn && !p.ack).expect("the http test's SYN");
+    assert_eq!(syn.mptcp, vec![(0, 4)]);
+}
+
+#[test]
+fn a_wrong_port_or_another_protocol_version_is_named() {
+    require_root();
+    let lab = Lab::up();
+    let _srv = serve(&lab);
+    let run = |args: &[&str]| {
+        let out = lab.c.cmd(probe_bin()).args(["check", "--server"]).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    // The HTTP test port is not the control port.
+    let (code, err) = run(&[addr::SERVER, "--control-port", "80"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not an mptcp-probe server"), "{err}");
+    // A server speaking another protocol version.
+    let dir = mptcp_probe_tests::probe::TempDir::new("version");
+    let _other = fake_collector(&lab.c, 18083, 201, &dir.0);
+    let (code, err) = run(&["127.0.0.1", "--control-port", "18083"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("speaks test protocol 99 (mptcp-probe 9.9.9)"), "{err}");
+}

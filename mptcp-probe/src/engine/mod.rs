@@ -593,6 +593,16 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
     // Endpoints as they were: ones the kernel adds on its own during the run (implicit, for
     // subflows to announced addresses) are removed at the end.
     let mut pm_run = pm::PmGuard::new();
+    let pm_endpoints: Vec<String> = pm::endpoints()
+        .map(|e| {
+            e.into_iter()
+                .map(|(id, a, f)| format!("{a} id {id} {}", f.join(" ")).trim_end().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let pm_limits = pm::limits()
+        .ok()
+        .map(|(a, s)| BTreeMap::from([("add_addr_accepted".to_string(), a), ("subflows".to_string(), s)]));
     let mut tests = Vec::new();
     let mut host_state = Vec::new();
     let total = ctx.args.tests.len();
@@ -635,6 +645,8 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
         client: ClientInfo {
             kernel: kernel_release(),
             mptcp_sysctls: mptcp_sysctls(),
+            pm_endpoints,
+            pm_limits,
             observer: observer_name.into(),
             cannot_establish,
             host_state,
