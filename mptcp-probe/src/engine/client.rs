@@ -75,6 +75,58 @@ pub async fn connect(
     }
 }
 
+/// Connects a test's main connection and records it, with a second descriptor to read the
+/// socket's final state; on failure the returned run holds the outcome.
+pub async fn open(
+    addr: SocketAddr,
+    transport: Transport,
+    timeout: Duration,
+    kind: &str,
+) -> Result<(Run, TcpStream, Option<std::os::fd::OwnedFd>), Run> {
+    let mut run = Run::default();
+    match connect(addr, transport, timeout).await {
+        Ok(s) => {
+            run.connections.push(view(kind, &s));
+            let fd = sock::dup(&s);
+            Ok((run, s, fd))
+        }
+        Err(e) => {
+            run.outcome = Some(outcome_of(&e));
+            run.error = Some(e.to_string());
+            Err(run)
+        }
+    }
+}
+
+/// Writes `bytes` pattern bytes.
+pub async fn send_pattern<W: AsyncWrite + Unpin>(w: &mut W, bytes: u64) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut off = 0u64;
+    while off < bytes {
+        let k = (bytes - off).min(buf.len() as u64) as usize;
+        proto::fill_pattern(&mut buf[..k], off);
+        w.write_all(&buf[..k]).await?;
+        off += k as u64;
+    }
+    w.flush().await
+}
+
+/// Reads to the end; returns the SHA-256 of what arrived and its length.
+pub async fn read_digest<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<(String, u64)> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0u64;
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        got += n as u64;
+    }
+    Ok((hex::encode(h.finalize()), got))
+}
+
 /// The client's view of a connected socket.
 pub fn view(kind: &str, s: &TcpStream) -> ConnectionView {
     let mut v = ConnectionView {
@@ -108,15 +160,7 @@ pub async fn bulk_over<S: AsyncRead + AsyncWrite + Unpin>(
     wr.write_all(Preamble { test_id: test_id.into(), mode, bytes }.line().as_bytes()).await?;
     match mode {
         BulkMode::Up => {
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut off = 0u64;
-            while off < bytes {
-                let k = (bytes - off).min(buf.len() as u64) as usize;
-                proto::fill_pattern(&mut buf[..k], off);
-                wr.write_all(&buf[..k]).await?;
-                off += k as u64;
-            }
-            wr.flush().await?;
+            send_pattern(&mut wr, bytes).await?;
             let line = read_line(&mut rd, 256).await?;
             run.sent.push(("data".into(), pattern_digest(bytes)));
             let mut parts = line.split_whitespace();
@@ -125,18 +169,8 @@ pub async fn bulk_over<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         BulkMode::Down => {
-            let mut h = Sha256::new();
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut got = 0u64;
-            loop {
-                let n = rd.read(&mut buf).await?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-                got += n as u64;
-            }
-            run.received.push(("data".into(), hex::encode(h.finalize()), pattern_digest(bytes)));
+            let (digest, got) = read_digest(&mut rd).await?;
+            run.received.push(("data".into(), digest, pattern_digest(bytes)));
             if got != bytes {
                 return Err(std::io::Error::other(format!("received {got} of {bytes} bytes")));
             }
@@ -176,18 +210,10 @@ pub async fn bulk(
     timeout: Duration,
     kind: &str,
 ) -> Run {
-    let mut run = Run::default();
-    let stream = match connect(addr, transport, timeout).await {
-        Ok(s) => s,
-        Err(e) => {
-            run.outcome = Some(outcome_of(&e));
-            run.error = Some(e.to_string());
-            return run;
-        }
+    let (mut run, stream, fd) = match open(addr, transport, timeout, kind).await {
+        Ok(opened) => opened,
+        Err(failed) => return failed,
     };
-    run.connections.push(view(kind, &stream));
-    // Keep a handle on the socket to read its final state after the transfer.
-    let fd = sock::dup(&stream);
     let res = tokio::time::timeout(timeout * 3, bulk_over(stream, test_id, mode, bytes, &mut run)).await;
     finish(&mut run, res, fd.as_ref());
     run
@@ -226,17 +252,10 @@ pub async fn multipath(
     kind: &str,
     done: impl Fn(&ConnectionView) -> bool,
 ) -> Run {
-    let mut run = Run::default();
-    let stream = match connect(addr, transport, timeout).await {
-        Ok(s) => s,
-        Err(e) => {
-            run.outcome = Some(outcome_of(&e));
-            run.error = Some(e.to_string());
-            return run;
-        }
+    let (mut run, stream, fd) = match open(addr, transport, timeout, kind).await {
+        Ok(opened) => opened,
+        Err(failed) => return failed,
     };
-    run.connections.push(view(kind, &stream));
-    let fd = sock::dup(&stream);
     let res = tokio::time::timeout(timeout + wait * 2, async {
         let (rd, mut wr) = stream.into_split();
         let mut rd = BufReader::new(rd);
@@ -298,17 +317,10 @@ pub async fn http(
     body_len: usize,
     timeout: Duration,
 ) -> Run {
-    let mut run = Run::default();
-    let mut stream = match connect(addr, transport, timeout).await {
-        Ok(s) => s,
-        Err(e) => {
-            run.outcome = Some(outcome_of(&e));
-            run.error = Some(e.to_string());
-            return run;
-        }
+    let (mut run, mut stream, fd) = match open(addr, transport, timeout, "http").await {
+        Ok(opened) => opened,
+        Err(failed) => return failed,
     };
-    run.connections.push(view("http", &stream));
-    let fd = sock::dup(&stream);
     let host = match addr {
         SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
         SocketAddr::V4(a) => a.to_string(),

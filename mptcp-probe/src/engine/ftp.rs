@@ -7,15 +7,16 @@ use std::{
     time::Duration,
 };
 
-use sha2::{Digest, Sha256};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{tcp::OwnedWriteHalf, TcpListener},
 };
 
-use super::client::{connect, finish, outcome_of, pattern_digest, sha256_hex, view, Run};
+use super::client::{
+    connect, finish, open, pattern_digest, read_digest, send_pattern, sha256_hex, view, Run,
+};
 use crate::{
-    proto::{self, FTP_USER_PREFIX},
+    proto::FTP_USER_PREFIX,
     sock::{self, Transport},
 };
 
@@ -99,17 +100,10 @@ pub async fn ftp(
     bytes: u64,
     timeout: Duration,
 ) -> Run {
-    let mut run = Run::default();
-    let control = match connect(addr, transport, timeout).await {
-        Ok(s) => s,
-        Err(e) => {
-            run.outcome = Some(outcome_of(&e));
-            run.error = Some(e.to_string());
-            return run;
-        }
+    let (mut run, control, fd) = match open(addr, transport, timeout, "ftp-control").await {
+        Ok(opened) => opened,
+        Err(failed) => return failed,
     };
-    run.connections.push(view("ftp-control", &control));
-    let fd = sock::dup(&control);
     let local = control.local_addr().ok();
     let res = tokio::time::timeout(timeout * 4, async {
         let (rd, mut wr) = control.into_split();
@@ -143,17 +137,9 @@ pub async fn ftp(
         if code / 100 != 1 {
             return Err(std::io::Error::other(format!("RETR answered {}", text.trim())));
         }
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = data.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
+        let (digest, _) = read_digest(&mut data).await?;
         drop(data);
-        run.received.push(("retr".into(), hex::encode(h.finalize()), pattern_digest(bytes)));
+        run.received.push(("retr".into(), digest, pattern_digest(bytes)));
         let (code, text) = reply(&mut rd).await?;
         if code != 226 {
             return Err(std::io::Error::other(format!("RETR ended with {}", text.trim())));
@@ -174,13 +160,7 @@ pub async fn ftp(
         if code / 100 != 1 {
             return Err(std::io::Error::other(format!("STOR answered {}", text.trim())));
         }
-        let mut off = 0u64;
-        while off < bytes {
-            let k = (bytes - off).min(buf.len() as u64) as usize;
-            proto::fill_pattern(&mut buf[..k], off);
-            up.write_all(&buf[..k]).await?;
-            off += k as u64;
-        }
+        send_pattern(&mut up, bytes).await?;
         up.shutdown().await?;
         drop(up);
         run.sent.push(("data".into(), pattern_digest(bytes)));

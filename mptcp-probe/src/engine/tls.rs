@@ -11,11 +11,8 @@ use rustls::{
 };
 use tokio_rustls::TlsConnector;
 
-use super::client::{bulk_over, connect, finish, outcome_of, sha256_hex, view, Run};
-use crate::{
-    proto::BulkMode,
-    sock::{self, Transport},
-};
+use super::client::{bulk_over, finish, open, sha256_hex, Run};
+use crate::{proto::BulkMode, sock::Transport};
 
 /// Accepts any certificate: the test measures the path, not the server's identity.
 #[derive(Debug)]
@@ -74,17 +71,10 @@ pub async fn tls(
     bytes: u64,
     timeout: Duration,
 ) -> Run {
-    let mut run = Run::default();
-    let stream = match connect(addr, transport, timeout).await {
-        Ok(s) => s,
-        Err(e) => {
-            run.outcome = Some(outcome_of(&e));
-            run.error = Some(e.to_string());
-            return run;
-        }
+    let (mut run, stream, fd) = match open(addr, transport, timeout, "tls").await {
+        Ok(opened) => opened,
+        Err(failed) => return failed,
     };
-    run.connections.push(view("tls", &stream));
-    let fd = sock::dup(&stream);
     let res = tokio::time::timeout(timeout * 3, async {
         let name = ServerName::IpAddress(addr.ip().into());
         let tls = connector().connect(name, stream).await?;
