@@ -1,6 +1,7 @@
 //! mptcp-probe: observes Multipath TCP on the wire and in the kernel, and names what middleboxes
 //! do to it.
 
+mod bench;
 mod classify;
 mod clock;
 mod engine;
@@ -38,6 +39,8 @@ enum Command {
     /// Test server that `check` talks to: FTP, HTTP, TLS, bulk and echo endpoints over MPTCP, and
     /// a control port that reports what each test's connections looked like from here.
     Serve(server::ServeArgs),
+    #[command(hide = true)]
+    ProgBench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
             Command::Watch(args) => watch::run(args).await,
             Command::Check(args) => engine::run(args).await,
             Command::Serve(args) => server::run(args).await,
+            Command::ProgBench(args) => bench::run(args).await,
         }
     });
     match res {

@@ -50,9 +50,9 @@ pub fn socket(addr: &SocketAddr, transport: Transport) -> io::Result<Socket> {
     })
 }
 
-/// A listening MPTCP socket (it accepts plain TCP too), dual-stack for `[::]`.
-pub fn listener(addr: &SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
-    let s = socket(addr, Transport::Mptcp)?;
+/// A listening socket, dual-stack for `[::]`; an MPTCP listener accepts plain TCP too.
+pub fn listener(addr: &SocketAddr, transport: Transport, backlog: i32) -> io::Result<std::net::TcpListener> {
+    let s = socket(addr, transport)?;
     s.set_reuse_address(true)?;
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         s.set_only_v6(false)?;
@@ -180,7 +180,7 @@ mod tests {
     #[test]
     fn loopback_mptcp_connection_reports_mptcp() {
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let l = match listener(&addr, 4) {
+        let l = match listener(&addr, Transport::Mptcp, 4) {
             Ok(l) => l,
             Err(e) => panic!("MPTCP listener on loopback: {e}"),
         };

@@ -147,7 +147,8 @@ pub async fn ftp(
 
         // Active upload: the server connects back to us; ALGs rewrite this command.
         let bind_ip = local.map(|l| l.ip()).unwrap_or(addr.ip());
-        let listener = TcpListener::from_std(sock::listener(&SocketAddr::new(bind_ip, 0), 1)?)?;
+        let listener =
+            TcpListener::from_std(sock::listener(&SocketAddr::new(bind_ip, 0), Transport::Mptcp, 1)?)?;
         let (cmd, arg) = port_argument(listener.local_addr()?);
         command(&mut rd, &mut wr, &format!("{cmd} {arg}"), 200).await?;
         run.sent.push(("port_command".into(), sha256_hex(arg.as_bytes())));

@@ -245,6 +245,11 @@ impl Observer {
         }
     }
 
+    /// The loaded object, for `prog-bench` to run its programs with BPF_PROG_TEST_RUN.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
     pub fn take_ring(&mut self) -> anyhow::Result<RingBuf<aya::maps::MapData>> {
         let map = self.ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("EVENTS map missing"))?;
         Ok(RingBuf::try_from(map)?)

@@ -503,7 +503,7 @@ fn passive_listener(state: &State, ip: IpAddr) -> io::Result<(TcpListener, bool)
     let mut last = None;
     for _ in 0..span {
         let port = first + state.passive_next.fetch_add(1, Ordering::Relaxed) % span;
-        match sock::listener(&SocketAddr::new(ip, port), 1) {
+        match sock::listener(&SocketAddr::new(ip, port), Transport::Mptcp, 1) {
             Ok(l) => {
                 let saved_syn = handshake::enable_saved_syn(&l).is_ok();
                 return Ok((TcpListener::from_std(l)?, saved_syn));

@@ -307,9 +307,9 @@ fn bind_one(
     saved_syn_refused: &mut Option<io::Error>,
 ) -> io::Result<Bound> {
     let (listener, saved_syn) = if service == Service::Control {
-        (tcp_listener(addr)?, false)
+        (sock::listener(addr, Transport::Tcp, BACKLOG)?, false)
     } else {
-        let l = sock::listener(addr, BACKLOG)?;
+        let l = sock::listener(addr, Transport::Mptcp, BACKLOG)?;
         match handshake::enable_saved_syn(&l) {
             Ok(()) => (l, true),
             Err(e) => {
@@ -319,19 +319,6 @@ fn bind_one(
         }
     };
     Ok(Bound { service, listener: TcpListener::from_std(listener)?, saved_syn })
-}
-
-/// A plain TCP listener (the control port), dual-stack for `[::]` like the MPTCP ones.
-fn tcp_listener(addr: &SocketAddr) -> io::Result<std::net::TcpListener> {
-    let s = sock::socket(addr, Transport::Tcp)?;
-    s.set_reuse_address(true)?;
-    if addr.is_ipv6() && addr.ip().is_unspecified() {
-        s.set_only_v6(false)?;
-    }
-    s.bind(&(*addr).into())?;
-    s.listen(BACKLOG)?;
-    s.set_nonblocking(true)?;
-    Ok(s.into())
 }
 
 /// Starts the server with the observer's handshake view when `source` is given (the hook for the

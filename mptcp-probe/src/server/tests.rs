@@ -366,7 +366,10 @@ async fn ftp_active_mode_connects_back_only_to_the_client() {
     bounded(async {
         let mut f = Ftp::open(&srv).await;
         f.login("ftp-2").await;
-        let l = TcpListener::from_std(sock::listener(&"127.0.0.1:0".parse().unwrap(), 4).unwrap()).unwrap();
+        let l = TcpListener::from_std(
+            sock::listener(&"127.0.0.1:0".parse().unwrap(), Transport::Mptcp, 4).unwrap(),
+        )
+        .unwrap();
         let here = l.local_addr().unwrap();
 
         // PORT, then RETR: the server connects to us.
