@@ -137,6 +137,12 @@ pub struct ConnectionView {
     pub fallback: Option<bool>,
     /// Subflows of the MPTCP connection, the first included (the most seen).
     pub subflows: Option<u8>,
+    /// (local, remote) of each subflow (`MPTCP_SUBFLOW_ADDRS`; the fullest list seen).
+    #[serde(default)]
+    pub subflow_addrs: Vec<(SocketAddr, SocketAddr)>,
+    /// Why the observer says this connection fell back, in words (empty: it did not, or unknown).
+    #[serde(default)]
+    pub fallback_evidence: Vec<String>,
     /// ADD_ADDR this end announced (`mptcpi_add_addr_signal`) and accepted.
     pub add_addr_signal: Option<u8>,
     pub add_addr_accepted: Option<u8>,
@@ -163,6 +169,13 @@ pub struct SegmentStats {
     pub bytes: u64,
     /// Largest segment.
     pub max: u32,
+}
+
+/// The observer's summary of a connection at one end.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireSummary {
+    pub received_segments: SegmentStats,
+    pub fallback_evidence: Vec<String>,
 }
 
 /// The control port's answer for a test id.
@@ -229,8 +242,9 @@ pub trait HandshakeSource: Send + Sync {
     /// `local` and `peer` as this host's socket sees them.
     fn handshake(&self, local: SocketAddr, peer: SocketAddr) -> Option<HandshakeView>;
 
-    /// Data segments this end received on the connection, as on the wire.
-    fn received_segments(&self, _local: SocketAddr, _peer: SocketAddr) -> Option<SegmentStats> {
+    /// What the wire showed of the whole connection so far: the data segments received and, if
+    /// MPTCP fell back, why.
+    fn wire(&self, _local: SocketAddr, _peer: SocketAddr) -> Option<WireSummary> {
         None
     }
 }

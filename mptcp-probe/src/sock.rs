@@ -12,6 +12,7 @@ pub const IPPROTO_MPTCP: i32 = 262;
 pub const SOL_MPTCP: i32 = 284;
 pub const TCP_IS_MPTCP: i32 = 43;
 pub const MPTCP_INFO: i32 = 1;
+pub const MPTCP_SUBFLOW_ADDRS: i32 = 3;
 pub const MPTCP_INFO_FLAG_FALLBACK: u32 = 1;
 
 /// Transport of a test connection.
@@ -114,6 +115,52 @@ pub fn mptcp_info(fd: &impl AsRawFd) -> Option<MptcpInfo> {
     getsockopt::<MptcpInfo>(fd.as_raw_fd(), SOL_MPTCP, MPTCP_INFO).ok().map(|(v, _)| v)
 }
 
+/// Parses a `sockaddr_in`/`sockaddr_in6` held in a `sockaddr_storage`-sized slot.
+fn sockaddr_at(b: &[u8]) -> Option<SocketAddr> {
+    let family = u16::from_ne_bytes([*b.first()?, *b.get(1)?]) as i32;
+    let port = u16::from_be_bytes([*b.get(2)?, *b.get(3)?]);
+    match family {
+        libc::AF_INET => Some(SocketAddr::new(std::net::Ipv4Addr::new(b[4], b[5], b[6], b[7]).into(), port)),
+        libc::AF_INET6 => {
+            let ip: [u8; 16] = b.get(8..24)?.try_into().ok()?;
+            Some(SocketAddr::new(std::net::Ipv6Addr::from(ip).into(), port))
+        }
+        _ => None,
+    }
+}
+
+/// `MPTCP_SUBFLOW_ADDRS`: (local, remote) of each subflow; None after fallback or for TCP.
+pub fn subflow_addrs(fd: &impl AsRawFd) -> Option<Vec<(SocketAddr, SocketAddr)>> {
+    const HEADER: usize = 16;
+    const SLOT: usize = 128;
+    const MAX_SUBFLOWS: usize = 8;
+    let mut buf = vec![0u8; HEADER + MAX_SUBFLOWS * 2 * SLOT];
+    buf[0..4].copy_from_slice(&(HEADER as u32).to_ne_bytes());
+    buf[12..16].copy_from_slice(&((2 * SLOT) as u32).to_ne_bytes());
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: valid fd, buffer and length; the kernel writes at most `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(fd.as_raw_fd(), SOL_MPTCP, MPTCP_SUBFLOW_ADDRS, buf.as_mut_ptr().cast(), &mut len)
+    };
+    if r < 0 {
+        return None;
+    }
+    let n = u32::from_ne_bytes(buf[4..8].try_into().ok()?) as usize;
+    let mut out = Vec::new();
+    for i in 0..n.min(MAX_SUBFLOWS) {
+        let at = HEADER + i * 2 * SLOT;
+        if at + 2 * SLOT > len as usize {
+            break;
+        }
+        if let (Some(l), Some(r)) =
+            (sockaddr_at(&buf[at..at + SLOT]), sockaddr_at(&buf[at + SLOT..at + 2 * SLOT]))
+        {
+            out.push((l, r));
+        }
+    }
+    Some(out)
+}
+
 /// Sending and receiving MSS from `TCP_INFO`.
 pub fn mss(fd: &impl AsRawFd) -> Option<(u32, u32)> {
     // SAFETY: tcp_info is plain data; zero is a valid value.
@@ -148,6 +195,12 @@ pub fn fill_view(fd: &impl AsRawFd, view: &mut crate::proto::ConnectionView) {
         view.add_addr_accepted = Some(info.add_addr_accepted.max(view.add_addr_accepted.unwrap_or(0)));
     } else if view.is_mptcp == Some(false) {
         view.fallback = Some(true);
+    }
+    if let Some(addrs) = subflow_addrs(fd) {
+        // Keep the fullest list seen: subflows close before the connection does.
+        if addrs.len() >= view.subflow_addrs.len() {
+            view.subflow_addrs = addrs;
+        }
     }
     if let Some((snd, rcv)) = mss(fd) {
         view.snd_mss = Some(snd);
@@ -193,6 +246,8 @@ mod tests {
         assert_eq!(is_mptcp(&s), Some(true));
         let info = mptcp_info(&c).expect("MPTCP_INFO on an MPTCP socket");
         assert_eq!(info.flags & MPTCP_INFO_FLAG_FALLBACK, 0);
+        let subflows = subflow_addrs(&c).expect("MPTCP_SUBFLOW_ADDRS on an MPTCP socket");
+        assert_eq!(subflows, vec![(c.local_addr().unwrap().as_socket().unwrap(), target)]);
         let t = socket(&target, Transport::Tcp).unwrap();
         t.connect(&target.into()).unwrap();
         let (ts, _) = l.accept().unwrap();

@@ -101,6 +101,9 @@ fn clean_path_gives_mptcp_ok_only_over_ipv4_and_ipv6() {
         // the server's announced address accepted.
         let join = mptcp_test(&report, "join");
         assert!(join["subflows"].as_u64().unwrap() >= 2, "{join:#}");
+        let subflows = join["evidence"]["client"]["connections"][0]["subflow_addrs"].to_string();
+        let second = if server.contains(':') { addr::CLIENT2_V6 } else { addr::CLIENT2 };
+        assert!(subflows.contains(second), "no subflow from {second}: {subflows}");
         let add = mptcp_test(&report, "add_addr");
         assert!(
             add["evidence"]["client"]["connections"][0]["add_addr_accepted"].as_u64().unwrap() >= 1,
@@ -157,6 +160,9 @@ fn synack_option_stripped_is_named_with_the_clients_synack_as_evidence() {
     let f = &t["evidence"]["findings"][0];
     assert_eq!(f["packet"], "SYN/ACK");
     assert_eq!(f["end"], "client");
+    // The server's own account of why its side fell back.
+    let why = t["evidence"]["server"]["fallback_evidence"].to_string();
+    assert!(why.contains("third ACK received without"), "{t:#}");
 }
 
 #[test]
@@ -358,4 +364,35 @@ fn a_wrong_port_or_another_protocol_version_is_named() {
     let (code, err) = run(&["127.0.0.1", "--control-port", "18083"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("speaks test protocol 99 (mptcp-probe 9.9.9)"), "{err}");
+}
+
+#[test]
+fn an_unprivileged_user_still_gets_a_report_on_socket_and_server_evidence() {
+    require_root();
+    let lab = Lab::up();
+    let _srv = serve(&lab);
+    let out = lab
+        .c
+        .cmd("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(probe_bin())
+        .args(["check", "--server", addr::SERVER, "--tests", "handshake,http,join", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("without the eBPF observer") && stderr.contains("CAP_BPF"), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    validate(&report);
+    assert_eq!(report["client"]["observer"], "none");
+    assert!(!report["client"]["cannot_establish"].as_array().unwrap().is_empty());
+    assert_eq!(mptcp_test(&report, "http")["verdicts"], serde_json::json!(["mptcp_ok"]));
+    // The join test needs the path manager: not run, and said so, rather than guessed.
+    let join = mptcp_test(&report, "join");
+    assert_eq!(join["outcome"], "error");
+    assert!(
+        join["error"].as_str().unwrap().starts_with("not run: cannot configure the path manager"),
+        "{join:#}"
+    );
+    assert_eq!(join["verdicts"], serde_json::json!([]));
 }

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     flows::{self, FlowNotes, FlowSummary},
-    proto::{HandshakeSource, HandshakeView, SegmentStats},
+    proto::{HandshakeSource, HandshakeView, SegmentStats, WireSummary},
 };
 
 /// Packet events kept per connection, and connections kept.
@@ -230,12 +230,15 @@ impl HandshakeSource for ObserverService {
         handshake_of(&self.packets(local, peer))
     }
 
-    fn received_segments(&self, local: SocketAddr, peer: SocketAddr) -> Option<SegmentStats> {
+    fn wire(&self, local: SocketAddr, peer: SocketAddr) -> Option<WireSummary> {
         let s = self.summary(local, peer)?;
-        Some(SegmentStats {
-            count: s.data_segments.rx as u64,
-            bytes: s.payload_bytes.rx,
-            max: s.max_segment.rx,
+        Some(WireSummary {
+            received_segments: SegmentStats {
+                count: s.data_segments.rx as u64,
+                bytes: s.payload_bytes.rx,
+                max: s.max_segment.rx,
+            },
+            fallback_evidence: s.fallback_evidence,
         })
     }
 }

@@ -507,21 +507,20 @@ impl Recorder {
     /// Also the data segments received so far, as the observer counted them on the wire.
     fn refresh(&self, fd: RawFd) {
         let mut inner = self.lock();
-        sock::fill_view(&fd, &mut inner.base);
-        let segments = match (&self.state.source, inner.base.local, inner.base.peer) {
-            (Some(source), Some(local), Some(peer)) => source.received_segments(local, peer),
+        let wire = match (&self.state.source, inner.base.local, inner.base.peer) {
+            (Some(source), Some(local), Some(peer)) => source.wire(local, peer),
             _ => None,
         };
-        if segments.is_some() {
-            inner.base.segment_sizes = segments.clone();
-        }
+        let apply = |v: &mut ConnectionView| {
+            sock::fill_view(&fd, v);
+            if let Some(w) = &wire {
+                v.segment_sizes = Some(w.received_segments.clone());
+                v.fallback_evidence = w.fallback_evidence.clone();
+            }
+        };
+        apply(&mut inner.base);
         for (_, slot) in &inner.slots {
-            store::with(slot, |v| {
-                sock::fill_view(&fd, v);
-                if segments.is_some() {
-                    v.segment_sizes = segments.clone();
-                }
-            });
+            store::with(slot, |v| apply(v));
         }
     }
 }

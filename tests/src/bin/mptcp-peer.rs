@@ -56,6 +56,49 @@ enum Cmd {
         #[arg(long)]
         iface: String,
     },
+    /// Bulk sender for benchmarks: writes for `seconds` (as fast as it can, or at `--rate-mbps`),
+    /// then waits for the sink's byte count; prints JSON.
+    Blast {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long)]
+        seconds: f64,
+        /// Average sending rate in MB/s (10^6 bytes); 0: as fast as possible.
+        #[arg(long, default_value_t = 0)]
+        rate_mbps: u64,
+        #[arg(long)]
+        tcp: bool,
+    },
+    /// Benchmark receiver: accepts connections (a thread each), reads each to EOF and answers
+    /// with the byte count. Serves `count` connections (0: until `timeout`).
+    Sink {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 0)]
+        count: u32,
+        #[arg(long)]
+        tcp: bool,
+        /// Exits after this many seconds in any case.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Many short connections to a sink: connect, send a little, close. `--concurrent N` opens N
+    /// at a time and holds them `--hold-ms` before closing them. Prints JSON.
+    Churn {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long)]
+        count: u32,
+        #[arg(long, default_value_t = 1)]
+        concurrent: u32,
+        #[arg(long, default_value_t = 0)]
+        hold_ms: u64,
+        /// Stops opening connections after this many seconds.
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+        #[arg(long)]
+        tcp: bool,
+    },
 }
 
 /// FNV-1a, enough to tell whether the bytes arrived unchanged.
@@ -211,10 +254,201 @@ fn tcx(iface: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A connected stream over MPTCP (or TCP with `tcp`).
+fn connect_stream(connect: &SocketAddr, tcp: bool) -> anyhow::Result<TcpStream> {
+    let fd = socket(connect, tcp)?;
+    // SAFETY: fd is a fresh socket we own; the stream closes it, also on error below.
+    let s = unsafe { TcpStream::from_raw_fd(fd) };
+    let (ss, len) = sockaddr(connect);
+    // SAFETY: valid fd and sockaddr.
+    check(unsafe { libc::connect(fd, (&ss as *const libc::sockaddr_storage).cast(), len) }, "connect")?;
+    Ok(s)
+}
+
+/// 1 while the socket speaks MPTCP, 0 for TCP (or after fallback), -1 when the kernel cannot say.
+fn is_mptcp(s: &TcpStream) -> i32 {
+    use std::os::fd::AsRawFd;
+    let mut v: i32 = -1;
+    let mut olen = 4 as libc::socklen_t;
+    // SAFETY: valid fd and option buffer.
+    let ret = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            TCP_IS_MPTCP,
+            (&mut v as *mut i32).cast(),
+            &mut olen,
+        )
+    };
+    if ret < 0 {
+        -1
+    } else {
+        v
+    }
+}
+
+fn blast(connect: SocketAddr, seconds: f64, rate_mbps: u64, tcp: bool) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    let mut s = connect_stream(&connect, tcp)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let chunk: Vec<u8> = (0..256 * 1024).map(|i: usize| (i * 7 + i / 251) as u8).collect();
+    let limit = Duration::from_secs_f64(seconds.max(0.0));
+    let mut sent: u64 = 0;
+    while start.elapsed() < limit {
+        s.write_all(&chunk)?;
+        sent += chunk.len() as u64;
+        if rate_mbps > 0 {
+            // Sleep until this many bytes are due at the rate (an average, in 256 KiB bursts).
+            let due = Duration::from_secs_f64(sent as f64 / (rate_mbps as f64 * 1e6));
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait.min(limit.saturating_sub(start.elapsed())));
+            }
+        }
+    }
+    let mptcp = is_mptcp(&s);
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).context("reading the sink's answer")?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let received: u64 = answer.trim().parse().unwrap_or(0);
+    println!(
+        "{}",
+        serde_json::json!({"sent_bytes": sent, "received_bytes": received, "seconds": elapsed,
+                           "is_mptcp": mptcp, "local_port": s.local_addr()?.port()})
+    );
+    if received != sent {
+        bail!("the sink received {received} bytes of {sent}");
+    }
+    Ok(())
+}
+
+fn sink(listen: SocketAddr, count: u32, tcp: bool, timeout: u64) -> anyhow::Result<()> {
+    let fd = socket(&listen, tcp)?;
+    // SAFETY: fd is a fresh socket we own.
+    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    let (ss, len) = sockaddr(&listen);
+    // SAFETY: valid fd and sockaddr.
+    check(unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) }, "bind")?;
+    // SAFETY: valid fd; a deep backlog, for bursts of concurrent connections.
+    check(unsafe { libc::listen(fd, 4096) }, "listen")?;
+    listener.set_nonblocking(true)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
+    let mut served = 0;
+    let mut threads = Vec::new();
+    while count == 0 || served < count {
+        match listener.accept() {
+            Ok((mut s, _)) => {
+                s.set_nonblocking(false)?;
+                s.set_read_timeout(Some(Duration::from_secs(60)))?;
+                let t = std::thread::Builder::new().stack_size(128 * 1024).spawn(move || {
+                    let mut buf = vec![0u8; 128 * 1024];
+                    let mut total: u64 = 0;
+                    loop {
+                        match s.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => total += n as u64,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(_) => return,
+                        }
+                    }
+                    let _ = write!(s, "{total}");
+                })?;
+                threads.push(t);
+                threads.retain(|t| !t.is_finished());
+                served += 1;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if std::time::Instant::now() > deadline {
+                    if count == 0 {
+                        return Ok(());
+                    }
+                    bail!("served {served} of {count} connections within {timeout} s");
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
+fn churn(
+    connect: SocketAddr,
+    count: u32,
+    concurrent: u32,
+    hold_ms: u64,
+    seconds: f64,
+    tcp: bool,
+) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    let limit = Duration::from_secs_f64(seconds.max(0.0));
+    let (mut ok, mut failed, mut mptcp) = (0u32, 0u32, 0u32);
+    let mut first_error = None;
+    let mut opened = 0u32;
+    while opened < count && start.elapsed() < limit {
+        let batch = concurrent.max(1).min(count - opened);
+        let mut open = Vec::with_capacity(batch as usize);
+        for _ in 0..batch {
+            opened += 1;
+            match connect_stream(&connect, tcp).and_then(|mut s| {
+                s.write_all(b"x")?;
+                Ok(s)
+            }) {
+                Ok(s) => open.push(s),
+                Err(e) => {
+                    failed += 1;
+                    first_error.get_or_insert_with(|| format!("{e:#}"));
+                }
+            }
+        }
+        if hold_ms > 0 {
+            std::thread::sleep(Duration::from_millis(hold_ms));
+        }
+        for mut s in open {
+            let m = is_mptcp(&s);
+            let res = s.set_read_timeout(Some(Duration::from_secs(30))).and_then(|()| {
+                s.shutdown(std::net::Shutdown::Write)?;
+                let mut answer = String::new();
+                s.read_to_string(&mut answer)?;
+                Ok(answer)
+            });
+            match res {
+                Ok(a) if a.trim() == "1" => {
+                    ok += 1;
+                    mptcp += (m == 1) as u32;
+                }
+                Ok(a) => {
+                    failed += 1;
+                    first_error.get_or_insert_with(|| format!("unexpected answer {a:?}"));
+                }
+                Err(e) => {
+                    failed += 1;
+                    first_error.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"connections": ok, "failed": failed, "mptcp": mptcp, "seconds": elapsed,
+                           "per_second": ok as f64 / elapsed.max(1e-9), "first_error": first_error})
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Server { listen, count, tcp, timeout } => server(listen, count, tcp, timeout),
         Cmd::Client { connect, bytes, bind_port, tcp, hold } => client(connect, bytes, bind_port, tcp, hold),
         Cmd::Tcx { iface } => tcx(&iface),
+        Cmd::Blast { connect, seconds, rate_mbps, tcp } => blast(connect, seconds, rate_mbps, tcp),
+        Cmd::Sink { listen, count, tcp, timeout } => sink(listen, count, tcp, timeout),
+        Cmd::Churn { connect, count, concurrent, hold_ms, seconds, tcp } => {
+            churn(connect, count, concurrent, hold_ms, seconds, tcp)
+        }
     }
 }
