@@ -141,7 +141,7 @@ pub fn run() -> anyhow::Result<()> {
         ]);
     }
     drop(lab);
-    let header = ["scenario", "mptcp", "SYN", "SYN/ACK", "third ACK", "DSS tx", "evidence", "time", ""];
+    let header = ["scenario", "mptcp", "SYN", "SYN/ACK", "third ACK", "DSS tx", "evidence", "time", "ok"];
     print_table(&header, &rows);
     if failures > 0 {
         bail!("{failures} scenario(s) did not show what they should");
