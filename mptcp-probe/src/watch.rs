@@ -57,7 +57,7 @@ struct Watch {
     ifaces: BTreeMap<u32, String>,
     mib_names: Vec<String>,
     /// MPTCP socket address → (local, remote), from socket-state events, to place fentry reasons.
-    msk: HashMap<u64, ((IpAddr, u16), (IpAddr, u16))>,
+    msk: HashMap<u64, (Endpoint, Endpoint)>,
     decode_errors: u64,
     /// Flows the kernel's LRU table dropped before they could be summarised.
     evicted_unsummarised: u64,
@@ -67,6 +67,9 @@ struct Watch {
 }
 
 const MAX_MSK_ENTRIES: usize = 65536;
+
+/// An address and port as the kernel's socket events give them.
+type Endpoint = (IpAddr, u16);
 
 impl Watch {
     fn print(&mut self, line: String) {

@@ -6,6 +6,9 @@ use mptcp_probe_common::event::{
 };
 use thiserror::Error;
 
+// Events are decoded one at a time from the ring buffer and handled in place; boxing the
+// packet variant would cost an allocation per packet event for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug)]
 pub enum Event {
     Packet(PacketEvent),

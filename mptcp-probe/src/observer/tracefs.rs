@@ -1,7 +1,11 @@
 //! tracefs: mounting it where it is missing, and reading field offsets from tracepoint format
 //! files so that the kernel programs never depend on hard-coded layouts.
 
-use std::{collections::HashMap, fs, path::PathBuf};
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+};
 
 use thiserror::Error;
 
@@ -37,14 +41,14 @@ pub fn ensure_mounted() -> Result<PathBuf, TracefsError> {
 }
 
 /// Field name → byte offset, from a tracepoint's format file.
-pub fn read_format(root: &PathBuf, category: &str, name: &str) -> Result<HashMap<String, u16>, TracefsError> {
+pub fn read_format(root: &Path, category: &str, name: &str) -> Result<HashMap<String, u16>, TracefsError> {
     let path = root.join("events").join(category).join(name).join("format");
     let text =
         fs::read_to_string(&path).map_err(|e| TracefsError::Missing(format!("{category}:{name}"), e))?;
     Ok(parse_format(&text))
 }
 
-/// Parses lines like `field:__u16 sport;	offset:24;	size:2;	signed:0;`.
+/// Parses lines like `field:__u16 sport; offset:24; size:2; signed:0;` (tab-separated).
 pub fn parse_format(text: &str) -> HashMap<String, u16> {
     let mut out = HashMap::new();
     for line in text.lines() {
