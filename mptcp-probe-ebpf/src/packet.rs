@@ -536,3 +536,9 @@ fn emit<const L2: bool>(ctx: &TcContext, sc: &mut Scratch, w: u16) {
         count(counters::RINGBUF_DROPS);
     }
 }
+
+/// Does nothing: the floor that `mptcp-probe prog-bench` measures the harness with.
+#[classifier]
+pub fn tc_empty(_ctx: TcContext) -> i32 {
+    TC_NEXT
+}

@@ -81,7 +81,7 @@ mod frame {
     /// with `options` (a multiple of 4 bytes) and `payload` zero bytes. Checksums are left zero:
     /// the programs do not check them.
     pub fn build(v6: bool, sport: u16, flags: u8, options: &[u8], payload: usize) -> Vec<u8> {
-        assert!(options.len() % 4 == 0 && options.len() <= 40, "options must be padded");
+        assert!(options.len().is_multiple_of(4) && options.len() <= 40, "options must be padded");
         let tcp_len = 20 + options.len() + payload;
         let mut f = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01];
         if v6 {

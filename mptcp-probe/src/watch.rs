@@ -181,7 +181,11 @@ impl Watch {
     fn summarize(&mut self, key: &FlowKey, remove: bool) {
         let notes = self.table.take(key);
         let st = if remove { self.obs.take_flow_state(key) } else { self.obs.flow_state(key) };
-        let Some(st) = st else { return };
+        let Some(st) = st else {
+            // The kernel table evicted it before its end: nothing left to summarise.
+            self.evicted_unsummarised += 1;
+            return;
+        };
         let iface = self.ifaces.get(&key.ifindex).cloned().unwrap_or_else(|| key.ifindex.to_string());
         let s = flows::summarize(key, &st, &notes, &iface, self.netns);
         let line =

@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask setup | test | measure`.
 
+mod bench;
 mod measure;
 mod setup;
 
@@ -35,6 +36,20 @@ enum Cmd {
     },
     /// Set up, build, and show the observer at work on real MPTCP traffic in a namespace lab.
     Measure,
+    /// Set up, build, and measure what observing costs in a namespace lab (a few minutes):
+    /// throughput and CPU against tcpdump, per-packet cost, short connections, flow-table
+    /// overflow, bytes kept, ring-buffer drops.
+    Bench {
+        /// Tiny sizes (well under a minute), still every figure: the smoke mode.
+        #[arg(long)]
+        quick: bool,
+        /// Print one JSON object with every figure instead of the tables.
+        #[arg(long)]
+        json: bool,
+        /// Repetitions of each bulk configuration (default 5; 3 with --quick).
+        #[arg(long)]
+        repeat: Option<u32>,
+    },
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -117,6 +132,7 @@ fn main() -> ExitCode {
         Cmd::Setup { with_test_tools } => setup::run(&setup::SetupOpts { with_test_tools }),
         Cmd::Test { fuzz_seconds } => test(fuzz_seconds),
         Cmd::Measure => measure::run(),
+        Cmd::Bench { quick, json, repeat } => bench::run(quick, json, repeat),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -56,16 +56,13 @@ enum Cmd {
         #[arg(long)]
         iface: String,
     },
-    /// Bulk sender for benchmarks: writes for `seconds` (as fast as it can, or at `--rate-mbps`),
-    /// then waits for the sink's byte count; prints JSON.
+    /// Bulk sender for benchmarks: writes as fast as it can for `seconds`, then waits for the
+    /// sink's byte count; prints JSON.
     Blast {
         #[arg(long)]
         connect: SocketAddr,
         #[arg(long)]
         seconds: f64,
-        /// Average sending rate in MB/s (10^6 bytes); 0: as fast as possible.
-        #[arg(long, default_value_t = 0)]
-        rate_mbps: u64,
         #[arg(long)]
         tcp: bool,
     },
@@ -287,7 +284,7 @@ fn is_mptcp(s: &TcpStream) -> i32 {
     }
 }
 
-fn blast(connect: SocketAddr, seconds: f64, rate_mbps: u64, tcp: bool) -> anyhow::Result<()> {
+fn blast(connect: SocketAddr, seconds: f64, tcp: bool) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
     let mut s = connect_stream(&connect, tcp)?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -297,13 +294,6 @@ fn blast(connect: SocketAddr, seconds: f64, rate_mbps: u64, tcp: bool) -> anyhow
     while start.elapsed() < limit {
         s.write_all(&chunk)?;
         sent += chunk.len() as u64;
-        if rate_mbps > 0 {
-            // Sleep until this many bytes are due at the rate (an average, in 256 KiB bursts).
-            let due = Duration::from_secs_f64(sent as f64 / (rate_mbps as f64 * 1e6));
-            if let Some(wait) = due.checked_sub(start.elapsed()) {
-                std::thread::sleep(wait.min(limit.saturating_sub(start.elapsed())));
-            }
-        }
     }
     let mptcp = is_mptcp(&s);
     s.shutdown(std::net::Shutdown::Write)?;
@@ -331,43 +321,37 @@ fn sink(listen: SocketAddr, count: u32, tcp: bool, timeout: u64) -> anyhow::Resu
     check(unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) }, "bind")?;
     // SAFETY: valid fd; a deep backlog, for bursts of concurrent connections.
     check(unsafe { libc::listen(fd, 4096) }, "listen")?;
-    listener.set_nonblocking(true)?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
+    // A blocking accept (no polling delay per connection); the time limit is a watchdog.
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(timeout));
+        eprintln!("sink: time limit of {timeout} s reached");
+        std::process::exit(if count == 0 { 0 } else { 1 });
+    });
     let mut served = 0;
     let mut threads = Vec::new();
     while count == 0 || served < count {
-        match listener.accept() {
-            Ok((mut s, _)) => {
-                s.set_nonblocking(false)?;
-                s.set_read_timeout(Some(Duration::from_secs(60)))?;
-                let t = std::thread::Builder::new().stack_size(128 * 1024).spawn(move || {
-                    let mut buf = vec![0u8; 128 * 1024];
-                    let mut total: u64 = 0;
-                    loop {
-                        match s.read(&mut buf) {
-                            Ok(0) => break,
-                            Ok(n) => total += n as u64,
-                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                            Err(_) => return,
-                        }
-                    }
-                    let _ = write!(s, "{total}");
-                })?;
-                threads.push(t);
-                threads.retain(|t| !t.is_finished());
-                served += 1;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if std::time::Instant::now() > deadline {
-                    if count == 0 {
-                        return Ok(());
-                    }
-                    bail!("served {served} of {count} connections within {timeout} s");
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
+        let (mut s, _) = match listener.accept() {
+            Ok(a) => a,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e.into()),
-        }
+        };
+        s.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let t = std::thread::Builder::new().stack_size(128 * 1024).spawn(move || {
+            let mut buf = vec![0u8; 128 * 1024];
+            let mut total: u64 = 0;
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => total += n as u64,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
+            }
+            let _ = write!(s, "{total}");
+        })?;
+        threads.push(t);
+        threads.retain(|t| !t.is_finished());
+        served += 1;
     }
     for t in threads {
         let _ = t.join();
@@ -445,7 +429,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Server { listen, count, tcp, timeout } => server(listen, count, tcp, timeout),
         Cmd::Client { connect, bytes, bind_port, tcp, hold } => client(connect, bytes, bind_port, tcp, hold),
         Cmd::Tcx { iface } => tcx(&iface),
-        Cmd::Blast { connect, seconds, rate_mbps, tcp } => blast(connect, seconds, rate_mbps, tcp),
+        Cmd::Blast { connect, seconds, tcp } => blast(connect, seconds, tcp),
         Cmd::Sink { listen, count, tcp, timeout } => sink(listen, count, tcp, timeout),
         Cmd::Churn { connect, count, concurrent, hold_ms, seconds, tcp } => {
             churn(connect, count, concurrent, hold_ms, seconds, tcp)
