@@ -109,6 +109,23 @@ fn clean_mptcp_transfer_is_seen_with_rfc8684_lengths_and_agrees_with_tshark() {
     let counters = out.counters();
     assert_eq!(counters["kernel"]["ringbuf_dropped_events"], 0, "{counters}");
     assert!(counters["kernel"]["packets_inspected"].as_u64().unwrap() > 0);
+
+    // The header-only trace: one frame per reported packet, tshark decodes the same MPTCP
+    // handshake from it, and no frame holds a byte of payload.
+    let frames = oracle::frame_lengths(&pcap);
+    assert_eq!(frames.len(), out.packets().count(), "one frame per packet event");
+    for (cap_len, len, ip_hdr, tcp_hdr) in &frames {
+        assert_eq!(*cap_len, ip_hdr + tcp_hdr, "a frame holds more than headers: {frames:?}");
+        assert!(len >= cap_len);
+    }
+    assert!(frames.iter().any(|(c, l, ..)| l > c), "no data segment in the trace");
+    let traced = oracle::decode(&pcap);
+    let t_syn = traced.iter().find(|p| p.src_port == 40001 && p.syn && !p.ack).expect("SYN in the trace");
+    assert_eq!(t_syn.mptcp, vec![(0, 4)]);
+    assert!(
+        traced.iter().any(|p| p.src_port == 40001 && !p.syn && p.mptcp.contains(&(0, 20))),
+        "third ACK with MP_CAPABLE/20 not in the trace"
+    );
 }
 
 #[test]
