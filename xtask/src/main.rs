@@ -120,11 +120,58 @@ fn test(fuzz_seconds: u32) -> anyhow::Result<()> {
             .args(["+nightly", "fuzz", "run", "parse_options", "--", &max_time])
             .current_dir(workspace_root().join("fuzz")))?;
     }
-    run(cargo()
-        .args(["test", "--release", "--workspace", "--exclude", "mptcp-probe-ebpf"])
+    let mut cmd = cargo();
+    cmd.args(["test", "--release", "--workspace", "--exclude", "mptcp-probe-ebpf"])
         .env("MPTCP_PROBE_BIN", release_bin("mptcp-probe"))
-        .env("MPTCP_PEER_BIN", release_bin("mptcp-peer")))?;
+        .env("MPTCP_PEER_BIN", release_bin("mptcp-peer"))
+        .current_dir(workspace_root())
+        .stdout(std::process::Stdio::piped());
+    eprintln!("xtask: $ {}", describe(&cmd));
+    let mut child = cmd.spawn().context("starting cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    if let Some(out) = child.stdout.take() {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{line}");
+            if let Some((p, f)) = parse_test_result(&line) {
+                passed += p;
+                failed += f;
+            }
+        }
+    }
+    let status = child.wait()?;
+    // One closing line for the whole suite: the last binary's summary may be an empty doc-test run.
+    println!("tests: {passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("cargo test failed: {status}");
+    }
     Ok(())
+}
+
+/// Counts of a libtest summary line: `test result: ok. 12 passed; 0 failed; ...`.
+fn parse_test_result(line: &str) -> Option<(u64, u64)> {
+    let rest = line.strip_prefix("test result: ")?;
+    let num = |word: &str| {
+        rest.split(';')
+            .find_map(|part| part.trim().trim_start_matches(|c: char| !c.is_ascii_digit()).strip_suffix(word))
+            .and_then(|n| n.trim().parse().ok())
+    };
+    Some((num(" passed")?, num(" failed")?))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn libtest_summary_lines_are_counted() {
+        let l =
+            "test result: ok. 12 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out; finished in 8.40s";
+        assert_eq!(super::parse_test_result(l), Some((12, 3)));
+        assert_eq!(
+            super::parse_test_result("test result: FAILED. 0 passed; 1 failed; 0 ignored"),
+            Some((0, 1))
+        );
+        assert_eq!(super::parse_test_result("running 3 tests"), None);
+    }
 }
 
 fn main() -> ExitCode {
