@@ -357,16 +357,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     run_with(args, source).await
 }
 
-/// The addresses this host's path manager announces (its `signal` endpoints).
+/// The addresses this host's path manager announces (its `signal` endpoints), read at most every
+/// ten seconds: `/v1/info` is public, and each reading runs `ip`.
 fn announced() -> Vec<String> {
-    crate::pm::endpoints()
+    static CACHE: std::sync::Mutex<Option<(std::time::Instant, Vec<String>)>> = std::sync::Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((at, list)) = cache.as_ref() {
+        if at.elapsed() < Duration::from_secs(10) {
+            return list.clone();
+        }
+    }
+    let list: Vec<String> = crate::pm::endpoints()
         .map(|e| {
             e.into_iter()
                 .filter(|(_, _, f)| f.iter().any(|x| x == "signal"))
                 .map(|(_, a, _)| a.to_string())
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    *cache = Some((std::time::Instant::now(), list.clone()));
+    list
 }
 
 /// Accepts connections on one listener; its connection tasks end with it.
