@@ -343,7 +343,7 @@ pub fn classify(e: &Evidence) -> Classification {
         }
         // NAT: the server sees another source than the client's own.
         if let (Some(local), Some(peer)) = (e.client.local, sv.peer) {
-            let (l, p) = (unmap(local), unmap(peer));
+            let (l, p) = (crate::sock::canonical(local), crate::sock::canonical(peer));
             if l != p {
                 f.push(finding(Verdict::Nat, "SYN", "server", format!("source {l}"), format!("source {p}")));
             }
@@ -436,16 +436,6 @@ pub fn classify(e: &Evidence) -> Classification {
 
 fn short(d: &str) -> &str {
     &d[..d.len().min(16)]
-}
-
-fn unmap(a: std::net::SocketAddr) -> std::net::SocketAddr {
-    match a.ip() {
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => std::net::SocketAddr::new(v4.into(), a.port()),
-            None => a,
-        },
-        _ => a,
-    }
 }
 
 #[cfg(test)]

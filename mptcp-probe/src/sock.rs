@@ -32,6 +32,11 @@ impl Transport {
     }
 }
 
+/// An address as one end names it: IPv4-mapped IPv6 addresses (from dual-stack sockets) as IPv4.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
 /// A stream socket of the given transport for `addr`'s family.
 pub fn socket(addr: &SocketAddr, transport: Transport) -> io::Result<Socket> {
     let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };

@@ -4,7 +4,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -46,17 +46,7 @@ impl Tuple {
 
     /// IPv4-mapped IPv6 addresses (from dual-stack sockets) compare as IPv4.
     pub fn new(local: SocketAddr, remote: SocketAddr) -> Self {
-        Self { local: unmap(local), remote: unmap(remote) }
-    }
-}
-
-fn unmap(a: SocketAddr) -> SocketAddr {
-    match a.ip() {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
-            None => a,
-        },
-        IpAddr::V4(_) => a,
+        Self { local: crate::sock::canonical(local), remote: crate::sock::canonical(remote) }
     }
 }
 

@@ -24,7 +24,7 @@ use tokio::{
 };
 
 use super::{
-    canonical, handshake,
+    handshake,
     limit::Permit,
     read_line, sha256_hex,
     store::{self, Slot},
@@ -160,8 +160,8 @@ pub(super) async fn serve(stream: TcpStream, rec: Arc<Recorder>) {
         fd: stream.as_raw_fd(),
         ctl: BufReader::new(Idle::new(stream, IDLE_TIMEOUT)),
         rec,
-        local: canonical(local),
-        peer: canonical(peer),
+        local: sock::canonical(local),
+        peer: sock::canonical(peer),
         user: None,
         slot: None,
         pending: None,

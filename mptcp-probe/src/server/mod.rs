@@ -434,10 +434,6 @@ async fn handle(service: Service, saved_syn: bool, stream: TcpStream, permit: Pe
 
 /// `addr` with an IPv4-mapped IPv6 address (from a dual-stack socket) shown as IPv4, as the
 /// client and the observer see it.
-fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
-}
-
 /// One accepted connection's observations. The view starts at accept time; it is stored once the
 /// connection names its test (an HTTP connection may name several: one stored view each), and
 /// updated in place until the connection ends, so the control port always shows the latest.
@@ -457,8 +453,8 @@ impl Recorder {
     fn start(kind: &str, stream: &TcpStream, saved_syn: bool, state: &Arc<State>) -> Arc<Self> {
         let mut base = ConnectionView {
             kind: kind.into(),
-            local: stream.local_addr().ok().map(canonical),
-            peer: stream.peer_addr().ok().map(canonical),
+            local: stream.local_addr().ok().map(sock::canonical),
+            peer: stream.peer_addr().ok().map(sock::canonical),
             ..Default::default()
         };
         sock::fill_view(stream, &mut base);
