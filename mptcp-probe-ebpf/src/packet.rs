@@ -7,7 +7,7 @@ use aya_ebpf::{macros::classifier, programs::TcContext};
 use mptcp_probe_common::{
     counters,
     event::{direction, tcp_flags, why, EventHeader, EventKind, PacketEvent, EVENT_VERSION, HEADER_BYTES},
-    flow::{self, FlowKey, FlowState, HandshakeOpt, HS_SYN, HS_SYN_ACK, HS_THIRD_ACK},
+    flow::{self, FlowState, HandshakeOpt, HS_SYN, HS_SYN_ACK, HS_THIRD_ACK},
     options::{
         dss, mptcp_status, opt_flags, parse_tcp_options_in, subtype, TcpOptions, MAX_MPTCP_OPTIONS,
         MAX_OPTION_BYTES,

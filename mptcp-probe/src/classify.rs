@@ -73,9 +73,19 @@ impl Verdict {
         }
     }
 
-    /// Verdicts that say MPTCP does not work as it should on the path (`nat` is informative).
+    /// Verdicts that say MPTCP does not work as it should on the path. The others are
+    /// informative: path properties MPTCP is built to survive (NAT, MSS clamping, sequence
+    /// rewriting, resegmentation), reported next to `mptcp_ok` when the connection stayed MPTCP.
     pub fn is_problem(self) -> bool {
-        !matches!(self, Verdict::MptcpOk | Verdict::Nat)
+        !matches!(
+            self,
+            Verdict::MptcpOk
+                | Verdict::Nat
+                | Verdict::MssRewritten
+                | Verdict::SeqRewritten
+                | Verdict::SegmentsSplit
+                | Verdict::SegmentsCoalesced
+        )
     }
 }
 
@@ -135,6 +145,8 @@ pub struct Evidence {
     pub received_digests: Vec<(String, String, String)>,
     /// Kernel MPTcpExt counters that moved on the client during the test.
     pub mib_delta: std::collections::BTreeMap<String, u64>,
+    /// The same on the server, as it reports them (empty: not known).
+    pub server_mib_delta: std::collections::BTreeMap<String, u64>,
     /// The join test: a second subflow through another local address.
     pub join: Option<JoinEvidence>,
     /// The add_addr test: the server announces another address.
@@ -197,7 +209,9 @@ pub fn fallback_reason(mib: &std::collections::BTreeMap<String, u64>) -> Option<
 
 /// Classifies an MPTCP test connection.
 pub fn classify(e: &Evidence) -> Classification {
-    let mut out = Classification { fallback_reason: fallback_reason(&e.mib_delta), ..Default::default() };
+    // The client's own reason first; where only the server fell back, the server's.
+    let reason = fallback_reason(&e.mib_delta).or_else(|| fallback_reason(&e.server_mib_delta));
+    let mut out = Classification { fallback_reason: reason, ..Default::default() };
     let f = &mut out.findings;
     let cw = e.client_wire.as_ref();
     let sv = e.server.as_ref();
@@ -205,9 +219,32 @@ pub fn classify(e: &Evidence) -> Classification {
     let is_mptcp = e.client.is_mptcp == Some(true) && e.client.fallback != Some(true);
     let fell_back = e.client.is_mptcp == Some(false) || e.client.fallback == Some(true);
 
+    let mib = |k: &str| e.mib_delta.get(k).copied().unwrap_or(0);
+    // The server answered the MP_CAPABLE SYN: whatever went wrong later, the SYN got through.
+    let synack_mpc = cw.map(|w| w.synack_mptcp.is_some()).unwrap_or(false) || mib("MPCapableSYNACKRX") > 0;
+
+    let server_mib = |k: &str| e.server_mib_delta.get(k).copied().unwrap_or(0);
+    // A DSS checksum failed at the server: the data were changed in flight. The kernels say so
+    // (checksums on) with DataCsumErr at the server and MP_FAIL to the client, whether the
+    // connection then fell back or stalled.
+    if server_mib("DataCsumErr") > 0 || mib("MPFailRx") > 0 {
+        let seen = if server_mib("DataCsumErr") > 0 {
+            format!(
+                "the server's kernel counted {} DSS checksum error(s) (DataCsumErr)",
+                server_mib("DataCsumErr")
+            )
+        } else {
+            format!(
+                "the server signalled a DSS checksum failure (MP_FAIL received {} time(s))",
+                mib("MPFailRx")
+            )
+        };
+        f.push(finding(Verdict::PayloadModified, "data", "server", "data matching its DSS checksum", seen));
+    }
+
     // The connection did not come up over MPTCP although plain TCP works.
     match e.outcome {
-        Some(Outcome::Timeout) if e.tcp_ok == Some(true) => {
+        Some(Outcome::Timeout) if e.tcp_ok == Some(true) && !synack_mpc => {
             f.push(finding(
                 Verdict::MptcpSynDropped,
                 "SYN",
@@ -216,7 +253,7 @@ pub fn classify(e: &Evidence) -> Classification {
                 "no answer within the timeout",
             ));
         }
-        Some(Outcome::Reset) | Some(Outcome::Refused) if e.tcp_ok == Some(true) => {
+        Some(Outcome::Reset) | Some(Outcome::Refused) if e.tcp_ok == Some(true) && !synack_mpc => {
             f.push(finding(
                 Verdict::MptcpReset,
                 "SYN",
@@ -227,7 +264,8 @@ pub fn classify(e: &Evidence) -> Classification {
         }
         _ => {}
     }
-    if e.outcome != Some(Outcome::Ok) {
+    // Nothing more to compare for a connection that never came up.
+    if e.outcome != Some(Outcome::Ok) && !synack_mpc {
         return out;
     }
 
@@ -304,14 +342,31 @@ pub fn classify(e: &Evidence) -> Classification {
         // not known; classified below as an unknown fallback.
     }
 
-    // Data-level evidence on an established connection.
-    if e.client_rx_without_dss.unwrap_or(0) > 0 && cw.map(|w| w.synack_mptcp.is_some()).unwrap_or(false) {
+    // Data-level evidence on an established connection. Data without DSS after the server found
+    // the data changed is its own fallback speaking, not a middlebox stripping options.
+    let modified = |f: &Vec<Finding>| f.iter().any(|x| x.verdict == Verdict::PayloadModified);
+    if e.client_rx_without_dss.unwrap_or(0) > 0
+        && cw.map(|w| w.synack_mptcp.is_some()).unwrap_or(false)
+        && mib("MPFailRx") == 0
+    {
         f.push(finding(
             Verdict::DssStripped,
             "data",
             "client",
             "DSS on every data segment of the MPTCP connection",
             format!("{} data segment(s) without DSS", e.client_rx_without_dss.unwrap_or(0)),
+        ));
+    }
+    // The other direction: the server's observer saw the client's data arrive without DSS, on a
+    // connection whose handshake completed as MPTCP at the server.
+    let server_rx_plain = sv.and_then(|s| s.received_without_dss).unwrap_or(0);
+    if server_rx_plain > 0 && sw.map(|w| w.ack_mptcp_len.unwrap_or(0) > 0).unwrap_or(false) {
+        f.push(finding(
+            Verdict::DssStripped,
+            "data",
+            "server",
+            "DSS on every data segment of the MPTCP connection, as the client sends them",
+            format!("{server_rx_plain} data segment(s) without DSS"),
         ));
     }
     if let Some(sv) = sv {
@@ -361,8 +416,16 @@ pub fn classify(e: &Evidence) -> Classification {
         }
     }
 
+    // Data without DSS after the handshake already fell back (the third ACK lost its option) or
+    // after the server found the data changed is a kernel's fallback speaking, not a middlebox
+    // stripping DSS.
+    let ack_stripped = out.findings.iter().any(|x| x.verdict == Verdict::AckOptionStripped);
+    if modified(&out.findings) || ack_stripped {
+        out.findings.retain(|x| x.verdict != Verdict::DssStripped);
+    }
+    let f = &mut out.findings;
+
     // Extra paths.
-    let mib = |k: &str| e.mib_delta.get(k).copied().unwrap_or(0);
     if let Some(j) = &e.join {
         // Only when the kernel did send an MP_JOIN SYN: otherwise nothing was blocked.
         if is_mptcp && j.subflows < 2 && mib("MPJoinSynTx") > 0 {
@@ -399,19 +462,44 @@ pub fn classify(e: &Evidence) -> Classification {
     let seq = out.findings.iter().any(|x| x.verdict == Verdict::SeqRewritten);
     let nat = out.findings.iter().any(|x| x.verdict == Verdict::Nat);
     let syn_strip = out.findings.iter().any(|x| x.verdict == Verdict::SynOptionStripped);
-    if seq && nat && syn_strip && cw.map(|w| w.synack_mptcp.is_none()).unwrap_or(false) {
-        out.findings.retain(|x| x.verdict != Verdict::SynOptionStripped);
+    // The same for plain TCP: both ends' ISNs differ (a sequence randomiser changes one side only).
+    let synack_isn_differs = match (cw.and_then(|w| w.synack_isn), sw.and_then(|w| w.synack_isn)) {
+        (Some(a), Some(b)) => a != b,
+        _ => false,
+    };
+    let mptcp_proxied = syn_strip && cw.map(|w| w.synack_mptcp.is_none()).unwrap_or(false);
+    if seq && nat && (mptcp_proxied || synack_isn_differs) {
+        // A re-originated connection has its own SYN, ISN and options by nature.
+        out.findings.retain(|x| !matches!(x.verdict, Verdict::SynOptionStripped | Verdict::SeqRewritten));
         out.findings.push(finding(
             Verdict::Proxied,
             "SYN",
             "both",
             "the client's SYN (options, ISN, source) at the server",
-            "another SYN: no MP_CAPABLE, another ISN and source: the connection was re-originated",
+            if mptcp_proxied {
+                "another SYN: no MP_CAPABLE, another ISN and source: the connection was re-originated"
+            } else {
+                "another SYN (another ISN and source) and another SYN/ACK: the connection was re-originated"
+            },
         ));
     }
 
     let problems = out.findings.iter().any(|x| x.verdict.is_problem());
-    if is_mptcp && !problems {
+    if is_mptcp && !problems && e.outcome != Some(Outcome::Ok) {
+        // Established, then stalled or broken while plain TCP works, with no evidence why.
+        if e.tcp_ok == Some(true) {
+            out.findings.push(finding(
+                Verdict::UnknownFallback,
+                "connection",
+                "client",
+                "the test completing over MPTCP, as it does over plain TCP",
+                format!(
+                    "the MPTCP connection was established, then the test ended with {}",
+                    e.outcome.map(|o| format!("{o:?}").to_lowercase()).unwrap_or_else(|| "an error".into())
+                ),
+            ));
+        }
+    } else if is_mptcp && !problems {
         out.findings.push(finding(
             Verdict::MptcpOk,
             "connection",
@@ -559,6 +647,8 @@ mod tests {
     #[test]
     fn timeout_or_reset_counts_only_when_plain_tcp_works() {
         let mut e = clean();
+        // The SYN/ACK never came.
+        e.client_wire = Some(hs(true, false, None));
         e.outcome = Some(Outcome::Timeout);
         assert_eq!(verdicts(&e), vec!["mptcp_syn_dropped"]);
         e.outcome = Some(Outcome::Reset);
@@ -613,6 +703,70 @@ mod tests {
         assert_eq!(c.fallback_reason.as_deref(), Some("DssFallback"));
     }
 
+    #[test]
+    fn established_then_stalled_is_not_a_dropped_syn() {
+        let mut e = clean();
+        e.outcome = Some(Outcome::Timeout);
+        assert_eq!(verdicts(&e), vec!["unknown_fallback"]);
+        e.outcome = Some(Outcome::Reset);
+        assert_eq!(verdicts(&e), vec!["unknown_fallback"]);
+        // ... unless the server says why: its kernel found DSS checksums wrong.
+        e.server_mib_delta = BTreeMap::from([("DataCsumErr".to_string(), 2), ("DssFallback".to_string(), 1)]);
+        let c = classify(&e);
+        assert_eq!(c.verdicts(), vec![Verdict::PayloadModified]);
+        assert!(c.findings[0].seen.contains("DataCsumErr"), "{:?}", c.findings);
+        // Only the server fell back: its reason is the connection's.
+        assert_eq!(c.fallback_reason.as_deref(), Some("DssFallback"));
+    }
+
+    #[test]
+    fn mp_fail_names_a_payload_change_not_a_dss_strip() {
+        let mut e = clean();
+        e.client.fallback = Some(true);
+        e.client_rx_without_dss = Some(3);
+        e.mib_delta = BTreeMap::from([("MPFailRx".to_string(), 1), ("DssFallback".to_string(), 1)]);
+        assert_eq!(verdicts(&e), vec!["payload_modified"]);
+    }
+
+    #[test]
+    fn data_without_dss_at_the_server_is_a_dss_strip() {
+        let mut e = clean();
+        e.client.fallback = Some(true);
+        e.server.as_mut().unwrap().received_without_dss = Some(9);
+        e.server_mib_delta = BTreeMap::from([("DssFallback".to_string(), 1)]);
+        let c = classify(&e);
+        assert_eq!(c.verdicts(), vec![Verdict::DssStripped]);
+        assert_eq!(c.findings[0].end, "server");
+        assert_eq!(c.fallback_reason.as_deref(), Some("DssFallback"));
+    }
+
+    #[test]
+    fn data_without_dss_after_a_stripped_third_ack_is_the_servers_fallback() {
+        let mut e = clean();
+        e.client.fallback = Some(true);
+        e.client_rx_without_dss = Some(1);
+        e.server.as_mut().unwrap().handshake = Some(hs(true, true, Some(false)));
+        e.mib_delta = BTreeMap::from([("MPCapableDataFallback".to_string(), 1)]);
+        assert_eq!(verdicts(&e), vec!["ack_option_stripped"]);
+    }
+
+    #[test]
+    fn a_proxy_re_originating_plain_tcp_is_named_by_both_isns() {
+        let mut e = clean();
+        let s = e.server.as_mut().unwrap();
+        s.peer = Some("203.0.113.1:50000".parse().unwrap());
+        let mut h = hs(true, true, Some(true));
+        h.syn_isn = Some(4242);
+        h.synack_isn = Some(7777);
+        s.handshake = Some(h);
+        // Only the client's ISN changed: a randomiser, with NAT; MPTCP still fine.
+        let mut one_side = e.clone();
+        one_side.server.as_mut().unwrap().handshake.as_mut().unwrap().synack_isn = Some(9000);
+        assert_eq!(verdicts(&one_side), vec!["mptcp_ok", "seq_rewritten", "nat"]);
+        // Both ISNs differ: the connection was terminated and re-originated.
+        assert_eq!(verdicts(&e), vec!["proxied", "nat"]);
+    }
+
     fn segments(count: u64, bytes: u64, max: u32) -> Option<SegmentStats> {
         Some(SegmentStats { count, bytes, max })
     }
@@ -623,10 +777,11 @@ mod tests {
         e.client_sent_segments = segments(10, 14480, 1448);
         e.server.as_mut().unwrap().segment_sizes = segments(10, 14480, 1448);
         assert_eq!(verdicts(&e), vec!["mptcp_ok"]);
+        // MPTCP survives resegmentation by design: informative, next to mptcp_ok.
         e.server.as_mut().unwrap().segment_sizes = segments(20, 14480, 724);
-        assert_eq!(verdicts(&e), vec!["segments_split"]);
+        assert_eq!(verdicts(&e), vec!["mptcp_ok", "segments_split"]);
         e.server.as_mut().unwrap().segment_sizes = segments(5, 14480, 2896);
-        assert_eq!(verdicts(&e), vec!["segments_coalesced"]);
+        assert_eq!(verdicts(&e), vec!["mptcp_ok", "segments_coalesced"]);
         // Retransmissions: more bytes sent than received, counts not comparable.
         e.client_sent_segments = segments(12, 17376, 1448);
         assert_eq!(verdicts(&e), vec!["mptcp_ok"]);

@@ -159,6 +159,9 @@ pub struct ConnectionView {
     pub notes: BTreeMap<String, String>,
     /// Data segments received, as on the wire (from the observer, offloads accounted for).
     pub segment_sizes: Option<SegmentStats>,
+    /// Data segments received without DSS although the connection negotiated MPTCP (observer).
+    #[serde(default)]
+    pub received_without_dss: Option<u32>,
     pub error: Option<String>,
 }
 
@@ -175,6 +178,9 @@ pub struct SegmentStats {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireSummary {
     pub received_segments: SegmentStats,
+    /// Data segments received without DSS on a connection that negotiated MPTCP.
+    #[serde(default)]
+    pub received_without_dss: u32,
     pub fallback_evidence: Vec<String>,
 }
 

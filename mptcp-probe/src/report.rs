@@ -67,6 +67,9 @@ pub struct TestEvidence {
     pub client: Value,
     pub server: Value,
     pub mib_delta: BTreeMap<String, u64>,
+    /// The server's MPTcpExt counters that moved during the test (its own report).
+    #[serde(default)]
+    pub server_mib_delta: BTreeMap<String, u64>,
     pub findings: Vec<Finding>,
 }
 

@@ -166,6 +166,38 @@ pub fn subflow_addrs(fd: &impl AsRawFd) -> Option<Vec<(SocketAddr, SocketAddr)>>
     Some(out)
 }
 
+/// `MPTCP_TCPINFO`: how many subflows have completed their handshake (a join whose SYN went
+/// unanswered is listed by the kernel, and counted by `MPTCP_INFO`, while it is still trying).
+pub fn synchronized_subflows(fd: &impl AsRawFd) -> Option<u8> {
+    const MPTCP_TCPINFO: i32 = 2;
+    const HEADER: usize = 16;
+    const MAX_SUBFLOWS: usize = 8;
+    let slot = size_of::<libc::tcp_info>();
+    let mut buf = vec![0u8; HEADER + MAX_SUBFLOWS * slot];
+    buf[0..4].copy_from_slice(&(HEADER as u32).to_ne_bytes());
+    buf[12..16].copy_from_slice(&(slot as u32).to_ne_bytes());
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: valid fd, buffer and length; the kernel writes at most `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(fd.as_raw_fd(), SOL_MPTCP, MPTCP_TCPINFO, buf.as_mut_ptr().cast(), &mut len)
+    };
+    if r < 0 {
+        return None;
+    }
+    let n = u32::from_ne_bytes(buf[4..8].try_into().ok()?) as usize;
+    let size_user = u32::from_ne_bytes(buf[12..16].try_into().ok()?) as usize;
+    if size_user == 0 {
+        return None;
+    }
+    // tcpi_state is the first byte of each entry: SYN_SENT 2, SYN_RECV 3, CLOSE 7 did not (or no
+    // longer) carry data.
+    let count = (0..n.min(MAX_SUBFLOWS))
+        .filter_map(|i| buf.get(HEADER + i * size_user).copied())
+        .filter(|state| !matches!(state, 2 | 3 | 7))
+        .count();
+    Some(count as u8)
+}
+
 /// Sending and receiving MSS from `TCP_INFO`.
 pub fn mss(fd: &impl AsRawFd) -> Option<(u32, u32)> {
     // SAFETY: tcp_info is plain data; zero is a valid value.
@@ -195,6 +227,8 @@ pub fn fill_view(fd: &impl AsRawFd, view: &mut crate::proto::ConnectionView) {
         // counts them all.
         let total =
             if info.subflows_total > 0 { info.subflows_total } else { info.subflows.saturating_add(1) };
+        // Only subflows that completed their handshake, where the kernel says which those are.
+        let total = synchronized_subflows(fd).map(|n| n.min(total)).unwrap_or(total);
         view.subflows = Some(total.max(view.subflows.unwrap_or(0)));
         view.add_addr_signal = Some(info.add_addr_signal.max(view.add_addr_signal.unwrap_or(0)));
         view.add_addr_accepted = Some(info.add_addr_accepted.max(view.add_addr_accepted.unwrap_or(0)));
@@ -253,6 +287,7 @@ mod tests {
         assert_eq!(info.flags & MPTCP_INFO_FLAG_FALLBACK, 0);
         let subflows = subflow_addrs(&c).expect("MPTCP_SUBFLOW_ADDRS on an MPTCP socket");
         assert_eq!(subflows, vec![(c.local_addr().unwrap().as_socket().unwrap(), target)]);
+        assert_eq!(synchronized_subflows(&c), Some(1), "one established subflow");
         let t = socket(&target, Transport::Tcp).unwrap();
         t.connect(&target.into()).unwrap();
         let (ts, _) = l.accept().unwrap();

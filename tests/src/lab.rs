@@ -68,7 +68,40 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        remove_netns(&self.name);
+    }
+}
+
+/// Kills every process left in a namespace (servers, middleboxes of a kept lab), then deletes it.
+pub fn remove_netns(name: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(pid) = pid.parse::<i32>() {
+                // SAFETY: signalling a process by pid.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+    let _ = Command::new("ip").args(["netns", "del", name]).output();
+}
+
+/// The labs present on this host (their run names), kept ones and leftovers of killed runs.
+pub fn runs() -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().map(|o| o.stdout).unwrap_or_default();
+    let mut runs: Vec<String> = String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|n| n.strip_prefix("mpp-")?.strip_suffix("-c").map(str::to_string))
+        .collect();
+    runs.sort();
+    runs.dedup();
+    runs
+}
+
+/// Removes a lab by its run name (processes in it included).
+pub fn remove(run: &str) {
+    for role in ["c", "m", "s"] {
+        remove_netns(&format!("mpp-{run}-{role}"));
     }
 }
 
@@ -119,6 +152,14 @@ impl Lab {
         let lab = Self { run, c, m, s };
         lab.wire();
         lab
+    }
+
+    /// Leaves the namespaces (and whatever runs in them) in place; returns the run name, for
+    /// `cargo xtask lab exec|down`.
+    pub fn keep(self) -> String {
+        let run = self.run.clone();
+        std::mem::forget(self);
+        run
     }
 
     fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {

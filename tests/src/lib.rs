@@ -3,9 +3,11 @@
 //! Used by the end-to-end tests and by `cargo xtask measure`.
 
 pub mod lab;
+pub mod matrix;
 pub mod oracle;
 pub mod peer;
 pub mod probe;
+pub mod scenario;
 
 use std::path::PathBuf;
 
@@ -46,6 +48,23 @@ pub fn peer_bin() -> PathBuf {
         }
     }
     panic!("mptcp-peer is not built: run `cargo build -p mptcp-probe-tests`")
+}
+
+/// The lab's `mptcp-middlebox` next to the probe, or `MPTCP_MIDDLEBOX_BIN`.
+pub fn middlebox_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("MPTCP_MIDDLEBOX_BIN") {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = option_env!("CARGO_BIN_EXE_mptcp-middlebox") {
+        return PathBuf::from(p);
+    }
+    for profile in ["release", "debug"] {
+        let p = target_dir().join(profile).join("mptcp-middlebox");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("mptcp-middlebox is not built: run `cargo build -p mptcp-probe-tests`")
 }
 
 /// True when running as root (the end-to-end tests need it to create namespaces and load eBPF).

@@ -25,6 +25,8 @@ pub struct Packet {
     pub dst_port: u16,
     pub syn: bool,
     pub ack: bool,
+    /// TCP payload bytes.
+    pub len: u32,
     /// (subtype, length) of every MPTCP option, in order.
     pub mptcp: Vec<(u8, u8)>,
 }
@@ -93,12 +95,14 @@ pub fn decode(file: &std::path::Path) -> Vec<Packet> {
         "tcp.option_len",
         "-e",
         "tcp.options.mptcp.subtype",
+        "-e",
+        "tcp.len",
     ]));
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .filter_map(|line| {
             let f: Vec<&str> = line.split('\t').collect();
-            if f.len() < 7 {
+            if f.len() < 8 {
                 return None;
             }
             let kinds: Vec<u8> = list(f[4]);
@@ -113,6 +117,7 @@ pub fn decode(file: &std::path::Path) -> Vec<Packet> {
                 dst_port: f[1].parse().ok()?,
                 syn: matches!(f[2], "1" | "True"),
                 ack: matches!(f[3], "1" | "True"),
+                len: f[7].trim().parse().unwrap_or(0),
                 mptcp: subtypes.into_iter().zip(mptcp_lens).collect(),
             })
         })

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | test | measure`.
+//! Project tasks: `cargo xtask setup | test | measure | lab | bench`.
 
 mod bench;
 mod measure;
@@ -34,8 +34,30 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         fuzz_seconds: u32,
     },
-    /// Set up, build, and show the observer at work on real MPTCP traffic in a namespace lab.
-    Measure,
+    /// Set up, build, and run `serve` + `check` through every middlebox scenario of the namespace
+    /// lab; prints expected against observed verdicts and fails if any scenario disagrees.
+    Measure {
+        /// Only this scenario (repeatable); default: all of them.
+        #[arg(long = "scenario", value_name = "NAME")]
+        scenarios: Vec<String>,
+        /// Print the matrix as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Leave the lab up (middlebox and server running) to explore; needs one --scenario.
+        #[arg(long)]
+        keep: bool,
+        /// Runs of `check` per scenario.
+        #[arg(long, default_value_t = 1)]
+        repeat: u32,
+        /// Bytes each way of the bulk test.
+        #[arg(long, default_value_t = 300_000)]
+        bulk_bytes: u64,
+    },
+    /// The namespace lab by hand: `up [--scenario NAME]`, `exec c|m|s -- CMD`, `down`, `list`.
+    Lab {
+        #[command(subcommand)]
+        cmd: LabCmd,
+    },
     /// Set up, build, and measure what observing costs in a namespace lab (a few minutes):
     /// throughput and CPU against tcpdump, per-packet cost, short connections, flow-table
     /// overflow, bytes kept, ring-buffer drops.
@@ -50,6 +72,34 @@ enum Cmd {
         #[arg(long)]
         repeat: Option<u32>,
     },
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    /// Create a lab (client, router, server) with a scenario's middlebox (default: clean) and
+    /// `mptcp-probe serve` running; prints its run name.
+    Up {
+        #[arg(long)]
+        scenario: Option<String>,
+    },
+    /// Remove a lab: its processes and namespaces.
+    Down {
+        #[arg(long)]
+        run: Option<String>,
+        /// Every lab on the host (also leftovers of killed runs).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Run a command in a lab host: c (client), m (router/middlebox), s (server).
+    Exec {
+        role: String,
+        #[arg(long)]
+        run: Option<String>,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// The labs that are up.
+    List,
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -124,6 +174,7 @@ fn test(fuzz_seconds: u32) -> anyhow::Result<()> {
     cmd.args(["test", "--release", "--workspace", "--exclude", "mptcp-probe-ebpf"])
         .env("MPTCP_PROBE_BIN", release_bin("mptcp-probe"))
         .env("MPTCP_PEER_BIN", release_bin("mptcp-peer"))
+        .env("MPTCP_MIDDLEBOX_BIN", release_bin("mptcp-middlebox"))
         .current_dir(workspace_root())
         .stdout(std::process::Stdio::piped());
     eprintln!("xtask: $ {}", describe(&cmd));
@@ -178,7 +229,15 @@ fn main() -> ExitCode {
     let res = match Cli::parse().cmd {
         Cmd::Setup { with_test_tools } => setup::run(&setup::SetupOpts { with_test_tools }),
         Cmd::Test { fuzz_seconds } => test(fuzz_seconds),
-        Cmd::Measure => measure::run(),
+        Cmd::Measure { scenarios, json, keep, repeat, bulk_bytes } => {
+            measure::run(measure::MeasureOpts { scenarios, json, keep, repeat, bulk_bytes })
+        }
+        Cmd::Lab { cmd } => measure::lab(match cmd {
+            LabCmd::Up { scenario } => measure::LabCmd::Up { scenario },
+            LabCmd::Down { run, all } => measure::LabCmd::Down { run, all },
+            LabCmd::Exec { role, run, cmd } => measure::LabCmd::Exec { role, run, cmd },
+            LabCmd::List => measure::LabCmd::List,
+        }),
         Cmd::Bench { quick, json, repeat } => bench::run(quick, json, repeat),
     };
     match res {

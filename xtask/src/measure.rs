@@ -1,165 +1,233 @@
-//! `cargo xtask measure`: builds everything, creates a namespace lab, and shows what the observer
-//! sees on real MPTCP traffic under a few path conditions, ending with a table of flow summaries.
+//! `cargo xtask measure`: builds everything, then for every middlebox scenario of the lab creates
+//! the namespaces, applies the middlebox in the router, runs `mptcp-probe serve` and
+//! `mptcp-probe check`, and prints a matrix of expected against observed verdicts.
+//! `cargo xtask lab up|down|exec|list`: the same lab by hand.
 
-use std::time::Instant;
-
-use anyhow::bail;
-use mptcp_probe_tests::{
-    lab::{addr, ifname, middlebox, Lab},
-    peer,
-    probe::Watcher,
+use std::{
+    io::Write as _,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
 };
-use serde_json::Value;
 
-struct Scenario {
-    name: &'static str,
-    /// iptables rule in the router's mangle/FORWARD chain, if any.
-    middlebox: Option<middlebox::Rule>,
-    server: String,
-    tcp: bool,
-    /// What the client-side summary must say.
-    expect: &'static str,
+use anyhow::{bail, Context as _};
+use mptcp_probe_tests::{
+    lab::{self, addr, Lab},
+    matrix::{self, Options},
+    scenario::{self, Scenario, SCENARIOS},
+};
+
+pub struct MeasureOpts {
+    pub scenarios: Vec<String>,
+    pub json: bool,
+    pub keep: bool,
+    pub repeat: u32,
+    pub bulk_bytes: u64,
 }
 
-fn scenarios() -> Vec<Scenario> {
-    let v4 = format!("{}:8080", addr::SERVER);
-    let v6 = format!("[{}]:8080", addr::SERVER_V6);
-    vec![
-        Scenario {
-            name: "clean path, IPv4",
-            middlebox: None,
-            server: v4.clone(),
-            tcp: false,
-            expect: "established",
-        },
-        Scenario { name: "clean path, IPv6", middlebox: None, server: v6, tcp: false, expect: "established" },
-        Scenario {
-            name: "MP_CAPABLE stripped from SYN",
-            middlebox: Some(middlebox::STRIP_MPTCP_FROM_SYN),
-            server: v4.clone(),
-            tcp: false,
-            expect: "fallback",
-        },
-        Scenario {
-            name: "MP_CAPABLE stripped from SYN/ACK",
-            middlebox: Some(middlebox::STRIP_MPTCP_FROM_SYNACK),
-            server: v4.clone(),
-            tcp: false,
-            expect: "fallback",
-        },
-        Scenario {
-            name: "plain TCP (A/B)",
-            middlebox: None,
-            server: v4,
-            tcp: true,
-            expect: "not_negotiated",
-        },
-    ]
-}
-
-fn hs(flow: &Value, which: &str) -> String {
-    let h = &flow["handshake"][which];
-    if h.is_null() {
-        return "-".into();
-    }
-    match (h["mptcp"].as_str(), h["mptcp_len"].as_u64()) {
-        (Some(m), Some(l)) => format!("{}/{l}", m.to_uppercase()),
-        _ => "no MPTCP".into(),
-    }
-}
-
-pub fn run() -> anyhow::Result<()> {
+/// Builds and points the lab helpers at the release binaries.
+fn prepare(what: &str) -> anyhow::Result<()> {
+    crate::require_root(what)?;
     crate::setup::run(&crate::setup::SetupOpts { with_test_tools: false })?;
     crate::build_release()?;
-    if !mptcp_probe_tests::is_root() {
-        bail!("cargo xtask measure needs root (it creates network namespaces and loads eBPF programs)");
-    }
     // Read by the lab helpers; set before any thread starts.
     std::env::set_var("MPTCP_PROBE_BIN", crate::release_bin("mptcp-probe"));
     std::env::set_var("MPTCP_PEER_BIN", crate::release_bin("mptcp-peer"));
-    println!(
-        "Building a namespace lab: client 192.0.2.1 -- router 192.0.2.2|203.0.113.1 -- server 203.0.113.2"
-    );
-    let lab = Lab::up();
-    let list = scenarios();
-    let mut rows = Vec::new();
-    let mut failures = 0;
-    for (i, sc) in list.iter().enumerate() {
-        let started = Instant::now();
-        println!("\n[{}/{}] {}", i + 1, list.len(), sc.name);
-        if let Some(rule) = sc.middlebox {
-            middlebox::apply(&lab.m, rule);
-            println!("      router: {}", middlebox::describe(rule));
-        }
-        let _srv = peer::server(&lab.s, &sc.server, 1, sc.tcp);
-        let watch = Watcher::start(&lab.c, &["--iface", ifname::C1]);
-        let port = 41000 + i as u16;
-        let res = peer::client(&lab.c, &sc.server, 200_000, port, sc.tcp);
-        std::thread::sleep(std::time::Duration::from_millis(1000));
-        let out = watch.stop();
-        middlebox::clear(&lab.m);
-        for p in out.packets().filter(|p| p["local_port"] == port) {
-            let opts: Vec<String> = p["mptcp_options"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|o| format!("{}/{}", o["subtype"].as_str().unwrap_or("?"), o["len"]))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let why: Vec<&str> =
-                p["why"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-            println!(
-                "      {:<2} {:<3} len={:<6} {:<28} ({})",
-                p["direction"].as_str().unwrap_or(""),
-                p["tcp_flags"].as_str().unwrap_or(""),
-                p["payload_len"].as_u64().unwrap_or(0),
-                if opts.is_empty() { "no MPTCP option".to_string() } else { opts.join(" ") },
-                why.join(",")
-            );
-        }
-        let flow = out.flows().find(|f| f["local_port"] == port).cloned().unwrap_or(Value::Null);
-        let state = flow["mptcp"].as_str().unwrap_or("no summary").to_string();
-        let ok = state == sc.expect && res["intact"] == true;
-        if !ok {
-            failures += 1;
-        }
-        let evidence: Vec<&str> = flow["fallback_evidence"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        rows.push(vec![
-            sc.name.to_string(),
-            state,
-            hs(&flow, "syn"),
-            hs(&flow, "syn_ack"),
-            hs(&flow, "third_ack"),
-            format!("{}", flow["options"]["tx"]["dss"].as_u64().unwrap_or(0)),
-            if evidence.is_empty() { "-".into() } else { evidence.join("; ") },
-            format!("{:.1}s", started.elapsed().as_secs_f64()),
-            if ok { "✓".into() } else { format!("✗ (expected {})", sc.expect) },
-        ]);
+    std::env::set_var("MPTCP_MIDDLEBOX_BIN", crate::release_bin("mptcp-middlebox"));
+    Ok(())
+}
+
+fn selected(names: &[String]) -> anyhow::Result<Vec<&'static Scenario>> {
+    if names.is_empty() {
+        return Ok(SCENARIOS.iter().collect());
     }
-    drop(lab);
-    let header = ["scenario", "mptcp", "SYN", "SYN/ACK", "third ACK", "DSS tx", "evidence", "time", "ok"];
-    print_table(&header, &rows);
-    if failures > 0 {
-        bail!("{failures} scenario(s) did not show what they should");
+    names
+        .iter()
+        .map(|n| {
+            scenario::find(n).with_context(|| {
+                format!(
+                    "no scenario named {n:?}; there are: {}",
+                    SCENARIOS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+/// Ctrl-C or SIGTERM: the running `check` gets the signal too (same process group); the matrix
+/// stops after it and every lab is removed on the way out.
+fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    Ok(stop)
+}
+
+pub fn run(o: MeasureOpts) -> anyhow::Result<()> {
+    let list = selected(&o.scenarios)?;
+    if o.keep && list.len() != 1 {
+        bail!("--keep leaves one lab up to explore: name its scenario with --scenario");
+    }
+    if o.repeat == 0 {
+        bail!("--repeat must be at least 1");
+    }
+    prepare("cargo xtask measure")?;
+    let stop = interrupt_flag()?;
+    let opts = Options { bulk_bytes: o.bulk_bytes, repeat: o.repeat, keep: o.keep };
+    eprintln!(
+        "measure: {} scenario(s){}, each in its own lab: client {} / {} -- router -- server {}",
+        list.len(),
+        if o.repeat > 1 { format!(" × {} runs", o.repeat) } else { String::new() },
+        addr::CLIENT1,
+        addr::CLIENT2,
+        addr::SERVER
+    );
+    let mut outcomes = Vec::new();
+    for (i, sc) in list.iter().enumerate() {
+        if stop.load(Ordering::Relaxed) {
+            bail!("interrupted: labs removed, {} of {} scenarios done", outcomes.len(), list.len());
+        }
+        eprint!("[{}/{}] {:<22} {} ... ", i + 1, list.len(), sc.name, sc.about);
+        let _ = std::io::stderr().flush();
+        let repeat = o.repeat;
+        let outcome = matrix::run(sc, &opts, &mut |n, r| {
+            if repeat > 1 {
+                eprint!("{}", if r.problems.is_empty() { "." } else { "x" });
+                if n % 50 == 0 {
+                    eprint!(" {n}\n    ");
+                }
+                let _ = std::io::stderr().flush();
+            }
+        });
+        eprintln!(
+            "{}{} ({:.1}s)",
+            if repeat > 1 { " " } else { "" },
+            if outcome.ok() { "agrees" } else { "DISAGREES" },
+            outcome.seconds
+        );
+        if let Some(run) = &outcome.kept {
+            print_kept(run, sc);
+        }
+        outcomes.push(outcome);
+    }
+    if stop.load(Ordering::Relaxed) {
+        bail!("interrupted: labs removed");
+    }
+    if o.json {
+        let v: Vec<serde_json::Value> = outcomes.iter().map(|x| x.to_json()).collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"scenarios": v}))?);
+    } else {
+        println!();
+        print!("{}", matrix::table(&outcomes));
+    }
+    let bad = outcomes.iter().filter(|x| !x.ok()).count();
+    if bad > 0 {
+        bail!("{bad} scenario(s) disagree with what they expect");
     }
     Ok(())
 }
 
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let width =
-        |i: usize| rows.iter().map(|r| r[i].chars().count()).chain([header[i].len()]).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..header.len()).map(width).collect();
-    let line = |cells: Vec<&str>| {
-        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ")
-    };
-    println!();
-    println!("{}", line(header.to_vec()));
-    println!("{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
-    for r in rows {
-        println!("{}", line(r.iter().map(String::as_str).collect()));
+fn print_kept(run: &str, sc: &Scenario) {
+    eprintln!("\nlab {run} is up with scenario {} and `mptcp-probe serve` running in the server:", sc.name);
+    for c in sc.commands() {
+        eprintln!("  router: {c}");
+    }
+    eprintln!("  cargo xtask lab exec c --run {run} -- mptcp-probe check --server {}", sc.server());
+    eprintln!("  cargo xtask lab exec m --run {run} -- tcpdump -ni any tcp");
+    eprintln!("  cargo xtask lab down --run {run}");
+}
+
+pub enum LabCmd {
+    Up { scenario: Option<String> },
+    Down { run: Option<String>, all: bool },
+    Exec { role: String, run: Option<String>, cmd: Vec<String> },
+    List,
+}
+
+/// The one lab on the host, or the named one.
+fn pick(run: Option<String>) -> anyhow::Result<String> {
+    let runs = lab::runs();
+    match run {
+        Some(r) if runs.contains(&r) => Ok(r),
+        Some(r) => {
+            bail!("no lab {r} here (labs: {})", if runs.is_empty() { "none".into() } else { runs.join(", ") })
+        }
+        None => match runs.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => bail!("no lab is up: `cargo xtask lab up`"),
+            _ => bail!("several labs are up ({}): say which with --run", runs.join(", ")),
+        },
+    }
+}
+
+pub fn lab(cmd: LabCmd) -> anyhow::Result<()> {
+    crate::require_root("cargo xtask lab")?;
+    match cmd {
+        LabCmd::Up { scenario } => {
+            let sc = selected(&scenario.into_iter().collect::<Vec<_>>())?;
+            let sc = if sc.len() == 1 { sc[0] } else { scenario::find("clean").expect("clean exists") };
+            prepare("cargo xtask lab up")?;
+            let l = Lab::up();
+            l.server_announces(addr::SERVER_EXTRA, addr::SERVER_EXTRA_V6);
+            let applied = scenario::apply(&l, sc)?;
+            let (server, dir) = matrix::serve(&l.s)?;
+            applied.detach();
+            std::mem::forget(server);
+            std::mem::forget(dir);
+            let run = l.keep();
+            println!("{run}");
+            print_kept(&run, sc);
+            eprintln!(
+                "  namespaces mpp-{run}-c (client {}, {}), mpp-{run}-m (router), mpp-{run}-s (server {})",
+                addr::CLIENT1,
+                addr::CLIENT2,
+                addr::SERVER
+            );
+            Ok(())
+        }
+        LabCmd::Down { run, all } => {
+            let runs = if all { lab::runs() } else { vec![pick(run)?] };
+            for r in &runs {
+                lab::remove(r);
+                eprintln!("lab {r} removed");
+            }
+            if runs.is_empty() {
+                eprintln!("no lab was up");
+            }
+            Ok(())
+        }
+        LabCmd::Exec { role, run, cmd } => {
+            if !matches!(role.as_str(), "c" | "m" | "s") {
+                bail!("the lab's hosts are c (client), m (router/middlebox) and s (server), not {role:?}");
+            }
+            let Some((program, args)) = cmd.split_first() else {
+                bail!("nothing to run: lab exec c -- COMMAND")
+            };
+            let run = pick(run)?;
+            // The project's binaries by name, without installing them.
+            let program = match program.as_str() {
+                "mptcp-probe" | "mptcp-peer" | "mptcp-middlebox" => {
+                    crate::release_bin(program).display().to_string()
+                }
+                p => p.to_string(),
+            };
+            let status = std::process::Command::new("ip")
+                .args(["netns", "exec", &format!("mpp-{run}-{role}"), &program])
+                .args(args)
+                .status()
+                .context("running ip netns exec")?;
+            if !status.success() {
+                bail!("{program} exited with {status}");
+            }
+            Ok(())
+        }
+        LabCmd::List => {
+            for r in lab::runs() {
+                println!("{r}");
+            }
+            Ok(())
+        }
     }
 }

@@ -125,18 +125,18 @@ pub fn run(opts: &SetupOpts) -> Result<()> {
     }
     for step in STEPS.iter().filter(|s| opts.with_test_tools || !s.test_only) {
         if (step.present)()? {
-            println!("setup: {}: already present", step.name);
+            eprintln!("setup: {}: already present", step.name);
             continue;
         }
         match step.fix {
             Fix::Fail(why) => bail!("setup: {}: missing: {why}", step.name),
             Fix::Install(install) => {
-                println!("setup: {}: installing ...", step.name);
+                eprintln!("setup: {}: installing ...", step.name);
                 install().with_context(|| format!("setup: {}: installation failed", step.name))?;
                 if !(step.present)()? {
                     bail!("setup: {}: still missing after installation", step.name);
                 }
-                println!("setup: {}: ok", step.name);
+                eprintln!("setup: {}: ok", step.name);
             }
         }
     }
@@ -189,19 +189,19 @@ fn is_root() -> bool {
 
 /// On hosts without apt, say exactly what to install instead of failing on a missing tool.
 fn print_manual_instructions(opts: &SetupOpts) {
-    println!("setup: this host is not Debian, so setup cannot install packages here.");
-    println!("setup: install these (Debian 12 package names) with your package manager:");
+    eprintln!("setup: this host is not Debian, so setup cannot install packages here.");
+    eprintln!("setup: install these (Debian 12 package names) with your package manager:");
     for (package, why) in PACKAGES {
-        println!("setup:   {package:<16} {why}");
+        eprintln!("setup:   {package:<16} {why}");
     }
-    println!("setup: then, with the Rust nightly toolchain installed:");
-    println!("setup:   rustup component add rust-src --toolchain nightly");
-    println!(
+    eprintln!("setup: then, with the Rust nightly toolchain installed:");
+    eprintln!("setup:   rustup component add rust-src --toolchain nightly");
+    eprintln!(
         "setup:   {LLVM_PREFIX_VAR}=<LLVM 22 prefix> cargo install {} --locked",
         BPF_LINKER_INSTALL.join(" ")
     );
     if opts.with_test_tools {
-        println!("setup:   cargo install cargo-fuzz --locked");
+        eprintln!("setup:   cargo install cargo-fuzz --locked");
     }
 }
 
@@ -249,12 +249,12 @@ fn install_packages() -> Result<()> {
     let missing = missing_packages()?;
     let preseed = missing.contains(&"tshark");
     if !is_root() {
-        println!("setup: installing Debian packages needs root; as root, run:");
+        eprintln!("setup: installing Debian packages needs root; as root, run:");
         if preseed {
-            println!("setup:   echo '{}' | debconf-set-selections", TSHARK_PRESEED.trim_end());
+            eprintln!("setup:   echo '{}' | debconf-set-selections", TSHARK_PRESEED.trim_end());
         }
-        println!("setup:   {}", display_cmd(&apt_get(&["update"])));
-        println!("setup:   {}", display_cmd(&apt_install(&missing)));
+        eprintln!("setup:   {}", display_cmd(&apt_get(&["update"])));
+        eprintln!("setup:   {}", display_cmd(&apt_install(&missing)));
         bail!(
             "missing Debian packages ({}) and not root: run `cargo xtask setup` as root, or \
              the commands above",
@@ -266,7 +266,7 @@ fn install_packages() -> Result<()> {
     }
     run_cmd(&mut apt_get(&["update"]), None)?;
     if let Err(err) = run_cmd(&mut apt_install(&missing), None) {
-        println!("setup: {err:#}; refreshing the package lists and retrying once");
+        eprintln!("setup: {err:#}; refreshing the package lists and retrying once");
         run_cmd(&mut apt_get(&["update"]), None)?;
         run_cmd(&mut apt_install(&missing), None)?;
     }
@@ -342,7 +342,7 @@ fn cargo_install(args: &[&str], env: &[(&str, OsString)]) -> Result<()> {
         cargo
     };
     if let Err(err) = run_cmd(&mut install(true), None) {
-        println!("setup: {err:#}; retrying without --locked");
+        eprintln!("setup: {err:#}; retrying without --locked");
         run_cmd(&mut install(false), None)?;
     }
     Ok(())
@@ -369,7 +369,7 @@ fn run_cmd(cmd: &mut Command, input: Option<&str>) -> Result<()> {
         Some(input) => format!("{} <<< {}", display_cmd(cmd), shell_quote(input.trim_end())),
         None => display_cmd(cmd),
     };
-    println!("setup: $ {shown}");
+    eprintln!("setup: $ {shown}");
     cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
     let mut child = cmd.spawn().with_context(|| format!("could not start `{shown}`"))?;
     if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
@@ -389,7 +389,7 @@ fn run_cmd(cmd: &mut Command, input: Option<&str>) -> Result<()> {
 /// exit status.
 fn capture(cmd: &mut Command) -> Result<Output> {
     let shown = display_cmd(cmd);
-    println!("setup: $ {shown}");
+    eprintln!("setup: $ {shown}");
     cmd.stdin(Stdio::null()).output().with_context(|| format!("could not run `{shown}`"))
 }
 

@@ -154,6 +154,15 @@ async fn server_report(http: &reqwest::Client, ip: IpAddr, port: u16, test_id: &
     None
 }
 
+/// The server's MPTcpExt counters now (None: an older server without `/v1/mib`, or unreachable).
+async fn server_mib(http: &reqwest::Client, ip: IpAddr, port: u16) -> Option<BTreeMap<String, u64>> {
+    let resp = http.get(control_url(ip, port, "/v1/mib")).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.json().await.ok()
+}
+
 /// Every `net.mptcp.*` sysctl of this namespace.
 fn mptcp_sysctls() -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
@@ -378,6 +387,7 @@ impl Ctx {
             let test_id = format!("{}-{}-{}", self.run_id, test.as_str(), transport.as_str());
             eprint!("[{n}/{total}] {} over {} ... ", test.as_str(), transport.as_str());
             let mib_before = mib::read();
+            let server_mib_before = server_mib(&self.http, self.ip, self.args.control_port).await;
             let mut extra = Extra::default();
             let (port, run) = self.run_client(test, transport, &test_id, &mut extra).await;
             host_notes.append(&mut extra.notes);
@@ -388,6 +398,12 @@ impl Ctx {
                 host_notes.push(s);
             }
             let server = server_report(&self.http, self.ip, self.args.control_port, &test_id).await;
+            // The server's counters that moved meanwhile (other clients of that server included).
+            let server_mib_delta =
+                match (server_mib_before, server_mib(&self.http, self.ip, self.args.control_port).await) {
+                    (Some(before), Some(after)) => mib::delta(&before, &after),
+                    _ => BTreeMap::new(),
+                };
             if let Some(a) = extra.add_addr.as_mut() {
                 // The server's socket says how many ADD_ADDR it sent.
                 a.server_signalled = server_conn_signal(&server);
@@ -427,6 +443,7 @@ impl Ctx {
                 sent_digests: run.sent.clone(),
                 received_digests: run.received.clone(),
                 mib_delta: mib_delta.clone(),
+                server_mib_delta: server_mib_delta.clone(),
                 join: extra.join.clone(),
                 add_addr: extra.add_addr.clone(),
             };
@@ -444,6 +461,9 @@ impl Ctx {
                                 Verdict::PayloadModified
                                     | Verdict::SeqRewritten
                                     | Verdict::MssRewritten
+                                    | Verdict::SegmentsSplit
+                                    | Verdict::SegmentsCoalesced
+                                    | Verdict::Proxied
                                     | Verdict::Nat
                             )
                         })
@@ -489,6 +509,7 @@ impl Ctx {
                                    "sent": run.sent, "received": run.received}),
                     server: serde_json::to_value(&server_conn).unwrap_or(Value::Null),
                     mib_delta,
+                    server_mib_delta,
                     findings: if transport == Transport::Mptcp { c.findings } else { Vec::new() },
                 },
                 duration_ms: started.elapsed().as_millis() as u64,

@@ -228,6 +228,7 @@ impl HandshakeSource for ObserverService {
                 bytes: s.payload_bytes.rx,
                 max: s.max_segment.rx,
             },
+            received_without_dss: s.data_without_dss.rx,
             fallback_evidence: s.fallback_evidence,
         })
     }

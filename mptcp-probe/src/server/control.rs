@@ -3,6 +3,9 @@
 //! - `GET /v1/info` → `proto::ServerInfo`
 //! - `GET /v1/tests/{id}` → `proto::ServerReport` (400 for an invalid id, 404 for one not held)
 //! - `GET /v1/stats` → counters of what the limits refused or dropped
+//! - `GET /v1/mib` → the server's MPTcpExt counters now (`check` reads them before and after a
+//!   test: the server's own account of fallbacks and checksum errors, even for a connection whose
+//!   test id never arrived)
 //!
 //! Errors are JSON too: `{"error": "..."}`.
 
@@ -46,6 +49,7 @@ fn router(state: Arc<State>) -> Router {
         .route("/v1/info", get(info))
         .route("/v1/tests/{id}", get(test))
         .route("/v1/stats", get(stats))
+        .route("/v1/mib", get(mib))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found: try /v1/info or /v1/tests/{id}") })
         .with_state(state)
 }
@@ -62,9 +66,21 @@ async fn test(Extract(state): Extract<Arc<State>>, Path(id): Path<String>) -> Re
     if !proto::valid_test_id(&id) {
         return error(StatusCode::BAD_REQUEST, "invalid test id: 1 to 64 of [A-Za-z0-9_-]");
     }
-    let Some(connections) = state.store.report(&id) else {
+    let Some(mut connections) = state.store.report(&id) else {
         return error(StatusCode::NOT_FOUND, "unknown test id (never seen here, or expired)");
     };
+    // What the wire shows now: a connection still running (stalled, say) has not settled its view.
+    if let Some(source) = &state.source {
+        for v in &mut connections {
+            if let (Some(local), Some(peer)) = (v.local, v.peer) {
+                if let Some(w) = source.wire(local, peer) {
+                    v.segment_sizes = Some(w.received_segments);
+                    v.received_without_dss = Some(w.received_without_dss);
+                    v.fallback_evidence = w.fallback_evidence;
+                }
+            }
+        }
+    }
     let info = state.info();
     Json(ServerReport {
         protocol: info.protocol,
@@ -74,6 +90,10 @@ async fn test(Extract(state): Extract<Arc<State>>, Path(id): Path<String>) -> Re
         connections,
     })
     .into_response()
+}
+
+async fn mib() -> Json<std::collections::BTreeMap<String, u64>> {
+    Json(crate::mib::read())
 }
 
 async fn stats(Extract(state): Extract<Arc<State>>) -> Json<serde_json::Value> {

@@ -521,6 +521,7 @@ impl Recorder {
             sock::fill_view(&fd, v);
             if let Some(w) = &wire {
                 v.segment_sizes = Some(w.received_segments.clone());
+                v.received_without_dss = Some(w.received_without_dss);
                 v.fallback_evidence = w.fallback_evidence.clone();
             }
         };

@@ -1,0 +1,686 @@
+//! A small middlebox for the lab: takes the TCP packets an iptables `NFQUEUE` rule hands it in the
+//! router namespace and does to them what the kernel's own tools cannot:
+//!
+//! - `seq`: rewrites sequence numbers like a firewall's ISN randomiser (a per-connection offset
+//!   added to the initiator's sequence numbers and taken off the acknowledgements coming back;
+//!   SACK blocks are left alone, as such firewalls often did);
+//! - `split`: cuts the initiator's data segments into pieces of at most `--max` bytes (the first
+//!   piece goes on as the queued packet, the others are sent from a raw socket);
+//! - `coalesce`: holds the initiator's data segments briefly and merges contiguous ones that carry
+//!   the same options into one segment of at most `--max` bytes;
+//! - `rewrite`: replaces a byte string with another of the same length in the initiator's payload
+//!   to one destination port (a header-rewriting box);
+//! - `proxy`: not a queue user but a transparent TCP proxy for an iptables `REDIRECT` rule: it
+//!   terminates each connection and opens its own to the original destination, relaying bytes.
+//!
+//! Packets are parsed and rebuilt with etherparse, checksums recomputed; MPTCP options are read
+//! with the project's own option parser. Packets it does not understand pass unchanged. It prints
+//! `ready` on stderr once bound and, on SIGTERM/SIGINT, one JSON line of counters.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use etherparse::{IpNumber, Ipv4Header, Ipv6Header, TcpHeader};
+use mptcp_probe_common::options::{parse_tcp_options, subtype, MAX_OPTION_BYTES};
+use nfq::{Queue, Verdict};
+
+#[derive(Parser)]
+#[command(name = "mptcp-middlebox", about = "NFQUEUE middlebox for the mptcp-probe lab")]
+struct Cli {
+    /// The NFQUEUE number to bind.
+    #[arg(long, default_value_t = 0)]
+    queue: u16,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand, Clone)]
+enum Mode {
+    /// Offset the initiator's sequence numbers (and the acknowledgements back) per connection.
+    Seq,
+    /// Split the initiator's data segments into pieces of at most MAX bytes.
+    Split {
+        #[arg(long, default_value_t = 500)]
+        max: usize,
+    },
+    /// Merge the initiator's contiguous data segments into segments of at most MAX bytes.
+    Coalesce {
+        #[arg(long, default_value_t = 8000)]
+        max: usize,
+        /// How long a segment waits for the next one.
+        #[arg(long, default_value_t = 2)]
+        hold_ms: u64,
+    },
+    /// Replace FIND by REPLACE (same length) in the initiator's payload to PORT.
+    Rewrite {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        find: String,
+        #[arg(long)]
+        replace: String,
+    },
+    /// Transparent TCP proxy (IPv4) on PORT for connections an iptables REDIRECT sends there.
+    Proxy {
+        #[arg(long)]
+        port: u16,
+    },
+}
+
+#[derive(Default, Debug)]
+struct Counters {
+    packets: u64,
+    unparsed: u64,
+    modified: u64,
+    dropped_merged: u64,
+    injected: u64,
+    inject_errors: u64,
+}
+
+enum Ip {
+    V4(Ipv4Header),
+    V6(Ipv6Header),
+}
+
+/// A TCP packet taken apart.
+struct Pkt {
+    ip: Ip,
+    tcp: TcpHeader,
+    payload: Vec<u8>,
+}
+
+impl Pkt {
+    fn parse(data: &[u8]) -> Option<Pkt> {
+        let (ip, rest) = match data.first()? >> 4 {
+            4 => {
+                let (h, rest) = Ipv4Header::from_slice(data).ok()?;
+                if h.protocol != IpNumber::TCP || h.is_fragmenting_payload() {
+                    return None;
+                }
+                let len = usize::from(h.payload_len().ok()?);
+                (Ip::V4(h), rest.get(..len)?)
+            }
+            6 => {
+                let (h, rest) = Ipv6Header::from_slice(data).ok()?;
+                // Extension headers are not handled: such packets pass unchanged.
+                if h.next_header != IpNumber::TCP {
+                    return None;
+                }
+                let len = usize::from(h.payload_length);
+                (Ip::V6(h), rest.get(..len)?)
+            }
+            _ => return None,
+        };
+        let (tcp, payload) = TcpHeader::from_slice(rest).ok()?;
+        Some(Pkt { ip, tcp, payload: payload.to_vec() })
+    }
+
+    fn addrs(&self) -> (IpAddr, IpAddr) {
+        match &self.ip {
+            Ip::V4(h) => (IpAddr::from(h.source), IpAddr::from(h.destination)),
+            Ip::V6(h) => (IpAddr::from(h.source), IpAddr::from(h.destination)),
+        }
+    }
+
+    fn key(&self) -> Key {
+        let (s, d) = self.addrs();
+        Key { src: s, dst: d, sport: self.tcp.source_port, dport: self.tcp.destination_port }
+    }
+
+    /// MPTCP subtypes among the options.
+    fn has_mptcp(&self, sub: u8) -> bool {
+        let raw = self.tcp.options.as_slice();
+        let mut buf = [0u8; MAX_OPTION_BYTES];
+        let n = raw.len().min(MAX_OPTION_BYTES);
+        buf[..n].copy_from_slice(&raw[..n]);
+        parse_tcp_options(&buf, n, false).find(sub).is_some()
+    }
+
+    /// Serialises with lengths and checksums recomputed.
+    fn build(&mut self) -> anyhow::Result<Vec<u8>> {
+        let tcp_len = self.tcp.header_len() + self.payload.len();
+        let mut out = Vec::with_capacity(60 + tcp_len);
+        match &mut self.ip {
+            Ip::V4(h) => {
+                h.set_payload_len(tcp_len)?;
+                h.header_checksum = h.calc_header_checksum();
+                self.tcp.checksum = self.tcp.calc_checksum_ipv4(h, &self.payload)?;
+                h.write(&mut out)?;
+            }
+            Ip::V6(h) => {
+                h.set_payload_length(tcp_len)?;
+                self.tcp.checksum = self.tcp.calc_checksum_ipv6(h, &self.payload)?;
+                h.write(&mut out)?;
+            }
+        }
+        self.tcp.write(&mut out)?;
+        out.extend_from_slice(&self.payload);
+        Ok(out)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+}
+
+impl Key {
+    fn reversed(self) -> Key {
+        Key { src: self.dst, dst: self.src, sport: self.dport, dport: self.sport }
+    }
+
+    /// A per-connection offset, as a randomiser would pick (never 0).
+    fn offset(&self) -> u32 {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        self.hash(&mut h);
+        (h.finish() as u32) | 0x1000_0001
+    }
+}
+
+/// Which way a packet goes relative to the connection's SYN.
+#[derive(PartialEq, Eq)]
+enum Dir {
+    Initiator,
+    Responder,
+    Unknown,
+}
+
+/// Segments held for merging, per connection.
+struct Held {
+    msgs: Vec<nfq::Message>,
+    pkt: Pkt,
+    since: Instant,
+}
+
+struct Middlebox {
+    mode: Mode,
+    /// Connections seen from their SYN, keyed initiator → responder, with their offset.
+    conns: HashMap<Key, u32>,
+    held: HashMap<Key, Held>,
+    raw4: Option<RawSocket>,
+    raw6: Option<RawSocket>,
+    n: Counters,
+}
+
+impl Middlebox {
+    fn direction(&mut self, p: &Pkt) -> (Dir, u32) {
+        let k = p.key();
+        if p.tcp.syn && !p.tcp.ack {
+            let off = k.offset();
+            self.conns.insert(k, off);
+            // Bounded: the lab's connections are few; forget the oldest generation wholesale.
+            if self.conns.len() > 65536 {
+                self.conns.clear();
+                self.conns.insert(k, off);
+            }
+        }
+        if let Some(off) = self.conns.get(&k) {
+            (Dir::Initiator, *off)
+        } else if let Some(off) = self.conns.get(&k.reversed()) {
+            (Dir::Responder, *off)
+        } else {
+            (Dir::Unknown, 0)
+        }
+    }
+
+    /// Decides on one queued packet (verdicts may be deferred while segments are held).
+    fn handle(&mut self, q: &mut Queue, mut msg: nfq::Message) -> anyhow::Result<()> {
+        self.n.packets += 1;
+        let Some(mut p) = Pkt::parse(msg.get_payload()) else {
+            self.n.unparsed += 1;
+            msg.set_verdict(Verdict::Accept);
+            return Ok(q.verdict(msg)?);
+        };
+        let (dir, off) = self.direction(&p);
+        match self.mode.clone() {
+            Mode::Seq => {
+                let changed = match dir {
+                    Dir::Initiator => {
+                        p.tcp.sequence_number = p.tcp.sequence_number.wrapping_add(off);
+                        true
+                    }
+                    Dir::Responder if p.tcp.ack => {
+                        p.tcp.acknowledgment_number = p.tcp.acknowledgment_number.wrapping_sub(off);
+                        true
+                    }
+                    _ => false,
+                };
+                if changed {
+                    msg.set_payload(p.build()?);
+                    self.n.modified += 1;
+                }
+            }
+            Mode::Split { max } => {
+                if dir == Dir::Initiator
+                    && p.payload.len() > max
+                    && !p.tcp.syn
+                    && !p.has_mptcp(subtype::MP_CAPABLE)
+                {
+                    let pieces = split(p, max)?;
+                    let mut it = pieces.into_iter();
+                    msg.set_payload(it.next().expect("at least one piece"));
+                    msg.set_verdict(Verdict::Accept);
+                    q.verdict(msg)?;
+                    self.n.modified += 1;
+                    for piece in it {
+                        self.inject(&piece);
+                    }
+                    return Ok(());
+                }
+            }
+            Mode::Coalesce { max, .. } => {
+                let key = p.key();
+                let mergeable = dir == Dir::Initiator
+                    && !p.payload.is_empty()
+                    && !(p.tcp.syn || p.tcp.fin || p.tcp.rst || p.tcp.urg)
+                    && !p.has_mptcp(subtype::MP_CAPABLE);
+                if let Some(h) = self.held.get_mut(&key) {
+                    let next = h.pkt.tcp.sequence_number.wrapping_add(h.pkt.payload.len() as u32);
+                    if mergeable
+                        && next == p.tcp.sequence_number
+                        && h.pkt.tcp.options.as_slice() == p.tcp.options.as_slice()
+                        && h.pkt.payload.len() + p.payload.len() <= max
+                    {
+                        h.pkt.payload.extend_from_slice(&p.payload);
+                        h.pkt.tcp.acknowledgment_number = p.tcp.acknowledgment_number;
+                        h.pkt.tcp.window_size = p.tcp.window_size;
+                        h.pkt.tcp.psh |= p.tcp.psh;
+                        h.msgs.push(msg);
+                        return Ok(());
+                    }
+                    // Anything else of the connection goes out after what is held, in order.
+                    self.flush(q, key)?;
+                }
+                if mergeable && p.payload.len() < max {
+                    self.held.insert(key, Held { msgs: vec![msg], pkt: p, since: Instant::now() });
+                    return Ok(());
+                }
+            }
+            Mode::Proxy { .. } => {}
+            Mode::Rewrite { port, ref find, ref replace } => {
+                if dir == Dir::Initiator
+                    && p.tcp.destination_port == port
+                    && replace_all(&mut p.payload, find.as_bytes(), replace.as_bytes()) > 0
+                {
+                    msg.set_payload(p.build()?);
+                    self.n.modified += 1;
+                }
+            }
+        }
+        msg.set_verdict(Verdict::Accept);
+        Ok(q.verdict(msg)?)
+    }
+
+    /// Sends a held connection's segments on: the first carries the merged payload, the others
+    /// are dropped.
+    fn flush(&mut self, q: &mut Queue, key: Key) -> anyhow::Result<()> {
+        let Some(mut h) = self.held.remove(&key) else { return Ok(()) };
+        let merged = h.msgs.len() > 1;
+        let bytes = if merged { Some(h.pkt.build()?) } else { None };
+        for (i, mut m) in h.msgs.into_iter().enumerate() {
+            if i == 0 {
+                if let Some(b) = &bytes {
+                    m.set_payload(b.clone());
+                    self.n.modified += 1;
+                }
+                m.set_verdict(Verdict::Accept);
+            } else {
+                m.set_verdict(Verdict::Drop);
+                self.n.dropped_merged += 1;
+            }
+            q.verdict(m)?;
+        }
+        Ok(())
+    }
+
+    fn flush_expired(&mut self, q: &mut Queue, hold: Duration) -> anyhow::Result<()> {
+        let due: Vec<Key> =
+            self.held.iter().filter(|(_, h)| h.since.elapsed() >= hold).map(|(k, _)| *k).collect();
+        for k in due {
+            self.flush(q, k)?;
+        }
+        Ok(())
+    }
+
+    fn inject(&mut self, packet: &[u8]) {
+        let sock = if packet[0] >> 4 == 4 { self.raw4.as_ref() } else { self.raw6.as_ref() };
+        match sock.map(|s| s.send(packet)) {
+            Some(Ok(())) => self.n.injected += 1,
+            Some(Err(e)) => {
+                self.n.inject_errors += 1;
+                eprintln!("mptcp-middlebox: cannot send a piece: {e}");
+            }
+            None => self.n.inject_errors += 1,
+        }
+    }
+}
+
+/// Cuts a data segment into pieces of at most `max` bytes; FIN and PSH stay on the last piece.
+fn split(p: Pkt, max: usize) -> anyhow::Result<Vec<Vec<u8>>> {
+    let Pkt { ip, tcp, payload } = p;
+    let chunks: Vec<&[u8]> = payload.chunks(max).collect();
+    let mut out = Vec::with_capacity(chunks.len());
+    for (i, chunk) in chunks.iter().enumerate() {
+        let last = i + 1 == chunks.len();
+        let mut t = tcp.clone();
+        t.sequence_number = tcp.sequence_number.wrapping_add((i * max) as u32);
+        t.fin = tcp.fin && last;
+        t.psh = tcp.psh && last;
+        let ip = match &ip {
+            Ip::V4(h) => Ip::V4(h.clone()),
+            Ip::V6(h) => Ip::V6(h.clone()),
+        };
+        out.push(Pkt { ip, tcp: t, payload: chunk.to_vec() }.build()?);
+    }
+    Ok(out)
+}
+
+/// Replaces every occurrence of `find` (same length as `with`); returns how many.
+fn replace_all(buf: &mut [u8], find: &[u8], with: &[u8]) -> usize {
+    if find.is_empty() || find.len() != with.len() || buf.len() < find.len() {
+        return 0;
+    }
+    let mut n = 0;
+    let mut i = 0;
+    while i + find.len() <= buf.len() {
+        if &buf[i..i + find.len()] == find {
+            buf[i..i + find.len()].copy_from_slice(with);
+            n += 1;
+            i += find.len();
+        } else {
+            i += 1;
+        }
+    }
+    n
+}
+
+/// A raw IP socket that sends whole packets (header included).
+struct RawSocket(std::os::fd::OwnedFd, bool);
+
+impl RawSocket {
+    fn open(v6: bool) -> std::io::Result<Self> {
+        use std::os::fd::FromRawFd;
+        let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+        // SAFETY: plain socket(2); the descriptor is owned from here on.
+        let fd = unsafe { libc::socket(family, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        if v6 {
+            let one: libc::c_int = 1;
+            // SAFETY: valid option pointer and length. IPV6_HDRINCL = 36.
+            let r = unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    libc::IPPROTO_IPV6,
+                    36,
+                    &one as *const _ as *const libc::c_void,
+                    std::mem::size_of_val(&one) as u32,
+                )
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(Self(fd, v6))
+    }
+
+    fn send(&self, packet: &[u8]) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let (addr, len): (libc::sockaddr_storage, u32) = if self.1 {
+            let mut dst = [0u8; 16];
+            dst.copy_from_slice(packet.get(24..40).ok_or(std::io::ErrorKind::InvalidInput)?);
+            // SAFETY: sockaddr_in6 fits in sockaddr_storage; zeroed is a valid value.
+            let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+            let sin6 = &mut ss as *mut _ as *mut libc::sockaddr_in6;
+            // SAFETY: writing fields of a zeroed sockaddr_in6 inside storage we own.
+            unsafe {
+                (*sin6).sin6_family = libc::AF_INET6 as u16;
+                (*sin6).sin6_addr.s6_addr = dst;
+            }
+            (ss, std::mem::size_of::<libc::sockaddr_in6>() as u32)
+        } else {
+            let mut dst = [0u8; 4];
+            dst.copy_from_slice(packet.get(16..20).ok_or(std::io::ErrorKind::InvalidInput)?);
+            // SAFETY: as above, for sockaddr_in.
+            let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+            let sin = &mut ss as *mut _ as *mut libc::sockaddr_in;
+            // SAFETY: as above.
+            unsafe {
+                (*sin).sin_family = libc::AF_INET as u16;
+                (*sin).sin_addr.s_addr = u32::from_ne_bytes(dst);
+            }
+            (ss, std::mem::size_of::<libc::sockaddr_in>() as u32)
+        };
+        // SAFETY: buffer and address are valid for the lengths given.
+        let r = unsafe {
+            libc::sendto(
+                self.0.as_raw_fd(),
+                packet.as_ptr() as *const libc::c_void,
+                packet.len(),
+                0,
+                &addr as *const _ as *const libc::sockaddr,
+                len,
+            )
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Mode::Rewrite { find, replace, .. } = &cli.mode {
+        if find.len() != replace.len() || find.is_empty() {
+            bail!("rewrite: --find and --replace must be non-empty and of the same length");
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    if let Mode::Proxy { port } = cli.mode {
+        return proxy::run(port, &stop);
+    }
+    let mut q = Queue::open().context("opening the NFQUEUE netlink socket (root needed)")?;
+    q.bind(cli.queue).with_context(|| format!("binding NFQUEUE {}", cli.queue))?;
+    q.set_queue_max_len(cli.queue, 4096)?;
+    q.set_nonblocking(true);
+    let needs_raw = matches!(cli.mode, Mode::Split { .. });
+    let mut mb = Middlebox {
+        mode: cli.mode.clone(),
+        conns: HashMap::new(),
+        held: HashMap::new(),
+        raw4: needs_raw.then(|| RawSocket::open(false)).transpose().context("raw IPv4 socket")?,
+        raw6: needs_raw.then(|| RawSocket::open(true)).transpose().context("raw IPv6 socket")?,
+        n: Counters::default(),
+    };
+    let hold = match cli.mode {
+        Mode::Coalesce { hold_ms, .. } => Some(Duration::from_millis(hold_ms)),
+        _ => None,
+    };
+    eprintln!("mptcp-middlebox: ready on queue {}", cli.queue);
+    while !stop.load(Ordering::Relaxed) {
+        match q.recv() {
+            Ok(msg) => mb.handle(&mut q, msg)?,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if mb.held.is_empty() {
+                    std::thread::sleep(Duration::from_micros(200));
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) => return Err(e).context("reading from NFQUEUE"),
+        }
+        if let Some(hold) = hold {
+            mb.flush_expired(&mut q, hold)?;
+        }
+    }
+    let keys: Vec<Key> = mb.held.keys().copied().collect();
+    for k in keys {
+        mb.flush(&mut q, k)?;
+    }
+    let n = &mb.n;
+    eprintln!(
+        "{}",
+        serde_json::json!({"packets": n.packets, "unparsed": n.unparsed, "modified": n.modified,
+                           "dropped_merged": n.dropped_merged, "injected": n.injected,
+                           "inject_errors": n.inject_errors})
+    );
+    Ok(())
+}
+
+mod proxy {
+    use std::{
+        io,
+        net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
+        os::fd::AsRawFd,
+        sync::{
+            atomic::{AtomicBool, AtomicU64, Ordering},
+            Arc,
+        },
+        time::Duration,
+    };
+
+    /// The destination a connection had before `REDIRECT` (conntrack's SO_ORIGINAL_DST).
+    fn original_dst(s: &TcpStream) -> io::Result<SocketAddr> {
+        const SO_ORIGINAL_DST: libc::c_int = 80;
+        // SAFETY: zeroed sockaddr_in is valid; getsockopt writes at most `len` bytes.
+        let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let r = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                libc::SOL_IP,
+                SO_ORIGINAL_DST,
+                &mut sin as *mut _ as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+        Ok(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+    }
+
+    fn pipe(mut from: TcpStream, mut to: TcpStream) {
+        let _ = io::copy(&mut from, &mut to);
+        let _ = to.shutdown(Shutdown::Write);
+    }
+
+    fn relay(client: TcpStream) -> io::Result<()> {
+        let dst = original_dst(&client)?;
+        let server = TcpStream::connect_timeout(&dst, Duration::from_secs(5))?;
+        let (c2, s2) = (client.try_clone()?, server.try_clone()?);
+        let up = std::thread::spawn(move || pipe(c2, s2));
+        pipe(server, client);
+        let _ = up.join();
+        Ok(())
+    }
+
+    pub fn run(port: u16, stop: &AtomicBool) -> anyhow::Result<()> {
+        let l = TcpListener::bind(("0.0.0.0", port))?;
+        l.set_nonblocking(true)?;
+        let relayed = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        eprintln!("mptcp-middlebox: ready, proxying port {port}");
+        while !stop.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok((c, _)) => {
+                    c.set_nonblocking(false)?;
+                    let (relayed, failed) = (Arc::clone(&relayed), Arc::clone(&failed));
+                    std::thread::spawn(move || match relay(c) {
+                        Ok(()) => relayed.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            eprintln!("mptcp-middlebox: proxy: {e}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        eprintln!(
+            "{}",
+            serde_json::json!({"proxied": relayed.load(Ordering::Relaxed),
+                               "proxy_errors": failed.load(Ordering::Relaxed)})
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4_segment(payload: &[u8], seq: u32) -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ipv4([192, 0, 2, 1], [203, 0, 113, 2], 64)
+            .tcp(40000, 80, seq, 65000)
+            .ack(77);
+        let mut out = Vec::new();
+        b.write(&mut out, payload).unwrap();
+        out
+    }
+
+    #[test]
+    fn split_keeps_bytes_and_sequence_and_valid_checksums() {
+        let data: Vec<u8> = (0..1200u32).map(|i| i as u8).collect();
+        let p = Pkt::parse(&v4_segment(&data, 1000)).unwrap();
+        let pieces = split(p, 500).unwrap();
+        assert_eq!(pieces.len(), 3);
+        let mut joined = Vec::new();
+        let mut seq = 1000;
+        for piece in &pieces {
+            let s = etherparse::SlicedPacket::from_ip(piece).unwrap();
+            let Some(etherparse::TransportSlice::Tcp(t)) = s.transport else { panic!("tcp") };
+            assert_eq!(t.sequence_number(), seq);
+            let Some(etherparse::NetSlice::Ipv4(ip)) = s.net else { panic!("ipv4") };
+            let h = t.to_header();
+            assert_eq!(h.calc_checksum_ipv4(&ip.header().to_header(), t.payload()).unwrap(), t.checksum());
+            assert_eq!(ip.header().to_header().calc_header_checksum(), ip.header().header_checksum());
+            seq += t.payload().len() as u32;
+            joined.extend_from_slice(t.payload());
+        }
+        assert_eq!(joined, data);
+    }
+
+    #[test]
+    fn replace_all_keeps_length_and_counts() {
+        let mut b = b"user-agent: mptcp-probe/0.1 and mptcp-probe/".to_vec();
+        assert_eq!(replace_all(&mut b, b"mptcp-probe/", b"MPTCP-PROBE/"), 2);
+        assert_eq!(&b, b"user-agent: MPTCP-PROBE/0.1 and MPTCP-PROBE/");
+        assert_eq!(replace_all(&mut b, b"abc", b"ab"), 0);
+        assert_eq!(replace_all(&mut b, b"", b""), 0);
+    }
+
+    #[test]
+    fn garbage_is_not_parsed() {
+        assert!(Pkt::parse(&[]).is_none());
+        assert!(Pkt::parse(&[0x45, 0, 0]).is_none());
+        let mut seg = v4_segment(b"x", 1);
+        seg.truncate(30);
+        assert!(Pkt::parse(&seg).is_none());
+    }
+}

@@ -1,0 +1,588 @@
+//! The lab's middlebox scenarios: each a named profile applied in the router namespace (the
+//! kernel's iptables/sysctl/MTU where they can, the `mptcp-middlebox` NFQUEUE program or proxy
+//! where they cannot), with the verdicts and fallback reason `check` must report for it.
+
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+
+use crate::lab::{addr, ifname, Child, Lab, Netns};
+
+/// One thing done to the lab for a scenario.
+#[derive(Clone, Copy, Debug)]
+pub enum Step {
+    /// An iptables rule (ip6tables when `v6`) appended to `chain` of `table` in the router.
+    Rule { v6: bool, table: &'static str, chain: &'static str, args: &'static [&'static str] },
+    /// A sysctl in the router.
+    RouterSysctl(&'static str),
+    /// A sysctl on the client and the server.
+    EndsSysctl(&'static str),
+    /// The MTU of the router–server link, both ends.
+    ServerLinkMtu(u32),
+    /// `mptcp-middlebox` with these arguments; forwarded TCP goes through its queue.
+    Nfqueue(&'static [&'static str]),
+    /// The transparent proxy for a port, with `REDIRECT` rules sending that port to it.
+    Proxy(u16),
+}
+
+/// A packet the independent oracle (tshark on the router's interfaces) checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OraclePacket {
+    /// Client → server SYN.
+    Syn,
+    /// Server → client SYN/ACK.
+    SynAck,
+    /// Client → server: the third ACK.
+    Ack,
+    /// Client → server data segments.
+    Data,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Oracle {
+    /// The server port whose connections are examined.
+    pub port: u16,
+    pub packet: OraclePacket,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Scenario {
+    pub name: &'static str,
+    /// What the middlebox does, for people.
+    pub about: &'static str,
+    /// Check the server over IPv6 rather than IPv4.
+    pub ipv6: bool,
+    /// `check --tests` (None: every test).
+    pub tests: Option<&'static str>,
+    pub steps: &'static [Step],
+    /// The report's summary verdicts, exactly.
+    pub expect: &'static [&'static str],
+    /// The MPTCP run of this test must name this fallback reason (None: no test may fall back).
+    pub fallback: Option<(&'static str, &'static str)>,
+    pub oracle: Option<Oracle>,
+}
+
+const fn rule(table: &'static str, chain: &'static str, args: &'static [&'static str]) -> Step {
+    Step::Rule { v6: false, table, chain, args }
+}
+
+const CSUM: Step = Step::EndsSysctl("net.mptcp.checksum_enabled=1");
+/// Byte counting per connection, for rules that act after N packets or bytes.
+const ACCT: Step = Step::RouterSysctl("net.netfilter.nf_conntrack_acct=1");
+const REWRITE: Step =
+    Step::Nfqueue(&["rewrite", "--port", "80", "--find", "mptcp-probe/", "--replace", "MPTCP-PROBE/"]);
+/// Masquerade towards the server; the FTP helper on port 21 rewrites PORT/EPRT and follows data
+/// connections (nf_conntrack_ftp + nf_nat_ftp).
+const NAT: Step = rule("nat", "POSTROUTING", &["-o", ifname::MS, "-j", "MASQUERADE"]);
+const FTP_HELPER: Step =
+    rule("raw", "PREROUTING", &["-p", "tcp", "--dport", "21", "-j", "CT", "--helper", "ftp"]);
+
+/// ADD_ADDR from the server: a pure ACK whose first option is the 12-byte timestamp, so the MPTCP
+/// subtype sits at IP offset 54 (IPv4) — a cBPF filter for `-m bpf`, `ip[0] & 0xf0 == 0x40 &&
+/// ip[54] & 0xf0 == 0x30`: ldb [0]; and #0xf0; jeq #0x40 else drop-out; ldb [54]; and #0xf0;
+/// jeq #0x30; ret match / ret no match.
+const CBPF_ADD_ADDR_V4: &str =
+    "8,48 0 0 0,84 0 0 240,21 0 4 64,48 0 0 54,84 0 0 240,21 0 1 48,6 0 0 65535,6 0 0 0";
+
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "clean",
+        about: "nothing in the path (IPv4)",
+        ipv6: false,
+        tests: None,
+        steps: &[],
+        expect: &["mptcp_ok"],
+        fallback: None,
+        oracle: None,
+    },
+    Scenario {
+        name: "clean-ipv6",
+        about: "nothing in the path (IPv6)",
+        ipv6: true,
+        tests: None,
+        steps: &[],
+        expect: &["mptcp_ok"],
+        fallback: None,
+        oracle: None,
+    },
+    Scenario {
+        name: "clean-csum",
+        about: "nothing in the path, DSS checksums on at both ends",
+        ipv6: false,
+        tests: None,
+        steps: &[CSUM],
+        expect: &["mptcp_ok"],
+        fallback: None,
+        oracle: None,
+    },
+    Scenario {
+        name: "syn-strip",
+        about: "MPTCP option stripped from SYNs (TCPOPTSTRIP)",
+        ipv6: false,
+        tests: Some("handshake,http,bulk"),
+        steps: &[rule(
+            "mangle",
+            "FORWARD",
+            &["-p", "tcp", "--tcp-flags", "SYN,ACK", "SYN", "-j", "TCPOPTSTRIP", "--strip-options", "30"],
+        )],
+        expect: &["syn_option_stripped"],
+        fallback: Some(("http", "MPCapableFallbackSYNACK")),
+        oracle: Some(Oracle { port: 80, packet: OraclePacket::Syn }),
+    },
+    Scenario {
+        name: "synack-strip",
+        about: "MPTCP option stripped from SYN/ACKs (TCPOPTSTRIP)",
+        ipv6: false,
+        tests: Some("handshake,http,bulk"),
+        steps: &[rule(
+            "mangle",
+            "FORWARD",
+            &["-p", "tcp", "--tcp-flags", "SYN,ACK", "SYN,ACK", "-j", "TCPOPTSTRIP", "--strip-options", "30"],
+        )],
+        expect: &["synack_option_stripped"],
+        fallback: Some(("http", "MPCapableFallbackSYNACK")),
+        oracle: Some(Oracle { port: 80, packet: OraclePacket::SynAck }),
+    },
+    Scenario {
+        name: "ack-strip",
+        about: "MPTCP option stripped from the third ACK and the first data (client's packets 2-3)",
+        ipv6: false,
+        tests: Some("handshake,http,bulk"),
+        steps: &[
+            ACCT,
+            rule(
+                "mangle",
+                "FORWARD",
+                &[
+                    "-i",
+                    ifname::M1,
+                    "-p",
+                    "tcp",
+                    "--tcp-flags",
+                    "SYN",
+                    "NONE",
+                    "-m",
+                    "connbytes",
+                    "--connbytes",
+                    "2:3",
+                    "--connbytes-dir",
+                    "original",
+                    "--connbytes-mode",
+                    "packets",
+                    "-j",
+                    "TCPOPTSTRIP",
+                    "--strip-options",
+                    "30",
+                ],
+            ),
+        ],
+        expect: &["ack_option_stripped"],
+        fallback: Some(("http", "MPCapableDataFallback")),
+        oracle: Some(Oracle { port: 80, packet: OraclePacket::Ack }),
+    },
+    Scenario {
+        name: "dss-strip",
+        about: "MPTCP option stripped from the client's data after 100 kB (TCPOPTSTRIP + connbytes)",
+        ipv6: false,
+        tests: Some("handshake,bulk"),
+        steps: &[
+            ACCT,
+            rule(
+                "mangle",
+                "FORWARD",
+                &[
+                    "-i",
+                    ifname::M1,
+                    "-p",
+                    "tcp",
+                    "-m",
+                    "connbytes",
+                    "--connbytes",
+                    "100000:",
+                    "--connbytes-dir",
+                    "original",
+                    "--connbytes-mode",
+                    "bytes",
+                    "-j",
+                    "TCPOPTSTRIP",
+                    "--strip-options",
+                    "30",
+                ],
+            ),
+        ],
+        expect: &["dss_stripped"],
+        fallback: Some(("bulk", "DssFallback")),
+        oracle: Some(Oracle { port: 8001, packet: OraclePacket::Data }),
+    },
+    Scenario {
+        name: "syn-drop",
+        about: "SYNs carrying an MPTCP option dropped",
+        ipv6: false,
+        tests: Some("handshake,http"),
+        steps: &[rule(
+            "filter",
+            "FORWARD",
+            &["-p", "tcp", "--syn", "-m", "tcp", "--tcp-option", "30", "-j", "DROP"],
+        )],
+        expect: &["mptcp_syn_dropped"],
+        fallback: Some(("http", "MPCapableSYNTXDrop")),
+        oracle: None,
+    },
+    Scenario {
+        name: "syn-reset",
+        about: "SYNs carrying an MPTCP option answered with a reset",
+        ipv6: false,
+        tests: Some("handshake,http"),
+        steps: &[rule(
+            "filter",
+            "FORWARD",
+            &[
+                "-p",
+                "tcp",
+                "--syn",
+                "-m",
+                "tcp",
+                "--tcp-option",
+                "30",
+                "-j",
+                "REJECT",
+                "--reject-with",
+                "tcp-reset",
+            ],
+        )],
+        expect: &["mptcp_reset"],
+        fallback: None,
+        oracle: None,
+    },
+    Scenario {
+        name: "mss-clamp",
+        about: "MSS of SYN and SYN/ACK clamped to 1200 (TCPMSS)",
+        ipv6: false,
+        tests: None,
+        steps: &[rule(
+            "mangle",
+            "FORWARD",
+            &["-p", "tcp", "--tcp-flags", "SYN,RST", "SYN", "-j", "TCPMSS", "--set-mss", "1200"],
+        )],
+        expect: &["mptcp_ok", "mss_rewritten"],
+        fallback: None,
+        oracle: None,
+    },
+    Scenario {
+        name: "seq-rewrite",
+        about: "sequence numbers offset per connection (ISN randomiser, NFQUEUE)",
+        ipv6: false,
+        tests: None,
+        steps: &[Step::Nfqueue(&["seq"])],
+        expect: &["mptcp_ok", "seq_rewritten"],
+        fallback: None,
+        oracle: None,
+    },
+    Scenario {
+        name: "split",
+        about: "client's data segments cut into pieces of 500 bytes (NFQUEUE)",
+        ipv6: false,
+        tests: Some("handshake,http,bulk,echo"),
+        steps: &[Step::Nfqueue(&["split", "--max", "500"])],
+        expect: &["mptcp_ok", "segments_split"],
+        fallback: None,
+        oracle: None,
+    },
+    Scenario {
+        name: "coalesce",
+        about: "client's contiguous data segments merged up to 8000 bytes (NFQUEUE, jumbo MTU to the server)",
+        ipv6: false,
+        tests: Some("handshake,http,bulk,echo"),
+        steps: &[Step::ServerLinkMtu(9000), Step::Nfqueue(&["coalesce", "--max", "8000"])],
+        expect: &["mptcp_ok", "segments_coalesced"],
+        fallback: None,
+        oracle: None,
+    },
+    Scenario {
+        name: "payload-rewrite",
+        about: "HTTP request bytes rewritten, same length (NFQUEUE)",
+        ipv6: false,
+        tests: Some("handshake,http"),
+        steps: &[REWRITE],
+        expect: &["payload_modified"],
+        fallback: None,
+        oracle: None,
+    },
+    Scenario {
+        name: "payload-rewrite-csum",
+        about: "HTTP request bytes rewritten, same length, DSS checksums on",
+        ipv6: false,
+        tests: Some("handshake,http"),
+        steps: &[CSUM, REWRITE],
+        expect: &["payload_modified"],
+        fallback: Some(("http", "DssFallback")),
+        oracle: None,
+    },
+    Scenario {
+        name: "nat",
+        about: "source NAT towards the server (MASQUERADE)",
+        ipv6: false,
+        tests: None,
+        steps: &[NAT],
+        expect: &["mptcp_ok", "nat"],
+        fallback: None,
+        oracle: None,
+    },
+    Scenario {
+        name: "ftp-alg",
+        about: "NAT with the FTP ALG: PORT rewritten to the NAT address, length changes",
+        ipv6: false,
+        tests: Some("handshake,ftp"),
+        steps: &[NAT, FTP_HELPER],
+        expect: &["nat", "payload_modified"],
+        fallback: Some(("ftp", "DssFallback")),
+        oracle: None,
+    },
+    Scenario {
+        name: "ftp-alg-csum",
+        about: "NAT with the FTP ALG, DSS checksums on",
+        ipv6: false,
+        tests: Some("handshake,ftp"),
+        steps: &[CSUM, NAT, FTP_HELPER],
+        expect: &["nat", "payload_modified"],
+        fallback: Some(("ftp", "DssFallback")),
+        oracle: None,
+    },
+    Scenario {
+        name: "proxy",
+        about: "transparent TCP proxy on port 80 (REDIRECT): connection terminated and re-originated",
+        ipv6: false,
+        tests: Some("handshake,http"),
+        steps: &[Step::Proxy(80)],
+        expect: &["nat", "proxied"],
+        fallback: Some(("http", "MPCapableFallbackSYNACK")),
+        oracle: None,
+    },
+    Scenario {
+        name: "join-drop",
+        about: "MP_JOIN SYNs dropped on the second path (SYNs with option 30 arriving there)",
+        ipv6: false,
+        tests: Some("handshake,join"),
+        steps: &[rule(
+            "filter",
+            "FORWARD",
+            &["-i", ifname::M2, "-p", "tcp", "--syn", "-m", "tcp", "--tcp-option", "30", "-j", "DROP"],
+        )],
+        expect: &["join_blocked"],
+        fallback: None,
+        oracle: None,
+    },
+    Scenario {
+        name: "add-addr-drop",
+        about: "ADD_ADDR options from the server dropped (cBPF on the MPTCP subtype)",
+        ipv6: false,
+        tests: Some("handshake,add_addr"),
+        steps: &[rule(
+            "filter",
+            "FORWARD",
+            &[
+                "-i",
+                ifname::MS,
+                "-p",
+                "tcp",
+                "-m",
+                "tcp",
+                "--tcp-option",
+                "30",
+                "-m",
+                "bpf",
+                "--bytecode",
+                CBPF_ADD_ADDR_V4,
+                "-j",
+                "DROP",
+            ],
+        )],
+        expect: &["add_addr_dropped"],
+        fallback: None,
+        oracle: None,
+    },
+];
+
+pub fn find(name: &str) -> Option<&'static Scenario> {
+    SCENARIOS.iter().find(|s| s.name == name)
+}
+
+impl Scenario {
+    pub fn server(&self) -> &'static str {
+        if self.ipv6 {
+            addr::SERVER_V6
+        } else {
+            addr::SERVER
+        }
+    }
+
+    /// The router's commands for this scenario, for people (`measure` prints them, `lab up` too).
+    pub fn commands(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .flat_map(|s| match s {
+                Step::Rule { v6, table, chain, args } => vec![format!(
+                    "{} -t {table} -A {chain} {}",
+                    if *v6 { "ip6tables" } else { "iptables" },
+                    args.join(" ")
+                )],
+                Step::RouterSysctl(kv) => vec![format!("sysctl -w {kv}")],
+                Step::EndsSysctl(kv) => vec![format!("sysctl -w {kv}   (client and server)")],
+                Step::ServerLinkMtu(mtu) => vec![format!("ip link set {} mtu {mtu}   (and the server's end)", ifname::MS)],
+                Step::Nfqueue(args) => vec![
+                    format!("mptcp-middlebox {}", args.join(" ")),
+                    "iptables -A FORWARD -p tcp -j NFQUEUE --queue-num 0   (ip6tables too)".into(),
+                ],
+                Step::Proxy(port) => vec![
+                    format!("mptcp-middlebox proxy --port {}", PROXY_PORT),
+                    format!("iptables -t nat -A PREROUTING -i {} -p tcp --dport {port} -j REDIRECT --to-ports {PROXY_PORT}", ifname::M1),
+                ],
+            })
+            .collect()
+    }
+}
+
+/// Where the transparent proxy listens in the router.
+const PROXY_PORT: u16 = 3128;
+
+/// Processes a scenario runs in the router; stopped (and their counters read) by [`Applied::stop`].
+pub struct Applied {
+    procs: Vec<(Child, std::path::PathBuf)>,
+    _dir: crate::probe::TempDir,
+}
+
+impl Applied {
+    /// Stops the middlebox processes; returns the JSON counters each printed last.
+    pub fn stop(mut self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        for (mut child, log) in self.procs.drain(..) {
+            child.signal(libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.0.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(v) = text.lines().rev().find_map(|l| serde_json::from_str(l).ok()) {
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    /// Leaves the processes running (the lab is kept); `lab down` kills them with the namespaces.
+    pub fn detach(mut self) {
+        for (child, _) in self.procs.drain(..) {
+            std::mem::forget(child);
+        }
+        std::mem::forget(self._dir);
+    }
+}
+
+fn iptables(ns: &Netns, v6: bool, table: &str, chain: &str, args: &[&str]) -> anyhow::Result<()> {
+    let bin = if v6 { "ip6tables" } else { "iptables" };
+    let out = ns.cmd(bin).args(["-t", table, "-A", chain]).args(args).output()?;
+    if !out.status.success() {
+        bail!(
+            "{bin} -t {table} -A {chain} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn run_ok(cmd: &mut std::process::Command) -> anyhow::Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// Starts a router process and waits for its `ready` line.
+fn start(
+    lab: &Lab,
+    dir: &std::path::Path,
+    n: usize,
+    args: &[&str],
+) -> anyhow::Result<(Child, std::path::PathBuf)> {
+    let log = dir.join(format!("middlebox-{n}.log"));
+    let child = Child::spawn(
+        lab.m
+            .cmd(crate::middlebox_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut child = child;
+    while Instant::now() < deadline {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("ready") {
+            return Ok((child, log));
+        }
+        if let Ok(Some(status)) = child.0.try_wait() {
+            bail!("mptcp-middlebox {} exited ({status}): {}", args.join(" "), text.trim());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("mptcp-middlebox {} did not get ready", args.join(" "))
+}
+
+/// Applies a scenario's steps to a lab.
+pub fn apply(lab: &Lab, sc: &Scenario) -> anyhow::Result<Applied> {
+    let dir = crate::probe::TempDir::new("middlebox");
+    let mut procs = Vec::new();
+    for step in sc.steps {
+        match *step {
+            Step::Rule { v6, table, chain, args } => iptables(&lab.m, v6, table, chain, args)?,
+            Step::RouterSysctl(kv) => run_ok(lab.m.cmd("sysctl").args(["-qw", kv]))?,
+            Step::EndsSysctl(kv) => {
+                for ns in [&lab.c, &lab.s] {
+                    run_ok(ns.cmd("sysctl").args(["-qw", kv]))?;
+                }
+            }
+            Step::ServerLinkMtu(mtu) => {
+                let mtu = mtu.to_string();
+                run_ok(lab.m.cmd("ip").args(["link", "set", ifname::MS, "mtu", &mtu]))?;
+                run_ok(lab.s.cmd("ip").args(["link", "set", ifname::S, "mtu", &mtu]))?;
+            }
+            Step::Nfqueue(args) => {
+                let mut full = vec!["--queue", "0"];
+                full.extend_from_slice(args);
+                procs.push(start(lab, &dir.0, procs.len(), &full)?);
+                for v6 in [false, true] {
+                    iptables(
+                        &lab.m,
+                        v6,
+                        "filter",
+                        "FORWARD",
+                        &["-p", "tcp", "-j", "NFQUEUE", "--queue-num", "0"],
+                    )?;
+                }
+            }
+            Step::Proxy(port) => {
+                let p = PROXY_PORT.to_string();
+                procs.push(start(lab, &dir.0, procs.len(), &["proxy", "--port", &p])?);
+                let dport = port.to_string();
+                for dev in [ifname::M1, ifname::M2] {
+                    iptables(
+                        &lab.m,
+                        false,
+                        "nat",
+                        "PREROUTING",
+                        &["-i", dev, "-p", "tcp", "--dport", &dport, "-j", "REDIRECT", "--to-ports", &p],
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(Applied { procs, _dir: dir })
+}
