@@ -27,11 +27,19 @@ pub struct Options {
     pub repeat: u32,
     /// Leave the lab (with its middlebox and server) up after the scenario.
     pub keep: bool,
+    /// Set (by a signal handler) to stop between runs.
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { bulk_bytes: 300_000, repeat: 1, keep: false }
+        Self { bulk_bytes: 300_000, repeat: 1, keep: false, stop: None }
+    }
+}
+
+impl Options {
+    fn stopped(&self) -> bool {
+        self.stop.as_ref().map(|s| s.load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(false)
     }
 }
 
@@ -374,6 +382,9 @@ fn run_inner(
     let captures =
         sc.oracle.map(|o| (o, Capture::start(&lab.m, ifname::M1), Capture::start(&lab.m, ifname::MS)));
     for i in 0..opts.repeat.max(1) {
+        if opts.stopped() {
+            bail!("interrupted after {i} run(s)");
+        }
         let run = check(&lab, sc, opts);
         on_run(i + 1, &run);
         outcome.runs.push(run);
@@ -481,4 +492,132 @@ pub fn table(outcomes: &[Outcome]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(verdicts: &[&str], reason: Option<&str>) -> Value {
+        json!({
+            "summary": {"verdicts": verdicts, "mptcp_usable": false},
+            "tests": [
+                {"name": "http", "transport": "mptcp", "outcome": "ok", "mptcp": "fallback",
+                 "verdicts": verdicts, "fallback_reason": reason,
+                 "evidence": {"findings": [{"verdict": verdicts[0], "packet": "SYN", "end": "server",
+                                            "expected": "MP_CAPABLE", "seen": "SYN without MP_CAPABLE"}],
+                              "mib_delta": {"MPCapableFallbackSYNACK": 1}, "server": null}},
+                {"name": "http", "transport": "tcp", "outcome": "ok", "mptcp": "not_applicable",
+                 "verdicts": [], "fallback_reason": null, "evidence": {}}
+            ]
+        })
+    }
+
+    #[test]
+    fn judge_agrees_only_with_the_exact_verdicts_and_reason() {
+        let sc = scenario::named("syn-strip");
+        let ok = judge(sc, &report(&["syn_option_stripped"], Some("MPCapableFallbackSYNACK")));
+        assert!(ok.problems.is_empty(), "{:?}", ok.problems);
+        let extra = judge(sc, &report(&["syn_option_stripped", "nat"], Some("MPCapableFallbackSYNACK")));
+        assert_eq!(extra.problems.len(), 1, "{:?}", extra.problems);
+        let reason = judge(sc, &report(&["syn_option_stripped"], Some("DssFallback")));
+        assert!(reason.problems[0].contains("DssFallback"), "{:?}", reason.problems);
+        // A scenario that expects no fallback refuses one.
+        let clean = judge(scenario::named("clean"), &report(&["mptcp_ok"], Some("DssFallback")));
+        assert!(clean.problems.iter().any(|p| p.contains("expected none")), "{:?}", clean.problems);
+        // The evidence names the finding, for the table under a disagreeing matrix.
+        assert!(reason.evidence[0].contains("SYN without MP_CAPABLE"), "{:?}", reason.evidence);
+        assert!(reason.evidence[0].contains("server: no record"), "{:?}", reason.evidence);
+    }
+
+    fn pkt(src: u16, dst: u16, syn: bool, ack: bool, len: u32, mptcp: &[(u8, u8)]) -> Packet {
+        Packet { src_port: src, dst_port: dst, syn, ack, len, mptcp: mptcp.to_vec() }
+    }
+
+    #[test]
+    fn the_oracle_needs_the_option_before_the_router_and_not_after() {
+        let before = [pkt(40000, 80, true, false, 0, &[(0, 4)])];
+        let stripped = [pkt(40000, 80, true, false, 0, &[])];
+        assert!(oracle_verdict(OraclePacket::Syn, 80, &before, &stripped).is_ok());
+        assert!(oracle_verdict(OraclePacket::Syn, 80, &before, &before).is_err(), "not stripped");
+        assert!(oracle_verdict(OraclePacket::Syn, 80, &stripped, &stripped).is_err(), "never sent");
+        assert!(oracle_verdict(OraclePacket::Syn, 80, &before, &[]).is_err(), "nothing seen after");
+        // SYN/ACK: the server side is where it is sent.
+        let sa = [pkt(80, 40000, true, true, 0, &[(0, 12)])];
+        let sa_stripped = [pkt(80, 40000, true, true, 0, &[])];
+        assert!(oracle_verdict(OraclePacket::SynAck, 80, &sa_stripped, &sa).is_ok());
+        assert!(oracle_verdict(OraclePacket::SynAck, 80, &sa, &sa_stripped).is_err());
+        // Third ACK: the first non-SYN packet of each connection.
+        let c = [pkt(40000, 80, false, true, 0, &[(0, 20)]), pkt(40000, 80, false, true, 10, &[(2, 8)])];
+        let s = [pkt(40000, 80, false, true, 0, &[]), pkt(40000, 80, false, true, 10, &[(2, 8)])];
+        assert!(oracle_verdict(OraclePacket::Ack, 80, &c, &s).is_ok());
+        assert!(oracle_verdict(OraclePacket::Ack, 80, &c, &c).is_err());
+        // Data: more segments without the option after the router than before.
+        let d = [
+            pkt(40000, 8001, false, true, 1000, &[(2, 20)]),
+            pkt(40000, 8001, false, true, 1000, &[(2, 20)]),
+        ];
+        let d_after =
+            [pkt(40000, 8001, false, true, 1000, &[(2, 20)]), pkt(40000, 8001, false, true, 1000, &[])];
+        assert!(oracle_verdict(OraclePacket::Data, 8001, &d, &d_after).is_ok());
+        assert!(oracle_verdict(OraclePacket::Data, 8001, &d, &d).is_err());
+    }
+
+    #[test]
+    fn the_table_marks_disagreement_and_shows_its_evidence() {
+        let sc = scenario::named("syn-strip");
+        let good = Outcome {
+            scenario: sc,
+            runs: vec![judge(sc, &report(&["syn_option_stripped"], Some("MPCapableFallbackSYNACK")))],
+            oracle: Some(Ok("fine".into())),
+            middlebox: vec![],
+            error: None,
+            seconds: 1.0,
+            kept: None,
+        };
+        let bad = Outcome {
+            scenario: scenario::named("synack-strip"),
+            runs: vec![judge(
+                scenario::named("synack-strip"),
+                &report(&["syn_option_stripped"], Some("MPCapableFallbackSYNACK")),
+            )],
+            oracle: Some(Err("SYN/ACK: MPTCP option on 0 of 1".into())),
+            middlebox: vec![],
+            error: None,
+            seconds: 2.0,
+            kept: None,
+        };
+        assert!(good.ok() && !bad.ok());
+        let t = table(&[good, bad]);
+        assert!(t.contains("1 of 2 scenarios agree"), "{t}");
+        assert!(t.contains("✗ synack-strip"), "{t}");
+        assert!(t.contains("oracle (tshark on the router) disagrees"), "{t}");
+        assert!(t.contains("SYN without MP_CAPABLE"), "{t}");
+        let errored = Outcome {
+            scenario: sc,
+            runs: vec![],
+            oracle: None,
+            middlebox: vec![],
+            error: Some("iptables: no such target".into()),
+            seconds: 0.1,
+            kept: None,
+        };
+        assert!(!errored.ok());
+        assert!(table(&[errored]).contains("could not run: iptables: no such target"));
+    }
+
+    #[test]
+    fn every_scenario_has_a_unique_name_and_states_what_it_expects() {
+        let mut names: Vec<&str> = scenario::SCENARIOS.iter().map(|s| s.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), scenario::SCENARIOS.len());
+        for s in scenario::SCENARIOS {
+            assert!(!s.expect.is_empty(), "{}", s.name);
+            assert!(!s.about.is_empty(), "{}", s.name);
+            if s.name != "clean" && !s.name.starts_with("clean-") {
+                assert!(!s.commands().is_empty(), "{} does nothing to the lab", s.name);
+            }
+        }
+    }
 }

@@ -410,6 +410,21 @@ pub fn find(name: &str) -> Option<&'static Scenario> {
     SCENARIOS.iter().find(|s| s.name == name)
 }
 
+/// A scenario by name, for tests (panics on a name that does not exist).
+pub fn named(name: &str) -> &'static Scenario {
+    find(name).unwrap_or_else(|| panic!("no scenario {name:?}"))
+}
+
+/// Removes every rule the scenarios add in the router (iptables and ip6tables, all tables).
+pub fn clear_rules(router: &Netns) -> anyhow::Result<()> {
+    for bin in ["iptables", "ip6tables"] {
+        for table in ["filter", "mangle", "nat", "raw"] {
+            run_ok(router.cmd(bin).args(["-t", table, "-F"]))?;
+        }
+    }
+    Ok(())
+}
+
 impl Scenario {
     pub fn server(&self) -> &'static str {
         if self.ipv6 {

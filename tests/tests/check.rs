@@ -4,32 +4,14 @@
 use std::{process::Stdio, time::Duration};
 
 use mptcp_probe_tests::{
-    lab::{addr, middlebox, Child, Lab, Netns},
-    probe_bin, require_root,
+    lab::{addr, Child, Lab, Netns},
+    matrix, probe_bin, require_root, scenario,
 };
 use serde_json::Value;
 
 /// Starts `serve` in the server namespace and waits until it is ready.
 fn serve(lab: &Lab) -> (Child, mptcp_probe_tests::probe::TempDir) {
-    let dir = mptcp_probe_tests::probe::TempDir::new("serve");
-    let log = dir.0.join("serve.log");
-    let child = Child::spawn(
-        lab.s
-            .cmd(probe_bin())
-            .arg("serve")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap()),
-    );
-    for _ in 0..300 {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("mptcp-probe serving on") {
-            return (child, dir);
-        }
-        assert!(!text.contains("error:"), "serve failed:\n{text}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("serve did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+    matrix::serve(&lab.s).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Runs `check --json` in the client namespace; returns the report and stderr.
@@ -131,7 +113,7 @@ fn syn_option_stripped_is_named_with_the_servers_syn_as_evidence() {
     require_root();
     let lab = Lab::up();
     let _srv = serve(&lab);
-    middlebox::apply(&lab.m, middlebox::STRIP_MPTCP_FROM_SYN);
+    let _mb = scenario::apply(&lab, scenario::named("syn-strip")).unwrap();
     let (report, _) = check(&lab.c, addr::SERVER, &["--tests", "handshake,http"]);
     validate(&report);
     let v = verdicts(&report["summary"]["verdicts"]);
@@ -151,7 +133,7 @@ fn synack_option_stripped_is_named_with_the_clients_synack_as_evidence() {
     require_root();
     let lab = Lab::up();
     let _srv = serve(&lab);
-    middlebox::apply(&lab.m, middlebox::STRIP_MPTCP_FROM_SYNACK);
+    let _mb = scenario::apply(&lab, scenario::named("synack-strip")).unwrap();
     let (report, _) = check(&lab.c, addr::SERVER, &["--tests", "handshake,http"]);
     validate(&report);
     assert_eq!(verdicts(&report["summary"]["verdicts"]), vec!["synack_option_stripped"], "{report:#}");
@@ -194,7 +176,7 @@ fn dropped_mptcp_syns_are_named_and_the_blackhole_state_is_undone() {
     require_root();
     let lab = Lab::up();
     let _srv = serve(&lab);
-    middlebox::apply(&lab.m, middlebox::DROP_MPTCP_SYN);
+    let _mb = scenario::apply(&lab, scenario::named("syn-drop")).unwrap();
     let (report, _) = check(&lab.c, addr::SERVER, &["--tests", "handshake,http"]);
     validate(&report);
     assert_eq!(verdicts(&report["summary"]["verdicts"]), vec!["mptcp_syn_dropped"], "{report:#}");
@@ -211,7 +193,7 @@ fn dropped_mptcp_syns_are_named_and_the_blackhole_state_is_undone() {
     assert!(notes.contains("blackhole"), "{notes}");
     // MPTCP is not left disabled: a new connection asks for it again (it is dropped again, so
     // the kernel counts another MP_CAPABLE SYN and no SYN sent without it for being disabled).
-    middlebox::clear(&lab.m);
+    scenario::clear_rules(&lab.m).unwrap();
     let before = nstat(&lab.c, "MPTcpExtMPCapableSYNTXDisabled");
     let (report, _) = check(&lab.c, addr::SERVER, &["--tests", "handshake"]);
     assert_eq!(verdicts(&report["summary"]["verdicts"]), vec!["mptcp_ok"], "{report:#}");
@@ -223,7 +205,7 @@ fn reset_mptcp_syns_are_named() {
     require_root();
     let lab = Lab::up();
     let _srv = serve(&lab);
-    middlebox::apply(&lab.m, middlebox::RESET_MPTCP_SYN);
+    let _mb = scenario::apply(&lab, scenario::named("syn-reset")).unwrap();
     let (report, _) = check(&lab.c, addr::SERVER, &["--tests", "handshake"]);
     validate(&report);
     assert_eq!(verdicts(&report["summary"]["verdicts"]), vec!["mptcp_reset"], "{report:#}");

@@ -3,11 +3,11 @@
 use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use mptcp_probe_tests::{
-    lab::{addr, ifname, middlebox, sh, Child, Lab, Netns},
+    lab::{addr, ifname, sh, Child, Lab, Netns},
     oracle::{self, Capture},
     peer,
     probe::Watcher,
-    require_root,
+    require_root, scenario,
 };
 use serde_json::Value;
 
@@ -149,7 +149,7 @@ fn ipv6_mptcp_flow_is_established() {
 fn syn_option_stripped_is_fallback_at_the_client_and_a_plain_syn_at_the_server() {
     require_root();
     let lab = Lab::up();
-    middlebox::apply(&lab.m, middlebox::STRIP_MPTCP_FROM_SYN);
+    let _mb = scenario::apply(&lab, scenario::named("syn-strip")).unwrap();
     let server = format!("{}:8080", addr::SERVER);
     let _srv = peer::server(&lab.s, &server, 1, false);
     let client_watch = Watcher::start(&lab.c, &["--iface", ifname::C1]);

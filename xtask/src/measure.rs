@@ -75,7 +75,8 @@ pub fn run(o: MeasureOpts) -> anyhow::Result<()> {
     }
     prepare("cargo xtask measure")?;
     let stop = interrupt_flag()?;
-    let opts = Options { bulk_bytes: o.bulk_bytes, repeat: o.repeat, keep: o.keep };
+    let opts =
+        Options { bulk_bytes: o.bulk_bytes, repeat: o.repeat, keep: o.keep, stop: Some(Arc::clone(&stop)) };
     eprintln!(
         "measure: {} scenario(s){}, each in its own lab: client {} / {} -- router -- server {}",
         list.len(),

@@ -1,0 +1,70 @@
+//! The lab's middlebox matrix end to end (root): every scenario, run through `serve` and `check`
+//! in its own lab, gives the verdicts and fallback reason it expects; the strip scenarios'
+//! independent oracle (tshark on the router's interfaces) agrees; the clean path, repeated, gives
+//! no false verdict.
+
+use std::sync::Mutex;
+
+use mptcp_probe_tests::{
+    matrix::{self, Options, Outcome},
+    require_root,
+    scenario::{self, SCENARIOS},
+};
+
+/// The two tests load the machine: one at a time, so neither measures the other.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+#[test]
+fn every_scenario_gives_the_verdicts_it_expects() {
+    require_root();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    assert!(SCENARIOS.len() >= 15, "the lab has {} scenarios", SCENARIOS.len());
+    let opts = Options::default();
+    let outcomes: Vec<Outcome> = SCENARIOS
+        .iter()
+        .map(|sc| {
+            let o = matrix::run(sc, &opts, &mut |_, _| {});
+            eprintln!("{}: {} ({:.1}s)", sc.name, if o.ok() { "agrees" } else { "DISAGREES" }, o.seconds);
+            o
+        })
+        .collect();
+    let table = matrix::table(&outcomes);
+    println!("{table}");
+    let bad: Vec<&str> = outcomes.iter().filter(|o| !o.ok()).map(|o| o.scenario.name).collect();
+    assert!(bad.is_empty(), "scenarios disagreeing: {bad:?}\n{table}");
+    // Every scenario that strips an option had the oracle's agreement, not just check's.
+    for o in outcomes.iter().filter(|o| o.scenario.name.ends_with("-strip")) {
+        assert!(matches!(o.oracle, Some(Ok(_))), "{}: oracle {:?}", o.scenario.name, o.oracle);
+    }
+    // The middlebox really acted where it runs.
+    for name in ["seq-rewrite", "split", "coalesce", "payload-rewrite"] {
+        let o = outcomes.iter().find(|o| o.scenario.name == name).unwrap();
+        let modified = o.middlebox.first().and_then(|c| c["modified"].as_u64()).unwrap_or(0);
+        assert!(modified > 0, "{name}: middlebox counters {:?}", o.middlebox);
+    }
+}
+
+#[test]
+fn the_clean_path_repeated_gives_no_false_verdict() {
+    require_root();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let repeat: u32 =
+        std::env::var("MPTCP_PROBE_CLEAN_REPEATS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let opts = Options { repeat, ..Options::default() };
+    let o = matrix::run(scenario::named("clean"), &opts, &mut |_, _| {});
+    assert_eq!(o.runs.len(), repeat as usize, "{:?}", o.error);
+    let table = matrix::table(std::slice::from_ref(&o));
+    let false_verdicts: Vec<String> = o
+        .runs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !r.problems.is_empty())
+        .map(|(i, r)| format!("run {}: {}", i + 1, r.problems.join("; ")))
+        .collect();
+    assert!(
+        false_verdicts.is_empty(),
+        "{} of {repeat} runs:\n{}\n{table}",
+        false_verdicts.len(),
+        false_verdicts.join("\n")
+    );
+}
