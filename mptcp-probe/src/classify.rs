@@ -383,15 +383,17 @@ pub fn classify(e: &Evidence) -> Classification {
                 }
             }
         }
-        // Resegmentation: the same bytes arrived in more, smaller segments, or fewer, larger
-        // ones. Only when the byte counts agree (retransmissions would blur the counts).
+        // Resegmentation: the same bytes arrived in clearly more (a quarter at least), smaller
+        // segments, or clearly fewer, larger ones. Only when the byte counts agree within a
+        // tenth: a few retransmissions are tolerated, more would blur the counts.
         if let (Some(c), Some(r)) = (&e.client_sent_segments, &sv.segment_sizes) {
-            if c.bytes > 0 && c.bytes == r.bytes {
+            let comparable = c.bytes > 0 && c.bytes * 10 <= r.bytes * 11 && r.bytes * 10 <= c.bytes * 11;
+            if comparable {
                 let expected = format!("{} segment(s) of at most {} bytes as sent", c.count, c.max);
                 let seen = format!("{} segment(s) of at most {} bytes", r.count, r.max);
-                if r.count > c.count && r.max < c.max {
+                if r.count * 4 >= c.count * 5 && r.max < c.max {
                     f.push(finding(Verdict::SegmentsSplit, "data", "server", expected, seen));
-                } else if r.count < c.count && r.max > c.max {
+                } else if c.count * 4 >= r.count * 5 && r.max > c.max {
                     f.push(finding(Verdict::SegmentsCoalesced, "data", "server", expected, seen));
                 }
             }
@@ -784,6 +786,13 @@ mod tests {
         assert_eq!(verdicts(&e), vec!["mptcp_ok", "segments_coalesced"]);
         // Retransmissions: more bytes sent than received, counts not comparable.
         e.client_sent_segments = segments(12, 17376, 1448);
+        assert_eq!(verdicts(&e), vec!["mptcp_ok"]);
+        // A few retransmissions (bytes within a tenth) do not hide a clear split.
+        e.client_sent_segments = segments(11, 15928, 1448);
+        e.server.as_mut().unwrap().segment_sizes = segments(30, 14480, 500);
+        assert_eq!(verdicts(&e), vec!["mptcp_ok", "segments_split"]);
+        // ... nor do they make one: one more segment is not a split.
+        e.server.as_mut().unwrap().segment_sizes = segments(12, 14480, 1400);
         assert_eq!(verdicts(&e), vec!["mptcp_ok"]);
         // More segments but not smaller ones (e.g. counted differently): no claim.
         e.client_sent_segments = segments(10, 14480, 1448);
