@@ -80,12 +80,15 @@ const NAT: Step = rule("nat", "POSTROUTING", &["-o", ifname::MS, "-j", "MASQUERA
 const FTP_HELPER: Step =
     rule("raw", "PREROUTING", &["-p", "tcp", "--dport", "21", "-j", "CT", "--helper", "ftp"]);
 
-/// ADD_ADDR from the server: a pure ACK whose first option is the 12-byte timestamp, so the MPTCP
-/// subtype sits at IP offset 54 (IPv4) — a cBPF filter for `-m bpf`, `ip[0] & 0xf0 == 0x40 &&
-/// ip[54] & 0xf0 == 0x30`: ldb [0]; and #0xf0; jeq #0x40 else drop-out; ldb [54]; and #0xf0;
-/// jeq #0x30; ret match / ret no match.
+/// ADD_ADDR from the server: a non-SYN segment whose first option is the 12-byte timestamp
+/// (NOP, NOP, TS), so the MPTCP option starts at IP offset 52 (IPv4 without IP options) and its
+/// subtype is the high nibble of byte 54. A cBPF filter for `-m bpf`: `ip[0] & 0xf0 == 0x40 &&
+/// ip[52] == 30 && ip[54] & 0xf0 == 0x30`. Checking the kind at 52 matters: elsewhere byte 54 can
+/// fall inside the timestamp echo, whose high nibble is 3 one time in sixteen.
+///   0 ldb [0]; 1 and #0xf0; 2 jeq #0x40 else 9; 3 ldb [52]; 4 jeq #30 else 9; 5 ldb [54];
+///   6 and #0xf0; 7 jeq #0x30 else 9; 8 ret match; 9 ret no match
 const CBPF_ADD_ADDR_V4: &str =
-    "8,48 0 0 0,84 0 0 240,21 0 4 64,48 0 0 54,84 0 0 240,21 0 1 48,6 0 0 65535,6 0 0 0";
+    "10,48 0 0 0,84 0 0 240,21 0 6 64,48 0 0 52,21 0 4 30,48 0 0 54,84 0 0 240,21 0 1 48,6 0 0 65535,6 0 0 0";
 
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -388,6 +391,9 @@ pub const SCENARIOS: &[Scenario] = &[
                 ifname::MS,
                 "-p",
                 "tcp",
+                "--tcp-flags",
+                "SYN",
+                "NONE",
                 "-m",
                 "tcp",
                 "--tcp-option",
