@@ -102,6 +102,10 @@ pub fn run(o: MeasureOpts) -> anyhow::Result<()> {
                 let _ = std::io::stderr().flush();
             }
         });
+        if stop.load(Ordering::Relaxed) {
+            eprintln!("interrupted");
+            bail!("interrupted: labs removed, {} of {} scenarios done", outcomes.len(), list.len());
+        }
         eprintln!(
             "{}{} ({:.1}s)",
             if repeat > 1 { " " } else { "" },
