@@ -8,6 +8,7 @@ pub mod oracle;
 pub mod peer;
 pub mod probe;
 pub mod scenario;
+pub mod text;
 
 use std::path::PathBuf;
 
@@ -19,52 +20,47 @@ pub fn target_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target")
 }
 
-/// The `mptcp-probe` binary under test: `MPTCP_PROBE_BIN`, else the release build, else debug.
+/// A binary of the workspace: `$env` if set, else `built` (Cargo's path when this crate's tests
+/// are built together with it), else the release build, else the debug build.
+fn workspace_bin(name: &str, env: &str, built: Option<&str>, hint: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = built {
+        return PathBuf::from(p);
+    }
+    for profile in ["release", "debug"] {
+        let p = target_dir().join(profile).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} is not built: run `{hint}` or set {env}")
+}
+
+/// The `mptcp-probe` binary under test.
 pub fn probe_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("MPTCP_PROBE_BIN") {
-        return PathBuf::from(p);
-    }
-    for profile in ["release", "debug"] {
-        let p = target_dir().join(profile).join("mptcp-probe");
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("mptcp-probe is not built: run `cargo build --release -p mptcp-probe` or set MPTCP_PROBE_BIN")
+    workspace_bin("mptcp-probe", "MPTCP_PROBE_BIN", None, "cargo build --release -p mptcp-probe")
 }
 
-/// The `mptcp-peer` test binary next to the probe, or `MPTCP_PEER_BIN`.
+/// The `mptcp-peer` test peer.
 pub fn peer_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("MPTCP_PEER_BIN") {
-        return PathBuf::from(p);
-    }
-    if let Some(p) = option_env!("CARGO_BIN_EXE_mptcp-peer") {
-        return PathBuf::from(p);
-    }
-    for profile in ["release", "debug"] {
-        let p = target_dir().join(profile).join("mptcp-peer");
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("mptcp-peer is not built: run `cargo build -p mptcp-probe-tests`")
+    workspace_bin(
+        "mptcp-peer",
+        "MPTCP_PEER_BIN",
+        option_env!("CARGO_BIN_EXE_mptcp-peer"),
+        "cargo build -p mptcp-probe-tests",
+    )
 }
 
-/// The lab's `mptcp-middlebox` next to the probe, or `MPTCP_MIDDLEBOX_BIN`.
+/// The lab's `mptcp-middlebox`.
 pub fn middlebox_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("MPTCP_MIDDLEBOX_BIN") {
-        return PathBuf::from(p);
-    }
-    if let Some(p) = option_env!("CARGO_BIN_EXE_mptcp-middlebox") {
-        return PathBuf::from(p);
-    }
-    for profile in ["release", "debug"] {
-        let p = target_dir().join(profile).join("mptcp-middlebox");
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("mptcp-middlebox is not built: run `cargo build -p mptcp-probe-tests`")
+    workspace_bin(
+        "mptcp-middlebox",
+        "MPTCP_MIDDLEBOX_BIN",
+        option_env!("CARGO_BIN_EXE_mptcp-middlebox"),
+        "cargo build -p mptcp-probe-tests",
+    )
 }
 
 /// True when running as root (the end-to-end tests need it to create namespaces and load eBPF).

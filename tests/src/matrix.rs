@@ -447,27 +447,8 @@ pub fn table(outcomes: &[Outcome]) -> String {
             if o.ok() { "✓".into() } else { "✗".into() },
         ]);
     }
-    let width = |i: usize| {
-        rows.iter().map(|r| r[i].chars().count()).chain([header[i].chars().count()]).max().unwrap_or(0)
-    };
-    let widths: Vec<usize> = (0..header.len()).map(width).collect();
-    let line = |cells: Vec<&str>| {
-        cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c}{}", " ".repeat(widths[i] - c.chars().count())))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    let mut out = String::new();
-    out.push_str(&line(header.to_vec()));
-    out.push('\n');
-    for r in &rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
-        out.push('\n');
-    }
+    let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
+    let mut out = crate::text::table(&header, &rows);
     let agree = outcomes.iter().filter(|o| o.ok()).count();
     out.push_str(&format!("\n{agree} of {} scenarios agree with their expectation\n", outcomes.len()));
     for o in outcomes.iter().filter(|o| !o.ok()) {

@@ -1177,24 +1177,7 @@ fn sp(v: &Value, ptr: &str, prec: usize) -> String {
 }
 
 fn table(header: &[&str], rows: &[Vec<String>]) {
-    let width = |i: usize| {
-        rows.iter().map(|r| r[i].chars().count()).chain([header[i].chars().count()]).max().unwrap_or(0)
-    };
-    let widths: Vec<usize> = (0..header.len()).map(width).collect();
-    let line = |cells: Vec<&str>| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
-            .collect::<Vec<_>>()
-            .join("  ")
-    };
-    println!("{}", line(header.to_vec()));
-    println!("{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
-    for r in rows {
-        println!("{}", line(r.iter().map(String::as_str).collect()));
-    }
-    println!();
+    print!("{}", mptcp_probe_tests::text::table(header, rows));
 }
 
 fn print_report(r: &Value) {
