@@ -305,7 +305,13 @@ pub fn classify(e: &Evidence) -> Classification {
                 format!("{} as the server sent it", opt(&sw.synack_mptcp)),
                 "SYN/ACK without MP_CAPABLE",
             ));
-        } else if cw.synack_mptcp.is_some() && cw.ack_mptcp.is_some() && sw.ack_mptcp_len == Some(0) {
+        } else if cw.synack_mptcp.is_some()
+            && cw.ack_mptcp.is_some()
+            && sw.ack_mptcp_len == Some(0)
+            // The server's socket agrees: MPTCP did not come up there (a reordered third ACK is
+            // no strip).
+            && sv.map(|s| s.is_mptcp == Some(false) || s.fallback == Some(true)).unwrap_or(true)
+        {
             f.push(finding(
                 Verdict::AckOptionStripped,
                 "third ACK",
@@ -619,7 +625,16 @@ mod tests {
     fn third_ack_stripped_is_seen_at_the_server() {
         let mut e = clean();
         e.client.is_mptcp = Some(false);
-        e.server.as_mut().unwrap().handshake = Some(hs(true, true, Some(false)));
+        let s = e.server.as_mut().unwrap();
+        s.handshake = Some(hs(true, true, Some(false)));
+        // The server's socket: MPTCP established after all (the ACK with the option was only
+        // overtaken on the way in): nothing was stripped.
+        let mut reordered = e.clone();
+        reordered.client.is_mptcp = Some(true);
+        assert_eq!(verdicts(&reordered), vec!["mptcp_ok"]);
+        let s = e.server.as_mut().unwrap();
+        s.is_mptcp = Some(false);
+        s.fallback = Some(true);
         assert_eq!(verdicts(&e), vec!["ack_option_stripped"]);
     }
 
@@ -747,7 +762,9 @@ mod tests {
         let mut e = clean();
         e.client.fallback = Some(true);
         e.client_rx_without_dss = Some(1);
-        e.server.as_mut().unwrap().handshake = Some(hs(true, true, Some(false)));
+        let s = e.server.as_mut().unwrap();
+        s.handshake = Some(hs(true, true, Some(false)));
+        s.is_mptcp = Some(false);
         e.mib_delta = BTreeMap::from([("MPCapableDataFallback".to_string(), 1)]);
         assert_eq!(verdicts(&e), vec!["ack_option_stripped"]);
     }

@@ -133,6 +133,16 @@ pub const SCENARIOS: &[Scenario] = &[
         oracle: Some(Oracle { port: 80, packet: OraclePacket::Syn }),
     },
     Scenario {
+        name: "syn-strip-ipv6",
+        about: "MPTCP option stripped from SYNs, over IPv6 (ip6tables TCPOPTSTRIP)",
+        ipv6: true,
+        tests: Some("handshake,http"),
+        steps: &[Step::Rule { v6: true, table: "mangle", chain: "FORWARD", args: &["-p", "tcp", "--tcp-flags", "SYN,ACK", "SYN", "-j", "TCPOPTSTRIP", "--strip-options", "30"] }],
+        expect: &["syn_option_stripped"],
+        fallback: Some(("http", "MPCapableFallbackSYNACK")),
+        oracle: Some(Oracle { port: 80, packet: OraclePacket::Syn }),
+    },
+    Scenario {
         name: "synack-strip",
         about: "MPTCP option stripped from SYN/ACKs (TCPOPTSTRIP)",
         ipv6: false,

@@ -119,10 +119,13 @@ pub fn handshake_of(packets: &[PacketEvent]) -> Option<HandshakeView> {
             v.synack_mptcp = m.as_ref().map(|m| m.0.clone());
             v.synack_mptcp_len = m.map(|m| m.1);
             v.synack_isn = Some(p.seq);
-        } else if ack && Some(p.direction) == syn_dir && v.ack_mptcp.is_none() && v.ack_mptcp_len.is_none() {
+        } else if ack && Some(p.direction) == syn_dir && v.ack_mptcp.is_none() {
+            // The third ACK, or the first data that repeats its MP_CAPABLE. Packets of one
+            // connection can overtake each other on the way in (veth hands them to the CPU that
+            // sent them), so a later packet with the option counts too; 0 marks "seen, none of
+            // them carried it".
             let m = mpc(p);
             v.ack_mptcp = m.as_ref().map(|m| m.0.clone());
-            // 0 marks "third ACK seen without an MPTCP option".
             v.ack_mptcp_len = Some(m.map(|m| m.1).unwrap_or(0));
         }
     }
@@ -290,6 +293,20 @@ mod tests {
         assert_eq!(v.synack_mptcp, None);
         assert_eq!(v.synack_isn, Some(5000));
         assert_eq!(v.ack_mptcp_len, Some(0), "third ACK seen, without MPTCP");
+    }
+
+    #[test]
+    fn a_third_ack_overtaken_by_a_later_packet_still_counts() {
+        let (s, sa, a) = (tcp_flags::SYN, tcp_flags::SYN | tcp_flags::ACK, tcp_flags::ACK);
+        let v = handshake_of(&[
+            pkt(direction::INGRESS, s, 1000, Some(4), 1460),
+            pkt(direction::EGRESS, sa, 5000, Some(12), 1460),
+            pkt(direction::INGRESS, a, 1001, None, 0),
+            pkt(direction::INGRESS, a, 1001, Some(20), 0),
+        ])
+        .expect("handshake");
+        assert_eq!(v.ack_mptcp.as_deref(), Some("mp_capable"));
+        assert_eq!(v.ack_mptcp_len, Some(20));
     }
 
     #[test]
