@@ -167,12 +167,12 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "dss-strip",
-        about: "MPTCP option stripped from the client's data after 100 kB (TCPOPTSTRIP + connbytes)",
+        about: "MPTCP option stripped from the client's data segments after 100 kB (TCPOPTSTRIP + connbytes)",
         ipv6: false,
         tests: Some("handshake,bulk"),
         steps: &[
             ACCT,
-            rule("mangle", "FORWARD", &["-i", ifname::M1, "-p", "tcp", "-m", "connbytes", "--connbytes", "100000:", "--connbytes-dir", "original", "--connbytes-mode", "bytes", "-j", "TCPOPTSTRIP", "--strip-options", "30"]),
+            rule("mangle", "FORWARD", &["-i", ifname::M1, "-p", "tcp", "-m", "connbytes", "--connbytes", "100000:", "--connbytes-dir", "original", "--connbytes-mode", "bytes", "-m", "length", "--length", "100:65535", "-j", "TCPOPTSTRIP", "--strip-options", "30"]),
         ],
         expect: &["dss_stripped"],
         fallback: Some(("bulk", "DssFallback")),
