@@ -207,6 +207,19 @@ pub struct ServerInfo {
     pub announced: Vec<String>,
 }
 
+/// Where an end looks up what its observer saw of a connection's handshake. Implemented by the
+/// observer service; `None` when no observer runs or it has not seen the connection.
+pub trait HandshakeSource: Send + Sync {
+    /// `local` and `peer` as this host's socket sees them.
+    fn handshake(&self, local: SocketAddr, peer: SocketAddr) -> Option<HandshakeView>;
+
+    /// What the wire showed of the whole connection so far: the data segments received and, if
+    /// MPTCP fell back, why.
+    fn wire(&self, _local: SocketAddr, _peer: SocketAddr) -> Option<WireSummary> {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,18 +252,5 @@ mod tests {
         fill_pattern(&mut b, 200);
         assert_eq!(&a[200..], &b[..]);
         assert_ne!(a[1], a[2]);
-    }
-}
-
-/// Where an end looks up what its observer saw of a connection's handshake. Implemented by the
-/// observer service; `None` when no observer runs or it has not seen the connection.
-pub trait HandshakeSource: Send + Sync {
-    /// `local` and `peer` as this host's socket sees them.
-    fn handshake(&self, local: SocketAddr, peer: SocketAddr) -> Option<HandshakeView>;
-
-    /// What the wire showed of the whole connection so far: the data segments received and, if
-    /// MPTCP fell back, why.
-    fn wire(&self, _local: SocketAddr, _peer: SocketAddr) -> Option<WireSummary> {
-        None
     }
 }

@@ -265,57 +265,61 @@ pub fn oracle_verdict(
 ) -> Result<String, String> {
     let to = |p: &&Packet| p.dst_port == port;
     let from = |p: &&Packet| p.src_port == port;
-    let mpc = |p: &Packet| p.mptcp.iter().any(|(s, _)| *s == 0);
-    let any = |p: &Packet| !p.mptcp.is_empty();
+    fn mpc(p: &Packet) -> bool {
+        p.mptcp.iter().any(|(s, _)| *s == 0)
+    }
+    fn any(p: &Packet) -> bool {
+        !p.mptcp.is_empty()
+    }
+    type Has = fn(&Packet) -> bool;
     // (packets before the router, packets after it, option test)
-    let (before, after, has, what): (Vec<&Packet>, Vec<&Packet>, &dyn Fn(&Packet) -> bool, &str) =
-        match packet {
-            OraclePacket::Syn => (
-                client_side.iter().filter(to).filter(|p| p.syn && !p.ack).collect(),
-                server_side.iter().filter(to).filter(|p| p.syn && !p.ack).collect(),
-                &mpc,
-                "SYN",
-            ),
-            OraclePacket::SynAck => (
-                server_side.iter().filter(from).filter(|p| p.syn && p.ack).collect(),
-                client_side.iter().filter(from).filter(|p| p.syn && p.ack).collect(),
-                &mpc,
-                "SYN/ACK",
-            ),
-            OraclePacket::Ack => {
-                // The client's first non-SYN packet of each connection that offered MP_CAPABLE.
-                let firsts = |side: &[Packet]| -> Vec<Packet> {
-                    let mut seen = std::collections::HashSet::new();
-                    side.iter()
-                        .filter(|p| p.dst_port == port && !p.syn)
-                        .filter(|p| seen.insert(p.src_port))
-                        .cloned()
-                        .collect()
-                };
-                let (b, a) = (firsts(client_side), firsts(server_side));
-                let before_mpc = b.iter().filter(|p| mpc(p)).count();
-                let after_mpc = a.iter().filter(|p| mpc(p)).count();
-                return if before_mpc > 0 && after_mpc == 0 && !a.is_empty() {
-                    Ok(format!(
-                        "third ACK: MP_CAPABLE on {before_mpc} of {} before the router, on 0 of {} after",
-                        b.len(),
-                        a.len()
-                    ))
-                } else {
-                    Err(format!(
+    let (before, after, has, what): (Vec<&Packet>, Vec<&Packet>, Has, &str) = match packet {
+        OraclePacket::Syn => (
+            client_side.iter().filter(to).filter(|p| p.syn && !p.ack).collect(),
+            server_side.iter().filter(to).filter(|p| p.syn && !p.ack).collect(),
+            mpc,
+            "SYN",
+        ),
+        OraclePacket::SynAck => (
+            server_side.iter().filter(from).filter(|p| p.syn && p.ack).collect(),
+            client_side.iter().filter(from).filter(|p| p.syn && p.ack).collect(),
+            mpc,
+            "SYN/ACK",
+        ),
+        OraclePacket::Ack => {
+            // The client's first non-SYN packet of each connection that offered MP_CAPABLE.
+            let firsts = |side: &[Packet]| -> Vec<Packet> {
+                let mut seen = std::collections::HashSet::new();
+                side.iter()
+                    .filter(|p| p.dst_port == port && !p.syn)
+                    .filter(|p| seen.insert(p.src_port))
+                    .cloned()
+                    .collect()
+            };
+            let (b, a) = (firsts(client_side), firsts(server_side));
+            let before_mpc = b.iter().filter(|p| mpc(p)).count();
+            let after_mpc = a.iter().filter(|p| mpc(p)).count();
+            return if before_mpc > 0 && after_mpc == 0 && !a.is_empty() {
+                Ok(format!(
+                    "third ACK: MP_CAPABLE on {before_mpc} of {} before the router, on 0 of {} after",
+                    b.len(),
+                    a.len()
+                ))
+            } else {
+                Err(format!(
                     "third ACK: MP_CAPABLE on {before_mpc} of {} before the router, on {after_mpc} of {} after",
                     b.len(),
                     a.len()
                 ))
-                };
-            }
-            OraclePacket::Data => (
-                client_side.iter().filter(to).filter(|p| !p.syn && p.len > 0).collect(),
-                server_side.iter().filter(to).filter(|p| !p.syn && p.len > 0).collect(),
-                &any,
-                "data segment",
-            ),
-        };
+            };
+        }
+        OraclePacket::Data => (
+            client_side.iter().filter(to).filter(|p| !p.syn && p.len > 0).collect(),
+            server_side.iter().filter(to).filter(|p| !p.syn && p.len > 0).collect(),
+            any,
+            "data segment",
+        ),
+    };
     let b_with = before.iter().filter(|p| has(p)).count();
     let a_without = after.iter().filter(|p| !has(p)).count();
     let a_with = after.len() - a_without;

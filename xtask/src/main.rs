@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask setup | test | measure | lab | bench`.
 
 mod bench;
+mod lab;
 mod measure;
 mod setup;
 
@@ -210,6 +211,30 @@ fn parse_test_result(line: &str) -> Option<(u64, u64)> {
     Some((num(" passed")?, num(" failed")?))
 }
 
+fn main() -> ExitCode {
+    let res = match Cli::parse().cmd {
+        Cmd::Setup { with_test_tools } => setup::run(&setup::SetupOpts { with_test_tools }),
+        Cmd::Test { fuzz_seconds } => test(fuzz_seconds),
+        Cmd::Measure { scenarios, json, keep, repeat, bulk_bytes } => {
+            measure::run(measure::MeasureOpts { scenarios, json, keep, repeat, bulk_bytes })
+        }
+        Cmd::Lab { cmd } => lab::lab(match cmd {
+            LabCmd::Up { scenario } => lab::LabCmd::Up { scenario },
+            LabCmd::Down { run, all } => lab::LabCmd::Down { run, all },
+            LabCmd::Exec { role, run, cmd } => lab::LabCmd::Exec { role, run, cmd },
+            LabCmd::List => lab::LabCmd::List,
+        }),
+        Cmd::Bench { quick, json, repeat } => bench::run(quick, json, repeat),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -222,29 +247,5 @@ mod tests {
             Some((0, 1))
         );
         assert_eq!(super::parse_test_result("running 3 tests"), None);
-    }
-}
-
-fn main() -> ExitCode {
-    let res = match Cli::parse().cmd {
-        Cmd::Setup { with_test_tools } => setup::run(&setup::SetupOpts { with_test_tools }),
-        Cmd::Test { fuzz_seconds } => test(fuzz_seconds),
-        Cmd::Measure { scenarios, json, keep, repeat, bulk_bytes } => {
-            measure::run(measure::MeasureOpts { scenarios, json, keep, repeat, bulk_bytes })
-        }
-        Cmd::Lab { cmd } => measure::lab(match cmd {
-            LabCmd::Up { scenario } => measure::LabCmd::Up { scenario },
-            LabCmd::Down { run, all } => measure::LabCmd::Down { run, all },
-            LabCmd::Exec { role, run, cmd } => measure::LabCmd::Exec { role, run, cmd },
-            LabCmd::List => measure::LabCmd::List,
-        }),
-        Cmd::Bench { quick, json, repeat } => bench::run(quick, json, repeat),
-    };
-    match res {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("xtask: error: {e:#}");
-            ExitCode::FAILURE
-        }
     }
 }

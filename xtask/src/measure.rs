@@ -1,7 +1,6 @@
 //! `cargo xtask measure`: builds everything, then for every middlebox scenario of the lab creates
 //! the namespaces, applies the middlebox in the router, runs `mptcp-probe serve` and
 //! `mptcp-probe check`, and prints a matrix of expected against observed verdicts.
-//! `cargo xtask lab up|down|exec|list`: the same lab by hand.
 
 use std::{
     io::Write as _,
@@ -13,7 +12,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use mptcp_probe_tests::{
-    lab::{self, addr, Lab},
+    lab::addr,
     matrix::{self, Options},
     scenario::{self, Scenario, SCENARIOS},
 };
@@ -27,7 +26,7 @@ pub struct MeasureOpts {
 }
 
 /// Builds and points the lab helpers at the release binaries.
-fn prepare(what: &str) -> anyhow::Result<()> {
+pub(crate) fn prepare(what: &str) -> anyhow::Result<()> {
     crate::require_root(what)?;
     crate::setup::run(&crate::setup::SetupOpts { with_test_tools: false })?;
     crate::build_release()?;
@@ -38,7 +37,7 @@ fn prepare(what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn selected(names: &[String]) -> anyhow::Result<Vec<&'static Scenario>> {
+pub(crate) fn selected(names: &[String]) -> anyhow::Result<Vec<&'static Scenario>> {
     if names.is_empty() {
         return Ok(SCENARIOS.iter().collect());
     }
@@ -134,7 +133,7 @@ pub fn run(o: MeasureOpts) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_kept(run: &str, sc: &Scenario) {
+pub(crate) fn print_kept(run: &str, sc: &Scenario) {
     eprintln!("\nlab {run} is up with scenario {} and `mptcp-probe serve` running in the server:", sc.name);
     for c in sc.commands() {
         eprintln!("  router: {c}");
@@ -142,97 +141,4 @@ fn print_kept(run: &str, sc: &Scenario) {
     eprintln!("  cargo xtask lab exec c --run {run} -- mptcp-probe check --server {}", sc.server());
     eprintln!("  cargo xtask lab exec m --run {run} -- tcpdump -ni any tcp");
     eprintln!("  cargo xtask lab down --run {run}");
-}
-
-pub enum LabCmd {
-    Up { scenario: Option<String> },
-    Down { run: Option<String>, all: bool },
-    Exec { role: String, run: Option<String>, cmd: Vec<String> },
-    List,
-}
-
-/// The one lab on the host, or the named one.
-fn pick(run: Option<String>) -> anyhow::Result<String> {
-    let runs = lab::runs();
-    match run {
-        Some(r) if runs.contains(&r) => Ok(r),
-        Some(r) => {
-            bail!("no lab {r} here (labs: {})", if runs.is_empty() { "none".into() } else { runs.join(", ") })
-        }
-        None => match runs.as_slice() {
-            [one] => Ok(one.clone()),
-            [] => bail!("no lab is up: `cargo xtask lab up`"),
-            _ => bail!("several labs are up ({}): say which with --run", runs.join(", ")),
-        },
-    }
-}
-
-pub fn lab(cmd: LabCmd) -> anyhow::Result<()> {
-    crate::require_root("cargo xtask lab")?;
-    match cmd {
-        LabCmd::Up { scenario } => {
-            let sc = selected(&scenario.into_iter().collect::<Vec<_>>())?;
-            let sc = if sc.len() == 1 { sc[0] } else { scenario::find("clean").expect("clean exists") };
-            prepare("cargo xtask lab up")?;
-            let l = Lab::up();
-            l.server_announces(addr::SERVER_EXTRA, addr::SERVER_EXTRA_V6);
-            let applied = scenario::apply(&l, sc)?;
-            let (server, dir) = matrix::serve(&l.s)?;
-            applied.detach();
-            std::mem::forget(server);
-            std::mem::forget(dir);
-            let run = l.keep();
-            println!("{run}");
-            print_kept(&run, sc);
-            eprintln!(
-                "  namespaces mpp-{run}-c (client {}, {}), mpp-{run}-m (router), mpp-{run}-s (server {})",
-                addr::CLIENT1,
-                addr::CLIENT2,
-                addr::SERVER
-            );
-            Ok(())
-        }
-        LabCmd::Down { run, all } => {
-            let runs = if all { lab::runs() } else { vec![pick(run)?] };
-            for r in &runs {
-                lab::remove(r);
-                eprintln!("lab {r} removed");
-            }
-            if runs.is_empty() {
-                eprintln!("no lab was up");
-            }
-            Ok(())
-        }
-        LabCmd::Exec { role, run, cmd } => {
-            if !matches!(role.as_str(), "c" | "m" | "s") {
-                bail!("the lab's hosts are c (client), m (router/middlebox) and s (server), not {role:?}");
-            }
-            let Some((program, args)) = cmd.split_first() else {
-                bail!("nothing to run: lab exec c -- COMMAND")
-            };
-            let run = pick(run)?;
-            // The project's binaries by name, without installing them.
-            let program = match program.as_str() {
-                "mptcp-probe" | "mptcp-peer" | "mptcp-middlebox" => {
-                    crate::release_bin(program).display().to_string()
-                }
-                p => p.to_string(),
-            };
-            let status = std::process::Command::new("ip")
-                .args(["netns", "exec", &format!("mpp-{run}-{role}"), &program])
-                .args(args)
-                .status()
-                .context("running ip netns exec")?;
-            if !status.success() {
-                bail!("{program} exited with {status}");
-            }
-            Ok(())
-        }
-        LabCmd::List => {
-            for r in lab::runs() {
-                println!("{r}");
-            }
-            Ok(())
-        }
-    }
 }

@@ -183,10 +183,8 @@ impl Key {
 
     /// A per-connection offset, as a randomiser would pick (never 0).
     fn offset(&self) -> u32 {
-        use std::hash::{BuildHasher, Hash, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        self.hash(&mut h);
-        (h.finish() as u32) | 0x1000_0001
+        use std::hash::BuildHasher;
+        (std::collections::hash_map::RandomState::new().hash_one(self) as u32) | 0x1000_0001
     }
 }
 
@@ -285,7 +283,10 @@ impl Middlebox {
                 let key = p.key();
                 let mergeable = dir == Dir::Initiator
                     && !p.payload.is_empty()
-                    && !(p.tcp.syn || p.tcp.fin || p.tcp.rst || p.tcp.urg)
+                    && !p.tcp.syn
+                    && !p.tcp.fin
+                    && !p.tcp.rst
+                    && !p.tcp.urg
                     && !p.has_mptcp(subtype::MP_CAPABLE);
                 if let Some(h) = self.held.get_mut(&key) {
                     let next = h.pkt.tcp.sequence_number.wrapping_add(h.pkt.payload.len() as u32);
