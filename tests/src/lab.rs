@@ -145,7 +145,14 @@ pub struct Lab {
 impl Lab {
     /// Builds the topology with namespaces named `mpp-<run>-c|m|s`, unique per process and lab.
     pub fn up() -> Self {
-        let run = format!("{}{}", std::process::id(), NEXT_RUN.fetch_add(1, Ordering::Relaxed));
+        // Unique on the host: this process's id and a counter, skipping any name a lab that is
+        // still up holds (a kept lab of an earlier process with the same id).
+        let run = loop {
+            let run = format!("{}-{}", std::process::id(), NEXT_RUN.fetch_add(1, Ordering::Relaxed));
+            if !std::path::Path::new(&format!("/run/netns/mpp-{run}-c")).exists() {
+                break run;
+            }
+        };
         let c = Netns::new(&format!("mpp-{run}-c"));
         let m = Netns::new(&format!("mpp-{run}-m"));
         let s = Netns::new(&format!("mpp-{run}-s"));

@@ -367,7 +367,11 @@ impl Scenario {
                 ],
                 Step::Proxy(port) => vec![
                     format!("mptcp-middlebox proxy --port {}", PROXY_PORT),
-                    format!("iptables -t nat -A PREROUTING -i {} -p tcp --dport {port} -j REDIRECT --to-ports {PROXY_PORT}", ifname::M1),
+                    format!(
+                        "iptables -t nat -A PREROUTING -i {}|{} -p tcp --dport {port} -j REDIRECT --to-ports {PROXY_PORT}",
+                        ifname::M1,
+                        ifname::M2
+                    ),
                 ],
             })
             .collect()
