@@ -210,7 +210,16 @@ pub fn fallback_reason(mib: &std::collections::BTreeMap<String, u64>) -> Option<
 /// Classifies an MPTCP test connection.
 pub fn classify(e: &Evidence) -> Classification {
     // The client's own reason first; where only the server fell back, the server's.
-    let reason = fallback_reason(&e.mib_delta).or_else(|| fallback_reason(&e.server_mib_delta));
+    // The server's counters include its other clients: they speak for this connection only when
+    // it is in trouble itself (did not complete, or fell back at either end).
+    let troubled = e.outcome != Some(Outcome::Ok)
+        || e.client.is_mptcp == Some(false)
+        || e.client.fallback == Some(true)
+        || e.server.as_ref().map(|s| s.fallback == Some(true)).unwrap_or(false);
+    let no_counters = std::collections::BTreeMap::new();
+    let server_counters = if troubled { &e.server_mib_delta } else { &no_counters };
+    // The client's own reason first; where only the server fell back, the server's.
+    let reason = fallback_reason(&e.mib_delta).or_else(|| fallback_reason(server_counters));
     let mut out = Classification { fallback_reason: reason, ..Default::default() };
     let f = &mut out.findings;
     let cw = e.client_wire.as_ref();
@@ -223,7 +232,7 @@ pub fn classify(e: &Evidence) -> Classification {
     // The server answered the MP_CAPABLE SYN: whatever went wrong later, the SYN got through.
     let synack_mpc = cw.map(|w| w.synack_mptcp.is_some()).unwrap_or(false) || mib("MPCapableSYNACKRX") > 0;
 
-    let server_mib = |k: &str| e.server_mib_delta.get(k).copied().unwrap_or(0);
+    let server_mib = |k: &str| server_counters.get(k).copied().unwrap_or(0);
     // A DSS checksum failed at the server: the data were changed in flight. The kernels say so
     // (checksums on) with DataCsumErr at the server and MP_FAIL to the client, whether the
     // connection then fell back or stalled.
@@ -734,6 +743,15 @@ mod tests {
         assert!(c.findings[0].seen.contains("DataCsumErr"), "{:?}", c.findings);
         // Only the server fell back: its reason is the connection's.
         assert_eq!(c.fallback_reason.as_deref(), Some("DssFallback"));
+    }
+
+    #[test]
+    fn another_clients_counters_do_not_blame_a_clean_connection() {
+        let mut e = clean();
+        e.server_mib_delta = BTreeMap::from([("DataCsumErr".to_string(), 1), ("DssFallback".to_string(), 1)]);
+        let c = classify(&e);
+        assert_eq!(c.verdicts(), vec![Verdict::MptcpOk]);
+        assert_eq!(c.fallback_reason, None);
     }
 
     #[test]
