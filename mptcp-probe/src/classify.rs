@@ -209,24 +209,21 @@ pub fn fallback_reason(mib: &std::collections::BTreeMap<String, u64>) -> Option<
 
 /// Classifies an MPTCP test connection.
 pub fn classify(e: &Evidence) -> Classification {
-    // The client's own reason first; where only the server fell back, the server's.
+    let cw = e.client_wire.as_ref();
+    let sv = e.server.as_ref();
+    let sw = sv.and_then(|s| s.handshake.as_ref());
+    let is_mptcp = e.client.is_mptcp == Some(true) && e.client.fallback != Some(true);
+    let fell_back = e.client.is_mptcp == Some(false) || e.client.fallback == Some(true);
     // The server's counters include its other clients: they speak for this connection only when
     // it is in trouble itself (did not complete, or fell back at either end).
-    let troubled = e.outcome != Some(Outcome::Ok)
-        || e.client.is_mptcp == Some(false)
-        || e.client.fallback == Some(true)
-        || e.server.as_ref().map(|s| s.fallback == Some(true)).unwrap_or(false);
+    let troubled =
+        e.outcome != Some(Outcome::Ok) || fell_back || sv.map(|s| s.fallback == Some(true)).unwrap_or(false);
     let no_counters = std::collections::BTreeMap::new();
     let server_counters = if troubled { &e.server_mib_delta } else { &no_counters };
     // The client's own reason first; where only the server fell back, the server's.
     let reason = fallback_reason(&e.mib_delta).or_else(|| fallback_reason(server_counters));
     let mut out = Classification { fallback_reason: reason, ..Default::default() };
     let f = &mut out.findings;
-    let cw = e.client_wire.as_ref();
-    let sv = e.server.as_ref();
-    let sw = sv.and_then(|s| s.handshake.as_ref());
-    let is_mptcp = e.client.is_mptcp == Some(true) && e.client.fallback != Some(true);
-    let fell_back = e.client.is_mptcp == Some(false) || e.client.fallback == Some(true);
 
     let mib = |k: &str| e.mib_delta.get(k).copied().unwrap_or(0);
     // The server answered the MP_CAPABLE SYN: whatever went wrong later, the SYN got through.

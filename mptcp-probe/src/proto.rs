@@ -165,6 +165,15 @@ pub struct ConnectionView {
     pub error: Option<String>,
 }
 
+impl ConnectionView {
+    /// Takes what the observer saw of the connection on the wire.
+    pub fn set_wire(&mut self, w: &WireSummary) {
+        self.segment_sizes = Some(w.received_segments.clone());
+        self.received_without_dss = Some(w.received_without_dss);
+        self.fallback_evidence = w.fallback_evidence.clone();
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentStats {
     /// Segments on the wire (a GSO/GRO packet counts the segments it stands for).

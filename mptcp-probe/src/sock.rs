@@ -134,68 +134,57 @@ fn sockaddr_at(b: &[u8]) -> Option<SocketAddr> {
     }
 }
 
-/// `MPTCP_SUBFLOW_ADDRS`: (local, remote) of each subflow; None after fallback or for TCP.
-pub fn subflow_addrs(fd: &impl AsRawFd) -> Option<Vec<(SocketAddr, SocketAddr)>> {
+/// The getsockopts that answer with a `struct mptcp_subflow_data` header and one entry per
+/// subflow (`MPTCP_TCPINFO`, `MPTCP_SUBFLOW_ADDRS`): the entries (at most 8) as the kernel wrote
+/// them, each `elem` bytes or what the kernel has of them; None when refused (fallback, TCP).
+fn subflow_entries(fd: &impl AsRawFd, optname: i32, elem: usize) -> Option<Vec<Vec<u8>>> {
     const HEADER: usize = 16;
-    const SLOT: usize = 128;
     const MAX_SUBFLOWS: usize = 8;
-    let mut buf = vec![0u8; HEADER + MAX_SUBFLOWS * 2 * SLOT];
+    let mut buf = vec![0u8; HEADER + MAX_SUBFLOWS * elem];
     buf[0..4].copy_from_slice(&(HEADER as u32).to_ne_bytes());
-    buf[12..16].copy_from_slice(&((2 * SLOT) as u32).to_ne_bytes());
+    buf[12..16].copy_from_slice(&(elem as u32).to_ne_bytes());
     let mut len = buf.len() as libc::socklen_t;
     // SAFETY: valid fd, buffer and length; the kernel writes at most `len` bytes.
-    let r = unsafe {
-        libc::getsockopt(fd.as_raw_fd(), SOL_MPTCP, MPTCP_SUBFLOW_ADDRS, buf.as_mut_ptr().cast(), &mut len)
-    };
+    let r =
+        unsafe { libc::getsockopt(fd.as_raw_fd(), SOL_MPTCP, optname, buf.as_mut_ptr().cast(), &mut len) };
     if r < 0 {
         return None;
     }
     let n = u32::from_ne_bytes(buf[4..8].try_into().ok()?) as usize;
-    let mut out = Vec::new();
-    for i in 0..n.min(MAX_SUBFLOWS) {
-        let at = HEADER + i * 2 * SLOT;
-        if at + 2 * SLOT > len as usize {
-            break;
-        }
-        if let (Some(l), Some(r)) =
-            (sockaddr_at(&buf[at..at + SLOT]), sockaddr_at(&buf[at + SLOT..at + 2 * SLOT]))
-        {
-            out.push((l, r));
-        }
+    // The kernel lays entries out at the size both sides know (its own if smaller than asked).
+    let size = u32::from_ne_bytes(buf[12..16].try_into().ok()?) as usize;
+    if size == 0 {
+        return None;
     }
-    Some(out)
+    let written = &buf[..(len as usize).min(buf.len())];
+    Some(
+        (0..n.min(MAX_SUBFLOWS))
+            .map_while(|i| written.get(HEADER + i * size..HEADER + (i + 1) * size))
+            .map(<[u8]>::to_vec)
+            .collect(),
+    )
+}
+
+/// `MPTCP_SUBFLOW_ADDRS`: (local, remote) of each subflow; None after fallback or for TCP.
+pub fn subflow_addrs(fd: &impl AsRawFd) -> Option<Vec<(SocketAddr, SocketAddr)>> {
+    const SLOT: usize = 128;
+    let entries = subflow_entries(fd, MPTCP_SUBFLOW_ADDRS, 2 * SLOT)?;
+    Some(
+        entries
+            .iter()
+            .filter_map(|e| Some((sockaddr_at(e.get(..SLOT)?)?, sockaddr_at(e.get(SLOT..2 * SLOT)?)?)))
+            .collect(),
+    )
 }
 
 /// `MPTCP_TCPINFO`: how many subflows have completed their handshake (a join whose SYN went
 /// unanswered is listed by the kernel, and counted by `MPTCP_INFO`, while it is still trying).
 pub fn synchronized_subflows(fd: &impl AsRawFd) -> Option<u8> {
     const MPTCP_TCPINFO: i32 = 2;
-    const HEADER: usize = 16;
-    const MAX_SUBFLOWS: usize = 8;
-    let slot = size_of::<libc::tcp_info>();
-    let mut buf = vec![0u8; HEADER + MAX_SUBFLOWS * slot];
-    buf[0..4].copy_from_slice(&(HEADER as u32).to_ne_bytes());
-    buf[12..16].copy_from_slice(&(slot as u32).to_ne_bytes());
-    let mut len = buf.len() as libc::socklen_t;
-    // SAFETY: valid fd, buffer and length; the kernel writes at most `len` bytes.
-    let r = unsafe {
-        libc::getsockopt(fd.as_raw_fd(), SOL_MPTCP, MPTCP_TCPINFO, buf.as_mut_ptr().cast(), &mut len)
-    };
-    if r < 0 {
-        return None;
-    }
-    let n = u32::from_ne_bytes(buf[4..8].try_into().ok()?) as usize;
-    let size_user = u32::from_ne_bytes(buf[12..16].try_into().ok()?) as usize;
-    if size_user == 0 {
-        return None;
-    }
+    let entries = subflow_entries(fd, MPTCP_TCPINFO, size_of::<libc::tcp_info>())?;
     // tcpi_state is the first byte of each entry: SYN_SENT 2, SYN_RECV 3, CLOSE 7 did not (or no
     // longer) carry data.
-    let count = (0..n.min(MAX_SUBFLOWS))
-        .filter_map(|i| buf.get(HEADER + i * size_user).copied())
-        .filter(|state| !matches!(state, 2 | 3 | 7))
-        .count();
-    Some(count as u8)
+    Some(entries.iter().filter_map(|e| e.first()).filter(|state| !matches!(state, 2 | 3 | 7)).count() as u8)
 }
 
 /// Sending and receiving MSS from `TCP_INFO`.

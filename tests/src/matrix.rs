@@ -139,6 +139,14 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Leaves a lab up with its middlebox and server running (`lab down` removes them all); returns
+/// its run name.
+pub fn keep(lab: Lab, applied: scenario::Applied, server: (Child, TempDir)) -> String {
+    applied.detach();
+    std::mem::forget(server);
+    lab.keep()
+}
+
 /// Compares a report with the scenario.
 pub fn judge(sc: &Scenario, report: &Value) -> Run {
     let mut run = Run { report: Some(report.clone()), ..Default::default() };
@@ -397,10 +405,7 @@ fn run_inner(
         outcome.oracle = Some(oracle_verdict(o.packet, o.port, &c.finish(), &s.finish()));
     }
     if opts.keep {
-        applied.detach();
-        std::mem::forget(server);
-        std::mem::forget(server_dir);
-        outcome.kept = Some(lab.keep());
+        outcome.kept = Some(keep(lab, applied, (server, server_dir)));
     } else {
         outcome.middlebox = applied.stop();
     }

@@ -42,11 +42,8 @@ pub fn lab(cmd: LabCmd) -> anyhow::Result<()> {
             let l = Lab::up();
             l.server_announces(addr::SERVER_EXTRA, addr::SERVER_EXTRA_V6);
             let applied = scenario::apply(&l, sc)?;
-            let (server, dir) = matrix::serve(&l.s)?;
-            applied.detach();
-            std::mem::forget(server);
-            std::mem::forget(dir);
-            let run = l.keep();
+            let server = matrix::serve(&l.s)?;
+            let run = matrix::keep(l, applied, server);
             println!("{run}");
             print_kept(&run, sc);
             eprintln!(

@@ -74,9 +74,7 @@ async fn test(Extract(state): Extract<Arc<State>>, Path(id): Path<String>) -> Re
         for v in &mut connections {
             if let (Some(local), Some(peer)) = (v.local, v.peer) {
                 if let Some(w) = source.wire(local, peer) {
-                    v.segment_sizes = Some(w.received_segments);
-                    v.received_without_dss = Some(w.received_without_dss);
-                    v.fallback_evidence = w.fallback_evidence;
+                    v.set_wire(&w);
                 }
             }
         }

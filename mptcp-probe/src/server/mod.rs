@@ -520,9 +520,7 @@ impl Recorder {
         let apply = |v: &mut ConnectionView| {
             sock::fill_view(&fd, v);
             if let Some(w) = &wire {
-                v.segment_sizes = Some(w.received_segments.clone());
-                v.received_without_dss = Some(w.received_without_dss);
-                v.fallback_evidence = w.fallback_evidence.clone();
+                v.set_wire(w);
             }
         };
         apply(&mut inner.base);

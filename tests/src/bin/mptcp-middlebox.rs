@@ -204,7 +204,6 @@ struct Held {
 }
 
 struct Middlebox {
-    mode: Mode,
     /// Connections seen from their SYN, keyed initiator → responder, with their offset.
     conns: HashMap<Key, u32>,
     held: HashMap<Key, Held>,
@@ -235,7 +234,7 @@ impl Middlebox {
     }
 
     /// Decides on one queued packet (verdicts may be deferred while segments are held).
-    fn handle(&mut self, q: &mut Queue, mut msg: nfq::Message) -> anyhow::Result<()> {
+    fn handle(&mut self, mode: &Mode, q: &mut Queue, mut msg: nfq::Message) -> anyhow::Result<()> {
         self.n.packets += 1;
         let Some(mut p) = Pkt::parse(msg.get_payload()) else {
             self.n.unparsed += 1;
@@ -243,7 +242,7 @@ impl Middlebox {
             return Ok(q.verdict(msg)?);
         };
         let (dir, off) = self.direction(&p);
-        match self.mode.clone() {
+        match *mode {
             Mode::Seq => {
                 let changed = match dir {
                     Dir::Initiator => {
@@ -506,7 +505,6 @@ fn main() -> anyhow::Result<()> {
     q.set_nonblocking(true);
     let needs_raw = matches!(cli.mode, Mode::Split { .. });
     let mut mb = Middlebox {
-        mode: cli.mode.clone(),
         conns: HashMap::new(),
         held: HashMap::new(),
         raw4: needs_raw.then(|| RawSocket::open(false)).transpose().context("raw IPv4 socket")?,
@@ -520,7 +518,7 @@ fn main() -> anyhow::Result<()> {
     eprintln!("mptcp-middlebox: ready on queue {}", cli.queue);
     while !stop.load(Ordering::Relaxed) {
         match q.recv() {
-            Ok(msg) => mb.handle(&mut q, msg)?,
+            Ok(msg) => mb.handle(&cli.mode, &mut q, msg)?,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if mb.held.is_empty() {
                     std::thread::sleep(Duration::from_micros(200));
