@@ -66,6 +66,9 @@ pub mod why {
     pub const DATA_FIN: u16 = 0x0200;
     /// The option area was malformed.
     pub const MALFORMED: u16 = 0x0400;
+    /// FIN or RST of a flow the flow table does not hold (evicted, or older than the observer):
+    /// user space learns at once that a flow it knows has ended.
+    pub const UNTRACKED: u16 = 0x0800;
 }
 
 /// TCP header flag bits as on the wire.
@@ -108,6 +111,13 @@ pub struct PacketEvent {
     pub opts: TcpOptions,
     /// The packet's network and TCP headers (options included), for header-only traces.
     pub headers: [u8; HEADER_BYTES],
+}
+
+impl PacketEvent {
+    /// The packet's flow is in the kernel's flow table (its counts and handshake are there).
+    pub const fn tracked(&self) -> bool {
+        self.why & why::UNTRACKED == 0
+    }
 }
 
 /// Header bytes kept per reported packet: an IPv4 or IPv6 header with a full TCP header fits.

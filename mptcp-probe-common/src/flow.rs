@@ -16,10 +16,6 @@ pub struct FlowKey {
     pub remote_addr: [u8; 16],
 }
 
-/// Index of a direction in per-direction arrays.
-pub const RX: usize = 0;
-pub const TX: usize = 1;
-
 /// Slots in the per-subtype counters: subtypes 0..=8 at their own index, 15 (experimental) and any
 /// unknown subtype at [`SUBTYPE_OTHER`].
 pub const SUBTYPE_SLOTS: usize = 10;
@@ -33,13 +29,21 @@ pub fn subtype_slot(subtype: u8) -> usize {
     }
 }
 
+/// Bits of [`HandshakeOpt::seen`].
+pub mod hs_seen {
+    /// The packet was seen.
+    pub const SEEN: u8 = 0x01;
+    /// It carried payload (a third ACK repeated on the first data segment).
+    pub const DATA: u8 = 0x02;
+}
+
 /// What one handshake packet carried.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HandshakeOpt {
-    /// 1 once the packet was seen.
+    /// [`hs_seen`] bits; 0 until the packet was seen.
     pub seen: u8,
-    /// MPTCP subtype carried (MP_CAPABLE or MP_JOIN), 0xff when none.
+    /// MPTCP subtype carried (MP_CAPABLE or MP_JOIN), [`crate::proto::NONE_U8`] when none.
     pub mptcp_subtype: u8,
     /// Length of that MPTCP option.
     pub mptcp_len: u8,
@@ -47,7 +51,28 @@ pub struct HandshakeOpt {
     pub direction: u8,
     /// MSS option value, 0 when absent.
     pub mss: u16,
-    pub _pad: u16,
+    /// MP_CAPABLE's version (low nibble of its third byte) and flag byte, as on the wire; the
+    /// kernel ignores an option it does not accept (see
+    /// [`crate::options::MptcpOption::mp_capable_rejection`]).
+    pub mptcp_version: u8,
+    pub mptcp_flags: u8,
+}
+
+impl HandshakeOpt {
+    /// The packet carried an MPTCP option of `subtype`.
+    pub const fn carries(&self, subtype: u8) -> bool {
+        self.seen != 0 && self.mptcp_subtype == subtype
+    }
+
+    /// The packet carried payload.
+    pub const fn with_data(&self) -> bool {
+        self.seen & hs_seen::DATA != 0
+    }
+
+    /// The packet carried MP_CAPABLE or MP_JOIN.
+    pub const fn has_mptcp(&self) -> bool {
+        self.seen != 0 && self.mptcp_subtype != crate::proto::NONE_U8
+    }
 }
 
 /// Handshake packet slots in [`FlowState::handshake`].
@@ -55,7 +80,8 @@ pub const HS_SYN: usize = 0;
 pub const HS_SYN_ACK: usize = 1;
 pub const HS_THIRD_ACK: usize = 2;
 
-/// Per-flow state. Counters are updated with atomic adds; the small per-direction flags are plain
+/// Per-flow state. Per-direction arrays are indexed by [`crate::event::direction`] (`INGRESS`
+/// 0, `EGRESS` 1). Counters are updated with atomic adds; the small per-direction flags are plain
 /// byte stores written from one direction's path each.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -75,7 +101,7 @@ pub struct FlowState {
     pub infinite_mappings: [u32; 2],
     pub malformed: [u32; 2],
     pub handshake: [HandshakeOpt; 3],
-    /// Direction of the SYN (the initiator's), 0xff until a SYN was seen.
+    /// Direction of the SYN (the initiator's), [`crate::proto::NONE_U8`] until a SYN was seen.
     pub syn_direction: u8,
     /// 1 when SYN and SYN/ACK both carried MP_CAPABLE or MP_JOIN.
     pub negotiated: u8,
@@ -84,7 +110,7 @@ pub struct FlowState {
     pub data_fin_sent: [u8; 2],
     pub fin: [u8; 2],
     pub rst: [u8; 2],
-    /// MP_TCPRST reason, 0xff when none.
+    /// MP_TCPRST reason, [`crate::proto::NONE_U8`] when none.
     pub tcprst_reason: u8,
     pub _pad: [u8; 3],
 }

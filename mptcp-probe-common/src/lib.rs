@@ -7,17 +7,4 @@ pub mod counters;
 pub mod event;
 pub mod flow;
 pub mod options;
-
-/// Names of the MPTCP option subtypes, indexed by [`flow::subtype_slot`].
-pub const SUBTYPE_NAMES: [&str; flow::SUBTYPE_SLOTS] = [
-    "mp_capable",
-    "mp_join",
-    "dss",
-    "add_addr",
-    "remove_addr",
-    "mp_prio",
-    "mp_fail",
-    "mp_fastclose",
-    "mp_tcprst",
-    "other",
-];
+pub mod proto;

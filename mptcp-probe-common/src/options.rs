@@ -63,7 +63,9 @@ pub mod opt_flags {
 pub mod mptcp_status {
     /// Length does not match any form of this subtype.
     pub const BAD_LENGTH: u8 = 0x01;
-    /// DSS mapping with data-level length 0: an infinite mapping (fallback after establishment).
+    /// DSS mapping with data-level length 0. On a segment that carries data this is an infinite
+    /// mapping (fallback after establishment, RFC 8684 section 3.7); on one without payload it
+    /// maps nothing and the kernel ignores it: see [`super::MptcpOption::is_infinite_mapping`].
     pub const INFINITE_MAPPING: u8 = 0x02;
     /// A checksum field is present (MP_CAPABLE with data, DSS).
     pub const CHECKSUM: u8 = 0x04;
@@ -108,6 +110,79 @@ pub struct MptcpOption {
     pub data_ack: u64,
     /// ADD_ADDR address (IPv4 in the first 4 bytes), REMOVE_ADDR address ids.
     pub addr: [u8; 16],
+}
+
+/// MP_CAPABLE (RFC 8684 section 3.1) as Linux parses it: the version it speaks, the flag bits.
+pub mod mp_capable {
+    /// The only version Linux speaks; on a SYN a higher one is accepted (and answered with 1).
+    pub const VERSION: u8 = 1;
+    /// A: checksum required.
+    pub const FLAG_CHECKSUM: u8 = 0x80;
+    /// B: extensibility; Linux ignores an MP_CAPABLE that sets it.
+    pub const FLAG_EXTENSIBILITY: u8 = 0x40;
+    /// C: do not join to the initial address.
+    pub const FLAG_DENY_JOIN_ID0: u8 = 0x20;
+    /// D..H: the crypto algorithm bits; exactly H (HMAC-SHA256) must be set.
+    pub const FLAG_CRYPTO_MASK: u8 = 0x1f;
+    pub const FLAG_HMAC_SHA256: u8 = 0x01;
+}
+
+/// The packet an MP_CAPABLE option came on: each has its own length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MpCapablePacket {
+    Syn,
+    SynAck,
+    /// The third ACK, or (with data) the first data segment that repeats it.
+    Ack {
+        data: bool,
+    },
+}
+
+/// Why the kernel ignores an MP_CAPABLE option (and the connection then falls back).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MpCapableRejection {
+    /// A version other than 1 (on the SYN: below 1).
+    Version(u8),
+    /// The extensibility bit, or a crypto algorithm other than HMAC-SHA256 alone.
+    Flags(u8),
+    /// A length that does not fit the packet it is on.
+    Length(u8),
+}
+
+impl MptcpOption {
+    /// Why Linux would ignore this MP_CAPABLE (`mptcp_parse_option` in net/mptcp/options.c) on
+    /// the packet it came with, or None when it accepts it.
+    pub const fn mp_capable_rejection(&self, on: MpCapablePacket) -> Option<MpCapableRejection> {
+        let len_ok = match on {
+            MpCapablePacket::Syn => self.len == 4,
+            MpCapablePacket::SynAck => self.len == 12,
+            MpCapablePacket::Ack { data: false } => self.len == 20,
+            MpCapablePacket::Ack { data: true } => self.len == 22 || self.len == 24,
+        };
+        if !len_ok {
+            return Some(MpCapableRejection::Length(self.len));
+        }
+        let version_ok = match on {
+            // "Gentle vs future versions on the initial SYN".
+            MpCapablePacket::Syn => self.version >= mp_capable::VERSION,
+            _ => self.version == mp_capable::VERSION,
+        };
+        if !version_ok {
+            return Some(MpCapableRejection::Version(self.version));
+        }
+        if self.flags & mp_capable::FLAG_CRYPTO_MASK != mp_capable::FLAG_HMAC_SHA256
+            || self.flags & mp_capable::FLAG_EXTENSIBILITY != 0
+        {
+            return Some(MpCapableRejection::Flags(self.flags));
+        }
+        None
+    }
+
+    /// A DSS with an infinite mapping: a mapping of data-level length 0 on a segment that carries
+    /// data. On a segment without payload (a pure ACK, an empty PSH) it maps nothing.
+    pub const fn is_infinite_mapping(&self, payload_len: u32) -> bool {
+        self.subtype == subtype::DSS && self.status & mptcp_status::INFINITE_MAPPING != 0 && payload_len > 0
+    }
 }
 
 /// Everything the observer keeps from a TCP option area.

@@ -7,10 +7,13 @@ use aya_ebpf::{macros::classifier, programs::TcContext};
 use mptcp_probe_common::{
     counters,
     event::{direction, tcp_flags, why, EventHeader, EventKind, PacketEvent, EVENT_VERSION, HEADER_BYTES},
-    flow::{self, FlowState, HandshakeOpt, HS_SYN, HS_SYN_ACK, HS_THIRD_ACK},
+    flow::{self, hs_seen, FlowState, HandshakeOpt, HS_SYN, HS_SYN_ACK, HS_THIRD_ACK},
     options::{
-        dss, mptcp_status, opt_flags, parse_tcp_options_in, subtype, TcpOptions, MAX_MPTCP_OPTIONS,
-        MAX_OPTION_BYTES,
+        dss, opt_flags, parse_tcp_options_in, subtype, TcpOptions, MAX_MPTCP_OPTIONS, MAX_OPTION_BYTES,
+    },
+    proto::{
+        ETH_P_IP, ETH_P_IPV6, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ROUTING,
+        IPPROTO_TCP, NONE_U8,
     },
 };
 
@@ -19,9 +22,8 @@ use crate::{count, cpu, now_ns, Scratch, EVENTS, FLOWS, FLOW_INIT, SCRATCH};
 /// Continue with the next program / default action (TCX_NEXT, TC_ACT_UNSPEC).
 const TC_NEXT: i32 = -1;
 const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const IPPROTO_TCP: u8 = 6;
+/// IPv6 authentication header (its length counts 4-byte words, less 2).
+const IPPROTO_AH: u8 = 51;
 /// IPv6 extension headers walked at most.
 const MAX_EXT_HEADERS: usize = 6;
 /// Largest offset of the TCP header from the start of the packet that is parsed.
@@ -201,8 +203,7 @@ fn parse<const DIR: u8, const L2: bool>(ctx: &TcContext, proto: u16, sc: &mut Sc
                     found = true;
                     break;
                 }
-                // Hop-by-hop, routing, destination options.
-                0 | 43 | 60 => {
+                IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
                     let e = match read::<2>(at, end) {
                         Some(e) => e,
                         None => return unparsed(),
@@ -210,8 +211,8 @@ fn parse<const DIR: u8, const L2: bool>(ctx: &TcContext, proto: u16, sc: &mut Sc
                     sc.next_hdr = e[0] as u32;
                     sc.tcp_off = (off + (e[1] as usize + 1) * 8) as u32;
                 }
-                // Fragment: only the first fragment carries the TCP header.
-                44 => {
+                // Only the first fragment carries the TCP header.
+                IPPROTO_FRAGMENT => {
                     let e = match read::<4>(at, end) {
                         Some(e) => e,
                         None => return unparsed(),
@@ -222,8 +223,7 @@ fn parse<const DIR: u8, const L2: bool>(ctx: &TcContext, proto: u16, sc: &mut Sc
                     sc.next_hdr = e[0] as u32;
                     sc.tcp_off = (off + 8) as u32;
                 }
-                // Authentication header.
-                51 => {
+                IPPROTO_AH => {
                     let e = match read::<2>(at, end) {
                         Some(e) => e,
                         None => return unparsed(),
@@ -307,10 +307,10 @@ fn add64(p: *mut u64, n: u64) {
 }
 
 #[inline(always)]
-fn handshake_opt(opts: &TcpOptions, dir: u8) -> HandshakeOpt {
+fn handshake_opt(opts: &TcpOptions, dir: u8, payload: bool) -> HandshakeOpt {
     let mut h = HandshakeOpt {
-        seen: 1,
-        mptcp_subtype: 0xff,
+        seen: hs_seen::SEEN | if payload { hs_seen::DATA } else { 0 },
+        mptcp_subtype: NONE_U8,
         direction: dir,
         mss: opts.mss,
         ..HandshakeOpt::default()
@@ -319,6 +319,9 @@ fn handshake_opt(opts: &TcpOptions, dir: u8) -> HandshakeOpt {
         if opts.mptcp_count > 0 && (o.subtype == subtype::MP_CAPABLE || o.subtype == subtype::MP_JOIN) {
             h.mptcp_subtype = o.subtype;
             h.mptcp_len = o.len;
+            // Kept as on the wire: user space judges them as the kernel does.
+            h.mptcp_version = o.version;
+            h.mptcp_flags = o.flags;
         }
     }
     h
@@ -338,9 +341,11 @@ fn track<const DIR: u8>(seg: &mut PacketEvent) -> u16 {
     let st: *mut FlowState = match FLOWS.get_ptr_mut(&seg.flow) {
         Some(p) => p,
         None => {
-            // Only flows that start here or speak MPTCP are worth a slot.
+            // Only flows that start here or speak MPTCP are worth a slot. The end of another
+            // (evicted, or older than the observer) is reported, so that user space does not
+            // wait for it.
             if !syn && !has_mptcp {
-                return 0;
+                return if rst || fin { why::UNTRACKED | if rst { why::RST } else { why::FIN } } else { 0 };
             }
             let init = match FLOW_INIT.get_ptr(0) {
                 Some(p) => p,
@@ -357,8 +362,8 @@ fn track<const DIR: u8>(seg: &mut PacketEvent) -> u16 {
                     // SAFETY: fresh entry owned by this flow.
                     unsafe {
                         (*p).first_ns = now_ns();
-                        (*p).syn_direction = 0xff;
-                        (*p).tcprst_reason = 0xff;
+                        (*p).syn_direction = NONE_U8;
+                        (*p).tcprst_reason = NONE_U8;
                     }
                     p
                 }
@@ -397,12 +402,12 @@ fn track<const DIR: u8>(seg: &mut PacketEvent) -> u16 {
     if syn && !ack {
         w |= why::SYN;
         s.syn_direction = DIR;
-        s.handshake[HS_SYN] = handshake_opt(&seg.opts, DIR);
+        s.handshake[HS_SYN] = handshake_opt(&seg.opts, DIR, false);
     } else if syn && ack {
         w |= why::SYN_ACK;
-        let h = handshake_opt(&seg.opts, DIR);
+        let h = handshake_opt(&seg.opts, DIR, false);
         let syn_h = s.handshake[HS_SYN];
-        if syn_h.seen != 0 && syn_h.mptcp_subtype != 0xff && syn_h.mptcp_subtype == h.mptcp_subtype {
+        if syn_h.has_mptcp() && syn_h.mptcp_subtype == h.mptcp_subtype {
             s.negotiated = 1;
         }
         s.handshake[HS_SYN_ACK] = h;
@@ -413,7 +418,7 @@ fn track<const DIR: u8>(seg: &mut PacketEvent) -> u16 {
         && s.handshake[HS_THIRD_ACK].seen == 0
     {
         w |= why::THIRD_ACK;
-        s.handshake[HS_THIRD_ACK] = handshake_opt(&seg.opts, DIR);
+        s.handshake[HS_THIRD_ACK] = handshake_opt(&seg.opts, DIR, seg.payload_len > 0);
     }
 
     let mut dss_here = false;
@@ -440,7 +445,7 @@ fn track<const DIR: u8>(seg: &mut PacketEvent) -> u16 {
                         w |= why::FIRST_DSS;
                     }
                 }
-                if o.status & mptcp_status::INFINITE_MAPPING != 0 {
+                if o.is_infinite_mapping(seg.payload_len) {
                     w |= why::INFINITE_MAPPING;
                     if let Some(p) = s.infinite_mappings.get_mut(d) {
                         add32(p);

@@ -16,6 +16,7 @@ use mptcp_probe_common::{
         mapping_flags, reset_dir, EventHeader, EventKind, FallbackEvent, MappingEvent, ResetEvent,
         SockStateEvent, EVENT_VERSION,
     },
+    proto::{mapping_status, AF_INET, AF_INET6, IPPROTO_MPTCP, IPPROTO_TCP, NONE_U8},
 };
 
 use crate::{count, cpu, now_ns, EVENTS, MAPPING_STASH};
@@ -31,11 +32,6 @@ static MAPPING_OFFSETS: MappingOffsets = MappingOffsets::absent();
 #[unsafe(no_mangle)]
 static NETNS_OFFSETS: NetnsOffsets = NetnsOffsets::absent();
 
-const IPPROTO_TCP: u16 = 6;
-const IPPROTO_MPTCP: u16 = 262;
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
-const MAPPING_INVALID: u8 = 1;
 /// A stashed mapping older than this is not joined with a status.
 const STASH_MAX_AGE_NS: u64 = 1_000_000;
 
@@ -122,7 +118,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     count(counters::TRACEPOINT_HITS);
     let o = global(&SOCK_STATE_OFFSETS);
     let protocol: u16 = field(&ctx, o.protocol);
-    if protocol != IPPROTO_TCP && protocol != IPPROTO_MPTCP {
+    if protocol != IPPROTO_TCP as u16 && protocol != IPPROTO_MPTCP {
         return 0;
     }
     let family: u16 = field(&ctx, o.family);
@@ -244,7 +240,7 @@ pub fn get_mapping_status(ctx: TracePointContext) -> u32 {
         (*stash).csum = field(&ctx, o.csum);
         (*stash).flags = flags;
         (*stash).reset_reason = field(&ctx, o.reset_reason);
-        (*stash).status = 0xff;
+        (*stash).status = NONE_U8;
     }
     0
 }
@@ -271,7 +267,7 @@ pub fn subflow_check_data_avail(ctx: TracePointContext) -> u32 {
     if !fresh {
         ev = MappingEvent { header: header(EventKind::Mapping), ..MappingEvent::default() };
     }
-    let interesting = status == MAPPING_INVALID || ev.flags & mapping_flags::INFINITE_MAP != 0;
+    let interesting = status == mapping_status::INVALID || ev.flags & mapping_flags::INFINITE_MAP != 0;
     if !interesting {
         return 0;
     }

@@ -1,24 +1,9 @@
 //! mptcp-probe: observes Multipath TCP on the wire and in the kernel, and names what middleboxes
-//! do to it.
+//! do to it. This binary is the command line; the work is in the `mptcp_probe` library.
 
-mod bench;
-mod classify;
-mod clock;
-mod engine;
-mod flows;
-mod mib;
-mod observer;
-mod pcap;
-mod pm;
-mod preflight;
-mod proto;
-mod render;
-mod report;
-mod server;
-mod sock;
-mod watch;
+mod cmd;
 
-use std::process::ExitCode;
+use std::{io::IsTerminal as _, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
@@ -32,21 +17,24 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Live MPTCP option exchanges, fallbacks and per-flow summaries from the kernel observer.
-    Watch(watch::WatchArgs),
+    Watch(cmd::watch::WatchArgs),
     /// Run FTP/HTTP/TLS/bulk/echo tests over MPTCP and plain TCP against a `serve` and name what
     /// the path does to MPTCP.
-    Check(engine::CheckArgs),
+    Check(cmd::check::CheckArgs),
     /// Test server that `check` talks to: FTP, HTTP, TLS, bulk and echo endpoints over MPTCP, and
     /// a control port that reports what each test's connections looked like from here.
-    Serve(server::ServeArgs),
+    Serve(cmd::serve::ServeArgs),
     #[command(hide = true)]
-    ProgBench(bench::BenchArgs),
+    ProgBench(cmd::prog_bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let stderr = std::io::stderr();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in pipes and CI logs.
+        .with_ansi(stderr.is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MPTCP_PROBE_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -61,10 +49,10 @@ fn main() -> ExitCode {
     };
     let res = rt.block_on(async {
         match cli.command {
-            Command::Watch(args) => watch::run(args).await,
-            Command::Check(args) => engine::run(args).await,
-            Command::Serve(args) => server::run(args).await,
-            Command::ProgBench(args) => bench::run(args).await,
+            Command::Watch(args) => cmd::watch::run(args).await,
+            Command::Check(args) => cmd::check::run(args).await,
+            Command::Serve(args) => cmd::serve::run(args).await,
+            Command::ProgBench(args) => cmd::prog_bench::run(args),
         }
     });
     match res {

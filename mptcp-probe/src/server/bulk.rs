@@ -21,7 +21,9 @@ use super::{
     store::{self, Slot},
     LineError, Recorder,
 };
-use crate::proto::{BulkMode, ConnectionView, Preamble, MAX_BULK_BYTES, MAX_PREAMBLE};
+use mptcp_probe_model::{ConnectionView, Part};
+
+use crate::protocol::{BulkMode, Preamble, MAX_BULK_BYTES, MAX_PREAMBLE};
 
 const CHUNK: usize = 64 * 1024;
 
@@ -115,14 +117,14 @@ async fn up<S: AsyncRead + AsyncWrite + Unpin>(
     let reply = if got == bytes {
         t.settle(|v| {
             v.bytes_received = got;
-            v.digests.insert("data".into(), digest.clone());
+            v.digests.insert(Part::Data, digest.clone());
         });
         format!("OK {bytes} {digest}\n")
     } else {
         let msg = format!("short transfer: {got} of {bytes} bytes");
         t.settle(|v| {
             v.bytes_received = got;
-            v.digests.insert("data".into(), digest.clone());
+            v.digests.insert(Part::Data, digest.clone());
             v.error = Some(msg.clone());
         });
         format!("ERR {msg}\n")
@@ -137,7 +139,7 @@ async fn down<S: AsyncWrite + Unpin>(s: &mut S, t: &Transfer<'_>, bytes: u64) ->
     let mut sent = 0u64;
     while sent < bytes {
         let k = (bytes - sent).min(CHUNK as u64) as usize;
-        crate::proto::fill_pattern(&mut buf[..k], sent);
+        crate::protocol::fill_pattern(&mut buf[..k], sent);
         s.write_all(&buf[..k]).await?;
         hash.update(&buf[..k]);
         sent += k as u64;
@@ -146,7 +148,7 @@ async fn down<S: AsyncWrite + Unpin>(s: &mut S, t: &Transfer<'_>, bytes: u64) ->
     let digest = hex::encode(hash.finalize());
     t.settle(|v| {
         v.bytes_sent = sent;
-        v.digests.insert("sent".into(), digest);
+        v.digests.insert(Part::Sent, digest);
     });
     s.shutdown().await
 }
@@ -175,8 +177,8 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, t: &Transfer<'_>) ->
     t.settle(|v| {
         v.bytes_received = total;
         v.bytes_sent = total;
-        v.digests.insert("data".into(), digest.clone());
-        v.digests.insert("sent".into(), digest);
+        v.digests.insert(Part::Data, digest.clone());
+        v.digests.insert(Part::Sent, digest);
         v.error = error;
     });
     s.shutdown().await

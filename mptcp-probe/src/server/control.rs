@@ -26,7 +26,7 @@ use hyper_util::{
 use tokio::net::TcpStream;
 
 use super::{Idle, State, IDLE_TIMEOUT};
-use crate::proto::{self, ServerReport};
+use crate::protocol::{self as proto, ServerReport};
 
 /// Largest request head (request line and headers).
 const MAX_HEAD: usize = 16 * 1024;
@@ -91,7 +91,7 @@ async fn test(Extract(state): Extract<Arc<State>>, Path(id): Path<String>) -> Re
 }
 
 async fn mib() -> Json<std::collections::BTreeMap<String, u64>> {
-    Json(crate::mib::read())
+    Json(crate::host::mib::read())
 }
 
 async fn stats(Extract(state): Extract<Arc<State>>) -> Json<serde_json::Value> {

@@ -30,9 +30,11 @@ use super::{
     store::{self, Slot},
     Idle, LineError, Recorder, State, IDLE_TIMEOUT,
 };
+use mptcp_probe_model::{ConnectionKind, ConnectionView, Part, Transport};
+
 use crate::{
-    proto::{self, fill_pattern, valid_test_id, ConnectionView, FTP_USER_PREFIX, MAX_BULK_BYTES},
-    sock::{self, Transport},
+    host::sock,
+    protocol::{self as proto, fill_pattern, valid_test_id, FTP_USER_PREFIX, MAX_BULK_BYTES},
 };
 
 /// Longest command line, CRLF included.
@@ -354,7 +356,7 @@ impl Session {
         let digest = sha256_hex(arg);
         self.note(|v| {
             v.notes.insert("port_command".into(), text.clone());
-            v.digests.insert("port_command".into(), digest);
+            v.digests.insert(Part::PortCommand, digest);
             v.notes.remove("port_refused");
         });
         self.pending = None;
@@ -403,7 +405,7 @@ impl Session {
         let peer = stream.peer_addr().map_err(|e| e.to_string())?;
         let permit =
             state.limiter.admit(peer.ip().to_canonical()).ok_or("too many connections from this address")?;
-        let rec = Recorder::start("ftp-data", &stream, saved_syn, &state);
+        let rec = Recorder::start(ConnectionKind::FtpData, &stream, saved_syn, &state);
         let slot = rec.attach(&test_id).ok_or("too many connections for this test")?;
         let local_port = stream.local_addr().map(|a| a.port()).unwrap_or_default();
         store::with(&slot, |v| {
@@ -438,7 +440,7 @@ impl Session {
             Ok(digest) => {
                 data.settle(|v| {
                     v.bytes_sent = n;
-                    v.digests.insert("sent".into(), digest);
+                    v.digests.insert(Part::Sent, digest);
                 });
                 // The FIN on the data connection is the end of the file; the reply follows it.
                 let closed = data.stream.shutdown().await;
@@ -484,7 +486,7 @@ impl Session {
         let digest = hex::encode(hash.finalize());
         data.settle(|v| {
             v.bytes_received = got;
-            v.digests.insert("data".into(), digest.clone());
+            v.digests.insert(Part::Data, digest.clone());
             v.error = end.as_ref().err().cloned();
         });
         drop(data);

@@ -15,10 +15,9 @@ use std::{
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use mptcp_probe_common::options::{option_area, parse_tcp_options};
 
-use crate::{
-    flows::subtype_name,
-    proto::{HandshakeSource, HandshakeView},
-};
+use mptcp_probe_model::{HandshakeView, Subtype, ViewSource};
+
+use crate::protocol::HandshakeSource;
 
 const TCP_SAVE_SYN: libc::c_int = 27;
 const TCP_SAVED_SYN: libc::c_int = 28;
@@ -84,8 +83,8 @@ pub(super) fn parse_syn(bytes: &[u8]) -> Option<HandshakeView> {
     let opts = parse_tcp_options(&area, len, false);
     let mptcp = opts.mptcp_options().first();
     Some(HandshakeView {
-        source: "saved_syn".into(),
-        syn_mptcp: mptcp.map(|o| subtype_name(o.subtype).to_string()),
+        source: ViewSource::SavedSyn,
+        syn_mptcp: mptcp.map(|o| Subtype::from_code(o.subtype)),
         syn_mptcp_len: mptcp.map(|o| o.len),
         syn_mss: (opts.mss != 0).then_some(opts.mss),
         syn_isn: Some(tcp.sequence_number()),
@@ -117,7 +116,9 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
-    use crate::sock::{self, Transport};
+    use mptcp_probe_model::Transport;
+
+    use crate::host::sock;
 
     /// SYNs saved by this kernel for a plain TCP listener on loopback, from an MPTCP client.
     const SYN_V4: &str = "45000040e174400040065b417f0000017f000001b7b2d18de22a2e2000000000b002ffd7fe3400000204ffd70402080a882a5b2d000000000103030a1e040101";
@@ -126,14 +127,14 @@ mod tests {
     #[test]
     fn saved_syns_are_parsed() {
         let v4 = parse_syn(&hex::decode(SYN_V4).unwrap()).expect("IPv4 SYN");
-        assert_eq!(v4.source, "saved_syn");
-        assert_eq!(v4.syn_mptcp.as_deref(), Some("mp_capable"));
+        assert_eq!(v4.source, ViewSource::SavedSyn);
+        assert_eq!(v4.syn_mptcp, Some(Subtype::MpCapable));
         assert_eq!(v4.syn_mptcp_len, Some(4));
         assert_eq!(v4.syn_mss, Some(65495));
         assert_eq!(v4.syn_isn, Some(0xe22a2e20));
         assert_eq!(v4.syn_ttl, Some(64));
         let v6 = parse_syn(&hex::decode(SYN_V6).unwrap()).expect("IPv6 SYN");
-        assert_eq!((v6.syn_mptcp.as_deref(), v6.syn_mptcp_len), (Some("mp_capable"), Some(4)));
+        assert_eq!((v6.syn_mptcp, v6.syn_mptcp_len), (Some(Subtype::MpCapable), Some(4)));
         assert_eq!(v6.syn_mss, Some(65476));
         assert_eq!(v6.syn_isn, Some(0x024cf319));
         assert_eq!(v6.syn_ttl, Some(64));
@@ -165,7 +166,7 @@ mod tests {
         c.connect(&target.into()).unwrap();
         let (accepted, _) = l.accept().unwrap();
         let h = saved_syn(&accepted).expect("saved SYN");
-        assert_eq!(h.syn_mptcp.as_deref(), Some("mp_capable"));
+        assert_eq!(h.syn_mptcp, Some(Subtype::MpCapable));
         assert_eq!(h.syn_mptcp_len, Some(4));
         assert_eq!(h.syn_ttl, Some(64));
         assert!(h.syn_mss.is_some_and(|m| m > 1000));
@@ -176,7 +177,7 @@ mod tests {
     impl HandshakeSource for Late {
         fn handshake(&self, _: SocketAddr, _: SocketAddr) -> Option<HandshakeView> {
             (self.0.fetch_add(1, Ordering::SeqCst) >= 2)
-                .then(|| HandshakeView { source: "observer".into(), ..Default::default() })
+                .then(|| HandshakeView { source: ViewSource::Observer, ..Default::default() })
         }
     }
 
@@ -185,7 +186,7 @@ mod tests {
         let a: SocketAddr = "192.0.2.1:1".parse().unwrap();
         let late = Late(AtomicU32::new(0));
         let h = from_observer(&late, a, a).await.expect("third poll answers");
-        assert_eq!(h.source, "observer");
+        assert_eq!(h.source, ViewSource::Observer);
         struct Never;
         impl HandshakeSource for Never {
             fn handshake(&self, _: SocketAddr, _: SocketAddr) -> Option<HandshakeView> {

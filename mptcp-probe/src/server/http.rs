@@ -34,7 +34,9 @@ use super::{
     store::{self, Slot},
     Idle, Recorder, IDLE_TIMEOUT,
 };
-use crate::proto::{fill_pattern, valid_test_id, HTTP_TEST_HEADER, MAX_BULK_BYTES};
+use mptcp_probe_model::Part;
+
+use crate::protocol::{fill_pattern, valid_test_id, HTTP_TEST_HEADER, MAX_BULK_BYTES};
 
 /// Largest request head hyper buffers (request line and headers).
 const MAX_HEAD: usize = 16 * 1024;
@@ -120,7 +122,7 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<ResBody> {
     };
     let headers = sha256_hex(&canonical_headers(req.headers()));
     store::with(&slot, |v| {
-        v.digests.insert("headers".into(), headers.clone());
+        v.digests.insert(Part::Headers, headers.clone());
         v.notes.insert("method".into(), req.method().to_string());
         v.notes.insert("target".into(), req.uri().to_string());
         v.notes.insert("http_version".into(), format!("{:?}", req.version()));
@@ -153,7 +155,7 @@ fn get(req: &Request<Incoming>, slot: Slot) -> Response<ResBody> {
     }
     let body = if n == 0 {
         store::with(&slot, |v| {
-            v.digests.insert("sent".into(), sha256_hex(&[]));
+            v.digests.insert(Part::Sent, sha256_hex(&[]));
         });
         Full::new(Bytes::new()).boxed()
     } else {
@@ -196,7 +198,7 @@ async fn post(
     let echo = PostEcho { test_id, headers_sha256, body_sha256: hex::encode(hash.finalize()), body_bytes: n };
     let text = serde_json::to_string(&echo).unwrap_or_default();
     store::with(&slot, |v| {
-        v.digests.insert("body".into(), echo.body_sha256.clone());
+        v.digests.insert(Part::Body, echo.body_sha256.clone());
         v.bytes_received += n;
         v.bytes_sent += text.len() as u64;
     });
@@ -234,7 +236,7 @@ impl Body for PatternBody {
             let total = this.total;
             store::with(&this.slot, |v| {
                 v.bytes_sent += total;
-                v.digests.insert("sent".into(), digest);
+                v.digests.insert(Part::Sent, digest);
             });
         }
         Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))

@@ -40,10 +40,12 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
+use mptcp_probe_model::{ConnectionKind, ConnectionView, Transport};
+
 use crate::{
-    observer::service::ObserverService,
-    proto::{self, ConnectionView, HandshakeSource},
-    sock::{self, Transport},
+    host::sock,
+    pipeline::service::ObserverService,
+    protocol::{self as proto, HandshakeSource},
 };
 use limit::{Limiter, Permit};
 use store::{Slot, Store};
@@ -57,37 +59,38 @@ const MAX_CONNECTIONS: usize = 4096;
 /// Listen backlog of every listener.
 const BACKLOG: i32 = 128;
 
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {
-    /// IP address to listen on (repeatable). Default: `::`, which is dual-stack and covers IPv4.
-    #[arg(long = "listen", value_name = "ADDR")]
+/// What `serve` is asked to do. A port of 0 is any free port.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Addresses to listen on. Empty: `::`, which is dual-stack and covers IPv4.
     pub listen: Vec<IpAddr>,
-    /// Control port: plain TCP, HTTP JSON API (0 for any free port, as for every port option).
-    #[arg(long, value_name = "P", default_value_t = proto::port::CONTROL)]
     pub control_port: u16,
-    /// FTP control port (passive data ports: 30000-30099).
-    #[arg(long, value_name = "P", default_value_t = proto::port::FTP)]
     pub ftp_port: u16,
-    /// HTTP port.
-    #[arg(long, value_name = "P", default_value_t = proto::port::HTTP)]
     pub http_port: u16,
-    /// TLS port.
-    #[arg(long, value_name = "P", default_value_t = proto::port::TLS)]
     pub tls_port: u16,
-    /// Bulk transfer port.
-    #[arg(long, value_name = "P", default_value_t = proto::port::BULK)]
     pub bulk_port: u16,
-    /// Echo port.
-    #[arg(long, value_name = "P", default_value_t = proto::port::ECHO)]
     pub echo_port: u16,
-    /// DNS name or IP address for the self-signed TLS certificate (repeatable). Default:
-    /// "mptcp-probe.test" plus the listen addresses.
-    #[arg(long = "tls-name", value_name = "NAME")]
+    /// DNS names or IP addresses for the self-signed TLS certificate. Empty: "mptcp-probe.test"
+    /// plus the listen addresses.
     pub tls_name: Vec<String>,
-    /// Do not use the eBPF observer: handshake views come from the kernel's saved SYN, where it
-    /// keeps one.
-    #[arg(long)]
+    /// No eBPF observer: handshake views come from the kernel's saved SYN, where it keeps one.
     pub no_observer: bool,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            control_port: proto::port::CONTROL,
+            ftp_port: proto::port::FTP,
+            http_port: proto::port::HTTP,
+            tls_port: proto::port::TLS,
+            bulk_port: proto::port::BULK,
+            echo_port: proto::port::ECHO,
+            tls_name: Vec::new(),
+            no_observer: false,
+        }
+    }
 }
 
 /// The services, by the names the control API reports their ports under.
@@ -114,10 +117,14 @@ impl Service {
     }
 
     /// `ConnectionView::kind` of the connections this service accepts.
-    fn kind(self) -> &'static str {
+    fn kind(self) -> ConnectionKind {
         match self {
-            Service::Ftp => "ftp-control",
-            other => other.name(),
+            Service::Ftp => ConnectionKind::FtpControl,
+            Service::Http => ConnectionKind::Http,
+            Service::Tls => ConnectionKind::Tls,
+            Service::Bulk => ConnectionKind::Bulk,
+            // The control port's connections are not recorded.
+            Service::Echo | Service::Control => ConnectionKind::Echo,
         }
     }
 }
@@ -189,7 +196,7 @@ impl Server {
     /// Binds every service on every address (a port given as 0 is picked by the kernel on the
     /// first address and reused on the others), and makes the TLS certificate.
     pub(crate) fn bind(
-        args: &ServeArgs,
+        args: &ServeOptions,
         source: Option<Arc<dyn HandshakeSource>>,
     ) -> Result<Self, ServeError> {
         let addrs = if args.listen.is_empty() {
@@ -323,7 +330,7 @@ fn bind_one(
 
 /// Starts the server with the observer's handshake view when `source` is given (the hook for the
 /// observer service), serves until SIGINT or SIGTERM.
-pub async fn run_with(args: ServeArgs, source: Option<Arc<dyn HandshakeSource>>) -> anyhow::Result<()> {
+pub async fn run_with(args: ServeOptions, source: Option<Arc<dyn HandshakeSource>>) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
     let server = Server::bind(&args, source)?;
@@ -342,7 +349,7 @@ pub async fn run_with(args: ServeArgs, source: Option<Arc<dyn HandshakeSource>>)
 
 /// `mptcp-probe serve`: with the observer where the host allows it (SYN options, ISN and MSS as
 /// they arrived), else with the saved SYN where the kernel keeps one.
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(args: ServeOptions) -> anyhow::Result<()> {
     let source: Option<Arc<dyn HandshakeSource>> = if args.no_observer {
         None
     } else {
@@ -367,7 +374,7 @@ fn announced() -> Vec<String> {
             return list.clone();
         }
     }
-    let list: Vec<String> = crate::pm::endpoints()
+    let list: Vec<String> = crate::host::pm::endpoints()
         .map(|e| {
             e.into_iter()
                 .filter(|(_, _, f)| f.iter().any(|x| x == "signal"))
@@ -450,9 +457,9 @@ struct RecorderInner {
 impl Recorder {
     /// Takes the socket's view right after accept (or connect), the saved SYN if the listener
     /// keeps one, and starts the observer lookup of the handshake.
-    fn start(kind: &str, stream: &TcpStream, saved_syn: bool, state: &Arc<State>) -> Arc<Self> {
+    fn start(kind: ConnectionKind, stream: &TcpStream, saved_syn: bool, state: &Arc<State>) -> Arc<Self> {
         let mut base = ConnectionView {
-            kind: kind.into(),
+            kind,
             local: stream.local_addr().ok().map(sock::canonical),
             peer: stream.peer_addr().ok().map(sock::canonical),
             ..Default::default()
@@ -493,7 +500,7 @@ impl Recorder {
         Some(slot)
     }
 
-    fn set_handshake(&self, h: proto::HandshakeView) {
+    fn set_handshake(&self, h: mptcp_probe_model::HandshakeView) {
         let mut inner = self.lock();
         inner.base.handshake = Some(h.clone());
         for (_, slot) in &inner.slots {

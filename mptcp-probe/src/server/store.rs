@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::proto::ConnectionView;
+use mptcp_probe_model::ConnectionView;
 
 /// One stored connection view, updated in place by its connection while it runs.
 pub(super) type Slot = Arc<Mutex<ConnectionView>>;
@@ -146,18 +146,18 @@ impl Inner {
 mod tests {
     use super::*;
 
-    fn view(kind: &str) -> ConnectionView {
-        ConnectionView { kind: kind.into(), ..Default::default() }
+    fn view(n: u64) -> ConnectionView {
+        ConnectionView { bytes_sent: n, ..Default::default() }
     }
 
     #[test]
     fn views_are_updated_in_place() {
         let s = Store::default();
-        let slot = s.attach("t1", view("bulk")).expect("room");
+        let slot = s.attach("t1", view(7)).expect("room");
         with(&slot, |v| v.bytes_received = 42);
         let r = s.report("t1").expect("stored");
         assert_eq!(r.len(), 1);
-        assert_eq!(r[0].kind, "bulk");
+        assert_eq!(r[0].bytes_sent, 7);
         assert_eq!(r[0].bytes_received, 42);
         assert_eq!(s.report("t2"), None);
     }
@@ -166,11 +166,11 @@ mod tests {
     fn connections_per_test_are_bounded() {
         let s = Store::new(10, 3, TTL);
         for i in 0..3 {
-            assert!(s.attach("t", view(&format!("c{i}"))).is_some());
+            assert!(s.attach("t", view(i)).is_some());
         }
-        assert!(s.attach("t", view("c3")).is_none());
-        let kinds: Vec<String> = s.report("t").unwrap().into_iter().map(|v| v.kind).collect();
-        assert_eq!(kinds, ["c0", "c1", "c2"]);
+        assert!(s.attach("t", view(3)).is_none());
+        let kept: Vec<u64> = s.report("t").unwrap().into_iter().map(|v| v.bytes_sent).collect();
+        assert_eq!(kept, [0, 1, 2]);
         assert_eq!(s.stats().connections_over_test_limit, 1);
     }
 
@@ -178,11 +178,11 @@ mod tests {
     fn the_least_recently_used_test_is_evicted() {
         let s = Store::new(3, 32, TTL);
         for id in ["a", "b", "c"] {
-            s.attach(id, view(id));
+            s.attach(id, view(0));
         }
         // "a" is used again, so "b" is now the least recent.
-        s.attach("a", view("a2"));
-        s.attach("d", view("d"));
+        s.attach("a", view(2));
+        s.attach("d", view(4));
         assert!(s.report("b").is_none());
         assert_eq!(s.report("a").unwrap().len(), 2);
         assert!(s.report("c").is_some() && s.report("d").is_some());
@@ -194,8 +194,8 @@ mod tests {
     fn tests_expire_after_the_ttl() {
         let s = Store::new(100, 32, Duration::from_secs(600));
         let t0 = Instant::now();
-        s.attach_at(t0, "old", view("x"));
-        s.attach_at(t0 + Duration::from_secs(300), "young", view("y"));
+        s.attach_at(t0, "old", view(8));
+        s.attach_at(t0 + Duration::from_secs(300), "young", view(9));
         assert!(s.report_at(t0 + Duration::from_secs(599), "old").is_some());
         assert!(s.report_at(t0 + Duration::from_secs(600), "old").is_none());
         assert!(s.report_at(t0 + Duration::from_secs(600), "young").is_some());
@@ -208,7 +208,7 @@ mod tests {
     fn a_full_store_holds_exactly_its_limit() {
         let s = Store::new(MAX_TESTS, MAX_CONNECTIONS_PER_TEST, TTL);
         for i in 0..MAX_TESTS + 5 {
-            s.attach(&format!("t{i}"), view("bulk"));
+            s.attach(&format!("t{i}"), view(1));
         }
         let st = s.stats();
         assert_eq!((st.tests, st.tests_evicted), (MAX_TESTS, 5));

@@ -22,7 +22,9 @@ use tokio::{
 use tokio_rustls::TlsConnector;
 
 use super::*;
-use crate::proto::{fill_pattern, BulkMode, Preamble, ServerReport, HTTP_TEST_HEADER};
+use mptcp_probe_model::{ConnectionKind, Part, Subtype, ViewSource};
+
+use crate::protocol::{fill_pattern, BulkMode, Preamble, ServerReport, HTTP_TEST_HEADER};
 
 /// Every test finishes well within this, or fails.
 const TEST_LIMIT: Duration = Duration::from_secs(10);
@@ -31,8 +33,8 @@ async fn bounded<T>(f: impl Future<Output = T>) -> T {
     tokio::time::timeout(TEST_LIMIT, f).await.expect("test took too long")
 }
 
-fn args() -> ServeArgs {
-    ServeArgs {
+fn args() -> ServeOptions {
+    ServeOptions {
         listen: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
         control_port: 0,
         ftp_port: 0,
@@ -70,7 +72,7 @@ fn start() -> Running {
     start_with(&args(), None)
 }
 
-fn start_with(args: &ServeArgs, source: Option<Arc<dyn HandshakeSource>>) -> Running {
+fn start_with(args: &ServeOptions, source: Option<Arc<dyn HandshakeSource>>) -> Running {
     let server = Server::bind(args, source).expect("bind on loopback");
     let ports = server.ports().clone();
     let cert = server.state.tls.certificate().clone();
@@ -123,7 +125,7 @@ async fn report(r: &Running, id: &str) -> ServerReport {
 }
 
 /// Checks what every recorded view must show for a loopback MPTCP connection.
-fn assert_mptcp(v: &ConnectionView, kind: &str) {
+fn assert_mptcp(v: &ConnectionView, kind: ConnectionKind) {
     assert_eq!(v.kind, kind);
     assert_eq!(v.is_mptcp, Some(true), "{kind}: {v:?}");
     assert_eq!(v.fallback, Some(false), "{kind}");
@@ -133,7 +135,7 @@ fn assert_mptcp(v: &ConnectionView, kind: &str) {
     // No observer here; MPTCP listeners keep no saved SYN on the kernels this runs on, but where
     // one does, it must show the MP_CAPABLE SYN.
     if let Some(h) = &v.handshake {
-        assert_eq!((h.source.as_str(), h.syn_mptcp.as_deref()), ("saved_syn", Some("mp_capable")));
+        assert_eq!((h.source, h.syn_mptcp), (ViewSource::SavedSyn, Some(Subtype::MpCapable)));
     }
 }
 
@@ -213,12 +215,12 @@ async fn http_get_and_post_are_answered_and_recorded() {
         assert!(!r.observer);
         assert_eq!(r.connections.len(), 1, "one connection, however many requests");
         let v = &r.connections[0];
-        assert_mptcp(v, "http");
+        assert_mptcp(v, ConnectionKind::Http);
         assert_eq!(v.peer, Some(client));
         assert_eq!(v.local, Some(srv.addr(Service::Http)));
-        assert_eq!(v.digests["headers"], echo.headers_sha256);
-        assert_eq!(v.digests["body"], sha256_hex(&sent));
-        assert_eq!(v.digests["sent"], sha256_hex(&pattern(100_000)));
+        assert_eq!(v.digests[&Part::Headers], echo.headers_sha256);
+        assert_eq!(v.digests[&Part::Body], sha256_hex(&sent));
+        assert_eq!(v.digests[&Part::Sent], sha256_hex(&pattern(100_000)));
         assert_eq!(v.bytes_received, 300_000);
         assert_eq!(v.bytes_sent, 100_000 + json.len() as u64);
         assert_eq!(v.notes["requests"], "2");
@@ -341,20 +343,20 @@ async fn ftp_passive_retr_and_stor_are_recorded_per_connection() {
         let kinds: Vec<&str> = r.connections.iter().map(|v| v.kind.as_str()).collect();
         assert_eq!(kinds, ["ftp-control", "ftp-data", "ftp-data"]);
         let (ctl, retr, stor) = (&r.connections[0], &r.connections[1], &r.connections[2]);
-        assert_mptcp(ctl, "ftp-control");
+        assert_mptcp(ctl, ConnectionKind::FtpControl);
         assert_eq!(ctl.bytes_received, f.sent, "every command byte");
         assert_eq!(ctl.bytes_sent, f.received, "every reply byte, the goodbye included");
-        assert_mptcp(retr, "ftp-data");
+        assert_mptcp(retr, ConnectionKind::FtpData);
         assert_eq!(retr.peer, Some(retr_client));
         assert_eq!(retr.local, Some(data_addr));
         assert_eq!(retr.notes["data_mode"], "passive");
         assert_eq!(retr.notes["command"], "RETR probe-50000");
         assert_eq!((retr.bytes_sent, retr.bytes_received), (50_000, 0));
-        assert_eq!(retr.digests["sent"], sha256_hex(&pattern(50_000)));
-        assert_mptcp(stor, "ftp-data");
+        assert_eq!(retr.digests[&Part::Sent], sha256_hex(&pattern(50_000)));
+        assert_mptcp(stor, ConnectionKind::FtpData);
         assert_eq!(stor.notes["command"], "STOR upload.bin");
         assert_eq!((stor.bytes_sent, stor.bytes_received), (0, 70_000));
-        assert_eq!(stor.digests["data"], sha256_hex(&up));
+        assert_eq!(stor.digests[&Part::Data], sha256_hex(&up));
     })
     .await;
     srv.stop().await;
@@ -389,7 +391,7 @@ async fn ftp_active_mode_connects_back_only_to_the_client() {
         assert_eq!(f.reply().await, "226 Transfer complete\r\n");
         let v = &report(&srv, "ftp-2").await.connections[0];
         assert_eq!(v.notes["port_command"], port_arg);
-        assert_eq!(v.digests["port_command"], sha256_hex(port_arg.as_bytes()));
+        assert_eq!(v.digests[&Part::PortCommand], sha256_hex(port_arg.as_bytes()));
         assert!(!v.notes.contains_key("port_refused"));
 
         // Another address: refused without any connection attempt, and recorded.
@@ -426,14 +428,14 @@ async fn ftp_active_mode_connects_back_only_to_the_client() {
         assert_eq!(kinds, ["ftp-control", "ftp-data", "ftp-data"]);
         let ctl = &r.connections[0];
         assert_eq!(ctl.notes["port_command"], eprt_arg);
-        assert_eq!(ctl.digests["port_command"], sha256_hex(eprt_arg.as_bytes()));
+        assert_eq!(ctl.digests[&Part::PortCommand], sha256_hex(eprt_arg.as_bytes()));
         for d in &r.connections[1..] {
-            assert_mptcp(d, "ftp-data");
+            assert_mptcp(d, ConnectionKind::FtpData);
             assert_eq!(d.notes["data_mode"], "active");
             assert_eq!(d.peer, Some(here));
         }
-        assert_eq!(r.connections[1].digests["sent"], sha256_hex(&pattern(1000)));
-        assert_eq!(r.connections[2].digests["data"], sha256_hex(&up));
+        assert_eq!(r.connections[1].digests[&Part::Sent], sha256_hex(&pattern(1000)));
+        assert_eq!(r.connections[2].digests[&Part::Data], sha256_hex(&up));
         assert_eq!(r.connections[1].notes["source_port"], r.connections[1].local.unwrap().port().to_string());
     })
     .await;
@@ -490,19 +492,19 @@ async fn bulk_and_echo_move_the_bytes_asked_for() {
         let r = report(&srv, "bulk-1").await;
         assert_eq!(r.connections.len(), 3);
         let (u, d, s) = (&r.connections[0], &r.connections[1], &r.connections[2]);
-        assert_mptcp(u, "bulk");
+        assert_mptcp(u, ConnectionKind::Bulk);
         assert_eq!((u.bytes_received, u.notes["mode"].as_str()), (1 << 20, "up"));
-        assert_eq!(u.digests["data"], sha256_hex(&up));
-        assert_mptcp(d, "bulk");
+        assert_eq!(u.digests[&Part::Data], sha256_hex(&up));
+        assert_mptcp(d, ConnectionKind::Bulk);
         assert_eq!((d.bytes_sent, d.notes["mode"].as_str()), (777_777, "down"));
-        assert_eq!(d.digests["sent"], sha256_hex(&pattern(777_777)));
+        assert_eq!(d.digests[&Part::Sent], sha256_hex(&pattern(777_777)));
         assert_eq!(s.error.as_deref(), Some("short transfer: 3 of 100 bytes"));
-        assert_eq!(s.digests["data"], sha256_hex(b"abc"));
+        assert_eq!(s.digests[&Part::Data], sha256_hex(b"abc"));
         let e = &report(&srv, "echo-1").await.connections[0];
-        assert_mptcp(e, "echo");
+        assert_mptcp(e, ConnectionKind::Echo);
         assert_eq!((e.bytes_received, e.bytes_sent), (10_000, 10_000));
-        assert_eq!(e.digests["data"], sha256_hex(&msg));
-        assert_eq!(e.digests["sent"], sha256_hex(&msg));
+        assert_eq!(e.digests[&Part::Data], sha256_hex(&msg));
+        assert_eq!(e.digests[&Part::Sent], sha256_hex(&msg));
     })
     .await;
     srv.stop().await;
@@ -571,17 +573,17 @@ async fn tls_handshakes_and_carries_bulk_and_echo() {
         let r = report(&srv, "tls-1").await;
         assert_eq!(r.connections.len(), 3);
         for v in &r.connections {
-            assert_mptcp(v, "tls");
+            assert_mptcp(v, ConnectionKind::Tls);
             assert_eq!(v.notes["tls_version"], "TLSv1_3");
             assert_eq!(v.notes["tls_certificate_sha256"], srv.fingerprint);
             assert!(v.notes["tls_cipher_suite"].starts_with("TLS13_"));
         }
         assert_eq!(r.connections[0].notes["tls_sni"], tls::DEFAULT_NAME);
         assert!(!r.connections[2].notes.contains_key("tls_sni"), "no SNI for an IP address");
-        assert_eq!(r.connections[0].digests["data"], sha256_hex(&up));
+        assert_eq!(r.connections[0].digests[&Part::Data], sha256_hex(&up));
         assert_eq!(r.connections[0].bytes_received, 200_000);
-        assert_eq!(r.connections[1].digests["sent"], sha256_hex(&pattern(150_000)));
-        assert_eq!(r.connections[2].digests["data"], sha256_hex(&msg));
+        assert_eq!(r.connections[1].digests[&Part::Sent], sha256_hex(&pattern(150_000)));
+        assert_eq!(r.connections[2].digests[&Part::Data], sha256_hex(&msg));
     })
     .await;
     srv.stop().await;
@@ -626,11 +628,11 @@ async fn the_control_api_describes_the_server() {
 struct SeesAll;
 
 impl HandshakeSource for SeesAll {
-    fn handshake(&self, local: SocketAddr, peer: SocketAddr) -> Option<proto::HandshakeView> {
+    fn handshake(&self, local: SocketAddr, peer: SocketAddr) -> Option<mptcp_probe_model::HandshakeView> {
         assert!(local.is_ipv4() && peer.is_ipv4(), "addresses in canonical form");
-        Some(proto::HandshakeView {
-            source: "observer".into(),
-            syn_mptcp: Some("mp_capable".into()),
+        Some(mptcp_probe_model::HandshakeView {
+            source: ViewSource::Observer,
+            syn_mptcp: Some(Subtype::MpCapable),
             syn_isn: Some(u32::from(peer.port())),
             ..Default::default()
         })
@@ -639,7 +641,7 @@ impl HandshakeSource for SeesAll {
 
 #[tokio::test]
 async fn an_observer_supplies_the_handshake_views() {
-    let srv = start_with(&ServeArgs { no_observer: false, ..args() }, Some(Arc::new(SeesAll)));
+    let srv = start_with(&ServeOptions { no_observer: false, ..args() }, Some(Arc::new(SeesAll)));
     bounded(async {
         let (_, info) = control_get(&srv, "/v1/info").await;
         assert_eq!(info["observer"], true);
@@ -659,7 +661,7 @@ async fn an_observer_supplies_the_handshake_views() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let h = seen.expect("handshake from the observer");
-        assert_eq!((h.source.as_str(), h.syn_mptcp.as_deref()), ("observer", Some("mp_capable")));
+        assert_eq!((h.source, h.syn_mptcp), (ViewSource::Observer, Some(Subtype::MpCapable)));
         assert_eq!(h.syn_isn, Some(u32::from(client.port())));
     })
     .await;

@@ -1,0 +1,22 @@
+//! The public data model of mptcp-probe: what its outputs say, typed once for every producer and
+//! consumer. `check --json` and uploads carry a [`Report`]; `watch --json` prints [`WatchLine`]s;
+//! a collector parses reports with this crate alone. Serde only: no kernel, no runtime.
+
+pub mod connection;
+pub mod flow;
+pub mod report;
+pub mod verdict;
+pub mod watch;
+pub mod wire;
+
+pub use connection::{
+    ConnectionKind, ConnectionView, HandshakeView, Part, SegmentStats, ViewSource, WireSummary,
+};
+pub use flow::{Ended, FlowSummary, Handshake, HandshakePacket, PerDirection, Role, Subflow};
+pub use report::{
+    summarize, ClientEvidence, ClientInfo, MptcpState, ObserverKind, Outcome, Report, ServerSide, Summary,
+    SysctlValue, TestEvidence, TestName, TestResult, Transport, SCHEMA,
+};
+pub use verdict::{End, Finding, Packet, UnknownName, Verdict};
+pub use watch::{Counters, Event, FallbackSource, WatchLine};
+pub use wire::{Direction, MappingStatus, Subtype, TcpRstReason, TcpState};

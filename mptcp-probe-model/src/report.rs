@@ -1,0 +1,359 @@
+//! The report of a `check` (schema "mptcp-probe/report/v1"): what `check --json` prints and
+//! what a collector receives.
+
+use std::collections::BTreeMap;
+
+use core::{fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    connection::{ConnectionView, HandshakeView, Part, SegmentStats},
+    verdict::{Finding, UnknownName, Verdict},
+};
+
+/// The schema name every report carries.
+pub const SCHEMA: &str = "mptcp-probe/report/v1";
+
+/// The tests of the contract (stable names), in the order `check` runs them by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestName {
+    Handshake,
+    Http,
+    Ftp,
+    Tls,
+    Bulk,
+    Echo,
+    Join,
+    AddAddr,
+}
+
+impl TestName {
+    pub const ALL: [TestName; 8] = [
+        TestName::Handshake,
+        TestName::Http,
+        TestName::Ftp,
+        TestName::Tls,
+        TestName::Bulk,
+        TestName::Echo,
+        TestName::Join,
+        TestName::AddAddr,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TestName::Handshake => "handshake",
+            TestName::Http => "http",
+            TestName::Ftp => "ftp",
+            TestName::Tls => "tls",
+            TestName::Bulk => "bulk",
+            TestName::Echo => "echo",
+            TestName::Join => "join",
+            TestName::AddAddr => "add_addr",
+        }
+    }
+}
+
+impl fmt::Display for TestName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TestName {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TestName::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| UnknownName::new("test", s))
+    }
+}
+
+/// MPTCP or plain TCP: each test runs over both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    Mptcp,
+    Tcp,
+}
+
+impl Transport {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Transport::Mptcp => "mptcp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a test's connection ended up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    Error,
+    Timeout,
+    Refused,
+    Reset,
+}
+
+impl Outcome {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Timeout => "timeout",
+            Outcome::Refused => "refused",
+            Outcome::Reset => "reset",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Connection-level MPTCP state of a test's connection or of a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MptcpState {
+    Established,
+    Fallback,
+    NotNegotiated,
+    /// A plain-TCP test.
+    NotApplicable,
+}
+
+impl MptcpState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MptcpState::Established => "established",
+            MptcpState::Fallback => "fallback",
+            MptcpState::NotNegotiated => "not_negotiated",
+            MptcpState::NotApplicable => "not_applicable",
+        }
+    }
+}
+
+impl fmt::Display for MptcpState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which observer a client ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ObserverKind {
+    #[serde(rename = "tc+tracepoints")]
+    TcTracepoints,
+    #[serde(rename = "tc+tracepoints+fentry")]
+    TcTracepointsFentry,
+    #[serde(rename = "none")]
+    None,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub schema: String,
+    pub id: String,
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub client: ClientInfo,
+    pub server: ServerSide,
+    pub tests: Vec<TestResult>,
+    pub summary: Summary,
+}
+
+/// A JSON value of a sysctl: a number where it is one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SysctlValue {
+    Number(i64),
+    Text(String),
+}
+
+impl SysctlValue {
+    pub fn parse(s: &str) -> Self {
+        s.parse().map(SysctlValue::Number).unwrap_or_else(|_| SysctlValue::Text(s.to_string()))
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClientInfo {
+    pub kernel: String,
+    /// Every `net.mptcp.*` sysctl of the client's namespace.
+    pub mptcp_sysctls: BTreeMap<String, SysctlValue>,
+    /// The in-kernel path manager's endpoints ("ADDRESS flags") and limits when the run began.
+    #[serde(default)]
+    pub pm_endpoints: Vec<String>,
+    #[serde(default)]
+    pub pm_limits: Option<BTreeMap<String, u32>>,
+    pub observer: ObserverKind,
+    /// Verdicts this run could not establish for lack of evidence (e.g. no observer).
+    #[serde(default)]
+    pub cannot_establish: Vec<Verdict>,
+    /// Changes to the host's MPTCP state the run caused and undid, or noticed.
+    #[serde(default)]
+    pub host_state: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ServerSide {
+    pub address: String,
+    pub version: String,
+    #[serde(default)]
+    pub observer: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TestResult {
+    pub name: TestName,
+    pub transport: Transport,
+    pub port: u16,
+    pub outcome: Outcome,
+    pub mptcp: MptcpState,
+    pub subflows: Option<u8>,
+    pub fallback_reason: Option<String>,
+    pub verdicts: Vec<Verdict>,
+    pub evidence: TestEvidence,
+    pub duration_ms: u64,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TestEvidence {
+    pub client: ClientEvidence,
+    /// The server's view of the test's main connection (null: the server did not see it).
+    pub server: Option<ConnectionView>,
+    pub mib_delta: BTreeMap<String, u64>,
+    /// The server's MPTcpExt counters that moved during the test (its own report).
+    #[serde(default)]
+    pub server_mib_delta: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub findings: Vec<Finding>,
+}
+
+/// What the client saw of a test: its sockets, its observer's view of the main connection, and
+/// the digests of what it sent and received.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientEvidence {
+    /// The test's connections as the client saw them; the first is the main one.
+    #[serde(default)]
+    pub connections: Vec<ConnectionView>,
+    /// The main connection's handshake as this host's observer saw it.
+    #[serde(default)]
+    pub wire: Option<HandshakeView>,
+    /// SYNs sent with MP_CAPABLE for the main connection (retries included).
+    #[serde(default)]
+    pub mpc_syns: Option<u32>,
+    #[serde(default)]
+    pub data_without_dss_rx: Option<u32>,
+    #[serde(default)]
+    pub infinite_mappings: Option<u32>,
+    #[serde(default)]
+    pub sent_segments: Option<SegmentStats>,
+    /// (part, SHA-256 of what the client sent).
+    #[serde(default)]
+    pub sent: Vec<(Part, String)>,
+    /// (part, SHA-256 of what the client received, SHA-256 of what the server says it sent).
+    #[serde(default)]
+    pub received: Vec<(Part, String, String)>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Summary {
+    pub verdicts: Vec<Verdict>,
+    pub mptcp_usable: bool,
+}
+
+/// The overall answer: the verdicts of all tests, and whether MPTCP works on the path (every MPTCP
+/// test came up over MPTCP and no problem was found).
+pub fn summarize(tests: &[TestResult]) -> Summary {
+    let mut verdicts: Vec<Verdict> = tests.iter().flat_map(|t| t.verdicts.iter().copied()).collect();
+    verdicts.sort();
+    verdicts.dedup();
+    let problems = verdicts.iter().any(|v| v.is_problem());
+    if problems {
+        verdicts.retain(|v| *v != Verdict::MptcpOk);
+    }
+    let mut mptcp_tests = tests.iter().filter(|t| t.transport == Transport::Mptcp).peekable();
+    let any = mptcp_tests.peek().is_some();
+    let usable = any && !problems && mptcp_tests.all(|t| t.mptcp == MptcpState::Established);
+    Summary { verdicts, mptcp_usable: usable }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(transport: Transport, mptcp: MptcpState, verdicts: Vec<Verdict>) -> TestResult {
+        TestResult {
+            name: TestName::Http,
+            transport,
+            port: 80,
+            outcome: Outcome::Ok,
+            mptcp,
+            subflows: Some(1),
+            fallback_reason: None,
+            verdicts,
+            evidence: TestEvidence::default(),
+            duration_ms: 3,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn clean_run_is_usable_with_mptcp_ok_only() {
+        let s = summarize(&[
+            t(Transport::Mptcp, MptcpState::Established, vec![Verdict::MptcpOk]),
+            t(Transport::Tcp, MptcpState::NotApplicable, vec![]),
+        ]);
+        assert_eq!(s.verdicts, vec![Verdict::MptcpOk]);
+        assert!(s.mptcp_usable);
+    }
+
+    #[test]
+    fn a_problem_anywhere_makes_the_path_unusable_and_drops_mptcp_ok() {
+        let s = summarize(&[
+            t(Transport::Mptcp, MptcpState::Established, vec![Verdict::MptcpOk]),
+            t(Transport::Mptcp, MptcpState::Fallback, vec![Verdict::SynOptionStripped]),
+        ]);
+        assert_eq!(s.verdicts, vec![Verdict::SynOptionStripped]);
+        assert!(!s.mptcp_usable);
+    }
+
+    #[test]
+    fn nat_is_informative() {
+        let s =
+            summarize(&[t(Transport::Mptcp, MptcpState::Established, vec![Verdict::MptcpOk, Verdict::Nat])]);
+        assert_eq!(s.verdicts, vec![Verdict::MptcpOk, Verdict::Nat]);
+        assert!(s.mptcp_usable);
+    }
+
+    #[test]
+    fn no_mptcp_test_means_no_claim_of_usability() {
+        assert!(!summarize(&[t(Transport::Tcp, MptcpState::NotApplicable, vec![])]).mptcp_usable);
+    }
+
+    #[test]
+    fn names_parse_back_and_serialise_as_the_contract_says() {
+        for n in TestName::ALL {
+            assert_eq!(n.as_str().parse::<TestName>(), Ok(n));
+            assert_eq!(serde_json::to_value(n).unwrap(), n.as_str());
+        }
+        assert!("ping".parse::<TestName>().is_err());
+        assert_eq!(serde_json::to_value(ObserverKind::TcTracepointsFentry).unwrap(), "tc+tracepoints+fentry");
+        assert_eq!(serde_json::to_value(MptcpState::NotApplicable).unwrap(), "not_applicable");
+        assert_eq!(serde_json::to_value(SysctlValue::parse("1")).unwrap(), 1);
+        assert_eq!(serde_json::to_value(SysctlValue::parse("in-kernel")).unwrap(), "in-kernel");
+    }
+}

@@ -1,0 +1,385 @@
+//! `check`: runs each test over plain TCP and then over MPTCP against a `serve`, gathers both
+//! ends' observations, the kernel's per-socket view and MIB deltas, names what the path does with
+//! the verdict rules, and makes the report.
+
+pub mod client;
+pub mod control;
+pub mod ftp;
+pub mod suite;
+pub mod tls;
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr, ToSocketAddrs},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use mptcp_probe_common::{event::tcp_flags, options::subtype};
+use mptcp_probe_model::{
+    summarize, ClientEvidence, ClientInfo, ConnectionView, MptcpState, Outcome, Report, SegmentStats,
+    ServerSide, TestEvidence, TestName, TestResult, Transport, Verdict, SCHEMA,
+};
+
+use self::{control::Control, suite::Target};
+use crate::{
+    host::{mib, pm, sysctl},
+    output::pcap::PcapTrace,
+    pipeline::{observer_kind, recorder::handshake_of, service::ObserverService},
+    protocol::{ServerInfo, ServerReport},
+    verdict::{self, Evidence},
+};
+
+/// What `check` is asked to do.
+pub struct CheckOptions {
+    /// The server: an address or a host name.
+    pub server: String,
+    pub tests: Vec<TestName>,
+    pub pcap: Option<PathBuf>,
+    pub no_observer: bool,
+    pub control_port: u16,
+    /// How long a connection may take to come up.
+    pub timeout: Duration,
+    /// Bytes each way of the bulk test.
+    pub bulk_bytes: u64,
+}
+
+/// Verdicts that need this host's observer (wire evidence at the client).
+const NEED_CLIENT_OBSERVER: [Verdict; 6] = [
+    Verdict::SynOptionStripped,
+    Verdict::SynackOptionStripped,
+    Verdict::DssStripped,
+    Verdict::SeqRewritten,
+    Verdict::MssRewritten,
+    Verdict::Proxied,
+];
+
+fn resolve(server: &str) -> anyhow::Result<IpAddr> {
+    if let Ok(ip) = server.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let mut addrs = (server, 0)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve the server name {server:?}"))?;
+    addrs.next().map(|a| a.ip()).ok_or_else(|| anyhow::anyhow!("the server name {server:?} has no address"))
+}
+
+/// What this host's observer saw of a test's main connection.
+#[derive(Default)]
+struct ClientWire {
+    handshake: Option<mptcp_probe_model::HandshakeView>,
+    /// SYNs sent with MP_CAPABLE (retries included).
+    mpc_syns: Option<u32>,
+    rx_without_dss: Option<u32>,
+    infinite_mappings: Option<u32>,
+    sent_segments: Option<SegmentStats>,
+}
+
+/// One test over one transport, as measured, before it is judged.
+struct Measured {
+    port: u16,
+    run: client::Run,
+    extra: suite::Extra,
+    mib_delta: BTreeMap<String, u64>,
+    server_mib_delta: BTreeMap<String, u64>,
+    server: Option<ConnectionView>,
+    wire: ClientWire,
+    started: Instant,
+}
+
+struct Checker {
+    ip: IpAddr,
+    info: ServerInfo,
+    opts: CheckOptions,
+    control: Control,
+    observer: Option<Arc<ObserverService>>,
+    run_id: String,
+}
+
+impl Checker {
+    fn target(&self) -> Target<'_> {
+        Target { ip: self.ip, info: &self.info, timeout: self.opts.timeout, bulk_bytes: self.opts.bulk_bytes }
+    }
+
+    /// The client's wire view of its main connection, from the observer.
+    fn client_wire(&self, run: &client::Run) -> ClientWire {
+        let (Some(obs), Some(c)) = (&self.observer, run.connections.first()) else {
+            return ClientWire::default();
+        };
+        let (Some(local), Some(peer)) = (c.local, c.peer) else { return ClientWire::default() };
+        let packets = obs.packets(local, peer);
+        let mpc_syns = packets
+            .iter()
+            .filter(|p| p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN)
+            .filter(|p| p.opts.find(subtype::MP_CAPABLE).is_some())
+            .count() as u32;
+        let summary = obs.summary(local, peer);
+        ClientWire {
+            handshake: handshake_of(&packets),
+            mpc_syns: Some(mpc_syns),
+            rx_without_dss: summary.as_ref().map(|s| s.data_without_dss.rx),
+            infinite_mappings: summary.as_ref().map(|s| s.infinite_mappings.rx + s.infinite_mappings.tx),
+            sent_segments: summary.as_ref().map(|s| SegmentStats {
+                count: s.data_segments.tx as u64,
+                bytes: s.payload_bytes.tx,
+                max: s.max_segment.tx,
+            }),
+        }
+    }
+
+    /// Runs one test over one transport with the counters of both ends around it, and collects
+    /// what the server and this host's observer saw.
+    async fn measure(&self, test: TestName, transport: Transport, host_notes: &mut Vec<String>) -> Measured {
+        let started = Instant::now();
+        let test_id = format!("{}-{}-{}", self.run_id, test.as_str(), transport.as_str());
+        let mib_before = mib::read();
+        let server_mib_before = self.control.mib().await;
+        let mut extra = suite::Extra::default();
+        let (port, run) = self.target().run(test, transport, &test_id, &mut extra).await;
+        host_notes.append(&mut extra.notes);
+        let mib_delta = mib::delta(&mib_before, &mib::read());
+        // A dropped MPTCP SYN makes the kernel disable MPTCP for a while: undo it at once so the
+        // next test measures the path, not that state.
+        host_notes.extend(sysctl::undo_blackhole(&mib_delta));
+        let report = self.control.report(&test_id).await;
+        // The server's counters that moved meanwhile (other clients of that server included).
+        let server_mib_delta = match (server_mib_before, self.control.mib().await) {
+            (Some(before), Some(after)) => mib::delta(&before, &after),
+            _ => BTreeMap::new(),
+        };
+        if let Some(a) = extra.add_addr.as_mut() {
+            // The server's socket says how many ADD_ADDR it sent.
+            a.server_signalled =
+                report.as_ref().and_then(|r| r.connections.iter().filter_map(|c| c.add_addr_signal).max());
+        }
+        let local = run.connections.first().and_then(|c| c.local);
+        let server = report.as_ref().and_then(|r| server_view(r, local));
+        let wire = self.client_wire(&run);
+        Measured { port, run, extra, mib_delta, server_mib_delta, server, wire, started }
+    }
+
+    /// Runs a test over plain TCP (the baseline: does the path work at all for it?) and then over
+    /// MPTCP; the results in the order mptcp, tcp.
+    async fn run_test(
+        &self,
+        test: TestName,
+        n: usize,
+        total: usize,
+        host_notes: &mut Vec<String>,
+    ) -> Vec<TestResult> {
+        let mut results = Vec::new();
+        let mut tcp_ok = None;
+        for transport in [Transport::Tcp, Transport::Mptcp] {
+            eprint!("[{n}/{total}] {test} over {transport} ... ");
+            let m = self.measure(test, transport, host_notes).await;
+            let result = judge(test, transport, m, tcp_ok);
+            if transport == Transport::Tcp {
+                tcp_ok = Some(result.outcome == Outcome::Ok);
+            }
+            eprintln!(
+                "{}, {}{} ({} ms)",
+                result.outcome,
+                result.mptcp,
+                if result.verdicts.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", result.verdicts.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(","))
+                },
+                result.duration_ms
+            );
+            results.push(result);
+        }
+        results.reverse();
+        results
+    }
+}
+
+/// The server's view of the test's main connection: by the client's port when not rewritten,
+/// else the first connection of the test; with the digests of the test's other connections (FTP
+/// data, the second bulk direction) so that they are compared too.
+fn server_view(r: &ServerReport, client_local: Option<SocketAddr>) -> Option<ConnectionView> {
+    let port = client_local.map(|l| l.port());
+    let mut main = r
+        .connections
+        .iter()
+        .find(|s| s.peer.map(|p| Some(p.port()) == port).unwrap_or(false))
+        .or_else(|| r.connections.first())
+        .cloned()?;
+    for other in &r.connections {
+        for (part, d) in &other.digests {
+            main.digests.entry(*part).or_insert_with(|| d.clone());
+        }
+    }
+    Some(main)
+}
+
+/// Classifies a measured test and makes its result.
+fn judge(test: TestName, transport: Transport, m: Measured, tcp_ok: Option<bool>) -> TestResult {
+    let main = m.run.connections.first().cloned().unwrap_or_default();
+    let evidence = Evidence {
+        outcome: m.run.outcome,
+        tcp_ok,
+        client: main.clone(),
+        client_wire: m.wire.handshake.clone(),
+        client_mpc_syns: m.wire.mpc_syns,
+        client_rx_without_dss: m.wire.rx_without_dss,
+        client_sent_segments: m.wire.sent_segments.clone(),
+        server: m.server.clone(),
+        sent_digests: m.run.sent.clone(),
+        received_digests: m.run.received.clone(),
+        mib_delta: m.mib_delta.clone(),
+        server_mib_delta: m.server_mib_delta.clone(),
+        join: m.extra.join.clone(),
+        add_addr: m.extra.add_addr.clone(),
+    };
+    let c = verdict::classify(&evidence);
+    let outcome = m.run.outcome.unwrap_or(Outcome::Error);
+    let (verdicts, mptcp, findings, fallback_reason) = match transport {
+        // Plain TCP is the baseline: only what middleboxes do to any TCP applies.
+        Transport::Tcp => (
+            c.verdicts().into_iter().filter(|v| v.applies_to_plain_tcp()).collect(),
+            MptcpState::NotApplicable,
+            Vec::new(),
+            None,
+        ),
+        Transport::Mptcp => {
+            let state = if main.mptcp_up() {
+                MptcpState::Established
+            } else if outcome == Outcome::Ok {
+                MptcpState::Fallback
+            } else {
+                MptcpState::NotNegotiated
+            };
+            (c.verdicts(), state, c.findings, c.fallback_reason)
+        }
+    };
+    TestResult {
+        name: test,
+        transport,
+        port: m.port,
+        outcome,
+        mptcp,
+        subflows: main.subflows,
+        fallback_reason,
+        verdicts,
+        evidence: TestEvidence {
+            client: ClientEvidence {
+                connections: m.run.connections,
+                wire: m.wire.handshake,
+                mpc_syns: m.wire.mpc_syns,
+                data_without_dss_rx: m.wire.rx_without_dss,
+                infinite_mappings: m.wire.infinite_mappings,
+                sent_segments: m.wire.sent_segments,
+                sent: m.run.sent,
+                received: m.run.received,
+            },
+            server: m.server,
+            mib_delta: m.mib_delta,
+            server_mib_delta: m.server_mib_delta,
+            findings,
+        },
+        duration_ms: m.started.elapsed().as_millis() as u64,
+        error: m.run.error,
+    }
+}
+
+/// Writes the header-only trace of every test connection.
+fn write_trace(mut trace: PcapTrace, obs: &ObserverService, tests: &[TestResult]) -> anyhow::Result<()> {
+    for t in tests {
+        for c in &t.evidence.client.connections {
+            let (Some(l), Some(p)) = (c.local, c.peer) else { continue };
+            for pk in obs.packets(l, p) {
+                trace.write(&pk, &obs.interface_name(pk.flow.ifindex))?;
+            }
+        }
+    }
+    trace.finish()
+}
+
+/// Runs the check and makes its report; progress goes to stderr.
+pub async fn run(opts: CheckOptions) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let ip = resolve(&opts.server)?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy().build()?;
+    let control = Control::new(http, ip, opts.control_port);
+    let info = control.info().await?;
+    let trace = opts.pcap.as_deref().map(PcapTrace::create).transpose()?;
+    let observer = if opts.no_observer {
+        None
+    } else {
+        match ObserverService::start().await {
+            Ok(o) => Some(o),
+            Err(e) => {
+                tracing::warn!(
+                    "running without the eBPF observer ({e:#}): socket-level and server-side evidence only"
+                );
+                None
+            }
+        }
+    };
+    let id = uuid::Uuid::new_v4().to_string();
+    let checker = Checker { ip, info, run_id: id[..8].to_string(), opts, control, observer };
+    // Endpoints as they were: ones the kernel adds on its own during the run (implicit, for
+    // subflows to announced addresses) are removed at the end.
+    let mut pm_run = pm::PmGuard::new();
+    let pm_endpoints = pm::endpoints()
+        .map(|e| {
+            e.into_iter()
+                .map(|(id, a, f)| format!("{a} id {id} {}", f.join(" ")).trim_end().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let pm_limits = pm::limits()
+        .ok()
+        .map(|(a, s)| BTreeMap::from([("add_addr_accepted".to_string(), a), ("subflows".to_string(), s)]));
+    let mut tests = Vec::new();
+    let mut host_state = Vec::new();
+    let total = checker.opts.tests.len();
+    for (i, t) in checker.opts.tests.iter().enumerate() {
+        tests.extend(checker.run_test(*t, i + 1, total, &mut host_state).await);
+    }
+    // The kernel adds an implicit endpoint for a subflow to an announced address, and adds it
+    // again while the closing connection still uses it: sweep until the connections are gone.
+    if checker.opts.tests.iter().any(|t| matches!(t, TestName::Join | TestName::AddAddr)) {
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            pm_run.restore();
+        }
+    }
+    pm_run.restore();
+    host_state.append(&mut pm_run.notes);
+    if let (Some(trace), Some(obs)) = (trace, &checker.observer) {
+        write_trace(trace, obs, &tests)?;
+    }
+    let cannot_establish =
+        if checker.observer.is_none() { NEED_CLIENT_OBSERVER.to_vec() } else { Vec::new() };
+    let observer = observer_kind(checker.observer.as_ref().map(|o| o.fallback_source()));
+    if let Some(o) = &checker.observer {
+        o.stop();
+    }
+    Ok(Report {
+        schema: SCHEMA.into(),
+        id,
+        started_at,
+        duration_ms: started.elapsed().as_millis() as u64,
+        client: ClientInfo {
+            kernel: sysctl::kernel_release(),
+            mptcp_sysctls: sysctl::mptcp_sysctls(),
+            pm_endpoints,
+            pm_limits,
+            observer,
+            cannot_establish,
+            host_state,
+        },
+        server: ServerSide {
+            address: ip.to_string(),
+            version: checker.info.server_version.clone(),
+            observer: checker.info.observer,
+        },
+        summary: summarize(&tests),
+        tests,
+    })
+}

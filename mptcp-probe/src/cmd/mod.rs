@@ -1,0 +1,6 @@
+//! The subcommands: their command-line options and the wiring to the library. No logic here.
+
+pub mod check;
+pub mod prog_bench;
+pub mod serve;
+pub mod watch;

@@ -1,0 +1,315 @@
+//! The kernel side: the aya loader loads the kernel programs, attaches TC to interfaces and the
+//! tracepoints, tries the optional fentry, and gives access to the ring buffer, the flow table and
+//! the counters; the tracepoints' offsets come from tracefs, the namespace offsets from BTF.
+
+pub mod btf;
+pub mod decode;
+pub mod iface;
+pub mod prog_bench;
+pub mod tracefs;
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::{anyhow, Context as _};
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{
+        tc::{SchedClassifierLinkId, TcAttachType},
+        FEntry, SchedClassifier, TracePoint,
+    },
+    Btf, Ebpf, EbpfLoader,
+};
+use mptcp_probe_common::{
+    config::{MappingOffsets, ReceiveResetOffsets, SendResetOffsets, SockStateOffsets},
+    counters,
+    flow::{FlowKey, FlowState},
+};
+
+use iface::Interface;
+pub use mptcp_probe_model::watch::FallbackSource;
+
+pub struct ObserverOptions {
+    pub flow_table_size: u32,
+}
+
+impl Default for ObserverOptions {
+    fn default() -> Self {
+        Self { flow_table_size: 65536 }
+    }
+}
+
+pub struct Observer {
+    ebpf: Ebpf,
+    attached: HashMap<String, Attached>,
+    pub fallback_source: FallbackSource,
+    /// Flow-table entries removed by user space (for the eviction count).
+    pub flows_removed: u64,
+    pub tracepoints: Vec<String>,
+}
+
+struct Attached {
+    ifindex: u32,
+    links: Vec<(&'static str, SchedClassifierLinkId)>,
+}
+
+/// Snapshot of the kernel counters summed over CPUs.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Counters {
+    pub values: BTreeMap<&'static str, u64>,
+}
+
+impl Counters {
+    pub fn get(&self, name: &str) -> u64 {
+        self.values.get(name).copied().unwrap_or(0)
+    }
+}
+
+const TC_PROGRAMS: [&str; 4] = ["tc_ingress", "tc_egress", "tc_ingress_l3", "tc_egress_l3"];
+
+impl Observer {
+    /// Loads the programs and attaches the tracepoints. Interfaces are attached separately.
+    pub fn load(opts: &ObserverOptions) -> anyhow::Result<Self> {
+        crate::host::preflight::raise_memlock();
+        let root = tracefs::ensure_mounted()?;
+        let sock = tracefs::read_format(&root, "sock", "inet_sock_set_state")?;
+        let sock_offsets = SockStateOffsets::from_lookup(|n| sock.get(n).copied());
+        let send = tracefs::read_format(&root, "tcp", "tcp_send_reset").unwrap_or_default();
+        let send_offsets = SendResetOffsets::from_lookup(|n| send.get(n).copied());
+        let recv = tracefs::read_format(&root, "tcp", "tcp_receive_reset").unwrap_or_default();
+        let recv_offsets = ReceiveResetOffsets::from_lookup(|n| recv.get(n).copied());
+        // The mapping event joins two tracepoints: the mapping fields, then the status and skb.
+        let map = tracefs::read_format(&root, "mptcp", "get_mapping_status").unwrap_or_default();
+        let avail = tracefs::read_format(&root, "mptcp", "subflow_check_data_avail").unwrap_or_default();
+        let mapping_offsets = MappingOffsets::from_lookup(|n| match n {
+            "status" | "skb" => avail.get(n).copied(),
+            _ => map.get(n).copied(),
+        });
+
+        let netns_offsets = btf::netns_offsets();
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("FLOWS", opts.flow_table_size)
+            .override_global("SOCK_STATE_OFFSETS", &sock_offsets, true)
+            .override_global("SEND_RESET_OFFSETS", &send_offsets, true)
+            .override_global("RECEIVE_RESET_OFFSETS", &recv_offsets, true)
+            .override_global("MAPPING_OFFSETS", &mapping_offsets, true)
+            .override_global("NETNS_OFFSETS", &netns_offsets, true)
+            .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mptcp-probe")))
+            .context("loading the eBPF object")?;
+
+        for name in TC_PROGRAMS {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+                .try_into()?;
+            prog.load().with_context(|| format!("verifier rejected {name}"))?;
+        }
+
+        let mut tracepoints = Vec::new();
+        for (prog, category, name, required) in [
+            ("inet_sock_set_state", "sock", "inet_sock_set_state", true),
+            ("tcp_send_reset", "tcp", "tcp_send_reset", false),
+            ("tcp_receive_reset", "tcp", "tcp_receive_reset", false),
+            ("get_mapping_status", "mptcp", "get_mapping_status", false),
+            ("subflow_check_data_avail", "mptcp", "subflow_check_data_avail", false),
+        ] {
+            let tp: &mut TracePoint = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| anyhow!("program {prog} missing from the eBPF object"))?
+                .try_into()?;
+            let res = tp.load().and_then(|()| tp.attach(category, name).map(|_| ()));
+            match res {
+                Ok(()) => tracepoints.push(format!("{category}:{name}")),
+                Err(e) if required => {
+                    return Err(
+                        anyhow::Error::new(e).context(format!("attaching tracepoint {category}:{name}"))
+                    )
+                }
+                Err(e) => {
+                    tracing::warn!("tracepoint {category}:{name} unavailable, carrying on without it: {e}")
+                }
+            }
+        }
+
+        let fallback_source = match Self::try_fentry(&mut ebpf) {
+            Ok(()) => {
+                tracing::info!(
+                    "fallback reasons: fentry on __mptcp_try_fallback (exact reason per connection)"
+                );
+                FallbackSource::Fentry
+            }
+            Err(e) => {
+                tracing::info!(
+                    "fallback reasons: fentry on __mptcp_try_fallback is not available here ({e:#}); \
+                     using wire evidence, mptcp tracepoints and MIB counters instead"
+                );
+                FallbackSource::WireAndCounters
+            }
+        };
+
+        Ok(Self { ebpf, attached: HashMap::new(), fallback_source, flows_removed: 0, tracepoints })
+    }
+
+    fn try_fentry(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+        let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
+        let prog: &mut FEntry = ebpf
+            .program_mut("mptcp_try_fallback")
+            .ok_or_else(|| anyhow!("fentry program missing"))?
+            .try_into()?;
+        prog.load("__mptcp_try_fallback", &btf).context("loading fentry")?;
+        prog.attach().context("attaching fentry")?;
+        Ok(())
+    }
+
+    /// Attaches the TC programs on ingress and egress of `iface`.
+    pub fn attach(&mut self, iface: &Interface) -> anyhow::Result<()> {
+        if self.attached.contains_key(&iface.name) {
+            return Ok(());
+        }
+        let (ingress, egress) =
+            if iface.has_l2 { ("tc_ingress", "tc_egress") } else { ("tc_ingress_l3", "tc_egress_l3") };
+        let mut links = Vec::new();
+        for (prog_name, at) in [(ingress, TcAttachType::Ingress), (egress, TcAttachType::Egress)] {
+            let prog: &mut SchedClassifier = self
+                .ebpf
+                .program_mut(prog_name)
+                .ok_or_else(|| anyhow!("program {prog_name} missing"))?
+                .try_into()?;
+            let attached = prog.attach(&iface.name, at).or_else(|e| {
+                // Kernels before 6.6 have no TCX: add clsact and retry through netlink.
+                let _ = aya::programs::tc::qdisc_add_clsact(&iface.name);
+                prog.attach(&iface.name, at).map_err(|_| e)
+            });
+            match attached {
+                Ok(id) => links.push((prog_name, id)),
+                Err(e) => {
+                    self.detach_links(links);
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("attaching {prog_name} to interface {}", iface.name)));
+                }
+            }
+        }
+        tracing::info!(
+            "observing {} (ifindex {}, {})",
+            iface.name,
+            iface.index,
+            if iface.has_l2 { "ethernet" } else { "no link layer" }
+        );
+        self.attached.insert(iface.name.clone(), Attached { ifindex: iface.index, links });
+        Ok(())
+    }
+
+    fn detach_links(&mut self, links: Vec<(&'static str, SchedClassifierLinkId)>) {
+        for (prog_name, id) in links {
+            if let Some(p) = self.ebpf.program_mut(prog_name) {
+                let prog: Result<&mut SchedClassifier, _> = p.try_into();
+                if let Ok(prog) = prog {
+                    // The link may already be gone with its interface.
+                    let _ = prog.detach(id);
+                }
+            }
+        }
+    }
+
+    /// Forgets interfaces that disappeared (their links went with them).
+    pub fn forget_missing(&mut self, present: &[Interface]) {
+        let gone: Vec<String> = self
+            .attached
+            .iter()
+            .filter(|(name, a)| !present.iter().any(|i| &i.name == *name && i.index == a.ifindex))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in gone {
+            if let Some(a) = self.attached.remove(&name) {
+                tracing::info!("interface {name} went away");
+                self.detach_links(a.links);
+            }
+        }
+    }
+
+    pub fn interface_names(&self) -> BTreeMap<u32, String> {
+        self.attached.iter().map(|(n, a)| (a.ifindex, n.clone())).collect()
+    }
+
+    /// An attached interface's name, or its index when it is gone.
+    pub fn interface_name(&self, ifindex: u32) -> String {
+        self.attached
+            .iter()
+            .find(|(_, a)| a.ifindex == ifindex)
+            .map(|(n, _)| n.clone())
+            .unwrap_or_else(|| ifindex.to_string())
+    }
+
+    /// Detaches every TC program; tracepoint and fentry links go with the `Ebpf` on drop.
+    pub fn detach_all(&mut self) {
+        let all: Vec<_> = self.attached.drain().collect();
+        for (_, a) in all {
+            self.detach_links(a.links);
+        }
+    }
+
+    /// The loaded object, for `prog-bench` to run its programs with BPF_PROG_TEST_RUN.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    pub fn take_ring(&mut self) -> anyhow::Result<RingBuf<aya::maps::MapData>> {
+        let map = self.ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("EVENTS map missing"))?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    fn flows(&mut self) -> anyhow::Result<BpfHashMap<&mut MapData, FlowKey, FlowState>> {
+        let map = self.ebpf.map_mut("FLOWS").ok_or_else(|| anyhow!("FLOWS map missing"))?;
+        Ok(BpfHashMap::try_from(map)?)
+    }
+
+    /// Reads a flow's kernel state.
+    pub fn flow_state(&mut self, key: &FlowKey) -> Option<FlowState> {
+        self.flows().ok()?.get(key, 0).ok()
+    }
+
+    /// Reads and removes a flow's kernel state.
+    pub fn take_flow_state(&mut self, key: &FlowKey) -> Option<FlowState> {
+        let mut flows = self.flows().ok()?;
+        let st = flows.get(key, 0).ok()?;
+        if flows.remove(key).is_ok() {
+            self.flows_removed += 1;
+        }
+        Some(st)
+    }
+
+    /// Every key currently in the flow table.
+    pub fn flow_keys(&mut self) -> Vec<FlowKey> {
+        match self.flows() {
+            Ok(f) => f.keys().filter_map(Result::ok).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub fn counters(&mut self) -> Counters {
+        let mut out = Counters::default();
+        let Some(map) = self.ebpf.map("COUNTERS") else {
+            return out;
+        };
+        let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else {
+            return out;
+        };
+        for (i, name) in counters::NAMES.iter().enumerate() {
+            let v = arr.get(&(i as u32), 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0);
+            out.values.insert(name, v);
+        }
+        out
+    }
+
+    /// LRU evictions: entries the kernel created that are neither removed by us nor present.
+    pub fn evictions(&mut self) -> u64 {
+        let created = self.counters().get("flows_created");
+        let present = self.flow_keys().len() as u64;
+        created.saturating_sub(self.flows_removed).saturating_sub(present)
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}

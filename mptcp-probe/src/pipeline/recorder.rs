@@ -1,0 +1,273 @@
+//! A sink that keeps the recent packet events and the final summary of each connection, so that
+//! `check` and `serve` can ask what the wire showed of one of their connections by its addresses.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use mptcp_probe_common::{
+    event::{tcp_flags, PacketEvent},
+    flow::FlowKey,
+    options::subtype,
+};
+use mptcp_probe_model::{FlowSummary, HandshakeView, Subtype, ViewSource};
+
+use super::{
+    record::addr,
+    sink::{Context, Sink},
+};
+use crate::kernel::decode::Event;
+
+/// Packet events kept per connection, and connections kept.
+const MAX_PACKETS_PER_FLOW: usize = 256;
+const MAX_FLOWS: usize = 4096;
+
+/// A connection by its addresses as this host sees them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+impl Tuple {
+    fn of(k: &FlowKey) -> Self {
+        Self {
+            local: SocketAddr::new(addr(k.ip_version, &k.local_addr), k.local_port),
+            remote: SocketAddr::new(addr(k.ip_version, &k.remote_addr), k.remote_port),
+        }
+    }
+
+    /// IPv4-mapped IPv6 addresses (from dual-stack sockets) compare as IPv4.
+    pub fn new(local: SocketAddr, remote: SocketAddr) -> Self {
+        Self { local: crate::host::sock::canonical(local), remote: crate::host::sock::canonical(remote) }
+    }
+}
+
+/// What was recorded of one connection.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    pub key: FlowKey,
+    pub packets: Vec<PacketEvent>,
+    /// Its summary, once the pipeline made it (the connection ended or went idle).
+    pub summary: Option<FlowSummary>,
+}
+
+#[derive(Default)]
+pub struct Recorded {
+    flows: HashMap<Tuple, Connection>,
+    order: VecDeque<Tuple>,
+    /// Packets not kept because their connection had [`MAX_PACKETS_PER_FLOW`] already.
+    pub dropped_packets: u64,
+}
+
+impl Recorded {
+    fn entry(&mut self, t: Tuple, key: FlowKey) -> &mut Connection {
+        if !self.flows.contains_key(&t) {
+            if self.order.len() >= MAX_FLOWS {
+                if let Some(old) = self.order.pop_front() {
+                    self.flows.remove(&old);
+                }
+            }
+            self.order.push_back(t);
+        }
+        self.flows.entry(t).or_insert_with(|| Connection { key, packets: Vec::new(), summary: None })
+    }
+
+    fn push(&mut self, p: PacketEvent) {
+        let c = self.entry(Tuple::of(&p.flow), p.flow);
+        if c.packets.len() < MAX_PACKETS_PER_FLOW {
+            c.packets.push(p);
+        } else {
+            self.dropped_packets += 1;
+        }
+    }
+
+    pub fn get(&self, t: &Tuple) -> Option<&Connection> {
+        self.flows.get(t)
+    }
+}
+
+/// The recorder sink; clones share one record.
+#[derive(Clone, Default)]
+pub struct Recorder(Arc<Mutex<Recorded>>);
+
+impl Recorder {
+    pub fn lock(&self) -> MutexGuard<'_, Recorded> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The packet events recorded for a connection.
+    pub fn packets(&self, local: SocketAddr, remote: SocketAddr) -> Vec<PacketEvent> {
+        self.lock().get(&Tuple::new(local, remote)).map(|c| c.packets.clone()).unwrap_or_default()
+    }
+}
+
+impl Sink for Recorder {
+    fn event(&mut self, ev: &Event, _ctx: &Context) {
+        if let Event::Packet(p) = ev {
+            if p.tracked() {
+                self.lock().push(*p);
+            }
+        }
+    }
+
+    fn flow(&mut self, s: &FlowSummary) {
+        let t = Tuple {
+            local: SocketAddr::new(s.local_addr, s.local_port),
+            remote: SocketAddr::new(s.remote_addr, s.remote_port),
+        };
+        if let Some(c) = self.lock().flows.get_mut(&t) {
+            c.summary = Some(s.clone());
+        }
+    }
+}
+
+/// The handshake as the recorded packets show it, from this host's point of view.
+pub fn handshake_of(packets: &[PacketEvent]) -> Option<HandshakeView> {
+    let mut v = HandshakeView { source: ViewSource::Observer, ..Default::default() };
+    let mpc = |p: &PacketEvent| {
+        p.opts
+            .mptcp_options()
+            .iter()
+            .find(|o| o.subtype == subtype::MP_CAPABLE || o.subtype == subtype::MP_JOIN)
+            .map(|o| (Subtype::from_code(o.subtype), o.len))
+    };
+    let mut seen = false;
+    let mut syn_dir = None;
+    for p in packets {
+        let f = p.tcp_flags;
+        let syn = f & tcp_flags::SYN != 0;
+        let ack = f & tcp_flags::ACK != 0;
+        if syn && !ack {
+            seen = true;
+            syn_dir = Some(p.direction);
+            let m = mpc(p);
+            v.syn_mptcp = m.map(|m| m.0);
+            v.syn_mptcp_len = m.map(|m| m.1);
+            v.syn_mss = (p.opts.mss != 0).then_some(p.opts.mss);
+            v.syn_isn = Some(p.seq);
+            v.syn_ttl = Some(p.ttl);
+        } else if syn && ack {
+            let m = mpc(p);
+            v.synack_mptcp = m.map(|m| m.0);
+            v.synack_mptcp_len = m.map(|m| m.1);
+            v.synack_isn = Some(p.seq);
+        } else if ack && Some(p.direction) == syn_dir && v.ack_mptcp.is_none() {
+            // The third ACK, or the first data that repeats its MP_CAPABLE. Packets of one
+            // connection can overtake each other on the way in (veth hands them to the CPU that
+            // sent them), so a later packet with the option counts too; 0 marks "seen, none of
+            // them carried it".
+            let m = mpc(p);
+            v.ack_mptcp = m.map(|m| m.0);
+            v.ack_mptcp_len = Some(m.map(|m| m.1).unwrap_or(0));
+        }
+    }
+    seen.then_some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use mptcp_probe_common::{
+        event::{direction, EventHeader, HEADER_BYTES},
+        options::{MptcpOption, TcpOptions},
+    };
+
+    use super::*;
+
+    fn pkt(dir: u8, flags: u8, seq: u32, mpc_len: Option<u8>, mss: u16) -> PacketEvent {
+        let mut opts = TcpOptions::empty();
+        opts.mss = mss;
+        if let Some(len) = mpc_len {
+            opts.mptcp_count = 1;
+            opts.mptcp[0] = MptcpOption { subtype: subtype::MP_CAPABLE, len, ..Default::default() };
+        }
+        PacketEvent {
+            header: EventHeader::default(),
+            flow: FlowKey::default(),
+            seq,
+            ack: 0,
+            payload_len: 0,
+            why: 0,
+            window: 0,
+            direction: dir,
+            tcp_flags: flags,
+            ttl: 64,
+            _pad: 0,
+            headers_len: 0,
+            ip_len: 0,
+            wire_segments: 1,
+            segment_size: 0,
+            _pad3: 0,
+            opts,
+            headers: [0; HEADER_BYTES],
+        }
+    }
+
+    const S: u8 = tcp_flags::SYN;
+    const SA: u8 = tcp_flags::SYN | tcp_flags::ACK;
+    const A: u8 = tcp_flags::ACK;
+
+    #[test]
+    fn client_side_handshake_with_a_stripped_synack() {
+        let v = handshake_of(&[
+            pkt(direction::EGRESS, S, 1000, Some(4), 1460),
+            pkt(direction::INGRESS, SA, 5000, None, 1400),
+            pkt(direction::EGRESS, A, 1001, None, 0),
+        ])
+        .expect("handshake");
+        assert_eq!(v.syn_mptcp, Some(Subtype::MpCapable));
+        assert_eq!(v.syn_mptcp_len, Some(4));
+        assert_eq!(v.syn_isn, Some(1000));
+        assert_eq!(v.syn_mss, Some(1460));
+        assert_eq!(v.synack_mptcp, None);
+        assert_eq!(v.synack_isn, Some(5000));
+        assert_eq!(v.ack_mptcp_len, Some(0), "third ACK seen, without MPTCP");
+    }
+
+    #[test]
+    fn a_third_ack_overtaken_by_a_later_packet_still_counts() {
+        let v = handshake_of(&[
+            pkt(direction::INGRESS, S, 1000, Some(4), 1460),
+            pkt(direction::EGRESS, SA, 5000, Some(12), 1460),
+            pkt(direction::INGRESS, A, 1001, None, 0),
+            pkt(direction::INGRESS, A, 1001, Some(20), 0),
+        ])
+        .expect("handshake");
+        assert_eq!(v.ack_mptcp, Some(Subtype::MpCapable));
+        assert_eq!(v.ack_mptcp_len, Some(20));
+    }
+
+    #[test]
+    fn no_syn_no_handshake() {
+        assert!(handshake_of(&[pkt(direction::EGRESS, A, 1, None, 0)]).is_none());
+    }
+
+    #[test]
+    fn mapped_addresses_compare_as_ipv4() {
+        let a: SocketAddr = "[::ffff:192.0.2.1]:80".parse().unwrap();
+        let b: SocketAddr = "192.0.2.1:80".parse().unwrap();
+        let c: SocketAddr = "203.0.113.2:1".parse().unwrap();
+        assert_eq!(Tuple::new(a, c), Tuple::new(b, c));
+    }
+
+    #[test]
+    fn the_recorder_keeps_packets_and_then_the_summary_of_a_connection() {
+        let mut r = Recorder::default();
+        let mut p = pkt(direction::EGRESS, S, 1, Some(4), 1460);
+        p.flow.ip_version = 4;
+        p.flow.local_addr[..4].copy_from_slice(&[192, 0, 2, 1]);
+        p.flow.local_port = 4000;
+        r.event(&Event::Packet(p), &Context::default());
+        let (l, rem): (SocketAddr, SocketAddr) =
+            ("192.0.2.1:4000".parse().unwrap(), "0.0.0.0:0".parse().unwrap());
+        assert_eq!(r.packets(l, rem).len(), 1);
+        assert!(r.lock().get(&Tuple::new(l, rem)).unwrap().summary.is_none());
+        for _ in 0..MAX_PACKETS_PER_FLOW {
+            r.event(&Event::Packet(p), &Context::default());
+        }
+        assert_eq!(r.packets(l, rem).len(), MAX_PACKETS_PER_FLOW);
+        assert_eq!(r.lock().dropped_packets, 1);
+    }
+}
