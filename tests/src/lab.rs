@@ -6,8 +6,10 @@
 //! documentation prefixes that exist only inside the namespaces; nothing has a route off the machine.
 
 use std::{
+    path::Path,
     process::{Command, Output},
     sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
 };
 
 static NEXT_RUN: AtomicU32 = AtomicU32::new(0);
@@ -258,6 +260,28 @@ impl Child {
     pub fn signal(&self, sig: i32) {
         // SAFETY: sending a signal to our own child's pid.
         unsafe { libc::kill(self.0.id() as i32, sig) };
+    }
+
+    /// Waits until the child's log file shows `needle`. Fails with the log when the child exits
+    /// first, when the log shows `error:` (the child's own account of why it will not get
+    /// ready), or after `timeout`.
+    pub fn wait_ready(&mut self, log: &Path, needle: &str, timeout: Duration, what: &str) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let read = || std::fs::read_to_string(log).unwrap_or_default();
+        while start.elapsed() < timeout {
+            let text = read();
+            if text.contains(needle) {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.0.try_wait() {
+                anyhow::bail!("{what} exited ({status}) before it was ready:\n{}", read());
+            }
+            if text.contains("error:") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        anyhow::bail!("{what} did not log {needle:?} within {timeout:?}:\n{}", read())
     }
 }
 

@@ -119,18 +119,8 @@ pub fn serve(ns: &Netns) -> anyhow::Result<(Child, TempDir)> {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("mptcp-probe serving on") {
-            return Ok((child, dir));
-        }
-        if let Ok(Some(status)) = child.0.try_wait() {
-            bail!("serve exited ({status}):\n{text}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("serve did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default())
+    child.wait_ready(&log, "mptcp-probe serving on", Duration::from_secs(30), "serve")?;
+    Ok((child, dir))
 }
 
 fn strings(v: &Value) -> Vec<String> {

@@ -100,7 +100,7 @@ impl Watcher {
             .stdout(fs::File::create(&stdout).expect("stdout file"))
             .stderr(fs::File::create(&stderr).expect("stderr file"));
         let child = Child::spawn(&mut cmd);
-        let w = Self { child: Some(child), stdout, stderr, _dir: dir };
+        let mut w = Self { child: Some(child), stdout, stderr, _dir: dir };
         w.wait_for_log("watching", Duration::from_secs(60));
         w
     }
@@ -110,18 +110,11 @@ impl Watcher {
     }
 
     /// Waits until the log contains `needle`; panics with the log otherwise.
-    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if self.log().contains(needle) {
-                return;
-            }
-            if self.log().contains("error:") {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        let child = self.child.as_mut().expect("running");
+        if let Err(e) = child.wait_ready(&self.stderr, needle, timeout, "watch") {
+            panic!("{e:#}");
         }
-        panic!("watch did not log {needle:?} within {timeout:?}; log:\n{}", self.log());
     }
 
     /// Stops with `signal` (SIGINT or SIGTERM) and parses the JSON lines.

@@ -446,7 +446,7 @@ fn start(
     args: &[&str],
 ) -> anyhow::Result<(Child, std::path::PathBuf)> {
     let log = dir.join(format!("middlebox-{n}.log"));
-    let child = Child::spawn(
+    let mut child = Child::spawn(
         lab.m
             .cmd(crate::middlebox_bin())
             .args(args)
@@ -454,19 +454,8 @@ fn start(
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut child = child;
-    while Instant::now() < deadline {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("ready") {
-            return Ok((child, log));
-        }
-        if let Ok(Some(status)) = child.0.try_wait() {
-            bail!("mptcp-middlebox {} exited ({status}): {}", args.join(" "), text.trim());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    bail!("mptcp-middlebox {} did not get ready", args.join(" "))
+    child.wait_ready(&log, "ready", Duration::from_secs(10), &format!("mptcp-middlebox {}", args.join(" ")))?;
+    Ok((child, log))
 }
 
 /// Applies a scenario's steps to a lab.

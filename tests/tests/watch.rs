@@ -268,7 +268,7 @@ fn sigint_and_sigterm_detach_every_program() {
 fn interfaces_that_come_up_later_are_picked_up() {
     require_root();
     let ns = Netns::new(&format!("mpp-late-{}", std::process::id()));
-    let watch = Watcher::start(&ns, &[]);
+    let mut watch = Watcher::start(&ns, &[]);
     sh(ns.cmd("ip").args(["link", "add", "late0", "type", "veth", "peer", "name", "late1"]));
     sh(ns.cmd("ip").args(["link", "set", "late0", "up"]));
     sh(ns.cmd("ip").args(["link", "set", "late1", "up"]));
