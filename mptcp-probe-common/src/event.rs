@@ -114,6 +114,39 @@ pub struct PacketEvent {
 }
 
 impl PacketEvent {
+    /// An event with every field zero and no options, to be filled in field by field.
+    pub const fn zeroed() -> Self {
+        Self {
+            header: EventHeader { kind: 0, version: 0, cpu: 0, netns: 0, ts_ns: 0 },
+            flow: FlowKey {
+                ifindex: 0,
+                ip_version: 0,
+                _pad: 0,
+                local_port: 0,
+                remote_port: 0,
+                _pad2: 0,
+                local_addr: [0; 16],
+                remote_addr: [0; 16],
+            },
+            seq: 0,
+            ack: 0,
+            payload_len: 0,
+            why: 0,
+            window: 0,
+            direction: 0,
+            tcp_flags: 0,
+            ttl: 0,
+            _pad: 0,
+            headers_len: 0,
+            ip_len: 0,
+            wire_segments: 0,
+            segment_size: 0,
+            _pad3: 0,
+            opts: TcpOptions::empty(),
+            headers: [0; HEADER_BYTES],
+        }
+    }
+
     /// The packet's flow is in the kernel's flow table (its counts and handshake are there).
     pub const fn tracked(&self) -> bool {
         self.why & why::UNTRACKED == 0

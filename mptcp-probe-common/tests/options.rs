@@ -5,7 +5,8 @@
 
 use mptcp_probe_common::options::{
     dss, mptcp_status, next_option, opt_flags, option_area, parse_mptcp, parse_tcp_options, subtype,
-    MptcpOption, OptionWalk, Step, TcpOptions, MAX_MPTCP_OPTIONS, MAX_OPTION_BYTES, TCPOPT_MPTCP, TCPOPT_NOP,
+    MpCapablePacket, MpCapableRejection, MptcpOption, OptionWalk, Step, TcpOptions, MAX_MPTCP_OPTIONS,
+    MAX_OPTION_BYTES, TCPOPT_MPTCP, TCPOPT_NOP,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -173,6 +174,41 @@ fn mp_capable_with_impossible_lengths_is_bad_length() {
         assert_eq!(o.status & mptcp_status::BAD_LENGTH, mptcp_status::BAD_LENGTH, "len {len}");
         assert_eq!(o.status & mptcp_status::CHECKSUM, 0, "len {len}");
     }
+}
+
+#[test]
+fn mp_capable_is_accepted_as_linux_accepts_it() {
+    let ack = MpCapablePacket::Ack { data: false };
+    let third = only_mptcp(&mptcp(subtype::MP_CAPABLE, 1, &cat(&[&[0x01], &KEY_A, &KEY_B])));
+    assert_eq!(third.mp_capable_rejection(ack), None);
+    // The checksum bit (A) and "no join to the initial address" (C) are fine.
+    let a_c = MptcpOption { flags: 0x81 | 0x20, ..third };
+    assert_eq!(a_c.mp_capable_rejection(ack), None);
+    // A third ACK of version 0 after version-1 SYN and SYN/ACK: Linux ignores it.
+    let v0 = only_mptcp(&mptcp(subtype::MP_CAPABLE, 0, &cat(&[&[0x01], &KEY_A, &KEY_B])));
+    assert_eq!(v0.mp_capable_rejection(ack), Some(MpCapableRejection::Version(0)));
+    // Extensibility (B), no algorithm, or SHA-1 beside SHA-256.
+    for flags in [0x41, 0x00, 0x03] {
+        let o = MptcpOption { flags, ..third };
+        assert_eq!(o.mp_capable_rejection(ack), Some(MpCapableRejection::Flags(flags)), "{flags:#x}");
+    }
+    // Each packet has its own length: 20 bytes on the first data segment is not accepted.
+    assert_eq!(
+        third.mp_capable_rejection(MpCapablePacket::Ack { data: true }),
+        Some(MpCapableRejection::Length(20))
+    );
+    assert_eq!(third.mp_capable_rejection(MpCapablePacket::SynAck), Some(MpCapableRejection::Length(20)));
+}
+
+#[test]
+fn a_syn_may_offer_a_later_version_nothing_else_may() {
+    let syn = only_mptcp(&[30, 4, 0x02, 0x01]);
+    assert_eq!(syn.version, 2);
+    assert_eq!(syn.mp_capable_rejection(MpCapablePacket::Syn), None);
+    let synack = only_mptcp(&mptcp(subtype::MP_CAPABLE, 2, &cat(&[&[0x01], &KEY_A])));
+    assert_eq!(synack.mp_capable_rejection(MpCapablePacket::SynAck), Some(MpCapableRejection::Version(2)));
+    let v0_syn = only_mptcp(&[30, 4, 0x00, 0x01]);
+    assert_eq!(v0_syn.mp_capable_rejection(MpCapablePacket::Syn), Some(MpCapableRejection::Version(0)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -374,6 +410,23 @@ fn dss_infinite_mapping_has_data_len_zero() {
     let o = only_mptcp(&mptcp(subtype::DSS, 0, &cat(&[&body, &[0, 0]])));
     assert_eq!(o.len, 20);
     assert_eq!(o.status, mptcp_status::INFINITE_MAPPING | mptcp_status::CHECKSUM);
+}
+
+#[test]
+fn an_empty_mapping_is_infinite_only_on_a_segment_with_data() {
+    // dack8, dsn8, ssn, dll = 0: as a pure ACK (or an empty PSH/ACK) it maps nothing.
+    let flags = dss::DATA_ACK | dss::DATA_ACK_8 | dss::MAPPING | dss::DSN_8;
+    let body = cat(&[&[flags], &7u64.to_be_bytes(), &9u64.to_be_bytes(), &1u32.to_be_bytes(), &[0, 0]]);
+    let o = only_mptcp(&mptcp(subtype::DSS, 0, &body));
+    assert_eq!(o.len, 26);
+    assert_eq!(o.data_len, 0);
+    assert!(!o.is_infinite_mapping(0), "no payload: nothing is mapped");
+    assert!(o.is_infinite_mapping(1), "with data: an infinite mapping");
+    // A mapping with a length is never infinite, nor is another subtype.
+    let mapped = MptcpOption { data_len: 1, status: 0, ..o };
+    assert!(!mapped.is_infinite_mapping(1));
+    let other = MptcpOption { subtype: subtype::MP_FAIL, ..o };
+    assert!(!other.is_infinite_mapping(1));
 }
 
 #[test]

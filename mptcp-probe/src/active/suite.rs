@@ -114,19 +114,14 @@ impl Target<'_> {
         let Some((from, dev)) = local.and_then(|l| pm::second_address(self.ip, l)) else {
             return skipped("no second local address with a route to the server to join from");
         };
-        let kind = ConnectionKind::Join;
         if transport == Transport::Tcp {
-            return client::multipath(addr, transport, test_id, self.timeout, Duration::ZERO, kind, |_| true)
-                .await;
+            return self.plain(addr, test_id, ConnectionKind::Join).await;
         }
-        let mut pm = pm::PmGuard::new();
-        if let Err(e) = pm.ensure_limits(0, 2).and_then(|()| pm.ensure_subflow_endpoint(from, &dev)) {
-            return skipped(&format!("cannot configure the path manager for the join test: {e:#}"));
-        }
+        let configure = |pm: &mut pm::PmGuard| {
+            pm.ensure_limits(0, 2).and_then(|()| pm.ensure_subflow_endpoint(from, &dev))
+        };
         let done = |v: &ConnectionView| v.subflows.unwrap_or(0) >= 2;
-        let run = client::multipath(addr, transport, test_id, self.timeout, MULTIPATH_WAIT, kind, done).await;
-        pm.restore();
-        extra.notes.append(&mut pm.notes);
+        let run = self.with_path_manager(addr, test_id, ConnectionKind::Join, configure, done, extra).await;
         let subflows = run.connections.first().and_then(|c| c.subflows).unwrap_or(0);
         extra.join = Some(JoinEvidence { from: from.to_string(), subflows });
         run
@@ -145,25 +140,49 @@ impl Target<'_> {
         if self.info.announced.is_empty() {
             return skipped("the server announces no extra address (no signal endpoint on the server)");
         }
-        let kind = ConnectionKind::AddAddr;
         if transport == Transport::Tcp {
-            return client::multipath(addr, transport, test_id, self.timeout, Duration::ZERO, kind, |_| true)
-                .await;
+            return self.plain(addr, test_id, ConnectionKind::AddAddr).await;
         }
-        let mut pm = pm::PmGuard::new();
-        if let Err(e) = pm.ensure_limits(1, 2) {
-            return skipped(&format!("cannot configure the path manager for the add_addr test: {e:#}"));
-        }
+        let configure = |pm: &mut pm::PmGuard| pm.ensure_limits(1, 2);
         let done = |v: &ConnectionView| v.add_addr_accepted.unwrap_or(0) >= 1 && v.subflows.unwrap_or(0) >= 2;
-        let run = client::multipath(addr, transport, test_id, self.timeout, MULTIPATH_WAIT, kind, done).await;
-        pm.restore();
-        extra.notes.append(&mut pm.notes);
+        let run =
+            self.with_path_manager(addr, test_id, ConnectionKind::AddAddr, configure, done, extra).await;
         let accepted = run.connections.first().and_then(|c| c.add_addr_accepted).unwrap_or(0);
         extra.add_addr = Some(AddAddrEvidence {
             announced: self.info.announced.clone(),
             server_signalled: None,
             accepted,
         });
+        run
+    }
+
+    /// The plain-TCP baseline of a multipath test: the same echo connection, nothing to wait for.
+    async fn plain(&self, addr: SocketAddr, test_id: &str, kind: ConnectionKind) -> client::Run {
+        client::multipath(addr, Transport::Tcp, test_id, self.timeout, Duration::ZERO, kind, |_| true).await
+    }
+
+    /// An MPTCP echo connection kept busy until `done`, with the path manager set up by
+    /// `configure` for it and restored after (what was changed goes to the report).
+    async fn with_path_manager(
+        &self,
+        addr: SocketAddr,
+        test_id: &str,
+        kind: ConnectionKind,
+        configure: impl FnOnce(&mut pm::PmGuard) -> anyhow::Result<()>,
+        done: impl Fn(&ConnectionView) -> bool,
+        extra: &mut Extra,
+    ) -> client::Run {
+        let mut pm = pm::PmGuard::new();
+        if let Err(e) = configure(&mut pm) {
+            pm.restore();
+            extra.notes.append(&mut pm.notes);
+            return skipped(&format!("cannot configure the path manager for the {kind} test: {e:#}"));
+        }
+        let run =
+            client::multipath(addr, Transport::Mptcp, test_id, self.timeout, MULTIPATH_WAIT, kind, done)
+                .await;
+        pm.restore();
+        extra.notes.append(&mut pm.notes);
         run
     }
 }

@@ -237,8 +237,7 @@ impl Correlator {
 #[cfg(test)]
 mod tests {
     use mptcp_probe_common::{
-        event::{direction, EventHeader, PacketEvent, SockStateEvent, HEADER_BYTES},
-        options::TcpOptions,
+        event::{direction, EventHeader, PacketEvent, SockStateEvent},
         proto::AF_INET,
     };
 
@@ -254,24 +253,11 @@ mod tests {
 
     fn packet(k: FlowKey, flags: u8, tracked: bool) -> Event {
         Event::Packet(PacketEvent {
-            header: EventHeader::default(),
             flow: k,
-            seq: 0,
-            ack: 0,
-            payload_len: 0,
             why: if tracked { 0 } else { mptcp_probe_common::event::why::UNTRACKED },
-            window: 0,
             direction: direction::EGRESS,
             tcp_flags: flags,
-            ttl: 64,
-            _pad: 0,
-            headers_len: 0,
-            ip_len: 0,
-            wire_segments: 1,
-            segment_size: 0,
-            _pad3: 0,
-            opts: TcpOptions::empty(),
-            headers: [0; HEADER_BYTES],
+            ..PacketEvent::zeroed()
         })
     }
 

@@ -170,7 +170,7 @@ pub fn handshake_of(packets: &[PacketEvent]) -> Option<HandshakeView> {
 #[cfg(test)]
 mod tests {
     use mptcp_probe_common::{
-        event::{direction, EventHeader, HEADER_BYTES},
+        event::direction,
         options::{MptcpOption, TcpOptions},
     };
 
@@ -184,24 +184,13 @@ mod tests {
             opts.mptcp[0] = MptcpOption { subtype: subtype::MP_CAPABLE, len, ..Default::default() };
         }
         PacketEvent {
-            header: EventHeader::default(),
-            flow: FlowKey::default(),
             seq,
-            ack: 0,
-            payload_len: 0,
-            why: 0,
-            window: 0,
             direction: dir,
             tcp_flags: flags,
             ttl: 64,
-            _pad: 0,
-            headers_len: 0,
-            ip_len: 0,
             wire_segments: 1,
-            segment_size: 0,
-            _pad3: 0,
             opts,
-            headers: [0; HEADER_BYTES],
+            ..PacketEvent::zeroed()
         }
     }
 
