@@ -132,6 +132,8 @@ fn read<const N: usize>(addr: usize, end: usize) -> Option<[u8; N]> {
     Some(unsafe { *(addr as *const [u8; N]) })
 }
 
+/// Parses the network and TCP headers into the scratch event; None when the packet is not a TCP
+/// segment worth looking at (or could not be read, counted).
 #[inline(always)]
 fn parse<const DIR: u8, const L2: bool>(ctx: &TcContext, proto: u16, sc: &mut Scratch) -> Option<()> {
     let mut data = ctx.data();
@@ -150,94 +152,96 @@ fn parse<const DIR: u8, const L2: bool>(ctx: &TcContext, proto: u16, sc: &mut Sc
     key.ifindex = ifindex;
     key._pad = 0;
     key._pad2 = 0;
+    let ttl =
+        if proto == ETH_P_IP { ipv4::<DIR>(data, l2, end, sc)? } else { ipv6::<DIR>(data, l2, end, sc)? };
+    tcp::<DIR>(ctx, data, end, ttl, sc)
+}
+
+/// The IPv4 header: addresses, TTL, where the TCP header starts.
+#[inline(always)]
+fn ipv4<const DIR: u8>(data: usize, l2: usize, end: usize, sc: &mut Scratch) -> Option<u8> {
     let ip = data + l2;
-    let ttl;
-    if proto == ETH_P_IP {
-        let h = match read::<20>(ip, end) {
-            Some(h) => h,
-            None => return unparsed(),
-        };
-        let ihl = ((h[0] & 0x0f) as usize) * 4;
-        // Fragments other than the first carry no TCP header.
-        if h[9] != IPPROTO_TCP || ihl < 20 || (h[6] & 0x1f) != 0 || h[7] != 0 {
-            return None;
+    let h = match read::<20>(ip, end) {
+        Some(h) => h,
+        None => return unparsed_ttl(),
+    };
+    let ihl = ((h[0] & 0x0f) as usize) * 4;
+    // Fragments other than the first carry no TCP header.
+    if h[9] != IPPROTO_TCP || ihl < 20 || (h[6] & 0x1f) != 0 || h[7] != 0 {
+        return None;
+    }
+    let key = &mut sc.ev.flow;
+    key.ip_version = 4;
+    let (src, dst) = ([h[12], h[13], h[14], h[15]], [h[16], h[17], h[18], h[19]]);
+    let (local, remote) = if DIR == direction::EGRESS { (src, dst) } else { (dst, src) };
+    let mut l = [0u8; 16];
+    let mut r = [0u8; 16];
+    l[..4].copy_from_slice(&local);
+    r[..4].copy_from_slice(&remote);
+    key.local_addr = l;
+    key.remote_addr = r;
+    sc.tcp_off = (ip + ihl - data) as u32;
+    Some(h[8])
+}
+
+/// The IPv6 header and its extension headers: addresses, hop limit, where the TCP header starts.
+#[inline(always)]
+fn ipv6<const DIR: u8>(data: usize, l2: usize, end: usize, sc: &mut Scratch) -> Option<u8> {
+    let ip = data + l2;
+    let h = match read::<40>(ip, end) {
+        Some(h) => h,
+        None => return unparsed_ttl(),
+    };
+    let key = &mut sc.ev.flow;
+    key.ip_version = 6;
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src.copy_from_slice(&h[8..24]);
+    dst.copy_from_slice(&h[24..40]);
+    let (local, remote) = if DIR == direction::EGRESS { (src, dst) } else { (dst, src) };
+    key.local_addr = local;
+    key.remote_addr = remote;
+    // The extension-header cursor lives in the scratch map so that all header chains meet in one
+    // verifier state at each step instead of multiplying.
+    sc.tcp_off = (ip + 40 - data) as u32;
+    sc.next_hdr = h[6] as u32;
+    for _ in 0..MAX_EXT_HEADERS {
+        let off = reload(&sc.tcp_off) as usize;
+        if off > MAX_HEADER_OFFSET {
+            return unparsed_ttl();
         }
-        ttl = h[8];
-        key.ip_version = 4;
-        let (src, dst) = ([h[12], h[13], h[14], h[15]], [h[16], h[17], h[18], h[19]]);
-        let (local, remote) = if DIR == direction::EGRESS { (src, dst) } else { (dst, src) };
-        let mut l = [0u8; 16];
-        let mut r = [0u8; 16];
-        l[..4].copy_from_slice(&local);
-        r[..4].copy_from_slice(&remote);
-        key.local_addr = l;
-        key.remote_addr = r;
-        sc.tcp_off = (ip + ihl - data) as u32;
-    } else {
-        let h = match read::<40>(ip, end) {
-            Some(h) => h,
-            None => return unparsed(),
-        };
-        ttl = h[7];
-        key.ip_version = 6;
-        let mut src = [0u8; 16];
-        let mut dst = [0u8; 16];
-        src.copy_from_slice(&h[8..24]);
-        dst.copy_from_slice(&h[24..40]);
-        let (local, remote) = if DIR == direction::EGRESS { (src, dst) } else { (dst, src) };
-        key.local_addr = local;
-        key.remote_addr = remote;
-        // The extension-header cursor lives in the scratch map so that all header chains meet in
-        // one verifier state at each step instead of multiplying.
-        sc.tcp_off = (ip + 40 - data) as u32;
-        sc.next_hdr = h[6] as u32;
-        let mut found = false;
-        for _ in 0..MAX_EXT_HEADERS {
-            let off = reload(&sc.tcp_off) as usize;
-            if off > MAX_HEADER_OFFSET {
-                return unparsed();
+        let at = data + off;
+        match reload(&sc.next_hdr) as u8 {
+            IPPROTO_TCP => return Some(h[7]),
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                let Some(e) = read::<2>(at, end) else { return unparsed_ttl() };
+                sc.next_hdr = e[0] as u32;
+                sc.tcp_off = (off + (e[1] as usize + 1) * 8) as u32;
             }
-            let at = data + off;
-            match reload(&sc.next_hdr) as u8 {
-                IPPROTO_TCP => {
-                    found = true;
-                    break;
+            // Only the first fragment carries the TCP header.
+            IPPROTO_FRAGMENT => {
+                let Some(e) = read::<4>(at, end) else { return unparsed_ttl() };
+                if (((e[2] as u16) << 8 | e[3] as u16) & 0xfff8) != 0 {
+                    return None;
                 }
-                IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
-                    let e = match read::<2>(at, end) {
-                        Some(e) => e,
-                        None => return unparsed(),
-                    };
-                    sc.next_hdr = e[0] as u32;
-                    sc.tcp_off = (off + (e[1] as usize + 1) * 8) as u32;
-                }
-                // Only the first fragment carries the TCP header.
-                IPPROTO_FRAGMENT => {
-                    let e = match read::<4>(at, end) {
-                        Some(e) => e,
-                        None => return unparsed(),
-                    };
-                    if (((e[2] as u16) << 8 | e[3] as u16) & 0xfff8) != 0 {
-                        return None;
-                    }
-                    sc.next_hdr = e[0] as u32;
-                    sc.tcp_off = (off + 8) as u32;
-                }
-                IPPROTO_AH => {
-                    let e = match read::<2>(at, end) {
-                        Some(e) => e,
-                        None => return unparsed(),
-                    };
-                    sc.next_hdr = e[0] as u32;
-                    sc.tcp_off = (off + (e[1] as usize + 2) * 4) as u32;
-                }
-                _ => return None,
+                sc.next_hdr = e[0] as u32;
+                sc.tcp_off = (off + 8) as u32;
             }
-        }
-        if !found {
-            return unparsed();
+            IPPROTO_AH => {
+                let Some(e) = read::<2>(at, end) else { return unparsed_ttl() };
+                sc.next_hdr = e[0] as u32;
+                sc.tcp_off = (off + (e[1] as usize + 2) * 4) as u32;
+            }
+            _ => return None,
         }
     }
+    // Too long a chain of extension headers.
+    unparsed_ttl()
+}
+
+/// The TCP header: ports, sequence numbers, flags, where the options are, payload and GSO size.
+#[inline(always)]
+fn tcp<const DIR: u8>(ctx: &TcContext, data: usize, end: usize, ttl: u8, sc: &mut Scratch) -> Option<()> {
     let off = reload(&sc.tcp_off) as usize;
     if off > MAX_HEADER_OFFSET {
         return unparsed();
@@ -279,6 +283,12 @@ fn parse<const DIR: u8, const L2: bool>(ctx: &TcContext, proto: u16, sc: &mut Sc
         ev.segment_size = ev.payload_len.min(u16::MAX as u32) as u16;
     }
     Some(())
+}
+
+#[inline(always)]
+fn unparsed_ttl() -> Option<u8> {
+    count(counters::UNPARSED);
+    None
 }
 
 #[inline(always)]
@@ -327,54 +337,57 @@ fn handshake_opt(opts: &TcpOptions, dir: u8, payload: bool) -> HandshakeOpt {
     h
 }
 
-#[inline(always)]
 /// Updates the flow's state; returns why the packet is worth an event (0: it is not).
+#[inline(always)]
 fn track<const DIR: u8>(seg: &mut PacketEvent) -> u16 {
-    let d = DIR as usize & 1;
-    let f = seg.tcp_flags;
-    let syn = f & tcp_flags::SYN != 0;
-    let ack = f & tcp_flags::ACK != 0;
-    let rst = f & tcp_flags::RST != 0;
-    let fin = f & tcp_flags::FIN != 0;
-    let has_mptcp = seg.opts.mptcp_count > 0;
-
-    let st: *mut FlowState = match FLOWS.get_ptr_mut(&seg.flow) {
-        Some(p) => p,
-        None => {
-            // Only flows that start here or speak MPTCP are worth a slot. The end of another
-            // (evicted, or older than the observer) is reported, so that user space does not
-            // wait for it.
-            if !syn && !has_mptcp {
-                return if rst || fin { why::UNTRACKED | if rst { why::RST } else { why::FIN } } else { 0 };
-            }
-            let init = match FLOW_INIT.get_ptr(0) {
-                Some(p) => p,
-                None => return 0,
-            };
-            // SAFETY: FLOW_INIT's only entry is never written, so it stays all zeroes.
-            if FLOWS.insert(&seg.flow, unsafe { &*init }, 0).is_err() {
-                count(counters::FLOW_INSERT_FAILED);
-                return 0;
-            }
-            count(counters::FLOWS_CREATED);
-            match FLOWS.get_ptr_mut(&seg.flow) {
-                Some(p) => {
-                    // SAFETY: fresh entry owned by this flow.
-                    unsafe {
-                        (*p).first_ns = now_ns();
-                        (*p).syn_direction = NONE_U8;
-                        (*p).tcprst_reason = NONE_U8;
-                    }
-                    p
-                }
-                None => return 0,
-            }
-        }
+    let st = match flow_state(seg) {
+        Ok(st) => st,
+        Err(why) => return why,
     };
     // SAFETY: st points into the LRU map value for this flow; fields are plain integers.
     let s = unsafe { &mut *st };
-    let mut w: u16 = 0;
     s.last_ns = now_ns();
+    let mut w = count_segment::<DIR>(s, seg);
+    w |= handshake::<DIR>(s, seg);
+    let (why_opts, carries_mapping) = mptcp_options::<DIR>(s, seg);
+    w |= why_opts;
+    w | endings::<DIR>(s, seg, carries_mapping)
+}
+
+/// The flow's state, created for a flow that starts here or speaks MPTCP. Err: the packet's
+/// event reason without a flow (its end reported, so that user space does not wait for it), or 0.
+#[inline(always)]
+fn flow_state(seg: &PacketEvent) -> Result<*mut FlowState, u16> {
+    if let Some(p) = FLOWS.get_ptr_mut(&seg.flow) {
+        return Ok(p);
+    }
+    let f = seg.tcp_flags;
+    let (syn, rst, fin) = (f & tcp_flags::SYN != 0, f & tcp_flags::RST != 0, f & tcp_flags::FIN != 0);
+    if !syn && seg.opts.mptcp_count == 0 {
+        // Evicted, or older than the observer.
+        return Err(if rst || fin { why::UNTRACKED | if rst { why::RST } else { why::FIN } } else { 0 });
+    }
+    let init = FLOW_INIT.get_ptr(0).ok_or(0u16)?;
+    // SAFETY: FLOW_INIT's only entry is never written, so it stays all zeroes.
+    if FLOWS.insert(&seg.flow, unsafe { &*init }, 0).is_err() {
+        count(counters::FLOW_INSERT_FAILED);
+        return Err(0);
+    }
+    count(counters::FLOWS_CREATED);
+    let p = FLOWS.get_ptr_mut(&seg.flow).ok_or(0u16)?;
+    // SAFETY: fresh entry owned by this flow.
+    unsafe {
+        (*p).first_ns = now_ns();
+        (*p).syn_direction = NONE_U8;
+        (*p).tcprst_reason = NONE_U8;
+    }
+    Ok(p)
+}
+
+/// Packets, bytes, wire segments and their largest size, malformed option areas.
+#[inline(always)]
+fn count_segment<const DIR: u8>(s: &mut FlowState, seg: &PacketEvent) -> u16 {
+    let d = DIR as usize & 1;
     if let Some(p) = s.packets.get_mut(d) {
         add32(p);
     }
@@ -391,38 +404,54 @@ fn track<const DIR: u8>(seg: &mut PacketEvent) -> u16 {
             }
         }
     }
-    if seg.opts.flags & (opt_flags::MALFORMED | opt_flags::TRUNCATED) != 0 {
-        w |= why::MALFORMED;
-        count(counters::MALFORMED_OPTIONS);
-        if let Some(p) = s.malformed.get_mut(d) {
-            add32(p);
-        }
+    if seg.opts.flags & (opt_flags::MALFORMED | opt_flags::TRUNCATED) == 0 {
+        return 0;
     }
+    count(counters::MALFORMED_OPTIONS);
+    if let Some(p) = s.malformed.get_mut(d) {
+        add32(p);
+    }
+    why::MALFORMED
+}
 
+/// The SYN, the SYN/ACK and the third ACK, each as it carried MPTCP.
+#[inline(always)]
+fn handshake<const DIR: u8>(s: &mut FlowState, seg: &PacketEvent) -> u16 {
+    let f = seg.tcp_flags;
+    let (syn, ack, rst) = (f & tcp_flags::SYN != 0, f & tcp_flags::ACK != 0, f & tcp_flags::RST != 0);
     if syn && !ack {
-        w |= why::SYN;
         s.syn_direction = DIR;
         s.handshake[HS_SYN] = handshake_opt(&seg.opts, DIR, false);
+        why::SYN
     } else if syn && ack {
-        w |= why::SYN_ACK;
         let h = handshake_opt(&seg.opts, DIR, false);
         let syn_h = s.handshake[HS_SYN];
         if syn_h.has_mptcp() && syn_h.mptcp_subtype == h.mptcp_subtype {
             s.negotiated = 1;
         }
         s.handshake[HS_SYN_ACK] = h;
+        why::SYN_ACK
     } else if ack
         && !rst
         && DIR == s.syn_direction
         && s.handshake[HS_SYN_ACK].seen != 0
         && s.handshake[HS_THIRD_ACK].seen == 0
     {
-        w |= why::THIRD_ACK;
         s.handshake[HS_THIRD_ACK] = handshake_opt(&seg.opts, DIR, seg.payload_len > 0);
+        why::THIRD_ACK
+    } else {
+        0
     }
+}
 
-    let mut dss_here = false;
-    let mut mpc_data = false;
+/// Counts the MPTCP options per subtype; notes the first DSS, infinite mappings, the first
+/// DATA_FIN, the MP_TCPRST reason. Also returns whether the segment carries a mapping for its
+/// data (a DSS, or MP_CAPABLE with data).
+#[inline(always)]
+fn mptcp_options<const DIR: u8>(s: &mut FlowState, seg: &PacketEvent) -> (u16, bool) {
+    let d = DIR as usize & 1;
+    let mut w = 0u16;
+    let mut mapped = false;
     for i in 0..MAX_MPTCP_OPTIONS {
         if i >= seg.opts.mptcp_count as usize {
             break;
@@ -438,7 +467,7 @@ fn track<const DIR: u8>(seg: &mut PacketEvent) -> u16 {
         }
         match o.subtype {
             subtype::DSS => {
-                dss_here = true;
+                mapped = true;
                 if let Some(sent) = s.first_dss_sent.get_mut(d) {
                     if *sent == 0 {
                         *sent = 1;
@@ -463,7 +492,7 @@ fn track<const DIR: u8>(seg: &mut PacketEvent) -> u16 {
             subtype::MP_CAPABLE => {
                 w |= why::MPTCP_OPTION;
                 if o.len >= 22 {
-                    mpc_data = true;
+                    mapped = true;
                 }
             }
             subtype::MP_TCPRST => {
@@ -476,8 +505,16 @@ fn track<const DIR: u8>(seg: &mut PacketEvent) -> u16 {
     if seg.opts.mptcp_count as usize > MAX_MPTCP_OPTIONS {
         w |= why::MPTCP_OPTION;
     }
+    (w, mapped)
+}
 
-    if seg.payload_len > 0 && !syn && s.negotiated != 0 && !dss_here && !mpc_data {
+/// Data without a mapping on a negotiated flow (the first one each way reported), RST, FIN.
+#[inline(always)]
+fn endings<const DIR: u8>(s: &mut FlowState, seg: &PacketEvent, mapped: bool) -> u16 {
+    let d = DIR as usize & 1;
+    let f = seg.tcp_flags;
+    let mut w = 0u16;
+    if seg.payload_len > 0 && f & tcp_flags::SYN == 0 && s.negotiated != 0 && !mapped {
         if let Some(p) = s.data_without_dss.get_mut(d) {
             add32(p);
         }
@@ -488,13 +525,13 @@ fn track<const DIR: u8>(seg: &mut PacketEvent) -> u16 {
             }
         }
     }
-    if rst {
+    if f & tcp_flags::RST != 0 {
         w |= why::RST;
         if let Some(r) = s.rst.get_mut(d) {
             *r = 1;
         }
     }
-    if fin {
+    if f & tcp_flags::FIN != 0 {
         w |= why::FIN;
         if let Some(r) = s.fin.get_mut(d) {
             *r = 1;
