@@ -214,11 +214,11 @@ impl TcpOptions {
     pub const fn empty() -> Self {
         Self {
             mss: 0,
-            wscale: 0xff,
+            wscale: crate::proto::NONE_U8,
             flags: 0,
             mptcp_count: 0,
             parsed_len: 0,
-            malformed_at: 0xff,
+            malformed_at: crate::proto::NONE_U8,
             _pad: 0,
             ts_val: 0,
             ts_ecr: 0,
@@ -521,7 +521,7 @@ pub fn parse_mptcp(buf: &[u8; MAX_OPTION_BYTES], start: usize, len: usize) -> Mp
 pub fn parse_mptcp_into(buf: &[u8; MAX_OPTION_BYTES], start: usize, len: usize, o: &mut MptcpOption) {
     o.len = len as u8;
     if len < 3 {
-        o.subtype = 0xff;
+        o.subtype = crate::proto::NONE_U8;
         o.status |= mptcp_status::BAD_LENGTH;
         return;
     }

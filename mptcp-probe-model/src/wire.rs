@@ -298,7 +298,7 @@ mod tests {
         assert_eq!(TcpRstReason::from_code(6).as_str(), "middlebox_interference");
         assert_eq!(TcpRstReason::from_flow(proto::NONE_U8), None);
         assert_eq!(serde_json::to_value(MappingStatus::from_code(1)).unwrap(), "MAPPING_INVALID");
-        assert_eq!(serde_json::to_value(MappingStatus::from_code(0xff)).unwrap(), "none");
+        assert_eq!(serde_json::to_value(MappingStatus::from_code(proto::NONE_U8)).unwrap(), "none");
         assert_eq!(Direction::from_code(direction::EGRESS), Direction::Tx);
     }
 }

@@ -383,3 +383,84 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Report> {
         tests,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use mptcp_probe_model::{ConnectionKind, Part};
+
+    use super::*;
+
+    fn conn(local: &str, peer: &str) -> ConnectionView {
+        ConnectionView {
+            kind: ConnectionKind::Bulk,
+            local: Some(local.parse().unwrap()),
+            peer: Some(peer.parse().unwrap()),
+            ..Default::default()
+        }
+    }
+
+    fn report(connections: Vec<ConnectionView>) -> ServerReport {
+        ServerReport { connections, ..Default::default() }
+    }
+
+    #[test]
+    fn the_servers_view_is_the_connection_from_the_clients_port_with_every_digest() {
+        let mut up = conn("203.0.113.2:8001", "192.0.2.1:40001");
+        up.digests.insert(Part::Data, "up".into());
+        let mut down = conn("203.0.113.2:8001", "192.0.2.1:40002");
+        down.digests.insert(Part::Sent, "down".into());
+        let r = report(vec![up, down]);
+        let v = server_view(&r, Some("192.0.2.1:40002".parse().unwrap())).unwrap();
+        assert_eq!(v.peer, Some("192.0.2.1:40002".parse().unwrap()));
+        assert_eq!(v.digests[&Part::Sent], "down");
+        assert_eq!(v.digests[&Part::Data], "up", "the other connection's digests are compared too");
+        // Behind NAT the port is another: the test's first connection.
+        let v = server_view(&r, Some("192.0.2.1:1".parse().unwrap())).unwrap();
+        assert_eq!(v.peer, Some("192.0.2.1:40001".parse().unwrap()));
+        assert!(server_view(&report(vec![]), None).is_none());
+    }
+
+    fn measured(mptcp: bool, outcome: Outcome) -> Measured {
+        let mut c = conn("192.0.2.1:40000", "203.0.113.2:8001");
+        c.is_mptcp = Some(mptcp);
+        c.fallback = Some(!mptcp);
+        let mut server = conn("203.0.113.2:8001", "198.51.100.9:50000");
+        server.is_mptcp = Some(mptcp);
+        Measured {
+            port: 8001,
+            run: client::Run { outcome: Some(outcome), connections: vec![c], ..Default::default() },
+            extra: suite::Extra::default(),
+            mib_delta: BTreeMap::new(),
+            server_mib_delta: BTreeMap::new(),
+            server: Some(server),
+            wire: ClientWire::default(),
+            started: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn the_plain_tcp_baseline_carries_only_what_happens_to_any_tcp() {
+        let r = judge(TestName::Bulk, Transport::Tcp, measured(false, Outcome::Ok), None);
+        assert_eq!(r.mptcp, MptcpState::NotApplicable);
+        assert_eq!(r.verdicts, vec![Verdict::Nat], "NAT applies to TCP; unknown_fallback does not");
+        assert!(r.evidence.findings.is_empty());
+        assert_eq!(r.fallback_reason, None);
+    }
+
+    #[test]
+    fn an_mptcp_run_is_judged_with_its_findings() {
+        let r = judge(TestName::Bulk, Transport::Mptcp, measured(true, Outcome::Ok), Some(true));
+        assert_eq!(
+            (r.name, r.transport, r.port, r.outcome),
+            (TestName::Bulk, Transport::Mptcp, 8001, Outcome::Ok)
+        );
+        assert_eq!(r.mptcp, MptcpState::Established);
+        assert_eq!(r.verdicts, vec![Verdict::MptcpOk, Verdict::Nat]);
+        assert_eq!(r.evidence.findings.len(), 2);
+        assert_eq!(r.evidence.client.connections.len(), 1);
+        let fell_back = judge(TestName::Bulk, Transport::Mptcp, measured(false, Outcome::Ok), Some(true));
+        assert_eq!(fell_back.mptcp, MptcpState::Fallback);
+        let broken = judge(TestName::Bulk, Transport::Mptcp, measured(false, Outcome::Timeout), Some(true));
+        assert_eq!(broken.mptcp, MptcpState::NotNegotiated);
+    }
+}
