@@ -112,6 +112,10 @@ pub struct HandshakeView {
     /// The SYN's sequence number (ISN) as seen here.
     pub syn_isn: Option<u32>,
     pub syn_ttl: Option<u8>,
+    /// The SYN's timestamp echo: 0 on a SYN that opens a connection; a box that re-originates
+    /// the SYN after answering the client itself (a SYN proxy) echoes the client's timestamp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syn_ts_ecr: Option<u32>,
     /// The SYN/ACK's MPTCP option as seen here (sent by the server, received by the client).
     pub synack_mptcp: Option<Subtype>,
     pub synack_mptcp_len: Option<u8>,
@@ -120,6 +124,11 @@ pub struct HandshakeView {
     pub ack_mptcp: Option<Subtype>,
     /// 0: the third ACK was seen and none of the candidates carried the option.
     pub ack_mptcp_len: Option<u8>,
+    /// How far beyond ISN + 1 the first segment after the SYN/ACK in the SYN's direction began:
+    /// 0 for the third ACK or the first data; more when a later segment overtook them (the path
+    /// reordered the first flight).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_seq_offset: Option<u32>,
 }
 
 /// Data segments as on the wire (a GSO/GRO packet counts the segments it stands for).

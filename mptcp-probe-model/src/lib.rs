@@ -14,9 +14,9 @@ pub use connection::{
 };
 pub use flow::{Ended, FlowSummary, Handshake, HandshakePacket, PerDirection, Role, Subflow};
 pub use report::{
-    summarize, ClientEvidence, ClientInfo, MptcpState, ObserverKind, Outcome, Report, ServerSide, Summary,
-    SysctlValue, TestEvidence, TestName, TestResult, Transport, SCHEMA,
+    summarize, ClientEvidence, ClientInfo, MptcpState, ObserverKind, Outcome, Report, Reruns, ServerSide,
+    Summary, SysctlValue, TestEvidence, TestName, TestResult, Transport, SCHEMA,
 };
-pub use verdict::{End, Finding, Packet, UnknownName, Verdict};
+pub use verdict::{End, Finding, Kind, Packet, UnknownName, Verdict};
 pub use watch::{Counters, Event, FallbackSource, WatchLine};
 pub use wire::{Direction, MappingStatus, Subtype, TcpRstReason, TcpState};

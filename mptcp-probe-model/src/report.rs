@@ -203,6 +203,12 @@ pub struct ClientInfo {
     /// Changes to the host's MPTCP state the run caused and undid, or noticed.
     #[serde(default)]
     pub host_state: Vec<String>,
+    /// How long the check was allowed to take, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_budget_s: Option<u64>,
+    /// Tests the time budget cut short or left out (not judged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cut_short: Vec<TestName>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -227,6 +233,28 @@ pub struct TestResult {
     pub duration_ms: u64,
     #[serde(default)]
     pub error: Option<String>,
+    /// When the first MPTCP run fell back because the path reordered its first flight: the test
+    /// run again, to tell what a user will see most of the time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reruns: Option<Reruns>,
+}
+
+/// The reruns of a test whose MPTCP run fell back for a path condition.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reruns {
+    /// Runs made after the first.
+    pub runs: u32,
+    /// Of those, the ones that came up and stayed MPTCP.
+    pub established: u32,
+    /// Their verdicts, one list per run.
+    pub verdicts: Vec<Vec<Verdict>>,
+}
+
+impl Reruns {
+    /// MPTCP came up in most runs, the first one included (which did not).
+    pub fn mostly_established(&self) -> bool {
+        self.established * 2 > self.runs + 1
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -271,24 +299,44 @@ pub struct ClientEvidence {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Summary {
+    /// What the path does to MPTCP: middlebox verdicts, informative ones, or `mptcp_ok`.
     pub verdicts: Vec<Verdict>,
+    /// How the path treats any traffic (`handshake_reordered`, `path_broken`), apart from the
+    /// middlebox verdicts.
+    #[serde(default)]
+    pub path_conditions: Vec<Verdict>,
+    /// The tests whose plain-TCP baseline failed too (`path_broken`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub broken_tests: Vec<TestName>,
     pub mptcp_usable: bool,
 }
 
-/// The overall answer: the verdicts of all tests, and whether MPTCP works on the path (every MPTCP
-/// test came up over MPTCP and no problem was found).
+/// The overall answer: the verdicts of all tests, the path's conditions, and whether MPTCP works
+/// on the path: every MPTCP test came up over MPTCP (most of the time, where the path reordered
+/// a first flight and the test was run again), no problem was found, and the path did not fail
+/// for plain TCP as well.
 pub fn summarize(tests: &[TestResult]) -> Summary {
-    let mut verdicts: Vec<Verdict> = tests.iter().flat_map(|t| t.verdicts.iter().copied()).collect();
-    verdicts.sort();
-    verdicts.dedup();
+    let mut all: Vec<Verdict> = tests.iter().flat_map(|t| t.verdicts.iter().copied()).collect();
+    all.sort();
+    all.dedup();
+    let (path_conditions, mut verdicts): (Vec<Verdict>, Vec<Verdict>) =
+        all.into_iter().partition(|v| v.is_path_condition());
     let problems = verdicts.iter().any(|v| v.is_problem());
-    if problems {
+    let broken = path_conditions.contains(&Verdict::PathBroken);
+    if problems || broken {
         verdicts.retain(|v| *v != Verdict::MptcpOk);
     }
+    let mut broken_tests: Vec<TestName> =
+        tests.iter().filter(|t| t.verdicts.contains(&Verdict::PathBroken)).map(|t| t.name).collect();
+    broken_tests.sort();
+    broken_tests.dedup();
+    let up = |t: &&TestResult| {
+        t.mptcp == MptcpState::Established || t.reruns.as_ref().is_some_and(Reruns::mostly_established)
+    };
     let mut mptcp_tests = tests.iter().filter(|t| t.transport == Transport::Mptcp).peekable();
     let any = mptcp_tests.peek().is_some();
-    let usable = any && !problems && mptcp_tests.all(|t| t.mptcp == MptcpState::Established);
-    Summary { verdicts, mptcp_usable: usable }
+    let usable = any && !problems && !broken && mptcp_tests.all(|t| up(&t));
+    Summary { verdicts, path_conditions, broken_tests, mptcp_usable: usable }
 }
 
 #[cfg(test)]
@@ -308,6 +356,7 @@ mod tests {
             evidence: TestEvidence::default(),
             duration_ms: 3,
             error: None,
+            reruns: None,
         }
     }
 
@@ -337,6 +386,33 @@ mod tests {
             summarize(&[t(Transport::Mptcp, MptcpState::Established, vec![Verdict::MptcpOk, Verdict::Nat])]);
         assert_eq!(s.verdicts, vec![Verdict::MptcpOk, Verdict::Nat]);
         assert!(s.mptcp_usable);
+    }
+
+    #[test]
+    fn path_conditions_are_kept_apart_and_a_broken_path_is_not_usable() {
+        let s = summarize(&[
+            t(Transport::Mptcp, MptcpState::Established, vec![Verdict::MptcpOk]),
+            t(Transport::Mptcp, MptcpState::Established, vec![Verdict::PathBroken]),
+            t(Transport::Tcp, MptcpState::NotApplicable, vec![Verdict::PathBroken]),
+        ]);
+        assert_eq!(s.verdicts, Vec::<Verdict>::new(), "no mptcp_ok on a path that fails for TCP too");
+        assert_eq!(s.path_conditions, vec![Verdict::PathBroken]);
+        assert_eq!(s.broken_tests, vec![TestName::Http]);
+        assert!(!s.mptcp_usable);
+    }
+
+    #[test]
+    fn a_reordered_first_flight_counts_as_most_of_its_reruns_say() {
+        let mut reordered = t(Transport::Mptcp, MptcpState::Fallback, vec![Verdict::HandshakeReordered]);
+        reordered.reruns =
+            Some(Reruns { runs: 2, established: 2, verdicts: vec![vec![Verdict::MptcpOk]; 2] });
+        let ok = t(Transport::Mptcp, MptcpState::Established, vec![Verdict::MptcpOk]);
+        let s = summarize(&[ok.clone(), reordered.clone()]);
+        assert_eq!(s.verdicts, vec![Verdict::MptcpOk]);
+        assert_eq!(s.path_conditions, vec![Verdict::HandshakeReordered]);
+        assert!(s.mptcp_usable, "2 of 3 runs were MPTCP");
+        reordered.reruns = Some(Reruns { runs: 2, established: 1, ..Default::default() });
+        assert!(!summarize(&[ok, reordered]).mptcp_usable, "1 of 3 runs was MPTCP");
     }
 
     #[test]

@@ -25,10 +25,29 @@ pub enum Verdict {
     AddAddrDropped,
     Nat,
     UnknownFallback,
+    HandshakeReordered,
+    MptcpSynackDropped,
+    PathBroken,
+}
+
+/// What a verdict says about the path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// MPTCP works end to end.
+    Ok,
+    /// Something on the path interferes with MPTCP.
+    Problem,
+    /// A path property MPTCP is built to survive (NAT, MSS clamping, sequence rewriting,
+    /// resegmentation): reported next to `mptcp_ok` when the connection stayed MPTCP.
+    Informative,
+    /// How the path behaves for any traffic (it reorders, it breaks plain TCP too): not a
+    /// middlebox acting on MPTCP, reported apart from the middlebox verdicts.
+    PathCondition,
 }
 
 impl Verdict {
-    pub const ALL: [Verdict; 17] = [
+    pub const ALL: [Verdict; 20] = [
         Verdict::MptcpOk,
         Verdict::SynOptionStripped,
         Verdict::SynackOptionStripped,
@@ -46,6 +65,9 @@ impl Verdict {
         Verdict::AddAddrDropped,
         Verdict::Nat,
         Verdict::UnknownFallback,
+        Verdict::HandshakeReordered,
+        Verdict::MptcpSynackDropped,
+        Verdict::PathBroken,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -67,22 +89,44 @@ impl Verdict {
             Verdict::AddAddrDropped => "add_addr_dropped",
             Verdict::Nat => "nat",
             Verdict::UnknownFallback => "unknown_fallback",
+            Verdict::HandshakeReordered => "handshake_reordered",
+            Verdict::MptcpSynackDropped => "mptcp_synack_dropped",
+            Verdict::PathBroken => "path_broken",
         }
     }
 
-    /// Verdicts that say MPTCP does not work as it should on the path. The others are
-    /// informative: path properties MPTCP is built to survive (NAT, MSS clamping, sequence
-    /// rewriting, resegmentation), reported next to `mptcp_ok` when the connection stayed MPTCP.
+    pub const fn kind(self) -> Kind {
+        match self {
+            Verdict::MptcpOk => Kind::Ok,
+            Verdict::Nat
+            | Verdict::MssRewritten
+            | Verdict::SeqRewritten
+            | Verdict::SegmentsSplit
+            | Verdict::SegmentsCoalesced => Kind::Informative,
+            Verdict::HandshakeReordered | Verdict::PathBroken => Kind::PathCondition,
+            Verdict::SynOptionStripped
+            | Verdict::SynackOptionStripped
+            | Verdict::AckOptionStripped
+            | Verdict::DssStripped
+            | Verdict::MptcpSynDropped
+            | Verdict::MptcpReset
+            | Verdict::PayloadModified
+            | Verdict::Proxied
+            | Verdict::JoinBlocked
+            | Verdict::AddAddrDropped
+            | Verdict::UnknownFallback
+            | Verdict::MptcpSynackDropped => Kind::Problem,
+        }
+    }
+
+    /// Verdicts that say something on the path interferes with MPTCP.
     pub const fn is_problem(self) -> bool {
-        !matches!(
-            self,
-            Verdict::MptcpOk
-                | Verdict::Nat
-                | Verdict::MssRewritten
-                | Verdict::SeqRewritten
-                | Verdict::SegmentsSplit
-                | Verdict::SegmentsCoalesced
-        )
+        matches!(self.kind(), Kind::Problem)
+    }
+
+    /// Verdicts that say how the path treats any traffic.
+    pub const fn is_path_condition(self) -> bool {
+        matches!(self.kind(), Kind::PathCondition)
     }
 
     /// What a middlebox does to any TCP connection: the verdicts the plain-TCP baseline of a
@@ -97,6 +141,7 @@ impl Verdict {
                 | Verdict::SegmentsCoalesced
                 | Verdict::Proxied
                 | Verdict::Nat
+                | Verdict::PathBroken
         )
     }
 }
@@ -241,6 +286,7 @@ mod tests {
             assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
             assert_eq!(v.as_str().parse::<Verdict>(), Ok(v));
         }
+        assert_eq!(Verdict::ALL.len(), 20);
         let e = "mptcp_fine".parse::<Verdict>().unwrap_err();
         assert_eq!(e.to_string(), "unknown verdict \"mptcp_fine\"");
     }

@@ -19,6 +19,10 @@ use crate::{
 /// What one run of a test gave on the client side.
 #[derive(Debug, Default)]
 pub struct Run {
+    /// The test could not run here (its error says why).
+    pub skipped: bool,
+    /// ... because the check's time budget ran out.
+    pub budget: bool,
     pub outcome: Option<Outcome>,
     pub error: Option<String>,
     /// The test's connections as the client saw them; the first is the main one.

@@ -144,10 +144,10 @@ pub async fn ftp(
             return Err(std::io::Error::other(format!("RETR ended with {}", text.trim())));
         }
 
-        // Active upload: the server connects back to us; ALGs rewrite this command.
+        // Active upload: the server connects back to us (over the test's transport: a plain-TCP
+        // test stays plain TCP); ALGs rewrite this command.
         let bind_ip = local.map(|l| l.ip()).unwrap_or(addr.ip());
-        let listener =
-            TcpListener::from_std(sock::listener(&SocketAddr::new(bind_ip, 0), Transport::Mptcp, 1)?)?;
+        let listener = TcpListener::from_std(sock::listener(&SocketAddr::new(bind_ip, 0), transport, 1)?)?;
         let (cmd, arg) = port_argument(listener.local_addr()?);
         command(&mut rd, &mut wr, &format!("{cmd} {arg}"), 200).await?;
         run.sent.push((Part::PortCommand, sha256_hex(arg.as_bytes())));

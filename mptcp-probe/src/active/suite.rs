@@ -190,6 +190,7 @@ impl Target<'_> {
 /// A test that could not run here: an error outcome with the reason, no verdict.
 fn skipped(why: &str) -> client::Run {
     client::Run {
+        skipped: true,
         outcome: Some(Outcome::Error),
         error: Some(format!("not run: {why}")),
         ..Default::default()

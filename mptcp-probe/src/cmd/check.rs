@@ -43,6 +43,10 @@ pub struct CheckArgs {
     /// Seconds a connection may take to come up.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
     pub timeout: u64,
+    /// Seconds the whole check may take; tests that would run past it are cut short or left out,
+    /// and the report says which.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub budget: u64,
     /// Bytes each way in the bulk test.
     #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(0..=protocol::MAX_BULK_BYTES))]
     pub bulk_bytes: u64,
@@ -57,6 +61,7 @@ pub async fn run(a: CheckArgs) -> anyhow::Result<()> {
         control_port: a.control_port,
         timeout: Duration::from_secs(a.timeout),
         bulk_bytes: a.bulk_bytes,
+        budget: Duration::from_secs(a.budget),
     })
     .await?;
     // The report first: a refused upload loses nothing.

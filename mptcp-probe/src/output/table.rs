@@ -73,9 +73,15 @@ pub fn table(r: &Report) -> String {
             r.server.address,
             names(&r.summary.verdicts)
         ));
-    } else {
+    } else if r.summary.verdicts.iter().any(|v| v.is_problem()) {
         out.push_str(&format!(
             "MPTCP does not work as it should on this path to {}: {}.\n",
+            r.server.address,
+            names(&r.summary.verdicts)
+        ));
+    } else {
+        out.push_str(&format!(
+            "MPTCP cannot be said to work on this path to {} ({}): see below.\n",
             r.server.address,
             names(&r.summary.verdicts)
         ));
@@ -86,8 +92,101 @@ pub fn table(r: &Report) -> String {
             names(&r.client.cannot_establish)
         ));
     }
+    for v in &r.summary.path_conditions {
+        match v {
+            Verdict::PathBroken => out.push_str(&format!(
+                "The path fails for plain TCP as well ({}): not an MPTCP problem.\n",
+                r.summary.broken_tests.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
+            )),
+            Verdict::HandshakeReordered => {
+                out.push_str(
+                    "The path reordered a first flight and Linux fell back to TCP (no option removed)",
+                );
+                let runs: Vec<String> = r
+                    .tests
+                    .iter()
+                    .filter_map(|t| t.reruns.as_ref().map(|x| (t.name, x)))
+                    .map(|(n, x)| format!("{n}: MPTCP in {} of {} runs", x.established, x.runs + 1))
+                    .collect();
+                if !runs.is_empty() {
+                    out.push_str(&format!("; run again: {}", runs.join(", ")));
+                }
+                out.push_str(".\n");
+            }
+            other => out.push_str(&format!("Path condition: {other}.\n")),
+        }
+    }
+    if !r.client.cut_short.is_empty() {
+        out.push_str(&format!(
+            "The time budget ({} s) cut short or left out: {}.\n",
+            r.client.time_budget_s.unwrap_or_default(),
+            r.client.cut_short.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
     for s in &r.client.host_state {
         out.push_str(&format!("Host MPTCP state: {s}\n"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use mptcp_probe_model::{
+        summarize, ClientInfo, MptcpState, ObserverKind, Outcome, Report, Reruns, ServerSide, TestEvidence,
+        TestName, TestResult, Transport, Verdict,
+    };
+
+    fn test(name: TestName, transport: Transport, mptcp: MptcpState, verdicts: Vec<Verdict>) -> TestResult {
+        TestResult {
+            name,
+            transport,
+            port: 80,
+            outcome: Outcome::Ok,
+            mptcp,
+            subflows: None,
+            fallback_reason: None,
+            verdicts,
+            evidence: TestEvidence::default(),
+            duration_ms: 1,
+            error: None,
+            reruns: None,
+        }
+    }
+
+    fn report(tests: Vec<TestResult>) -> Report {
+        Report {
+            schema: mptcp_probe_model::SCHEMA.into(),
+            id: "x".into(),
+            started_at: "2026-12-01T00:00:00Z".into(),
+            duration_ms: 1,
+            client: ClientInfo {
+                kernel: "6.18".into(),
+                mptcp_sysctls: Default::default(),
+                pm_endpoints: vec![],
+                pm_limits: None,
+                observer: ObserverKind::TcTracepoints,
+                cannot_establish: vec![],
+                host_state: vec![],
+                time_budget_s: Some(300),
+                cut_short: vec![TestName::Ftp],
+            },
+            server: ServerSide { address: "203.0.113.2".into(), version: "0.1.0".into(), observer: true },
+            summary: summarize(&tests),
+            tests,
+        }
+    }
+
+    #[test]
+    fn path_conditions_and_the_budget_are_said_apart_from_the_verdicts() {
+        let mut reordered =
+            test(TestName::Http, Transport::Mptcp, MptcpState::Fallback, vec![Verdict::HandshakeReordered]);
+        reordered.reruns = Some(Reruns { runs: 2, established: 2, verdicts: vec![] });
+        let broken =
+            test(TestName::Bulk, Transport::Tcp, MptcpState::NotApplicable, vec![Verdict::PathBroken]);
+        let t = super::table(&report(vec![reordered, broken]));
+        assert!(t.contains("MPTCP cannot be said to work on this path to 203.0.113.2"), "{t}");
+        assert!(t.contains("The path fails for plain TCP as well (bulk)"), "{t}");
+        assert!(t.contains("run again: http: MPTCP in 2 of 3 runs"), "{t}");
+        assert!(t.contains("The time budget (300 s) cut short or left out: ftp."), "{t}");
+    }
 }

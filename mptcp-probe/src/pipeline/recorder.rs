@@ -10,7 +10,7 @@ use std::{
 use mptcp_probe_common::{
     event::{tcp_flags, PacketEvent},
     flow::FlowKey,
-    options::subtype,
+    options::{opt_flags, subtype},
 };
 use mptcp_probe_model::{FlowSummary, HandshakeView, Subtype, ViewSource};
 
@@ -149,6 +149,7 @@ pub fn handshake_of(packets: &[PacketEvent]) -> Option<HandshakeView> {
             v.syn_mss = (p.opts.mss != 0).then_some(p.opts.mss);
             v.syn_isn = Some(p.seq);
             v.syn_ttl = Some(p.ttl);
+            v.syn_ts_ecr = (p.opts.flags & opt_flags::TIMESTAMPS != 0).then_some(p.opts.ts_ecr);
         } else if syn && ack {
             let m = mpc(p);
             v.synack_mptcp = m.map(|m| m.0);
@@ -160,6 +161,9 @@ pub fn handshake_of(packets: &[PacketEvent]) -> Option<HandshakeView> {
             // sent them), so a later packet with the option counts too; 0 marks "seen, none of
             // them carried it".
             let m = mpc(p);
+            if v.ack_mptcp_len.is_none() {
+                v.ack_seq_offset = v.syn_isn.map(|isn| p.seq.wrapping_sub(isn).wrapping_sub(1));
+            }
             v.ack_mptcp = m.map(|m| m.0);
             v.ack_mptcp_len = Some(m.map(|m| m.1).unwrap_or(0));
         }
@@ -226,6 +230,37 @@ mod tests {
         .expect("handshake");
         assert_eq!(v.ack_mptcp, Some(Subtype::MpCapable));
         assert_eq!(v.ack_mptcp_len, Some(20));
+    }
+
+    #[test]
+    fn a_later_segment_that_overtook_the_third_ack_is_measured_from_the_isn() {
+        let mut dss_only = pkt(direction::INGRESS, A, 1001 + 1448, None, 0);
+        dss_only.payload_len = 1448;
+        let v = handshake_of(&[
+            pkt(direction::INGRESS, S, 1000, Some(4), 1460),
+            pkt(direction::EGRESS, SA, 5000, Some(12), 1460),
+            dss_only,
+            pkt(direction::INGRESS, A, 1001, Some(20), 0),
+        ])
+        .expect("handshake");
+        assert_eq!(v.ack_seq_offset, Some(1448), "the first segment in was not the third ACK");
+        assert_eq!(v.ack_mptcp_len, Some(20), "the intact MP_CAPABLE came after it");
+        let in_order = handshake_of(&[
+            pkt(direction::INGRESS, S, 1000, Some(4), 1460),
+            pkt(direction::EGRESS, SA, 5000, Some(12), 1460),
+            pkt(direction::INGRESS, A, 1001, Some(20), 0),
+        ])
+        .unwrap();
+        assert_eq!(in_order.ack_seq_offset, Some(0));
+    }
+
+    #[test]
+    fn a_syn_echoing_a_timestamp_is_recorded_as_such() {
+        let mut syn = pkt(direction::INGRESS, S, 1000, None, 1460);
+        syn.opts.flags |= opt_flags::TIMESTAMPS;
+        syn.opts.ts_ecr = 77;
+        assert_eq!(handshake_of(&[syn]).unwrap().syn_ts_ecr, Some(77));
+        assert_eq!(handshake_of(&[pkt(direction::INGRESS, S, 1000, None, 1460)]).unwrap().syn_ts_ecr, None);
     }
 
     #[test]

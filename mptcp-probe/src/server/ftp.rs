@@ -146,6 +146,9 @@ struct Session {
     rec: Arc<Recorder>,
     local: SocketAddr,
     peer: SocketAddr,
+    /// The control connection's transport: active-mode data connections use the same, so that a
+    /// plain-TCP test stays plain TCP.
+    transport: Transport,
     /// Test id from an accepted USER.
     user: Option<String>,
     /// The stored view, once logged in.
@@ -158,12 +161,14 @@ struct Session {
 
 pub(super) async fn serve(stream: TcpStream, rec: Arc<Recorder>) {
     let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) else { return };
+    let transport = if sock::is_mptcp(&stream) == Some(true) { Transport::Mptcp } else { Transport::Tcp };
     let mut s = Session {
         fd: stream.as_raw_fd(),
         ctl: BufReader::new(Idle::new(stream, IDLE_TIMEOUT)),
         rec,
         local: sock::canonical(local),
         peer: sock::canonical(peer),
+        transport,
         user: None,
         slot: None,
         pending: None,
@@ -398,9 +403,11 @@ impl Session {
                 Pending::Passive { listener, saved_syn } => {
                     (accept_from(&listener, self.peer.ip()).await?, "passive", saved_syn)
                 }
-                Pending::Active(target) => {
-                    (connect_back(self.local.ip(), target).await.map_err(|e| e.to_string())?, "active", false)
-                }
+                Pending::Active(target) => (
+                    connect_back(self.local.ip(), target, self.transport).await.map_err(|e| e.to_string())?,
+                    "active",
+                    false,
+                ),
             };
         let peer = stream.peer_addr().map_err(|e| e.to_string())?;
         let permit =
@@ -534,24 +541,28 @@ async fn accept_from(listener: &TcpListener, client: IpAddr) -> Result<TcpStream
         .unwrap_or_else(|_| Err(format!("no data connection within {} s", IDLE_TIMEOUT.as_secs())))
 }
 
-/// Active mode: connects to `target` from port 20 of the control connection's local address, or
+/// Active mode: connects to `target` over `transport` from port 20 of the control connection's local address, or
 /// from any port when that port cannot be had (no privilege, or the 4-tuple is in use).
-async fn connect_back(local: IpAddr, target: SocketAddr) -> io::Result<TcpStream> {
-    match connect_from(Some(SocketAddr::new(local, FTP_DATA_PORT)), target).await {
+async fn connect_back(local: IpAddr, target: SocketAddr, transport: Transport) -> io::Result<TcpStream> {
+    match connect_from(Some(SocketAddr::new(local, FTP_DATA_PORT)), target, transport).await {
         Err(e)
             if matches!(
                 e.kind(),
                 io::ErrorKind::AddrInUse | io::ErrorKind::AddrNotAvailable | io::ErrorKind::PermissionDenied
             ) =>
         {
-            connect_from(None, target).await
+            connect_from(None, target, transport).await
         }
         r => r,
     }
 }
 
-async fn connect_from(from: Option<SocketAddr>, target: SocketAddr) -> io::Result<TcpStream> {
-    let s = sock::socket(&target, Transport::Mptcp)?;
+async fn connect_from(
+    from: Option<SocketAddr>,
+    target: SocketAddr,
+    transport: Transport,
+) -> io::Result<TcpStream> {
+    let s = sock::socket(&target, transport)?;
     if let Some(from) = from {
         s.set_reuse_address(true)?;
         s.bind(&from.into())?;

@@ -520,14 +520,21 @@ impl Recorder {
     /// Also the data segments received so far, as the observer counted them on the wire.
     fn refresh(&self, fd: RawFd) {
         let mut inner = self.lock();
-        let wire = match (&self.state.source, inner.base.local, inner.base.peer) {
-            (Some(source), Some(local), Some(peer)) => source.wire(local, peer),
-            _ => None,
+        // The handshake too: segments of the first flight may arrive after the connection was
+        // accepted (an MP_CAPABLE third ACK overtaken by later data).
+        let (wire, handshake) = match (&self.state.source, inner.base.local, inner.base.peer) {
+            (Some(source), Some(local), Some(peer)) => {
+                (source.wire(local, peer), source.handshake(local, peer))
+            }
+            _ => (None, None),
         };
         let apply = |v: &mut ConnectionView| {
             sock::fill_view(&fd, v);
             if let Some(w) = &wire {
                 v.set_wire(w);
+            }
+            if let Some(h) = &handshake {
+                v.handshake = Some(h.clone());
             }
         };
         apply(&mut inner.base);

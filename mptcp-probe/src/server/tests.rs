@@ -240,7 +240,11 @@ struct Ftp {
 
 impl Ftp {
     async fn open(srv: &Running) -> Self {
-        let mut f = Self { ctl: BufReader::new(connect(srv.addr(Service::Ftp)).await), sent: 0, received: 0 };
+        Self::over(connect(srv.addr(Service::Ftp)).await).await
+    }
+
+    async fn over(stream: TcpStream) -> Self {
+        let mut f = Self { ctl: BufReader::new(stream), sent: 0, received: 0 };
         assert!(f.reply().await.starts_with("220 "));
         f
     }
@@ -357,6 +361,38 @@ async fn ftp_passive_retr_and_stor_are_recorded_per_connection() {
         assert_eq!(stor.notes["command"], "STOR upload.bin");
         assert_eq!((stor.bytes_sent, stor.bytes_received), (0, 70_000));
         assert_eq!(stor.digests[&Part::Data], sha256_hex(&up));
+    })
+    .await;
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn ftp_active_mode_over_plain_tcp_connects_back_over_plain_tcp() {
+    let srv = start();
+    bounded(async {
+        let addr = srv.addr(Service::Ftp);
+        let ctl = TcpStream::connect(addr).await.expect("plain TCP control connection");
+        assert_eq!(sock::is_mptcp(&ctl), Some(false));
+        let mut f = Ftp::over(ctl).await;
+        f.login("ftp-tcp").await;
+        // An MPTCP listener accepts plain TCP too: what the server opens is what is checked.
+        let l = TcpListener::from_std(
+            sock::listener(&"127.0.0.1:0".parse().unwrap(), Transport::Mptcp, 4).unwrap(),
+        )
+        .unwrap();
+        let here = l.local_addr().unwrap();
+        let port_arg = format!("127,0,0,1,{},{}", here.port() >> 8, here.port() & 0xff);
+        assert_eq!(f.cmd(&format!("PORT {port_arg}")).await, "200 PORT command successful\r\n");
+        f.send("RETR probe-100").await;
+        let (mut data, _) = l.accept().await.unwrap();
+        assert_eq!(sock::is_mptcp(&data), Some(false), "a plain-TCP test's data connection is plain TCP");
+        let mut got = Vec::new();
+        data.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, pattern(100));
+        assert!(f.reply().await.starts_with("150 "));
+        assert_eq!(f.reply().await, "226 Transfer complete\r\n");
+        let r = report(&srv, "ftp-tcp").await;
+        assert!(r.connections.iter().all(|c| c.is_mptcp == Some(false)), "{:?}", r.connections);
     })
     .await;
     srv.stop().await;

@@ -9,8 +9,12 @@ use serde::{Deserialize, Serialize};
 /// Everything known about one test connection (the first connection of the test).
 #[derive(Clone, Debug, Default)]
 pub struct Evidence {
+    /// This is the plain-TCP run of the test (the baseline), not the MPTCP one.
+    pub plain_tcp: bool,
+    /// The test could not run here (e.g. no second address for `join`): nothing to judge.
+    pub skipped: bool,
     pub outcome: Option<Outcome>,
-    /// The same test over plain TCP worked.
+    /// The same test over plain TCP worked (None: not known, or not run).
     pub tcp_ok: Option<bool>,
     pub client: ConnectionView,
     /// The client's observer: the handshake as sent and received here.

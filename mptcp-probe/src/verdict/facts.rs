@@ -32,6 +32,15 @@ pub struct Facts<'a> {
     pub client_sent_mpc: bool,
     /// The client's own MIB reason first; where only the server fell back, the server's.
     pub fallback_reason: Option<String>,
+    /// MP_CAPABLE SYNs the server's kernel received (MPCapableSYNRX), when its counters speak
+    /// for this connection.
+    pub mpc_syns_at_server: u64,
+    /// The server's first segment after the SYN/ACK began this far beyond ISN + 1, and an intact
+    /// MP_CAPABLE arrived after it: the path reordered the first flight.
+    pub first_flight_reordered: Option<u32>,
+    /// The SYN at the server echoes a timestamp: a box re-originated it after answering the
+    /// client itself (a connection's first SYN echoes none).
+    pub syn_reoriginated: bool,
 }
 
 impl<'a> Facts<'a> {
@@ -51,11 +60,20 @@ impl<'a> Facts<'a> {
             || mib("MPCapableSYNTXDrop") > 0;
         let client_sent_mpc = client_wire.map(|w| w.syn_mptcp.is_some()).unwrap_or(false) && !syn_retried;
         let fallback_reason = fallback_reason(&e.mib_delta).or_else(|| fallback_reason(&server_counters));
+        let server_wire = server.and_then(|s| s.handshake.as_ref());
+        let first_flight_reordered = server_wire
+            .filter(|w| w.ack_mptcp.is_some())
+            .and_then(|w| w.ack_seq_offset)
+            .filter(|offset| *offset > 0);
+        let syn_reoriginated = server_wire.and_then(|w| w.syn_ts_ecr).is_some_and(|ecr| ecr != 0);
         Self {
+            mpc_syns_at_server: server_counters.get("MPCapableSYNRX").copied().unwrap_or(0),
+            first_flight_reordered,
+            syn_reoriginated,
             e,
             client_wire,
             server,
-            server_wire: server.and_then(|s| s.handshake.as_ref()),
+            server_wire,
             mptcp_up: e.client.mptcp_up(),
             fell_back,
             server_counters,

@@ -2,7 +2,7 @@
 //! of [`RULES`]; [`SUPERSEDES`] says which verdict hides which when both are found; the
 //! conclusion (`mptcp_ok`, or an unexplained fallback) comes last, over what is left.
 
-use mptcp_probe_model::{End, Finding, Outcome, Packet, Part, Subtype, Verdict};
+use mptcp_probe_model::{ConnectionView, End, Finding, Outcome, Packet, Part, Subtype, Verdict};
 
 use super::facts::Facts;
 
@@ -17,10 +17,12 @@ enum Needs {
 
 /// Every rule, in the order its findings are listed.
 const RULES: &[(&str, Needs, Rule)] = &[
+    ("the path fails plain TCP too", Needs::Nothing, path_broken),
     ("checksum failed at the server", Needs::Nothing, checksum_failed),
     ("MPTCP SYN unanswered or reset", Needs::Nothing, mptcp_syn_unanswered),
     ("MPTCP SYN retried without MPTCP", Needs::CameUp, mptcp_syn_retried),
     ("handshake option stripped", Needs::CameUp, handshake_option_stripped),
+    ("first flight reordered", Needs::CameUp, first_flight_reordered),
     ("ISN rewritten", Needs::CameUp, isn_rewritten),
     ("MSS rewritten", Needs::CameUp, mss_rewritten),
     ("data without DSS at the client", Needs::CameUp, dss_missing_at_client),
@@ -34,7 +36,8 @@ const RULES: &[(&str, Needs, Rule)] = &[
     ("connection re-originated", Needs::CameUp, proxied),
 ];
 
-/// (winner, loser): when both are found, the loser's findings are dropped.
+/// (winner, loser): when both are found, the loser's findings are dropped. What is dropped is
+/// decided on everything the rules found, so the order of the rows does not matter.
 pub const SUPERSEDES: &[(Verdict, Verdict)] = &[
     // A re-originated connection has its own SYN, ISN and options by nature.
     (Verdict::Proxied, Verdict::SynOptionStripped),
@@ -44,11 +47,17 @@ pub const SUPERSEDES: &[(Verdict, Verdict)] = &[
     // middlebox stripping DSS.
     (Verdict::PayloadModified, Verdict::DssStripped),
     (Verdict::AckOptionStripped, Verdict::DssStripped),
+    // A fallback the path's reordering explains is no middlebox's doing.
+    (Verdict::HandshakeReordered, Verdict::AckOptionStripped),
+    (Verdict::HandshakeReordered, Verdict::DssStripped),
 ];
 
 /// The findings of every rule, with superseded ones removed and the conclusion added.
 pub fn findings(facts: &Facts) -> Vec<Finding> {
     let mut out = Vec::new();
+    if facts.e.skipped {
+        return out;
+    }
     for (_, needs, rule) in RULES {
         if *needs == Needs::Nothing || facts.came_up {
             rule(facts, &mut out);
@@ -91,19 +100,57 @@ fn checksum_failed(f: &Facts, out: &mut Vec<Finding>) {
     ));
 }
 
+/// The test fails over plain TCP as well: the path is broken for any TCP (a PMTU black hole, a
+/// dead route), which is no MPTCP finding.
+fn path_broken(f: &Facts, out: &mut Vec<Finding>) {
+    let failed = f.e.outcome.is_some_and(|o| o != Outcome::Ok);
+    let seen = if f.e.plain_tcp && failed {
+        format!("the plain-TCP run ended with {}", f.e.outcome.map(Outcome::as_str).unwrap_or("an error"))
+    } else if !f.e.plain_tcp && failed && f.e.tcp_ok == Some(false) {
+        format!(
+            "the MPTCP run ended with {} and the plain-TCP run failed as well",
+            f.e.outcome.map(Outcome::as_str).unwrap_or("an error")
+        )
+    } else {
+        return;
+    };
+    out.push(Finding::new(
+        Verdict::PathBroken,
+        Packet::Connection,
+        End::Client,
+        "the test completing over plain TCP",
+        seen,
+    ));
+}
+
+/// Where the MP_CAPABLE SYNs were lost, when the server's counters say they arrived: then its
+/// SYN/ACKs were.
+fn unanswered_syn(f: &Facts, packet_lost: &str) -> (Verdict, Packet, String) {
+    if f.mpc_syns_at_server > 0 {
+        let seen = format!(
+            "{packet_lost}; the server's kernel received {} SYN(s) with MP_CAPABLE (MPCapableSYNRX) and \
+             answered them: its SYN/ACKs were lost on the way",
+            f.mpc_syns_at_server
+        );
+        (Verdict::MptcpSynackDropped, Packet::SynAck, seen)
+    } else {
+        (Verdict::MptcpSynDropped, Packet::Syn, packet_lost.to_string())
+    }
+}
+
 /// The connection did not come up over MPTCP although plain TCP works, and no SYN/ACK answered.
 fn mptcp_syn_unanswered(f: &Facts, out: &mut Vec<Finding>) {
     if f.e.tcp_ok != Some(true) || f.synack_mpc {
         return;
     }
-    let (verdict, seen) = match f.e.outcome {
-        Some(Outcome::Timeout) => (Verdict::MptcpSynDropped, "no answer within the timeout"),
-        Some(Outcome::Reset | Outcome::Refused) => (Verdict::MptcpReset, "a reset"),
+    let (verdict, packet, seen) = match f.e.outcome {
+        Some(Outcome::Timeout) => unanswered_syn(f, "no answer within the timeout"),
+        Some(Outcome::Reset | Outcome::Refused) => (Verdict::MptcpReset, Packet::Syn, "a reset".to_string()),
         _ => return,
     };
     out.push(Finding::new(
         verdict,
-        Packet::Syn,
+        packet,
         End::Client,
         "a SYN/ACK to the SYN with MP_CAPABLE, as plain TCP gets",
         seen,
@@ -115,16 +162,12 @@ fn mptcp_syn_retried(f: &Facts, out: &mut Vec<Finding>) {
     if !f.syn_retried {
         return;
     }
-    out.push(Finding::new(
-        Verdict::MptcpSynDropped,
-        Packet::Syn,
-        End::Client,
-        "an answer to the SYN with MP_CAPABLE",
-        format!(
-            "{} SYN(s) with MP_CAPABLE unanswered, then the kernel retried without MPTCP",
-            f.e.client_mpc_syns.unwrap_or(0).max(1)
-        ),
-    ));
+    let lost = format!(
+        "{} SYN(s) with MP_CAPABLE unanswered, then the kernel retried without MPTCP",
+        f.e.client_mpc_syns.unwrap_or(0).max(1)
+    );
+    let (verdict, packet, seen) = unanswered_syn(f, &lost);
+    out.push(Finding::new(verdict, packet, End::Client, "an answer to the SYN with MP_CAPABLE", seen));
 }
 
 /// What one end sent of the handshake against what the other received.
@@ -155,6 +198,26 @@ fn handshake_option_stripped(f: &Facts, out: &mut Vec<Finding>) {
             "third ACK without MP_CAPABLE",
         ));
     }
+}
+
+/// A later segment overtook the third ACK and the first data on the way to the server, which
+/// both arrived with MP_CAPABLE intact; Linux falls back then by design (net/mptcp/subflow.c).
+fn first_flight_reordered(f: &Facts, out: &mut Vec<Finding>) {
+    let Some(offset) = f.first_flight_reordered else { return };
+    let server_fell_back = f.server.is_some_and(ConnectionView::fell_back);
+    if !(f.fell_back || server_fell_back) {
+        return;
+    }
+    out.push(Finding::new(
+        Verdict::HandshakeReordered,
+        Packet::ThirdAck,
+        End::Server,
+        "the third ACK (or the first data with MP_CAPABLE) first after the SYN/ACK",
+        format!(
+            "a later data segment (sequence ISN+1+{offset}) arrived first, the MP_CAPABLE third ACK \
+             intact after it: the path reordered the first flight and Linux fell back; no option was removed"
+        ),
+    ));
 }
 
 fn isn_rewritten(f: &Facts, out: &mut Vec<Finding>) {
@@ -319,28 +382,34 @@ fn add_addr_dropped(f: &Facts, out: &mut Vec<Finding>) {
     }
 }
 
-/// A transparent proxy terminates the connection: the server sees a different SYN (another ISN,
-/// from another source; over MPTCP also without MP_CAPABLE, while the client gets a SYN/ACK
-/// without it at once), or for plain TCP both ends' ISNs differ (a sequence randomiser changes
-/// one side only).
+/// A box on the path terminated the handshake and opened its own towards the server: a
+/// transparent proxy (the server sees another SYN: another ISN, from another source; over MPTCP
+/// also without MP_CAPABLE while the client gets a SYN/ACK without it at once; for plain TCP both
+/// ends' ISNs differ, where a sequence randomiser changes one side only), or a SYN proxy (the
+/// client's SYN/ACK came with another ISN than the server's, and the server's SYN echoes a
+/// timestamp, which a connection's first SYN never does).
 fn proxied(f: &Facts, out: &mut Vec<Finding>) {
-    if f.isn_rewritten().is_none() || f.source_rewritten().is_none() {
+    let seen = if f.synack_isn_rewritten() && f.syn_reoriginated {
+        "a SYN that echoes a timestamp (re-originated after the client's handshake was answered on the path) \
+         and another SYN/ACK than the server's: a SYN proxy"
+    } else if f.isn_rewritten().is_some() && f.source_rewritten().is_some() {
+        let mptcp_proxied = f.syn_stripped() && f.client_wire.is_some_and(|w| w.synack_mptcp.is_none());
+        if mptcp_proxied {
+            "another SYN: no MP_CAPABLE, another ISN and source: the connection was re-originated"
+        } else if f.synack_isn_rewritten() {
+            "another SYN (another ISN and source) and another SYN/ACK: the connection was re-originated"
+        } else {
+            return;
+        }
+    } else {
         return;
-    }
-    let mptcp_proxied = f.syn_stripped() && f.client_wire.is_some_and(|w| w.synack_mptcp.is_none());
-    if !mptcp_proxied && !f.synack_isn_rewritten() {
-        return;
-    }
+    };
     out.push(Finding::new(
         Verdict::Proxied,
         Packet::Syn,
         End::Both,
         "the client's SYN (options, ISN, source) at the server",
-        if mptcp_proxied {
-            "another SYN: no MP_CAPABLE, another ISN and source: the connection was re-originated"
-        } else {
-            "another SYN (another ISN and source) and another SYN/ACK: the connection was re-originated"
-        },
+        seen,
     ));
 }
 
@@ -371,7 +440,7 @@ fn conclude(f: &Facts, out: &mut Vec<Finding>) {
             "MPTCP established end to end",
             "MPTCP established end to end",
         ));
-    } else if f.fell_back {
+    } else if f.fell_back && !out.iter().any(|x| x.verdict.is_path_condition()) {
         out.push(Finding::new(
             Verdict::UnknownFallback,
             Packet::Connection,
@@ -396,7 +465,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), RULES.len());
         assert!(SUPERSEDES.iter().all(|(w, l)| w != l));
-        // A chain would make the result depend on the order of removal.
-        assert!(SUPERSEDES.iter().all(|(_, l)| !SUPERSEDES.iter().any(|(w, _)| w == l)));
+        // Nothing supersedes what supersedes it.
+        assert!(SUPERSEDES.iter().all(|(w, l)| !SUPERSEDES.contains(&(*l, *w))));
     }
 }

@@ -19,11 +19,13 @@ fn hs(syn: bool, synack: bool, ack: Option<bool>) -> HandshakeView {
         syn_mss: Some(1460),
         syn_isn: Some(1000),
         syn_ttl: Some(64),
+        syn_ts_ecr: Some(0),
         synack_mptcp: m(synack),
         synack_mptcp_len: synack.then_some(12),
         synack_isn: Some(9000),
         ack_mptcp: ack.and_then(m),
         ack_mptcp_len: ack.map(|a| if a { 20 } else { 0 }),
+        ack_seq_offset: ack.map(|_| 0),
     }
 }
 
@@ -141,7 +143,7 @@ fn timeout_or_reset_counts_only_when_plain_tcp_works() {
     e.outcome = Some(Outcome::Reset);
     assert_eq!(verdicts(&e), vec!["mptcp_reset"]);
     e.tcp_ok = Some(false);
-    assert!(verdicts(&e).is_empty(), "the path is down for TCP too: no MPTCP verdict");
+    assert_eq!(verdicts(&e), vec!["path_broken"], "the path is down for TCP too: no MPTCP verdict");
 }
 
 #[test]
@@ -321,4 +323,82 @@ fn add_addr_dropped_needs_the_server_to_have_announced() {
     assert_eq!(verdicts(&e), vec!["add_addr_dropped"]);
     e.mib_delta = BTreeMap::from([("AddAddr".to_string(), 1)]);
     assert_eq!(verdicts(&e), vec!["mptcp_ok"], "it arrived, though not accepted");
+}
+
+#[test]
+fn a_lost_synack_is_told_from_a_lost_syn_by_the_servers_counters() {
+    let mut e = clean();
+    e.client.is_mptcp = Some(false);
+    e.client_mpc_syns = Some(3);
+    e.client_wire = Some(hs(false, false, Some(false)));
+    e.server.as_mut().unwrap().handshake = Some(hs(false, false, Some(false)));
+    e.mib_delta = BTreeMap::from([("MPCapableSYNTXDrop".to_string(), 2)]);
+    assert_eq!(verdicts(&e), vec!["mptcp_syn_dropped"], "the server never saw them");
+    e.server_mib_delta = BTreeMap::from([("MPCapableSYNRX".to_string(), 3)]);
+    let c = classify(&e);
+    assert_eq!(c.verdicts(), vec![Verdict::MptcpSynackDropped]);
+    assert_eq!(c.findings[0].packet, Packet::SynAck);
+    assert!(c.findings[0].seen.contains("received 3 SYN(s) with MP_CAPABLE"), "{:?}", c.findings);
+    // No SYN/ACK at all within the timeout, the same.
+    let mut t = clean();
+    t.client_wire = Some(hs(true, false, None));
+    t.outcome = Some(Outcome::Timeout);
+    t.server_mib_delta = BTreeMap::from([("MPCapableSYNRX".to_string(), 1)]);
+    assert_eq!(verdicts(&t), vec!["mptcp_synack_dropped"]);
+}
+
+#[test]
+fn a_reordered_first_flight_is_a_path_condition_not_a_stripped_option() {
+    let mut e = clean();
+    e.client.is_mptcp = Some(false);
+    e.mib_delta = BTreeMap::from([("MPCapableDataFallback".to_string(), 1)]);
+    let s = e.server.as_mut().unwrap();
+    s.is_mptcp = Some(false);
+    s.fallback = Some(true);
+    let mut h = hs(true, true, Some(true));
+    h.ack_seq_offset = Some(1448);
+    s.handshake = Some(h);
+    let c = classify(&e);
+    assert_eq!(c.verdicts(), vec![Verdict::HandshakeReordered]);
+    let f = &c.findings[0];
+    assert_eq!((f.packet, f.end), (Packet::ThirdAck, End::Server));
+    assert!(f.seen.contains("ISN+1+1448"), "{f:?}");
+    assert_eq!(c.fallback_reason.as_deref(), Some("MPCapableDataFallback"));
+    // The MP_CAPABLE never arrived: that is a strip after all.
+    e.server.as_mut().unwrap().handshake.as_mut().unwrap().ack_mptcp = None;
+    e.server.as_mut().unwrap().handshake.as_mut().unwrap().ack_mptcp_len = Some(0);
+    assert_eq!(verdicts(&e), vec!["ack_option_stripped"]);
+}
+
+#[test]
+fn a_path_that_fails_plain_tcp_too_is_broken_not_an_mptcp_finding() {
+    let mut e = clean();
+    e.outcome = Some(Outcome::Timeout);
+    e.tcp_ok = Some(false);
+    assert_eq!(verdicts(&e), vec!["path_broken"]);
+    let mut plain = clean();
+    plain.plain_tcp = true;
+    plain.tcp_ok = None;
+    plain.outcome = Some(Outcome::Timeout);
+    assert!(verdicts(&plain).contains(&"path_broken"), "{:?}", verdicts(&plain));
+    // A test that could not run here is judged not at all.
+    plain.skipped = true;
+    plain.outcome = Some(Outcome::Error);
+    assert!(verdicts(&plain).is_empty());
+}
+
+#[test]
+fn a_syn_proxy_is_a_proxy() {
+    // SYNPROXY answers the client itself (its own ISN) and sends the server a SYN of its own:
+    // the client's ISN kept, no MP_CAPABLE, a timestamp echo; no NAT.
+    let mut e = clean();
+    e.client.is_mptcp = Some(false);
+    e.client_wire = Some(hs(true, false, Some(false)));
+    let s = e.server.as_mut().unwrap();
+    let mut h = hs(false, false, Some(false));
+    h.synack_isn = Some(31337);
+    h.syn_ts_ecr = Some(4_000_000);
+    s.handshake = Some(h);
+    let v = verdicts(&e);
+    assert_eq!(v, vec!["proxied"], "{v:?}");
 }
