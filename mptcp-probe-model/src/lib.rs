@@ -1,7 +1,9 @@
 //! The public data model of mptcp-probe: what its outputs say, typed once for every producer and
 //! consumer. `check --json` and uploads carry a [`Report`]; `watch --json` prints [`WatchLine`]s;
-//! a collector parses reports with this crate alone. Serde only: no kernel, no runtime.
+//! `prog-bench` prints a [`bench::ProgBench`]; a collector parses reports with this crate alone.
+//! Serde only: no kernel, no runtime.
 
+pub mod bench;
 pub mod connection;
 pub mod flow;
 pub mod report;

@@ -1,6 +1,6 @@
 //! `mptcp-probe prog-bench` (hidden): the per-packet cost of the TC programs, measured with
 //! BPF_PROG_TEST_RUN on hand-built frames, each next to an empty classifier run the same way.
-//! Used by `cargo xtask bench`; prints one JSON object.
+//! Used by `cargo xtask bench`; prints one [`ProgBench`] as JSON.
 
 use std::time::Instant;
 
@@ -9,8 +9,8 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::{SchedClassifier, TestRun, TestRunOptions},
 };
-use mptcp_probe_common::event::PacketEvent;
-use serde_json::{json, Value};
+use mptcp_probe_common::{counters, event::PacketEvent};
+use mptcp_probe_model::bench::{BenchFrame, FrameCost, ProgBench, ProgBenchCounters, ProgramCost, TcProgram};
 
 use super::{Observer, ObserverOptions};
 
@@ -21,9 +21,11 @@ pub struct BenchOptions {
     pub rounds: u32,
 }
 
-/// The programs measured. The `_l3` variants cannot be: the test run always presents an
-/// Ethernet frame to a classifier.
-const PROGRAMS: [&str; 2] = ["tc_ingress", "tc_egress"];
+/// The programs a test run cannot measure (the others are [`TcProgram`]), and why.
+const NOT_MEASURED: [(&str, &str); 2] = [
+    ("tc_ingress_l3", "test runs always present an Ethernet frame"),
+    ("tc_egress_l3", "test runs always present an Ethernet frame"),
+];
 const EMPTY: &str = "tc_empty";
 /// Size of the EVENTS ring buffer (mptcp-probe-ebpf/src/main.rs).
 const RING_BYTES: usize = 1 << 22;
@@ -106,7 +108,7 @@ mod frame {
 }
 
 struct Case {
-    name: &'static str,
+    name: BenchFrame,
     what: &'static str,
     frame: Vec<u8>,
     /// Run once through each program before timing: the SYN that makes the observer track the flow.
@@ -118,31 +120,31 @@ fn cases() -> Vec<Case> {
     let syn = |v6, sport, mptcp| Some(build(v6, sport, SYN, &syn_options(mptcp), 0));
     vec![
         Case {
-            name: "syn_mp_capable",
+            name: BenchFrame::SynMpCapable,
             what: "SYN with MP_CAPABLE (an event each time)",
             frame: build(false, 40001, SYN, &syn_options(true), 0),
             primer: None,
         },
         Case {
-            name: "data_dss",
+            name: BenchFrame::DataDss,
             what: "IPv4 data segment, 1420 B payload, DSS (data ACK + mapping)",
             frame: build(false, 40002, PSH_ACK, &dss_data_options(), 1420),
             primer: syn(false, 40002, true),
         },
         Case {
-            name: "pure_ack",
+            name: BenchFrame::PureAck,
             what: "ACK without payload, DSS data ACK only",
             frame: build(false, 40003, ACK, &dss_ack_options(), 0),
             primer: syn(false, 40003, true),
         },
         Case {
-            name: "tcp_data",
+            name: BenchFrame::TcpData,
             what: "non-MPTCP TCP data segment, 1448 B payload, tracked flow",
             frame: build(false, 40004, PSH_ACK, &nop_nop_ts(), 1448),
             primer: syn(false, 40004, false),
         },
         Case {
-            name: "ipv6_dss",
+            name: BenchFrame::Ipv6Dss,
             what: "IPv6 data segment, 1400 B payload, DSS",
             frame: build(true, 40005, PSH_ACK, &dss_data_options(), 1400),
             primer: syn(true, 40005, true),
@@ -192,6 +194,13 @@ fn median(v: &[f64]) -> f64 {
 }
 
 pub fn run(args: BenchOptions) -> anyhow::Result<()> {
+    let out = measure(&args)?;
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
+}
+
+fn measure(args: &BenchOptions) -> anyhow::Result<ProgBench> {
+    anyhow::ensure!(args.repeat >= 1 && args.rounds >= 1, "prog-bench needs at least one run and one round");
     crate::host::preflight::check_privileges()?;
     let started = Instant::now();
     let mut obs = Observer::load(&ObserverOptions::default())?;
@@ -202,55 +211,64 @@ pub fn run(args: BenchOptions) -> anyhow::Result<()> {
     let chunk = ((RING_BYTES / record) / 2).max(1) as u32;
     let cases = cases();
     for c in &cases {
-        for p in PROGRAMS {
+        for p in TcProgram::ALL {
             if let Some(primer) = &c.primer {
-                time_runs(&mut obs, &mut ring, p, primer, 1, 1)?;
+                time_runs(&mut obs, &mut ring, p.name(), primer, 1, 1)?;
             }
         }
     }
     let before = obs.counters();
     let mut empty: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
-    let mut progs: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); PROGRAMS.len()]; cases.len()];
+    let mut progs: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); TcProgram::ALL.len()]; cases.len()];
     for _ in 0..args.rounds {
         for (i, c) in cases.iter().enumerate() {
             empty[i].push(time_runs(&mut obs, &mut ring, EMPTY, &c.frame, args.repeat, chunk)?);
-            for (j, p) in PROGRAMS.iter().enumerate() {
-                progs[i][j].push(time_runs(&mut obs, &mut ring, p, &c.frame, args.repeat, chunk)?);
+            for (j, p) in TcProgram::ALL.iter().enumerate() {
+                progs[i][j].push(time_runs(&mut obs, &mut ring, p.name(), &c.frame, args.repeat, chunk)?);
             }
         }
     }
     let after = obs.counters();
-    let frames: Vec<Value> = cases
+    let frames = cases
         .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let e = median(&empty[i]);
-            let per_prog: serde_json::Map<String, Value> = PROGRAMS
-                .iter()
-                .enumerate()
-                .map(|(j, p)| {
-                    let m = median(&progs[i][j]);
-                    (p.to_string(), json!({"ns": m, "net_ns": m - e, "rounds_ns": progs[i][j]}))
+        .zip(empty)
+        .zip(progs)
+        .map(|((c, empty_rounds_ns), prog_rounds)| {
+            let empty_ns = median(&empty_rounds_ns);
+            let programs = TcProgram::ALL
+                .into_iter()
+                .zip(prog_rounds)
+                .map(|(p, rounds_ns)| {
+                    let ns = median(&rounds_ns);
+                    (p, ProgramCost { ns, net_ns: ns - empty_ns, rounds_ns })
                 })
                 .collect();
-            json!({"name": c.name, "what": c.what, "frame_bytes": c.frame.len(), "empty_ns": e,
-                   "empty_rounds_ns": empty[i], "programs": per_prog})
+            FrameCost {
+                name: c.name,
+                what: c.what.to_string(),
+                frame_bytes: c.frame.len() as u64,
+                empty_ns,
+                empty_rounds_ns,
+                programs,
+            }
         })
         .collect();
-    let delta = |k: &str| after.get(k).saturating_sub(before.get(k));
-    let out = json!({
-        "repeat": args.repeat,
-        "rounds": args.rounds,
-        "chunk": chunk,
-        "event_bytes": size_of::<PacketEvent>(),
-        "frames": frames,
-        "not_measured": {"tc_ingress_l3": "test runs always present an Ethernet frame",
-                         "tc_egress_l3": "test runs always present an Ethernet frame"},
-        "counters": {"packets_inspected": delta("packets_inspected"),
-                     "events_emitted": delta("events_emitted"),
-                     "ringbuf_dropped_events": delta("ringbuf_dropped_events")},
-        "seconds": started.elapsed().as_secs_f64(),
-    });
-    println!("{out}");
-    Ok(())
+    let delta = |index: u32| {
+        let name = counters::NAMES[index as usize];
+        after.get(name).saturating_sub(before.get(name))
+    };
+    Ok(ProgBench {
+        repeat: args.repeat,
+        rounds: args.rounds,
+        chunk,
+        event_bytes: size_of::<PacketEvent>() as u64,
+        frames,
+        not_measured: NOT_MEASURED.iter().map(|(p, why)| (p.to_string(), why.to_string())).collect(),
+        counters: ProgBenchCounters {
+            packets_inspected: delta(counters::PACKETS_INSPECTED),
+            events_emitted: delta(counters::EVENTS_EMITTED),
+            ringbuf_dropped_events: delta(counters::RINGBUF_DROPS),
+        },
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }

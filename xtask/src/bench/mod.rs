@@ -1,0 +1,362 @@
+//! `cargo xtask bench`: what observing costs, measured in a namespace lab it creates.
+//!
+//! - [`bulk`]: bulk MPTCP transfers (client → router → server over veth, one subflow) with no
+//!   observer, with `mptcp-probe watch`, with a full `tcpdump -w` and with a header-only
+//!   `tcpdump -s 128 -w` on the same interface: throughput (both CPUs, as a host runs), CPU per
+//!   GB (everything — sender, router, receiver, softirq, observer — pinned to one CPU and
+//!   saturating it, so that the CPU's busy time per GB is the whole cost of moving a GB and
+//!   little else lands there), the observer process's own CPU, and the bytes each keeps.
+//! - [`per_packet`]: per-packet cost of the TC programs with BPF_PROG_TEST_RUN
+//!   (`mptcp-probe prog-bench`); [`bpf_stats`]: the kernel's run-time counters
+//!   (`kernel.bpf_stats_enabled`) during a bulk run.
+//! - [`short`]: short connections per second with and without the observer; [`overflow`]: a
+//!   flow table smaller than the number of concurrent flows (evictions, exit status, memory).
+//! - [`storage`]: bytes kept per connection; [`ring_buffer`]: drops in every observed run;
+//!   [`targets`]: the promised figures against the measured ones.
+//! - [`report`]: the typed report every part contributes to, as tables or as JSON.
+//!
+//! Every loop is bounded in count and time; the namespaces and files go away on return or panic.
+//! Figures that could not be computed are NaN, which the JSON carries as `null`.
+
+mod bpf_stats;
+mod bulk;
+mod host;
+mod observer;
+mod overflow;
+mod per_packet;
+mod report;
+mod ring_buffer;
+mod short;
+mod stats;
+mod storage;
+mod targets;
+mod traffic;
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use mptcp_probe_tests::lab::{ifname, Lab};
+
+use self::report::{Mode, Report, ReportConfig, Skipped};
+
+/// Sizes and counts of one bench run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub quick: bool,
+    /// Repetitions of every bulk configuration (and of the short-connection runs, at most 3).
+    pub repeat: u32,
+    /// Length of each bulk transfer.
+    pub seconds: f64,
+    pub prog_repeat: u32,
+    pub prog_rounds: u32,
+    pub short_connections: u32,
+    pub lru_flows: u32,
+    pub lru_table: u32,
+}
+
+impl Config {
+    pub fn full() -> Self {
+        Self {
+            quick: false,
+            repeat: 5,
+            seconds: 3.0,
+            prog_repeat: 2_000_000,
+            prog_rounds: 3,
+            short_connections: 2000,
+            lru_flows: 500,
+            lru_table: 64,
+        }
+    }
+
+    pub fn quick() -> Self {
+        Self {
+            quick: true,
+            repeat: 3,
+            seconds: 0.3,
+            prog_repeat: 20_000,
+            prog_rounds: 1,
+            short_connections: 50,
+            lru_flows: 100,
+            lru_table: 64,
+        }
+    }
+}
+
+/// The binaries under test.
+#[derive(Clone, Debug)]
+pub struct Bins {
+    pub probe: PathBuf,
+    pub peer: PathBuf,
+}
+
+const SINK_PORT: u16 = 5201;
+/// The sink pinned to [`PIN_CPU`], for the one-CPU runs.
+const PINNED_SINK_PORT: u16 = 5202;
+const PIN_CPU: &str = "0";
+/// The client's TCP send-buffer limit. With the default maximum (4 MiB) most MPTCP bulk runs
+/// over this path collapse to 20–120 MB/s on Linux 6.18 (spurious MPTCP-level retransmissions;
+/// 8 of 10 runs here without any observer); 2 MiB: 8 of 8, 1 MiB: 1 of 8, 512 KiB: none of 8, at
+/// the speed of plain TCP.
+const CLIENT_WMEM: &str = "net.ipv4.tcp_wmem=4096 16384 524288";
+const LAB_PATH: &str = "client c-m1 -> router -> server, veth, one subflow";
+const GB: f64 = 1e9;
+/// A run is collapsed below this share of the median throughput without observer.
+const COLLAPSE_SHARE: f64 = 0.1;
+/// The warm-up transfer at most this long: the first transfer in a fresh namespace is slower.
+const WARM_UP: Duration = Duration::from_millis(500);
+const DAEMON_SKIPPED: &str =
+    "mptcp-probe daemon and collect do not exist yet: no steady CPU/RSS or upload rate to measure";
+
+/// `cargo xtask bench`.
+pub fn run(quick: bool, json_out: bool, repeat: Option<u32>) -> anyhow::Result<()> {
+    if !mptcp_probe_tests::is_root() {
+        bail!("cargo xtask bench needs root (it creates network namespaces and loads eBPF programs)");
+    }
+    {
+        // With --json, stdout carries the report alone: set-up and build talk on stderr.
+        let _quiet = json_out.then(StdoutToStderr::new);
+        crate::setup::run(&crate::setup::SetupOpts { with_test_tools: false })?;
+        crate::build_release()?;
+    }
+    let release = mptcp_probe_tests::target_dir().join("release");
+    let bins = Bins { probe: release.join("mptcp-probe"), peer: release.join("mptcp-peer") };
+    let mut cfg = if quick { Config::quick() } else { Config::full() };
+    if let Some(n) = repeat {
+        cfg.repeat = n.clamp(1, 50);
+    }
+    let report = bench(&cfg, &bins)?;
+    if json_out {
+        println!("{}", serde_json::to_string(&report).context("serialising the report")?);
+    } else {
+        print!("{}", report::render(&report));
+    }
+    Ok(())
+}
+
+/// Points this process's stdout (and so its children's) at stderr until dropped.
+struct StdoutToStderr {
+    saved: i32,
+}
+
+impl StdoutToStderr {
+    fn new() -> Self {
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        // SAFETY: duplicating and redirecting the process's own standard descriptors.
+        let saved = unsafe { libc::dup(1) };
+        // SAFETY: as above.
+        unsafe { libc::dup2(2, 1) };
+        Self { saved }
+    }
+}
+
+impl Drop for StdoutToStderr {
+    fn drop(&mut self) {
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        if self.saved >= 0 {
+            // SAFETY: restoring the descriptor saved in new().
+            unsafe {
+                libc::dup2(self.saved, 1);
+                libc::close(self.saved);
+            }
+        }
+    }
+}
+
+fn progress(msg: impl AsRef<str>) {
+    eprintln!("bench: {}", msg.as_ref());
+}
+
+/// Runs every part of the bench, in order, and returns the report.
+pub fn bench(cfg: &Config, bins: &Bins) -> anyhow::Result<Report> {
+    for (what, p) in [("mptcp-probe", &bins.probe), ("mptcp-peer", &bins.peer)] {
+        if !p.exists() {
+            bail!("{what} is not built at {} (cargo build --release)", p.display());
+        }
+    }
+    let started = Instant::now();
+    let load_at_start = host::loadavg();
+    let lab = Lab::up();
+    lab.c.sysctl(CLIENT_WMEM);
+    let dir = host::WorkDir::new()?;
+    let _sink = traffic::start_sink(&lab, bins, SINK_PORT, false)?;
+    let _pinned_sink = traffic::start_sink(&lab, bins, PINNED_SINK_PORT, true)?;
+    progress(format!(
+        "lab up; load average {load_at_start:.2}; {} repetitions of {} s transfers",
+        cfg.repeat, cfg.seconds
+    ));
+    traffic::blast(&lab, bins, cfg.seconds.min(WARM_UP.as_secs_f64()), false, None)?;
+
+    let bulk = bulk::run(&lab, &dir, bins, cfg)?;
+    progress("per-packet cost with BPF_PROG_TEST_RUN");
+    let prog_test_run = per_packet::run(&lab, bins, cfg)?;
+    progress("kernel run-time counters during a bulk run (bpf_stats_enabled=1)");
+    let bpf_stats = bpf_stats::run(&lab, &dir, bins, cfg, &bulk.collapse)?;
+    let short_runs = short::run(&lab, &dir, bins, cfg)?;
+    let short_connections = short::ShortConnections::of(&short_runs, cfg);
+    let flow_table_overflow = overflow::run(&lab, &dir, bins, cfg)?;
+    drop(lab);
+
+    let storage = storage::Storage::of(
+        &bulk.runs,
+        &bulk.figures,
+        short_connections.kept_bytes_per_connection.total.median,
+    );
+    let ring_runs = ring_buffer::bulk_runs(&bulk.runs)
+        .chain(ring_buffer::short_runs(&short_runs))
+        .chain([ring_buffer::overflow_run(flow_table_overflow.ringbuf_dropped_events)])
+        .collect();
+    let ring_buffer = ring_buffer::RingBuffer::of(ring_runs, prog_test_run.counters.ringbuf_dropped_events);
+    let targets = targets::judge(&targets::Inputs {
+        ratios: &bulk.ratios,
+        storage: &storage,
+        short: &short_connections,
+        prog_bench: &prog_test_run,
+        ring: &ring_buffer,
+    });
+    Ok(Report {
+        mode: if cfg.quick { Mode::Quick } else { Mode::Full },
+        kernel: host::kernel_release(),
+        cpus: host::cpus(),
+        load_average_at_start: load_at_start,
+        config: ReportConfig {
+            repetitions: cfg.repeat,
+            transfer_seconds: cfg.seconds,
+            pinned_cpu: PIN_CPU,
+            prog_repeat: cfg.prog_repeat,
+            prog_rounds: cfg.prog_rounds,
+            short_connections: cfg.short_connections,
+            lru_flows: cfg.lru_flows,
+            lru_table: cfg.lru_table,
+            path: LAB_PATH,
+            observed_interface: ifname::C1,
+            client_sysctl: CLIENT_WMEM,
+            capture_dir: dir.kind,
+            collapsed_below_mbytes_per_s: bulk.collapse.below_mbytes_per_s,
+        },
+        bulk: bulk.figures,
+        ratios: bulk.ratios,
+        prog_test_run,
+        bpf_stats,
+        short_connections,
+        flow_table_overflow,
+        storage,
+        ring_buffer,
+        daemon: Skipped { skipped: DAEMON_SKIPPED },
+        targets,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use mptcp_probe_model::bench::{BenchFrame, TcProgram};
+    use serde_json::Value;
+
+    use super::*;
+
+    /// Figures every report must carry as numbers that are finite and not negative; the JSON
+    /// keys docs/bench.md and its readers rely on.
+    const FIGURES: &[&str] = &[
+        "/bulk/off/throughput_mbytes_per_s/median",
+        "/bulk/probe/throughput_mbytes_per_s/median",
+        "/bulk/tcpdump_header/throughput_mbytes_per_s/median",
+        "/bulk/tcpdump_full/throughput_mbytes_per_s/median",
+        "/bulk/off/cpu_s_per_gb/median",
+        "/bulk/off/one_cpu/mbytes_per_s/median",
+        "/bulk/probe/one_cpu/mbytes_per_s/median",
+        "/bulk/off/cpu_s_per_gb_two_cpus/median",
+        "/bulk/probe/cpu_s_per_gb/median",
+        "/bulk/tcpdump_header/cpu_s_per_gb/median",
+        "/bulk/tcpdump_full/cpu_s_per_gb/median",
+        "/bulk/probe/observer_process_cpu_s_per_gb/median",
+        "/bulk/tcpdump_header/observer_process_cpu_s_per_gb/median",
+        "/bulk/tcpdump_header/file_bytes_per_gb/median",
+        "/bulk/tcpdump_full/file_bytes_per_gb/median",
+        "/bulk/probe/collapsed_runs",
+        "/ratios/throughput_probe_over_off",
+        "/ratios/throughput_probe_over_tcpdump_header",
+        "/ratios/throughput_probe_over_tcpdump_full",
+        "/bpf_stats/total_cpu_ms_per_gb",
+        "/short_connections/per_second/off/median",
+        "/short_connections/per_second/probe/median",
+        "/short_connections/probe_over_off",
+        "/short_connections/cpu_ms_per_connection/off/median",
+        "/short_connections/cpu_ms_per_connection/probe/median",
+        "/short_connections/watch_process_cpu_ms_per_connection/median",
+        "/short_connections/kept_bytes_per_connection/total/median",
+        "/flow_table_overflow/flows_created",
+        "/flow_table_overflow/flow_table_evictions",
+        "/flow_table_overflow/peak_rss_kib",
+        "/storage/probe_kept_bytes/total",
+        "/storage/tcpdump_header_bytes_same_transfer",
+        "/storage/tcpdump_full_bytes_same_transfer",
+        "/storage/probe_over_tcpdump_header",
+        "/ring_buffer/dropped_total",
+        "/ring_buffer/max_events_per_s",
+    ];
+
+    /// Differences of noisy medians: finite, any sign.
+    const SIGNED: &[&str] = &[
+        "/ratios/extra_cpu_s_per_gb/probe",
+        "/ratios/extra_cpu_s_per_gb/tcpdump_header",
+        "/ratios/extra_cpu_s_per_gb/tcpdump_full",
+    ];
+
+    /// `$MPTCP_PROBE_BIN` and `$MPTCP_PEER_BIN` (set by `cargo xtask test`), else the builds.
+    fn bins() -> Bins {
+        Bins { probe: mptcp_probe_tests::probe_bin(), peer: mptcp_probe_tests::peer_bin() }
+    }
+
+    /// The quick bench runs end to end and produces every figure; no threshold is checked.
+    #[test]
+    fn quick_bench_produces_every_figure() {
+        mptcp_probe_tests::require_root();
+        let r = bench(&Config::quick(), &bins()).expect("the quick bench runs");
+        let v = serde_json::to_value(&r).expect("the report serialises");
+        let bad = |p: &str, why: &str| -> ! { panic!("figure {p} {why}; report:\n{v:#}") };
+        for p in FIGURES {
+            match v.pointer(p).and_then(Value::as_f64) {
+                Some(x) if x.is_finite() && x >= 0.0 => {}
+                _ => bad(p, "is missing, negative or not a number"),
+            }
+        }
+        for p in SIGNED {
+            if !v.pointer(p).and_then(Value::as_f64).is_some_and(f64::is_finite) {
+                bad(p, "is missing or not a number");
+            }
+        }
+        for kind in BenchFrame::ALL {
+            let frame =
+                r.prog_test_run.frame(kind).unwrap_or_else(|| bad(kind.as_str(), "has no test-run figures"));
+            let positive = |x: f64| x.is_finite() && x > 0.0;
+            if !positive(frame.empty_ns) {
+                bad(&format!("{}/empty_ns", kind.as_str()), "is not positive");
+            }
+            for prog in TcProgram::ALL {
+                if !frame.programs.get(&prog).is_some_and(|c| positive(c.ns)) {
+                    bad(
+                        &format!("{}/programs/{}/ns", kind.as_str(), prog.name()),
+                        "is missing or not positive",
+                    );
+                }
+            }
+        }
+        for prog in TcProgram::ALL {
+            if r.bpf_stats.programs.get(prog.name()).map_or(0, |p| p.runs) == 0 {
+                bad(&format!("/bpf_stats/programs/{}/runs", prog.name()), "is missing or zero");
+            }
+        }
+        assert_eq!(r.flow_table_overflow.exit_code, Some(0), "watch must survive the overflow: {v:#}");
+        for t in &r.targets {
+            // A ratio of two extra-CPU figures is undefined when tiny runs measure no extra CPU
+            // for tcpdump; its parts are checked above (SIGNED).
+            let ratio_of_noise = t.target.starts_with("extra CPU");
+            assert!(t.measured.is_finite() || ratio_of_noise, "target without a measured figure: {t:?}");
+        }
+    }
+}
