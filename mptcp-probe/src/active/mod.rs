@@ -421,7 +421,7 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Report> {
     };
     // Endpoints as they were: ones the kernel adds on its own during the run (implicit, for
     // subflows to announced addresses) are removed at the end.
-    let mut pm_run = pm::PmGuard::new();
+    let mut pm_run = pm::PmGuard::snapshot();
     let pm_endpoints = pm::endpoints()
         .map(|e| {
             e.into_iter()

@@ -172,7 +172,7 @@ impl Target<'_> {
         done: impl Fn(&ConnectionView) -> bool,
         extra: &mut Extra,
     ) -> client::Run {
-        let mut pm = pm::PmGuard::new();
+        let mut pm = pm::PmGuard::snapshot();
         if let Err(e) = configure(&mut pm) {
             pm.restore();
             extra.notes.append(&mut pm.notes);

@@ -93,7 +93,9 @@ pub struct PmGuard {
 }
 
 impl PmGuard {
-    pub fn new() -> Self {
+    /// The path manager's endpoints as they are now: what is changed after is undone by
+    /// [`PmGuard::restore`].
+    pub fn snapshot() -> Self {
         let before = endpoints().map(|e| e.into_iter().map(|(id, _, _)| id).collect()).unwrap_or_default();
         Self { added: Vec::new(), limits_before: None, before, notes: Vec::new() }
     }
