@@ -265,7 +265,13 @@ impl Child {
     /// Waits until the child's log file shows `needle`. Fails with the log when the child exits
     /// first, when the log shows `error:` (the child's own account of why it will not get
     /// ready), or after `timeout`.
-    pub fn wait_ready(&mut self, log: &Path, needle: &str, timeout: Duration, what: &str) -> anyhow::Result<()> {
+    pub fn wait_ready(
+        &mut self,
+        log: &Path,
+        needle: &str,
+        timeout: Duration,
+        what: &str,
+    ) -> anyhow::Result<()> {
         let start = Instant::now();
         let read = || std::fs::read_to_string(log).unwrap_or_default();
         while start.elapsed() < timeout {

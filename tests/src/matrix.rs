@@ -1,26 +1,54 @@
 //! Runs scenarios end to end — a lab, the scenario's middlebox, `serve` in the server namespace,
 //! `check --json` in the client's — and compares what `check` says with what the scenario expects.
 //! Used by `cargo xtask measure` and by the end-to-end matrix test.
+//!
+//! A scenario either ran, and then agrees or disagrees with its expectation, or could not run (no
+//! binary, no lab, no server): that is said as such and is never a disagreement of verdicts.
 
 use std::{
     collections::BTreeMap,
+    io,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
     process::Stdio,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context as _};
+use anyhow::{anyhow, bail, Context as _};
+use mptcp_probe_model::{Report, Subtype, TestName, TestResult, Transport, Verdict};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::{
     lab::{addr, ifname, Child, Lab, Netns},
     oracle::{Capture, Packet},
     probe::TempDir,
-    probe_bin,
     scenario::{self, OraclePacket, Scenario},
+    workspace::{Bin, MIDDLEBOX, PROBE},
 };
+
+/// The binaries a scenario runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabBins {
+    pub probe: PathBuf,
+    pub middlebox: PathBuf,
+}
+
+impl LabBins {
+    /// Where the workspace has them (`MPTCP_PROBE_BIN` / `MPTCP_MIDDLEBOX_BIN`, else its builds);
+    /// a binary that is not built is named by the path it would have.
+    pub fn located() -> Self {
+        Self { probe: PROBE.path(), middlebox: MIDDLEBOX.path() }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Options {
+    pub bins: LabBins,
     /// `check --bulk-bytes`.
     pub bulk_bytes: u64,
     /// Runs of `check` per scenario (one lab and server for all of them).
@@ -28,33 +56,33 @@ pub struct Options {
     /// Leave the lab (with its middlebox and server) up after the scenario.
     pub keep: bool,
     /// Set (by a signal handler) to stop between runs.
-    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { bulk_bytes: 300_000, repeat: 1, keep: false, stop: None }
+        Self { bins: LabBins::located(), bulk_bytes: 300_000, repeat: 1, keep: false, stop: None }
     }
 }
 
 impl Options {
     fn stopped(&self) -> bool {
-        self.stop.as_ref().map(|s| s.load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(false)
+        self.stop.as_ref().map(|s| s.load(Ordering::Relaxed)).unwrap_or(false)
     }
 }
 
 /// One `check` run of a scenario, compared with what it expects.
 #[derive(Clone, Debug, Default)]
 pub struct Run {
-    pub observed: Vec<String>,
+    /// The report's summary verdicts, sorted.
+    pub observed: Vec<Verdict>,
     /// Fallback reason per MPTCP test that named one.
-    pub fallback: BTreeMap<String, String>,
+    pub fallback: BTreeMap<TestName, String>,
     pub seconds: f64,
     /// Why the run disagrees (empty: it agrees).
     pub problems: Vec<String>,
     /// What `check` reported for the MPTCP tests, in words (kept for disagreeing runs).
     pub evidence: Vec<String>,
-    pub report: Option<Value>,
 }
 
 /// All runs of one scenario.
@@ -66,19 +94,36 @@ pub struct Outcome {
     pub oracle: Option<Result<String, String>>,
     /// Counters the router's middlebox processes printed.
     pub middlebox: Vec<Value>,
-    /// The scenario could not be run at all.
-    pub error: Option<String>,
+    /// Why the scenario could not run at all (a binary, the lab, the server): no verdict was
+    /// compared.
+    pub could_not_run: Option<String>,
     pub seconds: f64,
     /// The lab left up (`--keep`).
     pub kept: Option<String>,
 }
 
+/// Verdict names joined for people: `mptcp_ok,nat`.
+fn names(verdicts: &[Verdict]) -> String {
+    verdicts.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(",")
+}
+
+/// A piece of the report as its JSON, for evidence in words.
+fn json_of(v: &impl Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|e| format!("<{e}>"))
+}
+
 impl Outcome {
+    /// It ran, every run agrees with the expectation, and so does the oracle.
     pub fn ok(&self) -> bool {
-        self.error.is_none()
+        self.could_not_run.is_none()
             && !self.runs.is_empty()
             && self.runs.iter().all(|r| r.problems.is_empty())
             && !matches!(self.oracle, Some(Err(_)))
+    }
+
+    /// It ran and something disagrees with the expectation.
+    pub fn disagrees(&self) -> bool {
+        self.could_not_run.is_none() && !self.ok()
     }
 
     pub fn to_json(&self) -> Value {
@@ -87,9 +132,12 @@ impl Outcome {
             "scenario": sc.name,
             "about": sc.about,
             "router": sc.commands(),
-            "expected": {"verdicts": sc.expect, "fallback": sc.fallback.map(|(t, r)| json!({"test": t, "reason": r}))},
+            "expected": {
+                "verdicts": sc.expect,
+                "fallback": sc.fallback.map(|f| json!({"test": f.test, "reason": f.reason})),
+            },
             "agrees": self.ok(),
-            "error": self.error,
+            "could_not_run": self.could_not_run,
             "oracle": self.oracle.as_ref().map(|o| match o {
                 Ok(s) => json!({"agrees": true, "detail": s}),
                 Err(s) => json!({"agrees": false, "detail": s}),
@@ -108,12 +156,12 @@ impl Outcome {
     }
 }
 
-/// Starts `serve` in the server namespace and waits until it listens.
-pub fn serve(ns: &Netns) -> anyhow::Result<(Child, TempDir)> {
+/// Starts `probe serve` in the server namespace and waits until it listens.
+pub fn serve(ns: &Netns, probe: &Path) -> anyhow::Result<(Child, TempDir)> {
     let dir = TempDir::new("serve");
     let log = dir.0.join("serve.log");
     let mut child = Child::spawn(
-        ns.cmd(probe_bin())
+        ns.cmd(probe)
             .arg("serve")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -121,12 +169,6 @@ pub fn serve(ns: &Netns) -> anyhow::Result<(Child, TempDir)> {
     );
     child.wait_ready(&log, "mptcp-probe serving on", Duration::from_secs(30), "serve")?;
     Ok((child, dir))
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
-        .unwrap_or_default()
 }
 
 /// Leaves a lab up with its middlebox and server running (`lab down` removes them all); returns
@@ -138,29 +180,31 @@ pub fn keep(lab: Lab, applied: scenario::Applied, server: (Child, TempDir)) -> S
 }
 
 /// Compares a report with the scenario.
-pub fn judge(sc: &Scenario, report: &Value) -> Run {
-    let mut run = Run { report: Some(report.clone()), ..Default::default() };
-    let mut observed = strings(&report["summary"]["verdicts"]);
+pub fn judge(sc: &Scenario, report: &Report) -> Run {
+    let mut run = Run::default();
+    let mut observed = report.summary.verdicts.clone();
     observed.sort();
-    run.observed = observed.clone();
-    let mut expected: Vec<String> = sc.expect.iter().map(|s| s.to_string()).collect();
+    let mut expected = sc.expect.to_vec();
     expected.sort();
     if observed != expected {
-        run.problems.push(format!("verdicts {} (expected {})", observed.join(","), expected.join(",")));
+        run.problems.push(format!("verdicts {} (expected {})", names(&observed), names(&expected)));
     }
-    let tests = report["tests"].as_array().cloned().unwrap_or_default();
-    for t in tests.iter().filter(|t| t["transport"] == "mptcp") {
-        if let Some(r) = t["fallback_reason"].as_str() {
-            run.fallback.insert(t["name"].as_str().unwrap_or("?").to_string(), r.to_string());
+    run.observed = observed;
+    let mptcp_tests = || report.tests.iter().filter(|t| t.transport == Transport::Mptcp);
+    for t in mptcp_tests() {
+        if let Some(r) = &t.fallback_reason {
+            run.fallback.insert(t.name, r.clone());
         }
     }
     match sc.fallback {
-        Some((test, reason)) => {
-            let got = run.fallback.get(test).cloned();
-            if got.as_deref() != Some(reason) {
+        Some(f) => {
+            let got = run.fallback.get(&f.test);
+            if got.map(String::as_str) != Some(f.reason) {
                 run.problems.push(format!(
-                    "{test}: fallback reason {} (expected {reason})",
-                    got.as_deref().unwrap_or("none")
+                    "{}: fallback reason {} (expected {})",
+                    f.test,
+                    got.map(String::as_str).unwrap_or("none"),
+                    f.reason
                 ));
             }
         }
@@ -170,87 +214,103 @@ pub fn judge(sc: &Scenario, report: &Value) -> Run {
             }
         }
     }
-    for t in tests.iter().filter(|t| t["transport"] == "mptcp") {
-        let mut line = format!(
-            "{} over mptcp: {}, {}, verdicts {}",
-            t["name"].as_str().unwrap_or("?"),
-            t["outcome"].as_str().unwrap_or("?"),
-            t["mptcp"].as_str().unwrap_or("?"),
-            strings(&t["verdicts"]).join(",")
-        );
-        if let Some(r) = t["fallback_reason"].as_str() {
-            line.push_str(&format!(", fallback reason {r}"));
-        }
-        if let Some(e) = t["error"].as_str() {
-            line.push_str(&format!(", error: {e}"));
-        }
-        for f in t["evidence"]["findings"].as_array().into_iter().flatten() {
-            line.push_str(&format!(
-                "\n    {} [{} at the {}]: expected {}; seen {}",
-                f["verdict"].as_str().unwrap_or("?"),
-                f["packet"].as_str().unwrap_or("?"),
-                f["end"].as_str().unwrap_or("?"),
-                f["expected"].as_str().unwrap_or("?"),
-                f["seen"].as_str().unwrap_or("?")
-            ));
-        }
-        let mib = &t["evidence"]["mib_delta"];
-        if mib.as_object().map(|m| !m.is_empty()).unwrap_or(false) {
-            line.push_str(&format!("\n    client MPTcpExt delta: {mib}"));
-        }
-        let smib = &t["evidence"]["server_mib_delta"];
-        if smib.as_object().map(|m| !m.is_empty()).unwrap_or(false) {
-            line.push_str(&format!("\n    server MPTcpExt delta: {smib}"));
-        }
-        let s = &t["evidence"]["server"];
-        if s.is_null() {
-            line.push_str("\n    server: no record of this test");
-        } else {
-            line.push_str(&format!(
-                "\n    server: is_mptcp {}, fallback {}, data without DSS {}, handshake {}, wire: {}",
-                s["is_mptcp"],
-                s["fallback"],
-                s["received_without_dss"],
-                s["handshake"],
-                s["fallback_evidence"]
-            ));
-        }
-        run.evidence.push(line);
-    }
+    run.evidence = mptcp_tests().map(account).collect();
     run
 }
 
-fn check(lab: &Lab, sc: &Scenario, opts: &Options) -> Run {
+/// What `check` reported of one MPTCP test, in words: for the evidence under a disagreeing matrix.
+fn account(t: &TestResult) -> String {
+    let mut line =
+        format!("{} over mptcp: {}, {}, verdicts {}", t.name, t.outcome, t.mptcp, names(&t.verdicts));
+    if let Some(r) = &t.fallback_reason {
+        line.push_str(&format!(", fallback reason {r}"));
+    }
+    if let Some(e) = &t.error {
+        line.push_str(&format!(", error: {e}"));
+    }
+    let ev = &t.evidence;
+    for f in &ev.findings {
+        line.push_str(&format!(
+            "\n    {} [{} at the {}]: expected {}; seen {}",
+            f.verdict, f.packet, f.end, f.expected, f.seen
+        ));
+    }
+    if !ev.mib_delta.is_empty() {
+        line.push_str(&format!("\n    client MPTcpExt delta: {}", json_of(&ev.mib_delta)));
+    }
+    if !ev.server_mib_delta.is_empty() {
+        line.push_str(&format!("\n    server MPTcpExt delta: {}", json_of(&ev.server_mib_delta)));
+    }
+    match &ev.server {
+        None => line.push_str("\n    server: no record of this test"),
+        Some(s) => line.push_str(&format!(
+            "\n    server: is_mptcp {}, fallback {}, data without DSS {}, handshake {}, wire: {}",
+            json_of(&s.is_mptcp),
+            json_of(&s.fallback),
+            json_of(&s.received_without_dss),
+            json_of(&s.handshake),
+            json_of(&s.fallback_evidence)
+        )),
+    }
+    line
+}
+
+/// One `check --json` in the client. Err: `check` could not be started (the scenario could not
+/// run); a `check` that ran and printed no report it should have is a disagreement.
+fn check(lab: &Lab, sc: &Scenario, opts: &Options) -> anyhow::Result<Run> {
     let started = Instant::now();
     let bulk = opts.bulk_bytes.to_string();
-    let mut cmd = lab.c.cmd(probe_bin());
+    let mut cmd = lab.c.cmd(&opts.bins.probe);
     cmd.args(["check", "--server", sc.server(), "--json", "--bulk-bytes", &bulk]);
-    if let Some(t) = sc.tests {
-        cmd.args(["--tests", t]);
+    if let Some(t) = sc.tests_arg() {
+        cmd.args(["--tests", &t]);
     }
-    let out = match cmd.stdin(Stdio::null()).output() {
-        Ok(o) => o,
-        Err(e) => {
-            return Run { problems: vec![format!("cannot run check: {e}")], ..Default::default() };
-        }
-    };
+    let out = cmd.stdin(Stdio::null()).output().context("starting check in the client")?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let mut run = match serde_json::from_slice::<Value>(&out.stdout) {
-        Ok(report) if out.status.code() == Some(0) => judge(sc, &report),
-        _ => {
-            let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
-            Run {
-                problems: vec![format!(
-                    "check exited with {} and no report: {}",
-                    out.status,
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                )],
-                ..Default::default()
-            }
+    let tail = || {
+        let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    };
+    let problem = |p: String| Run { problems: vec![p], ..Default::default() };
+    let mut run = if out.status.code() != Some(0) {
+        problem(format!("check exited with {} and no report: {}", out.status, tail()))
+    } else {
+        match serde_json::from_slice::<Report>(&out.stdout) {
+            Ok(report) => judge(sc, &report),
+            Err(e) => problem(format!("check printed no report the data model reads ({e}): {}", tail())),
         }
     };
     run.seconds = started.elapsed().as_secs_f64();
-    run
+    Ok(run)
+}
+
+/// A binary a scenario runs must be an executable file: otherwise the scenario cannot run, and
+/// says which binary and where it was looked for.
+fn preflight(sc: &Scenario, bins: &LabBins) -> anyhow::Result<()> {
+    let mut needed: Vec<(Bin, &Path)> = vec![(PROBE, &bins.probe)];
+    if sc.runs_middlebox() {
+        needed.push((MIDDLEBOX, &bins.middlebox));
+    }
+    for (bin, path) in needed {
+        executable(path).map_err(|e| {
+            anyhow!(
+                "{} at {}: {e}; build it with `{}` or point {} at it",
+                bin.name,
+                path.display(),
+                bin.build,
+                bin.env
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn executable(path: &Path) -> io::Result<()> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, "not an executable file"));
+    }
+    Ok(())
 }
 
 /// What the router's captures show for the scenario's oracle packet: the MPTCP option present on
@@ -264,7 +324,7 @@ pub fn oracle_verdict(
     let to = |p: &&Packet| p.dst_port == port;
     let from = |p: &&Packet| p.src_port == port;
     fn mpc(p: &Packet) -> bool {
-        p.mptcp.iter().any(|(s, _)| *s == 0)
+        p.mptcp.iter().any(|(s, _)| *s == Subtype::MpCapable)
     }
     fn any(p: &Packet) -> bool {
         !p.mptcp.is_empty()
@@ -347,24 +407,26 @@ pub fn run(sc: &'static Scenario, opts: &Options, on_run: &mut dyn FnMut(u32, &R
         runs: Vec::new(),
         oracle: None,
         middlebox: Vec::new(),
-        error: None,
+        could_not_run: None,
         seconds: 0.0,
         kept: None,
     };
-    // The lab's helpers panic on a broken host; that is this scenario's error, not the end of
-    // the matrix. Unwinding drops the lab, which removes it.
-    let res =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_inner(sc, opts, &mut outcome, on_run)));
+    // The lab's helpers panic on a broken host; that is this scenario's failure to run, not the
+    // end of the process. Unwinding drops the lab, which removes it.
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        preflight(sc, &opts.bins)?;
+        run_inner(sc, opts, &mut outcome, on_run)
+    }));
     match res {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => outcome.error = Some(format!("{e:#}")),
+        Ok(Err(e)) => outcome.could_not_run = Some(format!("{e:#}")),
         Err(p) => {
             let msg = p
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "panic".into());
-            outcome.error = Some(msg);
+            outcome.could_not_run = Some(msg);
         }
     }
     outcome.seconds = started.elapsed().as_secs_f64();
@@ -379,15 +441,16 @@ fn run_inner(
 ) -> anyhow::Result<()> {
     let lab = Lab::up();
     lab.server_announces(addr::SERVER_EXTRA, addr::SERVER_EXTRA_V6);
-    let applied = scenario::apply(&lab, sc).with_context(|| format!("applying scenario {}", sc.name))?;
-    let (server, server_dir) = serve(&lab.s)?;
+    let applied = scenario::apply(&lab, sc, &opts.bins.middlebox)
+        .with_context(|| format!("applying scenario {}", sc.name))?;
+    let (server, server_dir) = serve(&lab.s, &opts.bins.probe)?;
     let captures =
         sc.oracle.map(|o| (o, Capture::start(&lab.m, ifname::M1), Capture::start(&lab.m, ifname::MS)));
     for i in 0..opts.repeat.max(1) {
         if opts.stopped() {
             bail!("interrupted after {i} run(s)");
         }
-        let run = check(&lab, sc, opts);
+        let run = check(&lab, sc, opts)?;
         on_run(i + 1, &run);
         outcome.runs.push(run);
     }
@@ -405,21 +468,21 @@ fn run_inner(
 /// The matrix as a table for people, with the evidence of every disagreeing scenario under it.
 pub fn table(outcomes: &[Outcome]) -> String {
     let header = ["scenario", "expected", "observed", "fallback reason", "oracle", "time", ""];
-    let mut rows: Vec<[String; 7]> = Vec::new();
+    let mut rows: Vec<Vec<String>> = Vec::new();
     for o in outcomes {
         let sc = o.scenario;
         let expected = format!(
             "{}{}",
-            sc.expect.join(","),
-            sc.fallback.map(|(t, r)| format!(" ({t}: {r})")).unwrap_or_default()
+            names(sc.expect),
+            sc.fallback.map(|f| format!(" ({}: {})", f.test, f.reason)).unwrap_or_default()
         );
-        let observed = if let Some(e) = &o.error {
-            format!("error: {}", e.lines().next().unwrap_or(""))
+        let observed = if o.could_not_run.is_some() {
+            "could not run".to_string()
         } else {
             let mut counts: BTreeMap<String, u32> = BTreeMap::new();
             for r in &o.runs {
                 *counts
-                    .entry(if r.observed.is_empty() { "-".into() } else { r.observed.join(",") })
+                    .entry(if r.observed.is_empty() { "-".into() } else { names(&r.observed) })
                     .or_default() += 1;
             }
             counts
@@ -436,7 +499,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
             Some(Ok(_)) => "✓".into(),
             Some(Err(_)) => "✗".into(),
         };
-        rows.push([
+        rows.push(vec![
             sc.name.into(),
             expected,
             observed,
@@ -446,7 +509,6 @@ pub fn table(outcomes: &[Outcome]) -> String {
             if o.ok() { "✓".into() } else { "✗".into() },
         ]);
     }
-    let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
     let mut out = crate::text::table(&header, &rows);
     let agree = outcomes.iter().filter(|o| o.ok()).count();
     out.push_str(&format!("\n{agree} of {} scenarios agree with their expectation\n", outcomes.len()));
@@ -455,7 +517,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
         for c in o.scenario.commands() {
             out.push_str(&format!("  router: {c}\n"));
         }
-        if let Some(e) = &o.error {
+        if let Some(e) = &o.could_not_run {
             out.push_str(&format!("  could not run: {e}\n"));
         }
         if let Some(Err(e)) = &o.oracle {
@@ -478,112 +540,162 @@ pub fn table(outcomes: &[Outcome]) -> String {
 mod tests {
     use super::*;
 
-    fn report(verdicts: &[&str], reason: Option<&str>) -> Value {
-        json!({
+    /// A report as `check --json` prints one (the fields the data model requires), read through
+    /// the model as the judge reads it.
+    fn report(verdicts: &[Verdict], reason: Option<&str>) -> Report {
+        let findings: Vec<Value> = verdicts
+            .iter()
+            .map(|v| {
+                json!({"verdict": v, "packet": "SYN", "end": "server",
+                       "expected": "MP_CAPABLE", "seen": "SYN without MP_CAPABLE"})
+            })
+            .collect();
+        let test = |transport: Transport| {
+            let mptcp = transport == Transport::Mptcp;
+            json!({
+                "name": "http", "transport": transport, "port": 80, "outcome": "ok",
+                "mptcp": if mptcp { "fallback" } else { "not_applicable" },
+                "subflows": 1, "fallback_reason": if mptcp { reason } else { None },
+                "verdicts": if mptcp { verdicts } else { &[] },
+                "evidence": {
+                    "client": {}, "server": null,
+                    "mib_delta": if mptcp { json!({"MPCapableFallbackSYNACK": 1}) } else { json!({}) },
+                    "findings": if mptcp { findings.clone() } else { vec![] },
+                },
+                "duration_ms": 3,
+            })
+        };
+        let v = json!({
+            "schema": mptcp_probe_model::SCHEMA, "id": "r", "started_at": "2026-12-01T00:00:00Z",
+            "duration_ms": 10,
+            "client": {"kernel": "6.18", "mptcp_sysctls": {}, "observer": "tc+tracepoints"},
+            "server": {"address": "203.0.113.2", "version": "0.1.0"},
+            "tests": [test(Transport::Mptcp), test(Transport::Tcp)],
             "summary": {"verdicts": verdicts, "mptcp_usable": false},
-            "tests": [
-                {"name": "http", "transport": "mptcp", "outcome": "ok", "mptcp": "fallback",
-                 "verdicts": verdicts, "fallback_reason": reason,
-                 "evidence": {"findings": [{"verdict": verdicts[0], "packet": "SYN", "end": "server",
-                                            "expected": "MP_CAPABLE", "seen": "SYN without MP_CAPABLE"}],
-                              "mib_delta": {"MPCapableFallbackSYNACK": 1}, "server": null}},
-                {"name": "http", "transport": "tcp", "outcome": "ok", "mptcp": "not_applicable",
-                 "verdicts": [], "fallback_reason": null, "evidence": {}}
-            ]
-        })
+        });
+        serde_json::from_value(v).unwrap_or_else(|e| panic!("the data model does not read the fixture: {e}"))
     }
 
     #[test]
     fn judge_agrees_only_with_the_exact_verdicts_and_reason() {
         let sc = scenario::named("syn-strip");
-        let ok = judge(sc, &report(&["syn_option_stripped"], Some("MPCapableFallbackSYNACK")));
+        let ok = judge(sc, &report(&[Verdict::SynOptionStripped], Some("MPCapableFallbackSYNACK")));
         assert!(ok.problems.is_empty(), "{:?}", ok.problems);
-        let extra = judge(sc, &report(&["syn_option_stripped", "nat"], Some("MPCapableFallbackSYNACK")));
+        assert_eq!(ok.fallback.get(&TestName::Http).map(String::as_str), Some("MPCapableFallbackSYNACK"));
+        let extra =
+            judge(sc, &report(&[Verdict::SynOptionStripped, Verdict::Nat], Some("MPCapableFallbackSYNACK")));
         assert_eq!(extra.problems.len(), 1, "{:?}", extra.problems);
-        let reason = judge(sc, &report(&["syn_option_stripped"], Some("DssFallback")));
+        let reason = judge(sc, &report(&[Verdict::SynOptionStripped], Some("DssFallback")));
         assert!(reason.problems[0].contains("DssFallback"), "{:?}", reason.problems);
         // A scenario that expects no fallback refuses one.
-        let clean = judge(scenario::named("clean"), &report(&["mptcp_ok"], Some("DssFallback")));
+        let clean = judge(scenario::named("clean"), &report(&[Verdict::MptcpOk], Some("DssFallback")));
         assert!(clean.problems.iter().any(|p| p.contains("expected none")), "{:?}", clean.problems);
+        // The order of the verdicts is not a difference.
+        let mss = scenario::named("mss-clamp");
+        assert!(judge(mss, &report(&[Verdict::MssRewritten, Verdict::MptcpOk], None)).problems.is_empty());
         // The evidence names the finding, for the table under a disagreeing matrix.
         assert!(reason.evidence[0].contains("SYN without MP_CAPABLE"), "{:?}", reason.evidence);
+        assert!(reason.evidence[0].contains("[SYN at the server]"), "{:?}", reason.evidence);
         assert!(reason.evidence[0].contains("server: no record"), "{:?}", reason.evidence);
     }
 
-    fn pkt(src: u16, dst: u16, syn: bool, ack: bool, len: u32, mptcp: &[(u8, u8)]) -> Packet {
+    fn pkt(src: u16, dst: u16, syn: bool, ack: bool, len: u32, mptcp: &[(Subtype, u8)]) -> Packet {
         Packet { src_port: src, dst_port: dst, syn, ack, len, mptcp: mptcp.to_vec() }
     }
 
     #[test]
     fn the_oracle_needs_the_option_before_the_router_and_not_after() {
-        let before = [pkt(40000, 80, true, false, 0, &[(0, 4)])];
+        use Subtype::{Dss, MpCapable};
+        let before = [pkt(40000, 80, true, false, 0, &[(MpCapable, 4)])];
         let stripped = [pkt(40000, 80, true, false, 0, &[])];
         assert!(oracle_verdict(OraclePacket::Syn, 80, &before, &stripped).is_ok());
         assert!(oracle_verdict(OraclePacket::Syn, 80, &before, &before).is_err(), "not stripped");
         assert!(oracle_verdict(OraclePacket::Syn, 80, &stripped, &stripped).is_err(), "never sent");
         assert!(oracle_verdict(OraclePacket::Syn, 80, &before, &[]).is_err(), "nothing seen after");
         // SYN/ACK: the server side is where it is sent.
-        let sa = [pkt(80, 40000, true, true, 0, &[(0, 12)])];
+        let sa = [pkt(80, 40000, true, true, 0, &[(MpCapable, 12)])];
         let sa_stripped = [pkt(80, 40000, true, true, 0, &[])];
         assert!(oracle_verdict(OraclePacket::SynAck, 80, &sa_stripped, &sa).is_ok());
         assert!(oracle_verdict(OraclePacket::SynAck, 80, &sa, &sa_stripped).is_err());
         // Third ACK: the first non-SYN packet of each connection.
-        let c = [pkt(40000, 80, false, true, 0, &[(0, 20)]), pkt(40000, 80, false, true, 10, &[(2, 8)])];
-        let s = [pkt(40000, 80, false, true, 0, &[]), pkt(40000, 80, false, true, 10, &[(2, 8)])];
+        let c = [
+            pkt(40000, 80, false, true, 0, &[(MpCapable, 20)]),
+            pkt(40000, 80, false, true, 10, &[(Dss, 8)]),
+        ];
+        let s = [pkt(40000, 80, false, true, 0, &[]), pkt(40000, 80, false, true, 10, &[(Dss, 8)])];
         assert!(oracle_verdict(OraclePacket::Ack, 80, &c, &s).is_ok());
         assert!(oracle_verdict(OraclePacket::Ack, 80, &c, &c).is_err());
         // Data: more segments without the option after the router than before.
         let d = [
-            pkt(40000, 8001, false, true, 1000, &[(2, 20)]),
-            pkt(40000, 8001, false, true, 1000, &[(2, 20)]),
+            pkt(40000, 8001, false, true, 1000, &[(Dss, 20)]),
+            pkt(40000, 8001, false, true, 1000, &[(Dss, 20)]),
         ];
         let d_after =
-            [pkt(40000, 8001, false, true, 1000, &[(2, 20)]), pkt(40000, 8001, false, true, 1000, &[])];
+            [pkt(40000, 8001, false, true, 1000, &[(Dss, 20)]), pkt(40000, 8001, false, true, 1000, &[])];
         assert!(oracle_verdict(OraclePacket::Data, 8001, &d, &d_after).is_ok());
         assert!(oracle_verdict(OraclePacket::Data, 8001, &d, &d).is_err());
+    }
+
+    fn outcome(name: &str, runs: Vec<Run>, oracle: Option<Result<String, String>>) -> Outcome {
+        Outcome {
+            scenario: scenario::named(name),
+            runs,
+            oracle,
+            middlebox: vec![],
+            could_not_run: None,
+            seconds: 1.0,
+            kept: None,
+        }
     }
 
     #[test]
     fn the_table_marks_disagreement_and_shows_its_evidence() {
         let sc = scenario::named("syn-strip");
-        let good = Outcome {
-            scenario: sc,
-            runs: vec![judge(sc, &report(&["syn_option_stripped"], Some("MPCapableFallbackSYNACK")))],
-            oracle: Some(Ok("fine".into())),
-            middlebox: vec![],
-            error: None,
-            seconds: 1.0,
-            kept: None,
-        };
-        let bad = Outcome {
-            scenario: scenario::named("synack-strip"),
-            runs: vec![judge(
+        let good = outcome(
+            "syn-strip",
+            vec![judge(sc, &report(&[Verdict::SynOptionStripped], Some("MPCapableFallbackSYNACK")))],
+            Some(Ok("fine".into())),
+        );
+        let bad = outcome(
+            "synack-strip",
+            vec![judge(
                 scenario::named("synack-strip"),
-                &report(&["syn_option_stripped"], Some("MPCapableFallbackSYNACK")),
+                &report(&[Verdict::SynOptionStripped], Some("MPCapableFallbackSYNACK")),
             )],
-            oracle: Some(Err("SYN/ACK: MPTCP option on 0 of 1".into())),
-            middlebox: vec![],
-            error: None,
-            seconds: 2.0,
-            kept: None,
-        };
-        assert!(good.ok() && !bad.ok());
+            Some(Err("SYN/ACK: MPTCP option on 0 of 1".into())),
+        );
+        assert!(good.ok() && !bad.ok() && bad.disagrees());
         let t = table(&[good, bad]);
         assert!(t.contains("1 of 2 scenarios agree"), "{t}");
         assert!(t.contains("✗ synack-strip"), "{t}");
         assert!(t.contains("oracle (tshark on the router) disagrees"), "{t}");
         assert!(t.contains("SYN without MP_CAPABLE"), "{t}");
-        let errored = Outcome {
-            scenario: sc,
-            runs: vec![],
-            oracle: None,
-            middlebox: vec![],
-            error: Some("iptables: no such target".into()),
-            seconds: 0.1,
-            kept: None,
+        assert!(t.contains("syn_option_stripped (http: MPCapableFallbackSYNACK)"), "{t}");
+    }
+
+    #[test]
+    fn a_scenario_without_its_binary_could_not_run_and_disagrees_with_nothing() {
+        let missing = Path::new("/nonexistent/mptcp-probe");
+        let opts = Options {
+            bins: LabBins { probe: missing.into(), middlebox: missing.with_file_name("mptcp-middlebox") },
+            ..Options::default()
         };
-        assert!(!errored.ok());
-        assert!(table(&[errored]).contains("could not run: iptables: no such target"));
+        // Refused before any lab is built: this needs no root.
+        let o = run(scenario::named("clean"), &opts, &mut |_, _| panic!("no check may run"));
+        let cause = o.could_not_run.as_deref().expect("could not run");
+        assert!(cause.contains("mptcp-probe at /nonexistent/mptcp-probe"), "{cause}");
+        assert!(cause.contains("No such file or directory"), "{cause}");
+        assert!(cause.contains("MPTCP_PROBE_BIN"), "{cause}");
+        assert!(o.runs.is_empty() && !o.ok() && !o.disagrees());
+        let t = table(std::slice::from_ref(&o));
+        assert!(t.contains("could not run: mptcp-probe at /nonexistent"), "{t}");
+        assert!(!t.contains("verdicts"), "{t}");
+        // A middlebox scenario names the middlebox too; a file that is not executable is refused.
+        let split = run(scenario::named("split"), &opts, &mut |_, _| panic!("no check may run"));
+        assert!(split.could_not_run.is_some());
+        let not_exec = LabBins { probe: std::env::temp_dir(), middlebox: missing.into() };
+        let e = preflight(scenario::named("clean"), &not_exec).unwrap_err().to_string();
+        assert!(e.contains("not an executable file"), "{e}");
     }
 
     #[test]
@@ -598,6 +710,12 @@ mod tests {
             if s.name != "clean" && !s.name.starts_with("clean-") {
                 assert!(!s.commands().is_empty(), "{} does nothing to the lab", s.name);
             }
+            // A fallback the scenario expects is of a test it runs, over MPTCP.
+            if let (Some(f), Some(tests)) = (s.fallback, s.tests) {
+                assert!(tests.contains(&f.test), "{}: {} is not run", s.name, f.test);
+            }
         }
+        assert_eq!(scenario::named("syn-strip").tests_arg().as_deref(), Some("handshake,http,bulk"));
+        assert_eq!(scenario::named("clean").tests_arg(), None);
     }
 }

@@ -6,6 +6,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use mptcp_probe_common::options::{TCPOPT_EOL, TCPOPT_MPTCP, TCPOPT_NOP};
+use mptcp_probe_model::Subtype;
+
 use crate::{
     lab::{sh, Child, Netns},
     probe::TempDir,
@@ -28,7 +31,7 @@ pub struct Packet {
     /// TCP payload bytes.
     pub len: u32,
     /// (subtype, length) of every MPTCP option, in order.
-    pub mptcp: Vec<(u8, u8)>,
+    pub mptcp: Vec<(Subtype, u8)>,
 }
 
 impl Capture {
@@ -107,18 +110,20 @@ pub fn decode(file: &std::path::Path) -> Vec<Packet> {
             }
             let kinds: Vec<u8> = list(f[4]);
             let lens: Vec<u8> = list(f[5]);
-            let subtypes: Vec<u8> = list(f[6]);
+            // tshark's number for each subtype; named here, once, as the RFC numbers them.
+            let subtypes = list::<u8>(f[6]).into_iter().map(Subtype::from_code);
             // tcp.option_len has no entry for NOP and EOL: pair the rest with their kinds.
-            let sized: Vec<u8> = kinds.iter().copied().filter(|k| *k > 1).collect();
+            let sized: Vec<u8> =
+                kinds.iter().copied().filter(|k| ![TCPOPT_EOL, TCPOPT_NOP].contains(k)).collect();
             let mptcp_lens: Vec<u8> =
-                sized.iter().zip(lens.iter()).filter(|(k, _)| **k == 30).map(|(_, l)| *l).collect();
+                sized.iter().zip(lens.iter()).filter(|(k, _)| **k == TCPOPT_MPTCP).map(|(_, l)| *l).collect();
             Some(Packet {
                 src_port: f[0].parse().ok()?,
                 dst_port: f[1].parse().ok()?,
                 syn: matches!(f[2], "1" | "True"),
                 ack: matches!(f[3], "1" | "True"),
                 len: f[7].trim().parse().unwrap_or(0),
-                mptcp: subtypes.into_iter().zip(mptcp_lens).collect(),
+                mptcp: subtypes.zip(mptcp_lens).collect(),
             })
         })
         .collect()

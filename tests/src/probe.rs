@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
+use mptcp_probe_model::{watch::PacketRecord, Counters, Event, FlowSummary, WatchLine};
 
 use crate::lab::{Child, Netns};
 
@@ -45,42 +45,63 @@ impl Drop for TempDir {
     }
 }
 
-/// What a stopped watcher printed.
+/// What a stopped watcher printed, read through the data model.
 pub struct WatchOutput {
-    pub lines: Vec<Value>,
+    pub lines: Vec<WatchLine>,
     pub stderr: String,
     pub exit_code: Option<i32>,
 }
 
 impl WatchOutput {
-    pub fn events(&self) -> impl Iterator<Item = &Value> {
-        self.lines.iter().filter(|v| v["type"] == "event")
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
+        self.lines.iter().filter_map(|l| match l {
+            WatchLine::Event(e) => Some(e),
+            _ => None,
+        })
     }
 
-    pub fn packets(&self) -> impl Iterator<Item = &Value> {
-        self.events().filter(|v| v["kind"] == "packet")
+    pub fn packets(&self) -> impl Iterator<Item = &PacketRecord> {
+        self.events().filter_map(|e| match e {
+            Event::Packet(p) => Some(&**p),
+            _ => None,
+        })
     }
 
-    pub fn flows(&self) -> impl Iterator<Item = &Value> {
-        self.lines.iter().filter(|v| v["type"] == "flow")
+    /// The packet events of a flow (by either port), in order.
+    pub fn packets_with_port(&self, port: u16) -> Vec<&PacketRecord> {
+        self.packets().filter(|p| p.local_port == port || p.remote_port == port).collect()
+    }
+
+    pub fn flows(&self) -> impl Iterator<Item = &FlowSummary> {
+        self.lines.iter().filter_map(|l| match l {
+            WatchLine::Flow(f) => Some(&**f),
+            _ => None,
+        })
     }
 
     /// The flow summary whose local or remote port is `port`.
-    pub fn flow_with_port(&self, port: u16) -> &Value {
+    pub fn flow_with_port(&self, port: u16) -> &FlowSummary {
         self.flows()
-            .find(|f| f["local_port"] == port || f["remote_port"] == port)
+            .find(|f| f.local_port == port || f.remote_port == port)
             .unwrap_or_else(|| panic!("no flow summary with port {port}; output:\n{}", self.dump()))
     }
 
-    pub fn counters(&self) -> &Value {
+    pub fn counters(&self) -> &Counters {
         self.lines
             .iter()
-            .find(|v| v["type"] == "counters")
+            .find_map(|l| match l {
+                WatchLine::Counters(c) => Some(c),
+                _ => None,
+            })
             .unwrap_or_else(|| panic!("no counters line; output:\n{}", self.dump()))
     }
 
     pub fn dump(&self) -> String {
-        let mut s: Vec<String> = self.lines.iter().map(|v| v.to_string()).collect();
+        let mut s: Vec<String> = self
+            .lines
+            .iter()
+            .map(|v| serde_json::to_string(v).unwrap_or_else(|e| format!("<{e}>")))
+            .collect();
         s.push(format!("--- stderr ---\n{}", self.stderr));
         s.join("\n")
     }
@@ -135,7 +156,9 @@ impl Watcher {
         let lines = text
             .lines()
             .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("watch printed a non-JSON line {l:?}: {e}"))
+                serde_json::from_str(l).unwrap_or_else(|e| {
+                    panic!("watch printed a line the data model does not read ({e}): {l}")
+                })
             })
             .collect();
         WatchOutput { lines, stderr: self.log(), exit_code }

@@ -3,11 +3,13 @@
 //! where they cannot), with the verdicts and fallback reason `check` must report for it.
 
 use std::{
+    path::Path,
     process::Stdio,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _};
+use mptcp_probe_model::{TestName, Verdict};
 
 use crate::lab::{addr, ifname, Child, Lab, Netns};
 
@@ -56,13 +58,21 @@ pub struct Scenario {
     /// Check the server over IPv6 rather than IPv4.
     pub ipv6: bool,
     /// `check --tests` (None: every test).
-    pub tests: Option<&'static str>,
+    pub tests: Option<&'static [TestName]>,
     pub steps: &'static [Step],
     /// The report's summary verdicts, exactly.
-    pub expect: &'static [&'static str],
-    /// The MPTCP run of this test must name this fallback reason (None: no test may fall back).
-    pub fallback: Option<(&'static str, &'static str)>,
+    pub expect: &'static [Verdict],
+    /// The fallback the scenario causes (None: no test may fall back).
+    pub fallback: Option<Fallback>,
     pub oracle: Option<Oracle>,
+}
+
+/// A fallback a scenario must cause: the MPTCP run of `test` names `reason`, the kernel's MIB
+/// counter (`MPTcpExt` without its prefix) as the report's `fallback_reason` carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fallback {
+    pub test: TestName,
+    pub reason: &'static str,
 }
 
 const fn rule(table: &'static str, chain: &'static str, args: &'static [&'static str]) -> Step {
@@ -98,7 +108,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ipv6: false,
         tests: None,
         steps: &[],
-        expect: &["mptcp_ok"],
+        expect: &[Verdict::MptcpOk],
         fallback: None,
         oracle: None,
     },
@@ -108,7 +118,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ipv6: true,
         tests: None,
         steps: &[],
-        expect: &["mptcp_ok"],
+        expect: &[Verdict::MptcpOk],
         fallback: None,
         oracle: None,
     },
@@ -118,7 +128,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ipv6: false,
         tests: None,
         steps: &[CSUM],
-        expect: &["mptcp_ok"],
+        expect: &[Verdict::MptcpOk],
         fallback: None,
         oracle: None,
     },
@@ -126,75 +136,75 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "syn-strip",
         about: "MPTCP option stripped from SYNs (TCPOPTSTRIP)",
         ipv6: false,
-        tests: Some("handshake,http,bulk"),
+        tests: Some(&[TestName::Handshake, TestName::Http, TestName::Bulk]),
         steps: &[rule("mangle", "FORWARD", &["-p", "tcp", "--tcp-flags", "SYN,ACK", "SYN", "-j", "TCPOPTSTRIP", "--strip-options", "30"])],
-        expect: &["syn_option_stripped"],
-        fallback: Some(("http", "MPCapableFallbackSYNACK")),
+        expect: &[Verdict::SynOptionStripped],
+        fallback: Some(Fallback { test: TestName::Http, reason: "MPCapableFallbackSYNACK" }),
         oracle: Some(Oracle { port: 80, packet: OraclePacket::Syn }),
     },
     Scenario {
         name: "syn-strip-ipv6",
         about: "MPTCP option stripped from SYNs, over IPv6 (ip6tables TCPOPTSTRIP)",
         ipv6: true,
-        tests: Some("handshake,http"),
+        tests: Some(&[TestName::Handshake, TestName::Http]),
         steps: &[Step::Rule { v6: true, table: "mangle", chain: "FORWARD", args: &["-p", "tcp", "--tcp-flags", "SYN,ACK", "SYN", "-j", "TCPOPTSTRIP", "--strip-options", "30"] }],
-        expect: &["syn_option_stripped"],
-        fallback: Some(("http", "MPCapableFallbackSYNACK")),
+        expect: &[Verdict::SynOptionStripped],
+        fallback: Some(Fallback { test: TestName::Http, reason: "MPCapableFallbackSYNACK" }),
         oracle: Some(Oracle { port: 80, packet: OraclePacket::Syn }),
     },
     Scenario {
         name: "synack-strip",
         about: "MPTCP option stripped from SYN/ACKs (TCPOPTSTRIP)",
         ipv6: false,
-        tests: Some("handshake,http,bulk"),
+        tests: Some(&[TestName::Handshake, TestName::Http, TestName::Bulk]),
         steps: &[rule("mangle", "FORWARD", &["-p", "tcp", "--tcp-flags", "SYN,ACK", "SYN,ACK", "-j", "TCPOPTSTRIP", "--strip-options", "30"])],
-        expect: &["synack_option_stripped"],
-        fallback: Some(("http", "MPCapableFallbackSYNACK")),
+        expect: &[Verdict::SynackOptionStripped],
+        fallback: Some(Fallback { test: TestName::Http, reason: "MPCapableFallbackSYNACK" }),
         oracle: Some(Oracle { port: 80, packet: OraclePacket::SynAck }),
     },
     Scenario {
         name: "ack-strip",
         about: "MPTCP option stripped from the third ACK and the first data (client's packets 2-3)",
         ipv6: false,
-        tests: Some("handshake,http,bulk"),
+        tests: Some(&[TestName::Handshake, TestName::Http, TestName::Bulk]),
         steps: &[
             ACCT,
             rule("mangle", "FORWARD", &["-i", ifname::M1, "-p", "tcp", "--tcp-flags", "SYN", "NONE", "-m", "connbytes", "--connbytes", "2:3", "--connbytes-dir", "original", "--connbytes-mode", "packets", "-j", "TCPOPTSTRIP", "--strip-options", "30"]),
         ],
-        expect: &["ack_option_stripped"],
-        fallback: Some(("http", "MPCapableDataFallback")),
+        expect: &[Verdict::AckOptionStripped],
+        fallback: Some(Fallback { test: TestName::Http, reason: "MPCapableDataFallback" }),
         oracle: Some(Oracle { port: 80, packet: OraclePacket::Ack }),
     },
     Scenario {
         name: "dss-strip",
         about: "MPTCP option stripped from the client's data segments after 100 kB (TCPOPTSTRIP + connbytes)",
         ipv6: false,
-        tests: Some("handshake,bulk"),
+        tests: Some(&[TestName::Handshake, TestName::Bulk]),
         steps: &[
             ACCT,
             rule("mangle", "FORWARD", &["-i", ifname::M1, "-p", "tcp", "-m", "connbytes", "--connbytes", "100000:", "--connbytes-dir", "original", "--connbytes-mode", "bytes", "-m", "length", "--length", "100:65535", "-j", "TCPOPTSTRIP", "--strip-options", "30"]),
         ],
-        expect: &["dss_stripped"],
-        fallback: Some(("bulk", "DssFallback")),
+        expect: &[Verdict::DssStripped],
+        fallback: Some(Fallback { test: TestName::Bulk, reason: "DssFallback" }),
         oracle: Some(Oracle { port: 8001, packet: OraclePacket::Data }),
     },
     Scenario {
         name: "syn-drop",
         about: "SYNs carrying an MPTCP option dropped",
         ipv6: false,
-        tests: Some("handshake,http"),
+        tests: Some(&[TestName::Handshake, TestName::Http]),
         steps: &[rule("filter", "FORWARD", &["-p", "tcp", "--syn", "-m", "tcp", "--tcp-option", "30", "-j", "DROP"])],
-        expect: &["mptcp_syn_dropped"],
-        fallback: Some(("http", "MPCapableSYNTXDrop")),
+        expect: &[Verdict::MptcpSynDropped],
+        fallback: Some(Fallback { test: TestName::Http, reason: "MPCapableSYNTXDrop" }),
         oracle: None,
     },
     Scenario {
         name: "syn-reset",
         about: "SYNs carrying an MPTCP option answered with a reset",
         ipv6: false,
-        tests: Some("handshake,http"),
+        tests: Some(&[TestName::Handshake, TestName::Http]),
         steps: &[rule("filter", "FORWARD", &["-p", "tcp", "--syn", "-m", "tcp", "--tcp-option", "30", "-j", "REJECT", "--reject-with", "tcp-reset"])],
-        expect: &["mptcp_reset"],
+        expect: &[Verdict::MptcpReset],
         fallback: None,
         oracle: None,
     },
@@ -204,7 +214,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ipv6: false,
         tests: None,
         steps: &[rule("mangle", "FORWARD", &["-p", "tcp", "--tcp-flags", "SYN,RST", "SYN", "-j", "TCPMSS", "--set-mss", "1200"])],
-        expect: &["mptcp_ok", "mss_rewritten"],
+        expect: &[Verdict::MptcpOk, Verdict::MssRewritten],
         fallback: None,
         oracle: None,
     },
@@ -214,7 +224,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ipv6: false,
         tests: None,
         steps: &[Step::Nfqueue(&["seq"])],
-        expect: &["mptcp_ok", "seq_rewritten"],
+        expect: &[Verdict::MptcpOk, Verdict::SeqRewritten],
         fallback: None,
         oracle: None,
     },
@@ -222,9 +232,9 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "split",
         about: "client's data segments cut into pieces of 500 bytes (NFQUEUE)",
         ipv6: false,
-        tests: Some("handshake,http,bulk,echo"),
+        tests: Some(&[TestName::Handshake, TestName::Http, TestName::Bulk, TestName::Echo]),
         steps: &[Step::Nfqueue(&["split", "--max", "500"])],
-        expect: &["mptcp_ok", "segments_split"],
+        expect: &[Verdict::MptcpOk, Verdict::SegmentsSplit],
         fallback: None,
         oracle: None,
     },
@@ -232,9 +242,9 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "coalesce",
         about: "client's contiguous data segments merged up to 8000 bytes (NFQUEUE, jumbo MTU to the server)",
         ipv6: false,
-        tests: Some("handshake,http,bulk,echo"),
+        tests: Some(&[TestName::Handshake, TestName::Http, TestName::Bulk, TestName::Echo]),
         steps: &[Step::ServerLinkMtu(9000), Step::Nfqueue(&["coalesce", "--max", "8000"])],
-        expect: &["mptcp_ok", "segments_coalesced"],
+        expect: &[Verdict::MptcpOk, Verdict::SegmentsCoalesced],
         fallback: None,
         oracle: None,
     },
@@ -242,9 +252,9 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "payload-rewrite",
         about: "HTTP request bytes rewritten, same length (NFQUEUE)",
         ipv6: false,
-        tests: Some("handshake,http"),
+        tests: Some(&[TestName::Handshake, TestName::Http]),
         steps: &[REWRITE],
-        expect: &["payload_modified"],
+        expect: &[Verdict::PayloadModified],
         fallback: None,
         oracle: None,
     },
@@ -252,10 +262,10 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "payload-rewrite-csum",
         about: "HTTP request bytes rewritten, same length, DSS checksums on",
         ipv6: false,
-        tests: Some("handshake,http"),
+        tests: Some(&[TestName::Handshake, TestName::Http]),
         steps: &[CSUM, REWRITE],
-        expect: &["payload_modified"],
-        fallback: Some(("http", "DssFallback")),
+        expect: &[Verdict::PayloadModified],
+        fallback: Some(Fallback { test: TestName::Http, reason: "DssFallback" }),
         oracle: None,
     },
     Scenario {
@@ -264,7 +274,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ipv6: false,
         tests: None,
         steps: &[NAT],
-        expect: &["mptcp_ok", "nat"],
+        expect: &[Verdict::MptcpOk, Verdict::Nat],
         fallback: None,
         oracle: None,
     },
@@ -272,39 +282,39 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "ftp-alg",
         about: "NAT with the FTP ALG: PORT rewritten to the NAT address, length changes",
         ipv6: false,
-        tests: Some("handshake,ftp"),
+        tests: Some(&[TestName::Handshake, TestName::Ftp]),
         steps: &[NAT, FTP_HELPER],
-        expect: &["nat", "payload_modified"],
-        fallback: Some(("ftp", "DssFallback")),
+        expect: &[Verdict::Nat, Verdict::PayloadModified],
+        fallback: Some(Fallback { test: TestName::Ftp, reason: "DssFallback" }),
         oracle: None,
     },
     Scenario {
         name: "ftp-alg-csum",
         about: "NAT with the FTP ALG, DSS checksums on",
         ipv6: false,
-        tests: Some("handshake,ftp"),
+        tests: Some(&[TestName::Handshake, TestName::Ftp]),
         steps: &[CSUM, NAT, FTP_HELPER],
-        expect: &["nat", "payload_modified"],
-        fallback: Some(("ftp", "DssFallback")),
+        expect: &[Verdict::Nat, Verdict::PayloadModified],
+        fallback: Some(Fallback { test: TestName::Ftp, reason: "DssFallback" }),
         oracle: None,
     },
     Scenario {
         name: "proxy",
         about: "transparent TCP proxy on port 80 (REDIRECT): connection terminated and re-originated",
         ipv6: false,
-        tests: Some("handshake,http"),
+        tests: Some(&[TestName::Handshake, TestName::Http]),
         steps: &[Step::Proxy(80)],
-        expect: &["nat", "proxied"],
-        fallback: Some(("http", "MPCapableFallbackSYNACK")),
+        expect: &[Verdict::Nat, Verdict::Proxied],
+        fallback: Some(Fallback { test: TestName::Http, reason: "MPCapableFallbackSYNACK" }),
         oracle: None,
     },
     Scenario {
         name: "join-drop",
         about: "MP_JOIN SYNs dropped on the second path (SYNs with option 30 arriving there)",
         ipv6: false,
-        tests: Some("handshake,join"),
+        tests: Some(&[TestName::Handshake, TestName::Join]),
         steps: &[rule("filter", "FORWARD", &["-i", ifname::M2, "-p", "tcp", "--syn", "-m", "tcp", "--tcp-option", "30", "-j", "DROP"])],
-        expect: &["join_blocked"],
+        expect: &[Verdict::JoinBlocked],
         fallback: None,
         oracle: None,
     },
@@ -312,9 +322,9 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "add-addr-drop",
         about: "ADD_ADDR options from the server dropped (cBPF on the MPTCP subtype)",
         ipv6: false,
-        tests: Some("handshake,add_addr"),
+        tests: Some(&[TestName::Handshake, TestName::AddAddr]),
         steps: &[rule("filter", "FORWARD", &["-i", ifname::MS, "-p", "tcp", "--tcp-flags", "SYN", "NONE", "-m", "tcp", "--tcp-option", "30", "-m", "bpf", "--bytecode", CBPF_ADD_ADDR_V4, "-j", "DROP"])],
-        expect: &["add_addr_dropped"],
+        expect: &[Verdict::AddAddrDropped],
         fallback: None,
         oracle: None,
     },
@@ -346,6 +356,16 @@ impl Scenario {
         } else {
             addr::SERVER
         }
+    }
+
+    /// `check --tests` for this scenario (None: every test).
+    pub fn tests_arg(&self) -> Option<String> {
+        self.tests.map(|t| t.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(","))
+    }
+
+    /// Whether the router runs `mptcp-middlebox` (NFQUEUE or the proxy).
+    pub fn runs_middlebox(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s, Step::Nfqueue(_) | Step::Proxy(_)))
     }
 
     /// The router's commands for this scenario, for people (`measure` prints them, `lab up` too).
@@ -441,25 +461,32 @@ fn run_ok(cmd: &mut std::process::Command) -> anyhow::Result<()> {
 /// Starts a router process and waits for its `ready` line.
 fn start(
     lab: &Lab,
-    dir: &std::path::Path,
+    middlebox: &Path,
+    dir: &Path,
     n: usize,
     args: &[&str],
 ) -> anyhow::Result<(Child, std::path::PathBuf)> {
     let log = dir.join(format!("middlebox-{n}.log"));
     let mut child = Child::spawn(
         lab.m
-            .cmd(crate::middlebox_bin())
+            .cmd(middlebox)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?),
     );
-    child.wait_ready(&log, "ready", Duration::from_secs(10), &format!("mptcp-middlebox {}", args.join(" ")))?;
+    child.wait_ready(
+        &log,
+        "ready",
+        Duration::from_secs(10),
+        &format!("mptcp-middlebox {}", args.join(" ")),
+    )?;
     Ok((child, log))
 }
 
-/// Applies a scenario's steps to a lab.
-pub fn apply(lab: &Lab, sc: &Scenario) -> anyhow::Result<Applied> {
+/// Applies a scenario's steps to a lab; `middlebox` is the `mptcp-middlebox` binary, for the
+/// scenarios that run it ([`Scenario::runs_middlebox`]).
+pub fn apply(lab: &Lab, sc: &Scenario, middlebox: &Path) -> anyhow::Result<Applied> {
     let dir = crate::probe::TempDir::new("middlebox");
     let mut procs = Vec::new();
     for step in sc.steps {
@@ -479,7 +506,7 @@ pub fn apply(lab: &Lab, sc: &Scenario) -> anyhow::Result<Applied> {
             Step::Nfqueue(args) => {
                 let mut full = vec!["--queue", "0"];
                 full.extend_from_slice(args);
-                procs.push(start(lab, &dir.0, procs.len(), &full)?);
+                procs.push(start(lab, middlebox, &dir.0, procs.len(), &full)?);
                 for v6 in [false, true] {
                     iptables(
                         &lab.m,
@@ -492,7 +519,7 @@ pub fn apply(lab: &Lab, sc: &Scenario) -> anyhow::Result<Applied> {
             }
             Step::Proxy(port) => {
                 let p = PROXY_PORT.to_string();
-                procs.push(start(lab, &dir.0, procs.len(), &["proxy", "--port", &p])?);
+                procs.push(start(lab, middlebox, &dir.0, procs.len(), &["proxy", "--port", &p])?);
                 let dport = port.to_string();
                 for dev in [ifname::M1, ifname::M2] {
                     iptables(

@@ -1,21 +1,50 @@
 //! End-to-end scenarios of `mptcp-probe serve` + `mptcp-probe check`: server and client in
-//! different namespaces through a router namespace (root needed).
+//! different namespaces through a router namespace (root needed). Reports are read through the
+//! data model and checked against docs/report.schema.json.
 
-use std::{process::Stdio, time::Duration};
+use std::{net::IpAddr, process::Stdio, time::Duration};
 
+use mptcp_probe_model::{
+    End, MptcpState, ObserverKind, Outcome, Packet, Report, Subtype, TestName, TestResult, Transport,
+    Verdict, SCHEMA,
+};
 use mptcp_probe_tests::{
     lab::{addr, Child, Lab, Netns},
-    matrix, probe_bin, require_root, scenario,
+    matrix, probe_bin, scenario, skip_unless_e2e,
+    workspace::MIDDLEBOX,
 };
 use serde_json::Value;
 
 /// Starts `serve` in the server namespace and waits until it is ready.
 fn serve(lab: &Lab) -> (Child, mptcp_probe_tests::probe::TempDir) {
-    matrix::serve(&lab.s).unwrap_or_else(|e| panic!("{e:#}"))
+    matrix::serve(&lab.s, &probe_bin()).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// Runs `check --json` in the client namespace; returns the report and stderr.
-fn check(ns: &Netns, server: &str, extra: &[&str]) -> (Value, String) {
+/// Applies a scenario's middlebox in the router.
+fn apply(lab: &Lab, name: &str) -> scenario::Applied {
+    scenario::apply(lab, scenario::named(name), &MIDDLEBOX.path()).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// A report `check --json` printed: as the data model reads it, and as printed.
+struct Checked {
+    report: Report,
+    json: Value,
+    stderr: String,
+}
+
+/// Reads a printed report: it must match docs/report.schema.json and the data model.
+fn read_report(stdout: &[u8], stderr: &str) -> (Report, Value) {
+    let json: Value = serde_json::from_slice(stdout).unwrap_or_else(|e| {
+        panic!("check printed no JSON report ({e}):\n{}\n{stderr}", String::from_utf8_lossy(stdout))
+    });
+    validate(&json);
+    let report = serde_json::from_value(json.clone())
+        .unwrap_or_else(|e| panic!("the data model does not read the report ({e}):\n{json:#}"));
+    (report, json)
+}
+
+/// Runs `check --json` in the client namespace; it must succeed.
+fn check(ns: &Netns, server: &str, extra: &[&str]) -> Checked {
     let out = ns
         .cmd(probe_bin())
         .args(["check", "--server", server, "--json", "--bulk-bytes", "300000"])
@@ -24,10 +53,8 @@ fn check(ns: &Netns, server: &str, extra: &[&str]) -> (Value, String) {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(0), "check failed:\n{stderr}");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("check printed no JSON report ({e}):\n{}\n{stderr}", String::from_utf8_lossy(&out.stdout))
-    });
-    (report, stderr)
+    let (report, json) = read_report(&out.stdout, &stderr);
+    Checked { report, json, stderr }
 }
 
 fn validate(report: &Value) {
@@ -38,68 +65,59 @@ fn validate(report: &Value) {
     assert!(msgs.is_empty(), "report does not match docs/report.schema.json:\n{}", msgs.join("\n"));
 }
 
-fn verdicts(v: &Value) -> Vec<String> {
-    v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect()
-}
-
-fn mptcp_test<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["tests"]
-        .as_array()
-        .unwrap()
+fn mptcp_test(report: &Report, name: TestName) -> &TestResult {
+    report
+        .tests
         .iter()
-        .find(|t| t["name"] == name && t["transport"] == "mptcp")
-        .unwrap_or_else(|| panic!("no {name} over mptcp in {report:#}"))
+        .find(|t| t.name == name && t.transport == Transport::Mptcp)
+        .unwrap_or_else(|| panic!("no {name} over mptcp in {report:#?}"))
 }
 
 #[test]
 fn clean_path_gives_mptcp_ok_only_over_ipv4_and_ipv6() {
-    require_root();
+    skip_unless_e2e!();
     let lab = Lab::up();
     lab.server_announces(addr::SERVER_EXTRA, addr::SERVER_EXTRA_V6);
     let _srv = serve(&lab);
     for server in [addr::SERVER, addr::SERVER_V6] {
-        let (report, stderr) = check(&lab.c, server, &[]);
-        validate(&report);
-        assert_eq!(
-            verdicts(&report["summary"]["verdicts"]),
-            vec!["mptcp_ok"],
-            "{server}: {report:#}\n{stderr}"
-        );
-        assert_eq!(report["summary"]["mptcp_usable"], true);
-        assert_eq!(report["client"]["observer"], "tc+tracepoints");
-        for t in report["tests"].as_array().unwrap() {
-            assert_eq!(t["outcome"], "ok", "{t:#}");
-            if t["transport"] == "mptcp" {
-                assert_eq!(t["mptcp"], "established", "{t:#}");
-                assert_eq!(verdicts(&t["verdicts"]), vec!["mptcp_ok"], "{t:#}");
-                assert!(t["fallback_reason"].is_null());
+        let Checked { report, json, stderr } = check(&lab.c, server, &[]);
+        assert_eq!(report.summary.verdicts, vec![Verdict::MptcpOk], "{server}: {json:#}\n{stderr}");
+        assert!(report.summary.mptcp_usable);
+        assert_eq!(report.client.observer, ObserverKind::TcTracepoints);
+        for t in &report.tests {
+            assert_eq!(t.outcome, Outcome::Ok, "{t:#?}");
+            if t.transport == Transport::Mptcp {
+                assert_eq!(t.mptcp, MptcpState::Established, "{t:#?}");
+                assert_eq!(t.verdicts, vec![Verdict::MptcpOk], "{t:#?}");
+                assert_eq!(t.fallback_reason, None);
             } else {
-                assert_eq!(t["mptcp"], "not_applicable");
+                assert_eq!(t.mptcp, MptcpState::NotApplicable);
             }
         }
         // Progress went to stderr while it ran.
         assert!(stderr.contains("http over mptcp"), "{stderr}");
         // The extra paths were used: a second subflow from the client's other address, and
         // the server's announced address accepted.
-        let join = mptcp_test(&report, "join");
-        assert!(join["subflows"].as_u64().unwrap() >= 2, "{join:#}");
-        let subflows = join["evidence"]["client"]["connections"][0]["subflow_addrs"].to_string();
-        let second = if server.contains(':') { addr::CLIENT2_V6 } else { addr::CLIENT2 };
-        assert!(subflows.contains(second), "no subflow from {second}: {subflows}");
-        let add = mptcp_test(&report, "add_addr");
+        let join = mptcp_test(&report, TestName::Join);
+        assert!(join.subflows.unwrap_or(0) >= 2, "{join:#?}");
+        let subflows = &join.evidence.client.connections[0].subflow_addrs;
+        let second: IpAddr =
+            if server.contains(':') { addr::CLIENT2_V6 } else { addr::CLIENT2 }.parse().unwrap();
         assert!(
-            add["evidence"]["client"]["connections"][0]["add_addr_accepted"].as_u64().unwrap() >= 1,
-            "{add:#}"
+            subflows.iter().any(|(local, _)| local.ip() == second),
+            "no subflow from {second}: {subflows:?}"
         );
+        let add = mptcp_test(&report, TestName::AddAddr);
+        assert!(add.evidence.client.connections[0].add_addr_accepted.unwrap_or(0) >= 1, "{add:#?}");
         // Both ends counted the bulk upload's segments as on the wire, and agree.
-        let bulk = mptcp_test(&report, "bulk");
-        let sent = &bulk["evidence"]["client"]["sent_segments"];
-        let got = &bulk["evidence"]["server"]["segment_sizes"];
-        assert!(sent["count"].as_u64().unwrap() > 0, "{bulk:#}");
+        let bulk = mptcp_test(&report, TestName::Bulk);
+        let sent = bulk.evidence.client.sent_segments.as_ref().expect("the client's sent segments");
+        let got = bulk.evidence.server.as_ref().and_then(|s| s.segment_sizes.as_ref());
+        let got = got.unwrap_or_else(|| panic!("the server's received segments: {bulk:#?}"));
+        assert!(sent.count > 0, "{bulk:#?}");
         // The payload plus the test's preamble line.
-        assert!(sent["bytes"].as_u64().unwrap() > 300000, "{bulk:#}");
-        assert_eq!(sent["count"], got["count"], "{bulk:#}");
-        assert_eq!(sent["bytes"], got["bytes"], "{bulk:#}");
+        assert!(sent.bytes > 300000, "{bulk:#?}");
+        assert_eq!((sent.count, sent.bytes), (got.count, got.bytes), "{bulk:#?}");
         // The host's path-manager configuration is as it was.
         let ep = lab.c.run("ip", &["mptcp", "endpoint", "show"]);
         assert!(ep.stdout.is_empty(), "endpoints left behind: {}", String::from_utf8_lossy(&ep.stdout));
@@ -110,59 +128,55 @@ fn clean_path_gives_mptcp_ok_only_over_ipv4_and_ipv6() {
 
 #[test]
 fn syn_option_stripped_is_named_with_the_servers_syn_as_evidence() {
-    require_root();
+    skip_unless_e2e!();
     let lab = Lab::up();
     let _srv = serve(&lab);
-    let _mb = scenario::apply(&lab, scenario::named("syn-strip")).unwrap();
-    let (report, _) = check(&lab.c, addr::SERVER, &["--tests", "handshake,http"]);
-    validate(&report);
-    let v = verdicts(&report["summary"]["verdicts"]);
-    assert_eq!(v, vec!["syn_option_stripped"], "{report:#}");
-    assert_eq!(report["summary"]["mptcp_usable"], false);
-    let t = mptcp_test(&report, "http");
-    assert_eq!(t["mptcp"], "fallback");
-    assert_eq!(t["fallback_reason"], "MPCapableFallbackSYNACK");
-    let f = &t["evidence"]["findings"][0];
-    assert_eq!(f["packet"], "SYN");
-    assert_eq!(f["end"], "server");
-    assert_eq!(f["seen"], "SYN without MP_CAPABLE");
+    let _mb = apply(&lab, "syn-strip");
+    let Checked { report, json, .. } = check(&lab.c, addr::SERVER, &["--tests", "handshake,http"]);
+    assert_eq!(report.summary.verdicts, vec![Verdict::SynOptionStripped], "{json:#}");
+    assert!(!report.summary.mptcp_usable);
+    let t = mptcp_test(&report, TestName::Http);
+    assert_eq!(t.mptcp, MptcpState::Fallback);
+    assert_eq!(t.fallback_reason.as_deref(), Some("MPCapableFallbackSYNACK"));
+    let f = &t.evidence.findings[0];
+    assert_eq!(f.packet, Packet::Syn);
+    assert_eq!(f.end, End::Server);
+    assert_eq!(f.seen, "SYN without MP_CAPABLE");
 }
 
 #[test]
 fn synack_option_stripped_is_named_with_the_clients_synack_as_evidence() {
-    require_root();
+    skip_unless_e2e!();
     let lab = Lab::up();
     let _srv = serve(&lab);
-    let _mb = scenario::apply(&lab, scenario::named("synack-strip")).unwrap();
-    let (report, _) = check(&lab.c, addr::SERVER, &["--tests", "handshake,http"]);
-    validate(&report);
-    assert_eq!(verdicts(&report["summary"]["verdicts"]), vec!["synack_option_stripped"], "{report:#}");
-    let t = mptcp_test(&report, "handshake");
-    assert_eq!(t["fallback_reason"], "MPCapableFallbackSYNACK");
-    let f = &t["evidence"]["findings"][0];
-    assert_eq!(f["packet"], "SYN/ACK");
-    assert_eq!(f["end"], "client");
+    let _mb = apply(&lab, "synack-strip");
+    let Checked { report, json, .. } = check(&lab.c, addr::SERVER, &["--tests", "handshake,http"]);
+    assert_eq!(report.summary.verdicts, vec![Verdict::SynackOptionStripped], "{json:#}");
+    let t = mptcp_test(&report, TestName::Handshake);
+    assert_eq!(t.fallback_reason.as_deref(), Some("MPCapableFallbackSYNACK"));
+    let f = &t.evidence.findings[0];
+    assert_eq!(f.packet, Packet::SynAck);
+    assert_eq!(f.end, End::Client);
     // The server's own account of why its side fell back.
-    let why = t["evidence"]["server"]["fallback_evidence"].to_string();
-    assert!(why.contains("third ACK received without"), "{t:#}");
+    let server = t.evidence.server.as_ref().expect("the server's view");
+    assert!(server.fallback_evidence.iter().any(|w| w.contains("third ACK received without")), "{t:#?}");
 }
 
 #[test]
 fn without_the_observer_it_still_measures_and_says_what_it_cannot_establish() {
-    require_root();
+    skip_unless_e2e!();
     let lab = Lab::up();
     let _srv = serve(&lab);
-    let (report, _) = check(&lab.c, addr::SERVER, &["--tests", "handshake", "--no-observer"]);
-    validate(&report);
-    assert_eq!(report["client"]["observer"], "none");
-    assert_eq!(verdicts(&report["summary"]["verdicts"]), vec!["mptcp_ok"]);
-    let cannot = verdicts(&report["client"]["cannot_establish"]);
-    assert!(cannot.contains(&"synack_option_stripped".to_string()), "{cannot:?}");
+    let Checked { report, .. } = check(&lab.c, addr::SERVER, &["--tests", "handshake", "--no-observer"]);
+    assert_eq!(report.client.observer, ObserverKind::None);
+    assert_eq!(report.summary.verdicts, vec![Verdict::MptcpOk]);
+    let cannot = &report.client.cannot_establish;
+    assert!(cannot.contains(&Verdict::SynackOptionStripped), "{cannot:?}");
 }
 
 #[test]
 fn unreachable_server_is_a_clear_error_with_exit_1() {
-    require_root();
+    skip_unless_e2e!();
     let lab = Lab::up();
     let out = lab.c.cmd(probe_bin()).args(["check", "--server", addr::SERVER, "--json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -173,45 +187,40 @@ fn unreachable_server_is_a_clear_error_with_exit_1() {
 
 #[test]
 fn dropped_mptcp_syns_are_named_and_the_blackhole_state_is_undone() {
-    require_root();
+    skip_unless_e2e!();
     let lab = Lab::up();
     let _srv = serve(&lab);
-    let _mb = scenario::apply(&lab, scenario::named("syn-drop")).unwrap();
-    let (report, _) = check(&lab.c, addr::SERVER, &["--tests", "handshake,http"]);
-    validate(&report);
-    assert_eq!(verdicts(&report["summary"]["verdicts"]), vec!["mptcp_syn_dropped"], "{report:#}");
-    for name in ["handshake", "http"] {
+    let _mb = apply(&lab, "syn-drop");
+    let Checked { report, json, .. } = check(&lab.c, addr::SERVER, &["--tests", "handshake,http"]);
+    assert_eq!(report.summary.verdicts, vec![Verdict::MptcpSynDropped], "{json:#}");
+    for name in [TestName::Handshake, TestName::Http] {
         let t = mptcp_test(&report, name);
-        assert_eq!(t["outcome"], "ok", "the kernel retried without MPTCP: {t:#}");
-        assert_eq!(t["fallback_reason"], "MPCapableSYNTXDrop");
-        assert!(
-            t["evidence"]["findings"][0]["seen"].as_str().unwrap().contains("3 SYN(s) with MP_CAPABLE"),
-            "{t:#}"
-        );
+        assert_eq!(t.outcome, Outcome::Ok, "the kernel retried without MPTCP: {t:#?}");
+        assert_eq!(t.fallback_reason.as_deref(), Some("MPCapableSYNTXDrop"));
+        assert!(t.evidence.findings[0].seen.contains("3 SYN(s) with MP_CAPABLE"), "{t:#?}");
     }
-    let notes = report["client"]["host_state"].to_string();
-    assert!(notes.contains("blackhole"), "{notes}");
+    let notes = &report.client.host_state;
+    assert!(notes.iter().any(|n| n.contains("blackhole")), "{notes:?}");
     // MPTCP is not left disabled: a new connection asks for it again (it is dropped again, so
     // the kernel counts another MP_CAPABLE SYN and no SYN sent without it for being disabled).
     scenario::clear_rules(&lab.m).unwrap();
     let before = nstat(&lab.c, "MPTcpExtMPCapableSYNTXDisabled");
-    let (report, _) = check(&lab.c, addr::SERVER, &["--tests", "handshake"]);
-    assert_eq!(verdicts(&report["summary"]["verdicts"]), vec!["mptcp_ok"], "{report:#}");
+    let Checked { report, json, .. } = check(&lab.c, addr::SERVER, &["--tests", "handshake"]);
+    assert_eq!(report.summary.verdicts, vec![Verdict::MptcpOk], "{json:#}");
     assert_eq!(nstat(&lab.c, "MPTcpExtMPCapableSYNTXDisabled"), before);
 }
 
 #[test]
 fn reset_mptcp_syns_are_named() {
-    require_root();
+    skip_unless_e2e!();
     let lab = Lab::up();
     let _srv = serve(&lab);
-    let _mb = scenario::apply(&lab, scenario::named("syn-reset")).unwrap();
-    let (report, _) = check(&lab.c, addr::SERVER, &["--tests", "handshake"]);
-    validate(&report);
-    assert_eq!(verdicts(&report["summary"]["verdicts"]), vec!["mptcp_reset"], "{report:#}");
-    let t = mptcp_test(&report, "handshake");
-    assert!(t["outcome"] == "refused" || t["outcome"] == "reset", "{t:#}");
-    assert_eq!(report["summary"]["mptcp_usable"], false);
+    let _mb = apply(&lab, "syn-reset");
+    let Checked { report, json, .. } = check(&lab.c, addr::SERVER, &["--tests", "handshake"]);
+    assert_eq!(report.summary.verdicts, vec![Verdict::MptcpReset], "{json:#}");
+    let t = mptcp_test(&report, TestName::Handshake);
+    assert!(matches!(t.outcome, Outcome::Refused | Outcome::Reset), "{t:#?}");
+    assert!(!report.summary.mptcp_usable);
 }
 
 fn nstat(ns: &Netns, counter: &str) -> u64 {
@@ -261,19 +270,19 @@ http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()
 
 #[test]
 fn the_report_is_uploaded_and_a_refused_upload_loses_nothing() {
-    require_root();
+    skip_unless_e2e!();
     let lab = Lab::up();
     let _srv = serve(&lab);
     let dir = mptcp_probe_tests::probe::TempDir::new("upload");
     let _ok = fake_collector(&lab.c, 18081, 201, &dir.0);
-    let (report, stderr) = check(
+    let Checked { json, stderr, .. } = check(
         &lab.c,
         addr::SERVER,
         &["--tests", "handshake", "--upload", "http://127.0.0.1:18081/api/v1/reports"],
     );
     let uploaded: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.0.join("upload.json")).unwrap()).unwrap();
-    assert_eq!(uploaded, report, "the collector got the report as printed");
+    assert_eq!(uploaded, json, "the collector got the report as printed");
     assert!(stderr.contains("\"token\""), "{stderr}");
 
     let _refusing = fake_collector(&lab.c, 18082, 400, &dir.0);
@@ -295,18 +304,18 @@ fn the_report_is_uploaded_and_a_refused_upload_loses_nothing() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refused the report (400 Bad Request)"), "{err}");
-    let printed: Value = serde_json::from_slice(&out.stdout).expect("the report is still printed");
-    assert_eq!(printed["schema"], "mptcp-probe/report/v1");
+    let (printed, _) = read_report(&out.stdout, &err);
+    assert_eq!(printed.schema, SCHEMA, "the report is still printed");
 }
 
 #[test]
 fn the_trace_holds_the_test_connections_headers_only() {
-    require_root();
+    skip_unless_e2e!();
     let lab = Lab::up();
     let _srv = serve(&lab);
     let dir = mptcp_probe_tests::probe::TempDir::new("checkpcap");
     let pcap = dir.0.join("check.pcapng");
-    let (report, _) =
+    let Checked { report, .. } =
         check(&lab.c, addr::SERVER, &["--tests", "handshake,http", "--pcap", pcap.to_str().unwrap()]);
     let frames = mptcp_probe_tests::oracle::frame_lengths(&pcap);
     assert!(!frames.is_empty(), "empty trace");
@@ -314,22 +323,16 @@ fn the_trace_holds_the_test_connections_headers_only() {
         assert_eq!(*cap, ip_hdr + tcp_hdr, "payload in the trace");
         assert!(len >= cap);
     }
-    let port = mptcp_test(&report, "http")["evidence"]["client"]["connections"][0]["local"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse::<u16>()
-        .unwrap();
+    let http = mptcp_test(&report, TestName::Http);
+    let port = http.evidence.client.connections[0].local.expect("the http test's local address").port();
     let packets = mptcp_probe_tests::oracle::decode(&pcap);
     let syn = packets.iter().find(|p| p.src_port == port && p.syn && !p.ack).expect("the http test's SYN");
-    assert_eq!(syn.mptcp, vec![(0, 4)]);
+    assert_eq!(syn.mptcp, vec![(Subtype::MpCapable, 4)]);
 }
 
 #[test]
 fn a_wrong_port_or_another_protocol_version_is_named() {
-    require_root();
+    skip_unless_e2e!();
     let lab = Lab::up();
     let _srv = serve(&lab);
     let run = |args: &[&str]| {
@@ -350,7 +353,7 @@ fn a_wrong_port_or_another_protocol_version_is_named() {
 
 #[test]
 fn an_unprivileged_user_still_gets_a_report_on_socket_and_server_evidence() {
-    require_root();
+    skip_unless_e2e!();
     let lab = Lab::up();
     let _srv = serve(&lab);
     let out = lab
@@ -364,17 +367,14 @@ fn an_unprivileged_user_still_gets_a_report_on_socket_and_server_evidence() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("without the eBPF observer") && stderr.contains("CAP_BPF"), "{stderr}");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    validate(&report);
-    assert_eq!(report["client"]["observer"], "none");
-    assert!(!report["client"]["cannot_establish"].as_array().unwrap().is_empty());
-    assert_eq!(mptcp_test(&report, "http")["verdicts"], serde_json::json!(["mptcp_ok"]));
+    let (report, _) = read_report(&out.stdout, &stderr);
+    assert_eq!(report.client.observer, ObserverKind::None);
+    assert!(!report.client.cannot_establish.is_empty());
+    assert_eq!(mptcp_test(&report, TestName::Http).verdicts, vec![Verdict::MptcpOk]);
     // The join test needs the path manager: not run, and said so, rather than guessed.
-    let join = mptcp_test(&report, "join");
-    assert_eq!(join["outcome"], "error");
-    assert!(
-        join["error"].as_str().unwrap().starts_with("not run: cannot configure the path manager"),
-        "{join:#}"
-    );
-    assert_eq!(join["verdicts"], serde_json::json!([]));
+    let join = mptcp_test(&report, TestName::Join);
+    assert_eq!(join.outcome, Outcome::Error);
+    let error = join.error.as_deref().unwrap_or_default();
+    assert!(error.starts_with("not run: cannot configure the path manager"), "{join:#?}");
+    assert!(join.verdicts.is_empty());
 }

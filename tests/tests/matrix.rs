@@ -1,29 +1,38 @@
 //! The lab's middlebox matrix end to end (root): every scenario, run through `serve` and `check`
 //! in its own lab, gives the verdicts and fallback reason it expects; the strip scenarios'
 //! independent oracle (tshark on the router's interfaces) agrees; the clean path, repeated, gives
-//! no false verdict.
+//! no false verdict. A scenario that cannot run stops the matrix with its cause.
 
 use std::sync::Mutex;
 
 use mptcp_probe_tests::{
-    matrix::{self, Options, Outcome},
-    require_root,
+    matrix::{self, LabBins, Options, Outcome},
     scenario::{self, SCENARIOS},
+    skip_unless_e2e,
 };
 
-/// The two tests load the machine: one at a time, so neither measures the other.
+/// The tests load the machine: one at a time, so none measures another.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Runs a scenario; one that could not run ends the test with its cause (it is no verdict).
+fn run(sc: &'static scenario::Scenario, opts: &Options) -> Outcome {
+    let o = matrix::run(sc, opts, &mut |_, _| {});
+    if let Some(cause) = &o.could_not_run {
+        panic!("{}: could not run: {cause}", sc.name);
+    }
+    o
+}
 
 #[test]
 fn every_scenario_gives_the_verdicts_it_expects() {
-    require_root();
+    skip_unless_e2e!();
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     assert!(SCENARIOS.len() >= 15, "the lab has {} scenarios", SCENARIOS.len());
     let opts = Options::default();
     let outcomes: Vec<Outcome> = SCENARIOS
         .iter()
         .map(|sc| {
-            let o = matrix::run(sc, &opts, &mut |_, _| {});
+            let o = run(sc, &opts);
             eprintln!("{}: {} ({:.1}s)", sc.name, if o.ok() { "agrees" } else { "DISAGREES" }, o.seconds);
             o
         })
@@ -47,13 +56,13 @@ fn every_scenario_gives_the_verdicts_it_expects() {
 
 #[test]
 fn the_clean_path_repeated_gives_no_false_verdict() {
-    require_root();
+    skip_unless_e2e!();
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let repeat: u32 =
         std::env::var("MPTCP_PROBE_CLEAN_REPEATS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let opts = Options { repeat, ..Options::default() };
-    let o = matrix::run(scenario::named("clean"), &opts, &mut |_, _| {});
-    assert_eq!(o.runs.len(), repeat as usize, "{:?}", o.error);
+    let o = run(scenario::named("clean"), &opts);
+    assert_eq!(o.runs.len(), repeat as usize);
     let table = matrix::table(std::slice::from_ref(&o));
     let false_verdicts: Vec<String> = o
         .runs
@@ -68,4 +77,18 @@ fn the_clean_path_repeated_gives_no_false_verdict() {
         false_verdicts.len(),
         false_verdicts.join("\n")
     );
+}
+
+#[test]
+fn a_server_that_exits_at_start_is_a_scenario_that_could_not_run() {
+    skip_unless_e2e!();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    // An executable that exits at once: `serve` never gets ready.
+    let bins = LabBins { probe: "/bin/false".into(), ..LabBins::located() };
+    let o = matrix::run(scenario::named("clean"), &Options { bins, ..Options::default() }, &mut |_, _| {
+        panic!("no check may run without a server")
+    });
+    let cause = o.could_not_run.as_deref().unwrap_or_else(|| panic!("it ran: {o:?}"));
+    assert!(cause.contains("serve exited"), "{cause}");
+    assert!(o.runs.is_empty() && !o.disagrees(), "{o:?}");
 }

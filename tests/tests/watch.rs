@@ -1,44 +1,43 @@
-//! End-to-end scenarios of `mptcp-probe watch` in network namespaces (root needed).
+//! End-to-end scenarios of `mptcp-probe watch` in network namespaces (root needed). Its lines are
+//! read through the data model; tshark's decoding of the same packets is the independent oracle.
 
-use std::{collections::BTreeMap, process::Command, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr, process::Command, time::Duration};
 
+use mptcp_probe_common::counters;
+use mptcp_probe_model::{
+    watch::{OptionRecord, PacketRecord, Why},
+    Direction, Ended, HandshakePacket, MptcpState, Role, Subtype,
+};
 use mptcp_probe_tests::{
     lab::{addr, ifname, sh, Child, Lab, Netns},
     oracle::{self, Capture},
     peer,
     probe::Watcher,
-    require_root, scenario,
+    scenario, skip_unless_e2e,
+    workspace::MIDDLEBOX,
 };
 use serde_json::Value;
 
-const SUBTYPES: [&str; 9] = [
-    "mp_capable",
-    "mp_join",
-    "dss",
-    "add_addr",
-    "remove_addr",
-    "mp_prio",
-    "mp_fail",
-    "mp_fastclose",
-    "mp_tcprst",
-];
-
-/// The packet events of a flow (by client port), in order.
-fn packets_of(out: &mptcp_probe_tests::probe::WatchOutput, port: u16) -> Vec<Value> {
-    out.packets().filter(|p| p["local_port"] == port || p["remote_port"] == port).cloned().collect()
+fn why(p: &PacketRecord, w: Why) -> bool {
+    p.why.contains(&w)
 }
 
-fn why(p: &Value, w: &str) -> bool {
-    p["why"].as_array().map(|a| a.iter().any(|x| x == w)).unwrap_or(false)
+fn mptcp_opt(p: &PacketRecord, subtype: Subtype) -> Option<&OptionRecord> {
+    p.mptcp_options.iter().find(|o| o.subtype == subtype)
 }
 
-fn mptcp_opt<'a>(p: &'a Value, subtype: &str) -> Option<&'a Value> {
-    p["mptcp_options"].as_array()?.iter().find(|o| o["subtype"] == subtype)
+/// The MPTCP option length a handshake packet carried (None: the packet, or the option, is absent).
+fn mptcp_len(p: &Option<HandshakePacket>) -> Option<u8> {
+    p.as_ref().and_then(|p| p.mptcp_len)
+}
+
+fn mptcp_subtype(p: &Option<HandshakePacket>) -> Option<Subtype> {
+    p.as_ref().and_then(|p| p.mptcp)
 }
 
 #[test]
 fn clean_mptcp_transfer_is_seen_with_rfc8684_lengths_and_agrees_with_tshark() {
-    require_root();
+    skip_unless_e2e!();
     let lab = Lab::up();
     let server = format!("{}:8080", addr::SERVER);
     let _srv = peer::server(&lab.s, &server, 1, false);
@@ -54,61 +53,61 @@ fn clean_mptcp_transfer_is_seen_with_rfc8684_lengths_and_agrees_with_tshark() {
     let out = watch.stop();
     assert_eq!(out.exit_code, Some(0), "{}", out.dump());
 
-    let pk = packets_of(&out, 40001);
-    let syn = pk.iter().find(|p| why(p, "syn")).unwrap_or_else(|| panic!("no SYN event\n{}", out.dump()));
-    assert_eq!(syn["direction"], "tx");
-    assert_eq!(mptcp_opt(syn, "mp_capable").expect("MP_CAPABLE on SYN")["len"], 4);
-    let synack = pk.iter().find(|p| why(p, "syn_ack")).expect("SYN/ACK event");
-    assert_eq!(synack["direction"], "rx");
-    assert_eq!(mptcp_opt(synack, "mp_capable").expect("MP_CAPABLE on SYN/ACK")["len"], 12);
-    let ack = pk.iter().find(|p| why(p, "third_ack")).expect("third ACK event");
-    assert_eq!(ack["direction"], "tx");
-    assert_eq!(mptcp_opt(ack, "mp_capable").expect("MP_CAPABLE on third ACK")["len"], 20);
+    let pk = out.packets_with_port(40001);
+    let syn = pk.iter().find(|p| why(p, Why::Syn)).unwrap_or_else(|| panic!("no SYN event\n{}", out.dump()));
+    assert_eq!(syn.direction, Direction::Tx);
+    assert_eq!(mptcp_opt(syn, Subtype::MpCapable).expect("MP_CAPABLE on SYN").len, 4);
+    let synack = pk.iter().find(|p| why(p, Why::SynAck)).expect("SYN/ACK event");
+    assert_eq!(synack.direction, Direction::Rx);
+    assert_eq!(mptcp_opt(synack, Subtype::MpCapable).expect("MP_CAPABLE on SYN/ACK").len, 12);
+    let ack = pk.iter().find(|p| why(p, Why::ThirdAck)).expect("third ACK event");
+    assert_eq!(ack.direction, Direction::Tx);
+    assert_eq!(mptcp_opt(ack, Subtype::MpCapable).expect("MP_CAPABLE on third ACK").len, 20);
     assert!(
-        pk.iter().any(|p| why(p, "first_dss") && mptcp_opt(p, "dss").is_some()),
+        pk.iter().any(|p| why(p, Why::FirstDss) && mptcp_opt(p, Subtype::Dss).is_some()),
         "no DSS event\n{}",
         out.dump()
     );
     assert!(
-        pk.iter().any(|p| mptcp_opt(p, "dss").map(|d| d["data_fin"] == true).unwrap_or(false)),
+        pk.iter().any(|p| mptcp_opt(p, Subtype::Dss).is_some_and(|d| d.data_fin)),
         "no DATA_FIN\n{}",
         out.dump()
     );
 
     let flow = out.flow_with_port(40001);
-    assert_eq!(flow["mptcp"], "established", "{flow}");
-    assert_eq!(flow["role"], "client");
-    assert_eq!(flow["handshake"]["syn"]["mptcp_len"], 4);
-    assert_eq!(flow["handshake"]["syn_ack"]["mptcp_len"], 12);
-    assert_eq!(flow["handshake"]["third_ack"]["mptcp_len"], 20);
-    assert!(flow["fallback_evidence"].as_array().unwrap().is_empty(), "{flow}");
+    assert_eq!(flow.mptcp, MptcpState::Established, "{flow:?}");
+    assert_eq!(flow.role, Role::Client);
+    assert_eq!(mptcp_len(&flow.handshake.syn), Some(4));
+    assert_eq!(mptcp_len(&flow.handshake.syn_ack), Some(12));
+    assert_eq!(mptcp_len(&flow.handshake.third_ack), Some(20));
+    assert!(flow.fallback_evidence.is_empty(), "{flow:?}");
 
     // tshark, decoding the same interface's traffic, must count the same options each way.
-    let mut tshark: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut tshark: BTreeMap<(Direction, Subtype), u64> = BTreeMap::new();
     for p in trace.iter().filter(|p| p.src_port == 40001 || p.dst_port == 40001) {
-        let dir = if p.src_port == 40001 { "tx" } else { "rx" };
+        let dir = if p.src_port == 40001 { Direction::Tx } else { Direction::Rx };
         for (st, _) in &p.mptcp {
-            *tshark.entry((dir, SUBTYPES[*st as usize])).or_default() += 1;
+            *tshark.entry((dir, *st)).or_default() += 1;
         }
     }
-    let mut probe: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-    for dir in ["tx", "rx"] {
-        for (name, n) in flow["options"][dir].as_object().unwrap() {
-            let name = SUBTYPES.iter().find(|s| **s == name).expect("known subtype");
-            probe.insert((dir, name), n.as_u64().unwrap());
+    let mut probe: BTreeMap<(Direction, Subtype), u64> = BTreeMap::new();
+    for dir in [Direction::Tx, Direction::Rx] {
+        for (st, n) in flow.options.get(dir) {
+            probe.insert((dir, *st), u64::from(*n));
         }
     }
     assert!(!tshark.is_empty(), "tshark saw no MPTCP options");
     assert_eq!(probe, tshark, "option counts per direction differ from tshark's");
     // And the handshake lengths agree with tshark's decoding too.
     let ts_syn = trace.iter().find(|p| p.src_port == 40001 && p.syn && !p.ack).expect("tshark SYN");
-    assert_eq!(ts_syn.mptcp, vec![(0, 4)]);
+    assert_eq!(ts_syn.mptcp, vec![(Subtype::MpCapable, 4)]);
     let ts_synack = trace.iter().find(|p| p.dst_port == 40001 && p.syn && p.ack).expect("tshark SYN/ACK");
-    assert_eq!(ts_synack.mptcp, vec![(0, 12)]);
+    assert_eq!(ts_synack.mptcp, vec![(Subtype::MpCapable, 12)]);
 
     let counters = out.counters();
-    assert_eq!(counters["kernel"]["ringbuf_dropped_events"], 0, "{counters}");
-    assert!(counters["kernel"]["packets_inspected"].as_u64().unwrap() > 0);
+    let kernel = |i: u32| counters.kernel.get(counters::NAMES[i as usize]).copied();
+    assert_eq!(kernel(counters::RINGBUF_DROPS), Some(0), "{counters:?}");
+    assert!(kernel(counters::PACKETS_INSPECTED).unwrap_or(0) > 0, "{counters:?}");
 
     // The header-only trace: one frame per reported packet, tshark decodes the same MPTCP
     // handshake from it, and no frame holds a byte of payload.
@@ -121,16 +120,16 @@ fn clean_mptcp_transfer_is_seen_with_rfc8684_lengths_and_agrees_with_tshark() {
     assert!(frames.iter().any(|(c, l, ..)| l > c), "no data segment in the trace");
     let traced = oracle::decode(&pcap);
     let t_syn = traced.iter().find(|p| p.src_port == 40001 && p.syn && !p.ack).expect("SYN in the trace");
-    assert_eq!(t_syn.mptcp, vec![(0, 4)]);
+    assert_eq!(t_syn.mptcp, vec![(Subtype::MpCapable, 4)]);
     assert!(
-        traced.iter().any(|p| p.src_port == 40001 && !p.syn && p.mptcp.contains(&(0, 20))),
+        traced.iter().any(|p| p.src_port == 40001 && !p.syn && p.mptcp.contains(&(Subtype::MpCapable, 20))),
         "third ACK with MP_CAPABLE/20 not in the trace"
     );
 }
 
 #[test]
 fn ipv6_mptcp_flow_is_established() {
-    require_root();
+    skip_unless_e2e!();
     let lab = Lab::up();
     let server = format!("[{}]:8081", addr::SERVER_V6);
     let _srv = peer::server(&lab.s, &server, 1, false);
@@ -140,16 +139,16 @@ fn ipv6_mptcp_flow_is_established() {
     std::thread::sleep(Duration::from_millis(1200));
     let out = watch.stop();
     let flow = out.flow_with_port(40011);
-    assert_eq!(flow["ip_version"], 6, "{flow}");
-    assert_eq!(flow["local_addr"], addr::CLIENT1_V6);
-    assert_eq!(flow["mptcp"], "established", "{flow}");
+    assert_eq!(flow.ip_version, 6, "{flow:?}");
+    assert_eq!(flow.local_addr, addr::CLIENT1_V6.parse::<IpAddr>().unwrap());
+    assert_eq!(flow.mptcp, MptcpState::Established, "{flow:?}");
 }
 
 #[test]
 fn syn_option_stripped_is_fallback_at_the_client_and_a_plain_syn_at_the_server() {
-    require_root();
+    skip_unless_e2e!();
     let lab = Lab::up();
-    let _mb = scenario::apply(&lab, scenario::named("syn-strip")).unwrap();
+    let _mb = scenario::apply(&lab, scenario::named("syn-strip"), &MIDDLEBOX.path()).unwrap();
     let server = format!("{}:8080", addr::SERVER);
     let _srv = peer::server(&lab.s, &server, 1, false);
     let client_watch = Watcher::start(&lab.c, &["--iface", ifname::C1]);
@@ -162,31 +161,28 @@ fn syn_option_stripped_is_fallback_at_the_client_and_a_plain_syn_at_the_server()
     let s = server_watch.stop();
 
     let cf = c.flow_with_port(40002);
-    assert_eq!(cf["mptcp"], "fallback", "{cf}");
-    assert_eq!(cf["handshake"]["syn"]["mptcp"], "mp_capable");
-    assert!(cf["handshake"]["syn_ack"]["mptcp"].is_null(), "{cf}");
-    let ev: Vec<&str> =
-        cf["fallback_evidence"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-    assert_eq!(ev, vec!["SYN sent with MP_CAPABLE, SYN/ACK received without"]);
+    assert_eq!(cf.mptcp, MptcpState::Fallback, "{cf:?}");
+    assert_eq!(mptcp_subtype(&cf.handshake.syn), Some(Subtype::MpCapable));
+    assert_eq!(mptcp_subtype(&cf.handshake.syn_ack), None, "{cf:?}");
+    assert_eq!(cf.fallback_evidence, vec!["SYN sent with MP_CAPABLE, SYN/ACK received without"]);
 
     // The kernel's own counter for this fallback moved in the client's namespace.
-    let mib = &c.counters()["mib_delta"];
-    assert!(mib["MPCapableFallbackSYNACK"].as_u64().unwrap_or(0) >= 1, "{mib}");
+    let mib = &c.counters().mib_delta;
+    assert!(mib.get("MPCapableFallbackSYNACK").copied().unwrap_or(0) >= 1, "{mib:?}");
 
     let sf = s.flow_with_port(40002);
-    assert_eq!(sf["role"], "server");
-    assert_eq!(sf["mptcp"], "not_negotiated", "{sf}");
-    assert!(sf["handshake"]["syn"]["mptcp"].is_null(), "server saw MP_CAPABLE on the SYN: {sf}");
-    let ev: Vec<&str> =
-        sf["fallback_evidence"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-    assert_eq!(ev, vec!["SYN received without MP_CAPABLE"]);
-    let syn = packets_of(&s, 40002).into_iter().find(|p| why(p, "syn")).expect("server SYN event");
-    assert!(mptcp_opt(&syn, "mp_capable").is_none(), "{syn}");
+    assert_eq!(sf.role, Role::Server);
+    assert_eq!(sf.mptcp, MptcpState::NotNegotiated, "{sf:?}");
+    assert_eq!(mptcp_subtype(&sf.handshake.syn), None, "server saw MP_CAPABLE on the SYN: {sf:?}");
+    assert_eq!(sf.fallback_evidence, vec!["SYN received without MP_CAPABLE"]);
+    let packets = s.packets_with_port(40002);
+    let syn = packets.iter().find(|p| why(p, Why::Syn)).expect("server SYN event");
+    assert!(mptcp_opt(syn, Subtype::MpCapable).is_none(), "{syn:?}");
 }
 
 #[test]
 fn unmodified_curl_under_mptcpize_is_seen_as_mptcp() {
-    require_root();
+    skip_unless_e2e!();
     let lab = Lab::up();
     let _http = Child::spawn(
         lab.s
@@ -224,10 +220,10 @@ fn unmodified_curl_under_mptcpize_is_seen_as_mptcp() {
     std::thread::sleep(Duration::from_millis(1200));
     let w = watch.stop();
     let flow = w.flow_with_port(40021);
-    assert_eq!(flow["remote_port"], 80);
-    assert_eq!(flow["mptcp"], "established", "{flow}");
-    assert_eq!(flow["handshake"]["syn"]["mptcp"], "mp_capable");
-    assert!(flow["options"]["rx"]["dss"].as_u64().unwrap_or(0) > 0, "{flow}");
+    assert_eq!(flow.remote_port, 80);
+    assert_eq!(flow.mptcp, MptcpState::Established, "{flow:?}");
+    assert_eq!(mptcp_subtype(&flow.handshake.syn), Some(Subtype::MpCapable));
+    assert!(flow.options.rx.get(&Subtype::Dss).copied().unwrap_or(0) > 0, "{flow:?}");
 }
 
 /// Programs attached to `dev`, by TCX (as the kernel lists them) and by tc (clsact filters).
@@ -247,7 +243,7 @@ fn tc_state(ns: &Netns, dev: &str) -> String {
 
 #[test]
 fn sigint_and_sigterm_detach_every_program() {
-    require_root();
+    skip_unless_e2e!();
     let lab = Lab::up();
     for sig in [libc::SIGINT, libc::SIGTERM] {
         let watch = Watcher::start(&lab.c, &["--iface", ifname::C1, "--iface", ifname::C2]);
@@ -266,7 +262,7 @@ fn sigint_and_sigterm_detach_every_program() {
 
 #[test]
 fn interfaces_that_come_up_later_are_picked_up() {
-    require_root();
+    skip_unless_e2e!();
     let ns = Netns::new(&format!("mpp-late-{}", std::process::id()));
     let mut watch = Watcher::start(&ns, &[]);
     sh(ns.cmd("ip").args(["link", "add", "late0", "type", "veth", "peer", "name", "late1"]));
@@ -285,7 +281,7 @@ fn probe_in(ns: &Netns, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn unknown_interface_is_named_and_exits_1() {
-    require_root();
+    skip_unless_e2e!();
     let ns = Netns::new(&format!("mpp-err-{}", std::process::id()));
     let o = probe_in(&ns, &["watch", "--iface", "nosuch0"]);
     assert_eq!(o.status.code(), Some(1));
@@ -295,7 +291,7 @@ fn unknown_interface_is_named_and_exits_1() {
 
 #[test]
 fn mptcp_disabled_in_the_namespace_is_named() {
-    require_root();
+    skip_unless_e2e!();
     let ns = Netns::new(&format!("mpp-off-{}", std::process::id()));
     ns.sysctl("net.mptcp.enabled=0");
     let o = probe_in(&ns, &["watch", "--iface", "lo"]);
@@ -306,7 +302,7 @@ fn mptcp_disabled_in_the_namespace_is_named() {
 
 #[test]
 fn missing_privileges_name_the_capabilities() {
-    require_root();
+    skip_unless_e2e!();
     let o = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
         .arg(mptcp_probe_tests::probe_bin())
@@ -320,6 +316,7 @@ fn missing_privileges_name_the_capabilities() {
 
 #[test]
 fn usage_errors_exit_2() {
+    skip_unless_e2e!(binaries);
     let o = Command::new(mptcp_probe_tests::probe_bin())
         .args(["watch", "--flow-table-size", "1"])
         .output()
@@ -331,7 +328,7 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn unwritable_trace_file_is_named_before_anything_loads() {
-    require_root();
+    skip_unless_e2e!();
     let ns = Netns::new(&format!("mpp-pcap-{}", std::process::id()));
     let o = probe_in(&ns, &["watch", "--iface", "lo", "--pcap", "/nonexistent-dir/trace.pcapng"]);
     assert_eq!(o.status.code(), Some(1));
@@ -342,7 +339,7 @@ fn unwritable_trace_file_is_named_before_anything_loads() {
 
 #[test]
 fn a_flow_quiet_for_the_idle_timeout_is_summarised_while_still_open() {
-    require_root();
+    skip_unless_e2e!();
     let lab = Lab::up();
     let server = format!("{}:8082", addr::SERVER);
     let _srv = peer::server(&lab.s, &server, 1, false);
@@ -351,9 +348,8 @@ fn a_flow_quiet_for_the_idle_timeout_is_summarised_while_still_open() {
     assert_eq!(res["intact"], true, "{res}");
     std::thread::sleep(Duration::from_millis(1000));
     let out = watch.stop();
-    let idle: Vec<&Value> =
-        out.flows().filter(|f| f["local_port"] == 40031 && f["ended"] == "idle").collect();
+    let idle: Vec<_> = out.flows().filter(|f| f.local_port == 40031 && f.ended == Ended::Idle).collect();
     assert_eq!(idle.len(), 1, "expected one idle summary\n{}", out.dump());
-    assert_eq!(idle[0]["mptcp"], "established");
-    assert_eq!(idle[0]["handshake"]["syn"]["mptcp_len"], 4);
+    assert_eq!(idle[0].mptcp, MptcpState::Established);
+    assert_eq!(mptcp_len(&idle[0].handshake.syn), Some(4));
 }

@@ -5,6 +5,7 @@ use anyhow::{bail, Context as _};
 use mptcp_probe_tests::{
     lab::{self, addr, Lab},
     matrix, scenario,
+    workspace::LAB_BINS,
 };
 
 use crate::measure::{prepare, print_kept, selected};
@@ -38,11 +39,11 @@ pub fn lab(cmd: LabCmd) -> anyhow::Result<()> {
         LabCmd::Up { scenario } => {
             let sc = selected(&scenario.into_iter().collect::<Vec<_>>())?;
             let sc = if sc.len() == 1 { sc[0] } else { scenario::find("clean").expect("clean exists") };
-            prepare("cargo xtask lab up")?;
+            let bins = prepare("cargo xtask lab up")?;
             let l = Lab::up();
             l.server_announces(addr::SERVER_EXTRA, addr::SERVER_EXTRA_V6);
-            let applied = scenario::apply(&l, sc)?;
-            let server = matrix::serve(&l.s)?;
+            let applied = scenario::apply(&l, sc, &bins.middlebox)?;
+            let server = matrix::serve(&l.s, &bins.probe)?;
             let run = matrix::keep(l, applied, server);
             println!("{run}");
             print_kept(&run, sc);
@@ -74,11 +75,9 @@ pub fn lab(cmd: LabCmd) -> anyhow::Result<()> {
             };
             let run = pick(run)?;
             // The project's binaries by name, without installing them.
-            let program = match program.as_str() {
-                "mptcp-probe" | "mptcp-peer" | "mptcp-middlebox" => {
-                    crate::release_bin(program).display().to_string()
-                }
-                p => p.to_string(),
+            let program = match LAB_BINS.iter().find(|b| b.name == program.as_str()) {
+                Some(b) => crate::bin_path(*b).display().to_string(),
+                None => program.to_string(),
             };
             let status = std::process::Command::new("ip")
                 .args(["netns", "exec", &format!("mpp-{run}-{role}"), &program])

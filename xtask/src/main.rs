@@ -12,6 +12,10 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
+use mptcp_probe_tests::{
+    e2e,
+    workspace::{Bin, LAB_BINS},
+};
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "mptcp-probe project tasks")]
@@ -149,8 +153,16 @@ pub fn build_release() -> anyhow::Result<()> {
     run(cargo().args(["build", "--release", "-p", "mptcp-probe", "-p", "mptcp-probe-tests", "--bins"]))
 }
 
-pub fn release_bin(name: &str) -> PathBuf {
-    workspace_root().join("target").join("release").join(name)
+/// A lab binary to run: its variable's path where it is set, else the release build in the
+/// target directory Cargo builds into (the one definition the lab helpers use too, so what
+/// [`build_release`] built is what runs).
+pub fn bin_path(bin: Bin) -> PathBuf {
+    std::env::var_os(bin.env).map(PathBuf::from).unwrap_or_else(|| bin.release())
+}
+
+/// Every lab binary to run, with its variable.
+pub fn lab_bin_paths() -> Vec<(Bin, PathBuf)> {
+    LAB_BINS.iter().map(|b| (*b, bin_path(*b))).collect()
 }
 
 fn require_root(what: &str) -> anyhow::Result<()> {
@@ -160,24 +172,109 @@ fn require_root(what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A check that must pass before the long tests run, with what to do when it does not.
+#[derive(Debug, PartialEq, Eq)]
+struct Gate {
+    what: &'static str,
+    args: &'static [&'static str],
+    fix: &'static str,
+}
+
+/// rustfmt's check: needs nothing but the toolchain.
+const FORMATTING: Gate = Gate {
+    what: "formatting",
+    args: &["fmt", "--all", "--", "--check"],
+    fix: "the diff above is what rustfmt would change: run `cargo fmt --all`",
+};
+
+/// clippy over the user-space crates, warnings as errors (it builds the kernel programs, so it
+/// runs after the set-up).
+const LINTS: Gate = Gate {
+    what: "lints",
+    args: &[
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "mptcp-probe-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ],
+    fix: "fix what clippy reports above (warnings are errors here)",
+};
+
+impl Gate {
+    fn check(&self) -> anyhow::Result<()> {
+        let line = format!("cargo {}", self.args.join(" "));
+        eprintln!("xtask: {} gate: $ {line}", self.what);
+        let status = cargo()
+            .args(self.args)
+            .current_dir(workspace_root())
+            .status()
+            .with_context(|| format!("starting {line}"))?;
+        if !status.success() {
+            bail!("{} gate failed: `{line}` exited with {status}; {}", self.what, self.fix);
+        }
+        Ok(())
+    }
+}
+
+/// One step of `cargo xtask test`.
+#[derive(Debug, PartialEq, Eq)]
+enum TestStep {
+    Gate(&'static Gate),
+    Setup,
+    Build,
+    Fuzz(u32),
+    Tests,
+}
+
+/// The steps in order: the gates that fail in seconds before the build and the long tests; the
+/// fuzz target before the tests, so that the test runner's summary closes the output.
+fn test_plan(fuzz_seconds: u32) -> Vec<TestStep> {
+    let mut plan =
+        vec![TestStep::Gate(&FORMATTING), TestStep::Setup, TestStep::Gate(&LINTS), TestStep::Build];
+    if fuzz_seconds > 0 {
+        plan.push(TestStep::Fuzz(fuzz_seconds));
+    }
+    plan.push(TestStep::Tests);
+    plan
+}
+
 fn test(fuzz_seconds: u32) -> anyhow::Result<()> {
     require_root("cargo xtask test")?;
-    setup::run(&setup::SetupOpts { with_test_tools: true })?;
-    build_release()?;
-    // The fuzz target first, so that the test runner's summary closes the output.
-    if fuzz_seconds > 0 {
-        let max_time = format!("-max_total_time={fuzz_seconds}");
-        run(Command::new("cargo")
-            .args(["+nightly", "fuzz", "run", "parse_options", "--", &max_time])
-            .current_dir(workspace_root().join("fuzz")))?;
+    for step in test_plan(fuzz_seconds) {
+        match step {
+            TestStep::Gate(g) => g.check()?,
+            TestStep::Setup => setup::run(&setup::SetupOpts { with_test_tools: true })?,
+            TestStep::Build => build_release()?,
+            TestStep::Fuzz(seconds) => {
+                let max_time = format!("-max_total_time={seconds}");
+                run(Command::new("cargo")
+                    .args(["+nightly", "fuzz", "run", "parse_options", "--", &max_time])
+                    .current_dir(workspace_root().join("fuzz")))?
+            }
+            TestStep::Tests => run_tests()?,
+        }
     }
+    Ok(())
+}
+
+/// Every test of the workspace, on the release binaries just built; an end-to-end test that
+/// cannot run here fails rather than skips.
+fn tests_command() -> Command {
     let mut cmd = cargo();
     cmd.args(["test", "--release", "--workspace", "--exclude", "mptcp-probe-ebpf"])
-        .env("MPTCP_PROBE_BIN", release_bin("mptcp-probe"))
-        .env("MPTCP_PEER_BIN", release_bin("mptcp-peer"))
-        .env("MPTCP_MIDDLEBOX_BIN", release_bin("mptcp-middlebox"))
-        .current_dir(workspace_root())
-        .stdout(std::process::Stdio::piped());
+        .envs(lab_bin_paths().into_iter().map(|(b, p)| (b.env, p)))
+        .env(e2e::REQUIRE_VAR, "1")
+        .current_dir(workspace_root());
+    cmd
+}
+
+fn run_tests() -> anyhow::Result<()> {
+    let mut cmd = tests_command();
+    cmd.stdout(std::process::Stdio::piped());
     eprintln!("xtask: $ {}", describe(&cmd));
     let mut child = cmd.spawn().context("starting cargo test")?;
     let (mut passed, mut failed) = (0u64, 0u64);
@@ -237,6 +334,52 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn the_binaries_run_are_the_ones_built_where_cargo_builds() {
+        let release = mptcp_probe_tests::target_dir().join("release");
+        for (bin, path) in lab_bin_paths() {
+            if std::env::var_os(bin.env).is_none() {
+                assert_eq!(path, release.join(bin.name));
+            }
+        }
+    }
+
+    #[test]
+    fn formatting_and_lints_gate_the_build_and_the_tests() {
+        let plan = test_plan(20);
+        let at = |s: &TestStep| plan.iter().position(|p| p == s).unwrap();
+        assert_eq!(plan[0], TestStep::Gate(&FORMATTING), "{plan:?}");
+        assert!(
+            at(&TestStep::Setup) < at(&TestStep::Gate(&LINTS)),
+            "clippy builds the kernel programs: {plan:?}"
+        );
+        for long in [TestStep::Build, TestStep::Fuzz(20), TestStep::Tests] {
+            assert!(at(&TestStep::Gate(&LINTS)) < at(&long), "{plan:?}");
+        }
+        assert_eq!(plan.last(), Some(&TestStep::Tests));
+        assert!(!test_plan(0).iter().any(|s| matches!(s, TestStep::Fuzz(_))));
+        assert_eq!(FORMATTING.args.join(" "), "fmt --all -- --check");
+        assert_eq!(
+            LINTS.args.join(" "),
+            "clippy --workspace --exclude mptcp-probe-ebpf --all-targets -- -D warnings"
+        );
+    }
+
+    #[test]
+    fn the_tests_run_on_the_built_binaries_and_may_not_skip() {
+        let cmd = tests_command();
+        let envs: Vec<(String, String)> = cmd
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v?.to_str()?.to_string())))
+            .collect();
+        assert!(envs.contains(&(e2e::REQUIRE_VAR.to_string(), "1".to_string())), "{envs:?}");
+        for (bin, path) in lab_bin_paths() {
+            assert!(envs.contains(&(bin.env.to_string(), path.display().to_string())), "{envs:?}");
+        }
+    }
+
     #[test]
     fn libtest_summary_lines_are_counted() {
         let l =

@@ -1,9 +1,10 @@
 //! `cargo xtask measure`: builds everything, then for every middlebox scenario of the lab creates
 //! the namespaces, applies the middlebox in the router, runs `mptcp-probe serve` and
-//! `mptcp-probe check`, and prints a matrix of expected against observed verdicts.
+//! `mptcp-probe check`, and prints a matrix of expected against observed verdicts. A scenario
+//! that cannot run stops the matrix with its cause: it is not a disagreement.
 
 use std::{
-    io::Write as _,
+    io::Write,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -13,8 +14,9 @@ use std::{
 use anyhow::{bail, Context as _};
 use mptcp_probe_tests::{
     lab::addr,
-    matrix::{self, Options},
+    matrix::{self, LabBins, Options, Outcome},
     scenario::{self, Scenario, SCENARIOS},
+    workspace::{MIDDLEBOX, PROBE},
 };
 
 pub struct MeasureOpts {
@@ -25,16 +27,13 @@ pub struct MeasureOpts {
     pub bulk_bytes: u64,
 }
 
-/// Builds and points the lab helpers at the release binaries.
-pub(crate) fn prepare(what: &str) -> anyhow::Result<()> {
+/// Sets up, builds, and names the binaries the lab runs: `MPTCP_PROBE_BIN` /
+/// `MPTCP_MIDDLEBOX_BIN` where set, else the release builds just made.
+pub(crate) fn prepare(what: &str) -> anyhow::Result<LabBins> {
     crate::require_root(what)?;
     crate::setup::run(&crate::setup::SetupOpts { with_test_tools: false })?;
     crate::build_release()?;
-    // Read by the lab helpers; set before any thread starts.
-    std::env::set_var("MPTCP_PROBE_BIN", crate::release_bin("mptcp-probe"));
-    std::env::set_var("MPTCP_PEER_BIN", crate::release_bin("mptcp-peer"));
-    std::env::set_var("MPTCP_MIDDLEBOX_BIN", crate::release_bin("mptcp-middlebox"));
-    Ok(())
+    Ok(LabBins { probe: crate::bin_path(PROBE), middlebox: crate::bin_path(MIDDLEBOX) })
 }
 
 pub(crate) fn selected(names: &[String]) -> anyhow::Result<Vec<&'static Scenario>> {
@@ -64,35 +63,34 @@ fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-pub fn run(o: MeasureOpts) -> anyhow::Result<()> {
-    let list = selected(&o.scenarios)?;
-    if o.keep && list.len() != 1 {
-        bail!("--keep leaves one lab up to explore: name its scenario with --scenario");
-    }
-    if o.repeat == 0 {
-        bail!("--repeat must be at least 1");
-    }
-    prepare("cargo xtask measure")?;
-    let stop = interrupt_flag()?;
-    let opts =
-        Options { bulk_bytes: o.bulk_bytes, repeat: o.repeat, keep: o.keep, stop: Some(Arc::clone(&stop)) };
-    eprintln!(
-        "measure: {} scenario(s){}, each in its own lab: client {} / {} -- router -- server {}",
-        list.len(),
-        if o.repeat > 1 { format!(" × {} runs", o.repeat) } else { String::new() },
-        addr::CLIENT1,
-        addr::CLIENT2,
-        addr::SERVER
-    );
-    let mut outcomes = Vec::new();
+/// Why the matrix stopped before its last scenario.
+#[derive(Debug)]
+enum Cut {
+    Interrupted,
+    CouldNotRun { scenario: &'static str, cause: String },
+}
+
+/// The scenarios that ran, and why the rest did not.
+struct Measured {
+    outcomes: Vec<Outcome>,
+    total: usize,
+    cut: Option<Cut>,
+}
+
+/// Runs the scenarios in turn, telling `progress` of each; stops at an interruption or at the
+/// first scenario that could not run (the others would not either, or not for their own reasons).
+fn measure(list: &[&'static Scenario], opts: &Options, progress: &mut dyn Write) -> Measured {
+    let stopped = || opts.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
+    let mut m = Measured { outcomes: Vec::new(), total: list.len(), cut: None };
     for (i, sc) in list.iter().enumerate() {
-        if stop.load(Ordering::Relaxed) {
-            bail!("interrupted: labs removed, {} of {} scenarios done", outcomes.len(), list.len());
+        if stopped() {
+            m.cut = Some(Cut::Interrupted);
+            break;
         }
-        eprint!("[{}/{}] {:<22} {} ... ", i + 1, list.len(), sc.name, sc.about);
-        let _ = std::io::stderr().flush();
-        let repeat = o.repeat;
-        let outcome = matrix::run(sc, &opts, &mut |n, r| {
+        let _ = write!(progress, "[{}/{}] {:<22} {} ... ", i + 1, list.len(), sc.name, sc.about);
+        let _ = progress.flush();
+        let repeat = opts.repeat;
+        let outcome = matrix::run(sc, opts, &mut |n, r| {
             if repeat > 1 {
                 eprint!("{}", if r.problems.is_empty() { "." } else { "x" });
                 if n % 50 == 0 {
@@ -101,11 +99,18 @@ pub fn run(o: MeasureOpts) -> anyhow::Result<()> {
                 let _ = std::io::stderr().flush();
             }
         });
-        if stop.load(Ordering::Relaxed) {
-            eprintln!("interrupted");
-            bail!("interrupted: labs removed, {} of {} scenarios done", outcomes.len(), list.len());
+        if stopped() {
+            let _ = writeln!(progress, "interrupted");
+            m.cut = Some(Cut::Interrupted);
+            break;
         }
-        eprintln!(
+        if let Some(cause) = &outcome.could_not_run {
+            let _ = writeln!(progress, "could not run ({:.1}s)", outcome.seconds);
+            m.cut = Some(Cut::CouldNotRun { scenario: sc.name, cause: cause.clone() });
+            break;
+        }
+        let _ = writeln!(
+            progress,
             "{}{} ({:.1}s)",
             if repeat > 1 { " " } else { "" },
             if outcome.ok() { "agrees" } else { "DISAGREES" },
@@ -114,23 +119,61 @@ pub fn run(o: MeasureOpts) -> anyhow::Result<()> {
         if let Some(run) = &outcome.kept {
             print_kept(run, sc);
         }
-        outcomes.push(outcome);
+        m.outcomes.push(outcome);
     }
-    if stop.load(Ordering::Relaxed) {
-        bail!("interrupted: labs removed");
+    m
+}
+
+/// Prints the matrix of the scenarios that ran to `out`; fails when one disagrees, when the
+/// matrix was interrupted, or when a scenario could not run (with its cause).
+fn finish(m: &Measured, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    if let Some(Cut::Interrupted) = m.cut {
+        bail!("interrupted: labs removed, {} of {} scenarios done", m.outcomes.len(), m.total);
     }
-    if o.json {
-        let v: Vec<serde_json::Value> = outcomes.iter().map(|x| x.to_json()).collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"scenarios": v}))?);
-    } else {
-        println!();
-        print!("{}", matrix::table(&outcomes));
+    if !m.outcomes.is_empty() {
+        if json {
+            let v: Vec<serde_json::Value> = m.outcomes.iter().map(|x| x.to_json()).collect();
+            writeln!(out, "{}", serde_json::to_string_pretty(&serde_json::json!({"scenarios": v}))?)?;
+        } else {
+            writeln!(out)?;
+            write!(out, "{}", matrix::table(&m.outcomes))?;
+        }
     }
-    let bad = outcomes.iter().filter(|x| !x.ok()).count();
+    if let Some(Cut::CouldNotRun { scenario, cause }) = &m.cut {
+        bail!(
+            "could not run: scenario {scenario}: {cause}\n(the matrix stops here: {} of {} scenarios done)",
+            m.outcomes.len(),
+            m.total
+        );
+    }
+    let bad = m.outcomes.iter().filter(|x| x.disagrees()).count();
     if bad > 0 {
         bail!("{bad} scenario(s) disagree with what they expect");
     }
     Ok(())
+}
+
+pub fn run(o: MeasureOpts) -> anyhow::Result<()> {
+    let list = selected(&o.scenarios)?;
+    if o.keep && list.len() != 1 {
+        bail!("--keep leaves one lab up to explore: name its scenario with --scenario");
+    }
+    if o.repeat == 0 {
+        bail!("--repeat must be at least 1");
+    }
+    let bins = prepare("cargo xtask measure")?;
+    let stop = interrupt_flag()?;
+    let opts = Options { bins, bulk_bytes: o.bulk_bytes, repeat: o.repeat, keep: o.keep, stop: Some(stop) };
+    eprintln!(
+        "measure: {} scenario(s){}, each in its own lab: client {} / {} -- router -- server {}",
+        list.len(),
+        if o.repeat > 1 { format!(" × {} runs", o.repeat) } else { String::new() },
+        addr::CLIENT1,
+        addr::CLIENT2,
+        addr::SERVER
+    );
+    let measured = measure(&list, &opts, &mut std::io::stderr());
+    finish(&measured, o.json, &mut std::io::stdout())
 }
 
 pub(crate) fn print_kept(run: &str, sc: &Scenario) {
@@ -141,4 +184,39 @@ pub(crate) fn print_kept(run: &str, sc: &Scenario) {
     eprintln!("  cargo xtask lab exec c --run {run} -- mptcp-probe check --server {}", sc.server());
     eprintln!("  cargo xtask lab exec m --run {run} -- tcpdump -ni any tcp");
     eprintln!("  cargo xtask lab down --run {run}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_probe_is_a_scenario_that_could_not_run_not_a_disagreement() {
+        // As `MPTCP_PROBE_BIN=/nonexistent/mptcp-probe cargo xtask measure --scenario clean`.
+        let bins = LabBins {
+            probe: "/nonexistent/mptcp-probe".into(),
+            middlebox: "/nonexistent/mptcp-middlebox".into(),
+        };
+        let opts = Options { bins, ..Options::default() };
+        let list = selected(&["clean".into(), "syn-strip".into()]).unwrap();
+        let mut progress = Vec::new();
+        let m = measure(&list, &opts, &mut progress);
+        let progress = String::from_utf8(progress).unwrap();
+        assert!(progress.contains("[1/2] clean") && progress.contains("could not run"), "{progress}");
+        assert!(
+            !progress.contains("[2/2]"),
+            "the matrix goes on after a scenario that could not run:\n{progress}"
+        );
+        let mut out = Vec::new();
+        let err = format!("{:#}", finish(&m, false, &mut out).unwrap_err());
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            err.starts_with("could not run: scenario clean: mptcp-probe at /nonexistent/mptcp-probe"),
+            "{err}"
+        );
+        assert!(err.contains("No such file or directory"), "{err}");
+        for text in [&progress, &out, &err] {
+            assert!(!text.contains("DISAGREES") && !text.contains("disagree"), "{text}");
+        }
+    }
 }
