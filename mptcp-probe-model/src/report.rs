@@ -312,9 +312,10 @@ pub struct Summary {
 }
 
 /// The overall answer: the verdicts of all tests, the path's conditions, and whether MPTCP works
-/// on the path: every MPTCP test came up over MPTCP (most of the time, where the path reordered
-/// a first flight and the test was run again), no problem was found, and the path did not fail
-/// for plain TCP as well.
+/// on the path as well as plain TCP does there: every MPTCP test whose plain-TCP baseline worked
+/// came up over MPTCP (most of the time, where the path reordered a first flight and the test
+/// was run again) and no problem was found. Tests the path fails for plain TCP too
+/// (`path_broken`) are listed apart and say nothing about MPTCP.
 pub fn summarize(tests: &[TestResult]) -> Summary {
     let mut all: Vec<Verdict> = tests.iter().flat_map(|t| t.verdicts.iter().copied()).collect();
     all.sort();
@@ -322,10 +323,6 @@ pub fn summarize(tests: &[TestResult]) -> Summary {
     let (path_conditions, mut verdicts): (Vec<Verdict>, Vec<Verdict>) =
         all.into_iter().partition(|v| v.is_path_condition());
     let problems = verdicts.iter().any(|v| v.is_problem());
-    let broken = path_conditions.contains(&Verdict::PathBroken);
-    if problems || broken {
-        verdicts.retain(|v| *v != Verdict::MptcpOk);
-    }
     let mut broken_tests: Vec<TestName> =
         tests.iter().filter(|t| t.verdicts.contains(&Verdict::PathBroken)).map(|t| t.name).collect();
     broken_tests.sort();
@@ -333,9 +330,12 @@ pub fn summarize(tests: &[TestResult]) -> Summary {
     let up = |t: &&TestResult| {
         t.mptcp == MptcpState::Established || t.reruns.as_ref().is_some_and(Reruns::mostly_established)
     };
-    let mut mptcp_tests = tests.iter().filter(|t| t.transport == Transport::Mptcp).peekable();
-    let any = mptcp_tests.peek().is_some();
-    let usable = any && !problems && !broken && mptcp_tests.all(|t| up(&t));
+    let comparable: Vec<&TestResult> =
+        tests.iter().filter(|t| t.transport == Transport::Mptcp && !broken_tests.contains(&t.name)).collect();
+    let usable = !comparable.is_empty() && !problems && comparable.iter().all(up);
+    if problems || comparable.is_empty() {
+        verdicts.retain(|v| *v != Verdict::MptcpOk);
+    }
     Summary { verdicts, path_conditions, broken_tests, mptcp_usable: usable }
 }
 
@@ -389,15 +389,20 @@ mod tests {
     }
 
     #[test]
-    fn path_conditions_are_kept_apart_and_a_broken_path_is_not_usable() {
-        let s = summarize(&[
-            t(Transport::Mptcp, MptcpState::Established, vec![Verdict::MptcpOk]),
-            t(Transport::Mptcp, MptcpState::Established, vec![Verdict::PathBroken]),
-            t(Transport::Tcp, MptcpState::NotApplicable, vec![Verdict::PathBroken]),
-        ]);
-        assert_eq!(s.verdicts, Vec::<Verdict>::new(), "no mptcp_ok on a path that fails for TCP too");
+    fn tests_the_path_fails_for_plain_tcp_too_are_listed_apart_and_say_nothing_about_mptcp() {
+        let mut bulk = t(Transport::Mptcp, MptcpState::Established, vec![Verdict::PathBroken]);
+        bulk.name = TestName::Bulk;
+        let mut bulk_tcp = t(Transport::Tcp, MptcpState::NotApplicable, vec![Verdict::PathBroken]);
+        bulk_tcp.name = TestName::Bulk;
+        let echo = t(Transport::Mptcp, MptcpState::Established, vec![Verdict::MptcpOk]);
+        let s = summarize(&[echo, bulk.clone(), bulk_tcp.clone()]);
+        assert_eq!(s.verdicts, vec![Verdict::MptcpOk], "MPTCP works where plain TCP works");
         assert_eq!(s.path_conditions, vec![Verdict::PathBroken]);
-        assert_eq!(s.broken_tests, vec![TestName::Http]);
+        assert_eq!(s.broken_tests, vec![TestName::Bulk]);
+        assert!(s.mptcp_usable);
+        // Broken for every test: nothing to say MPTCP works.
+        let s = summarize(&[bulk, bulk_tcp]);
+        assert!(s.verdicts.is_empty());
         assert!(!s.mptcp_usable);
     }
 

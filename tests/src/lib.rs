@@ -19,12 +19,3 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
-
-/// Panics with a clear message unless running as root. End-to-end tests skip instead, with
-/// [`skip_unless_e2e!`].
-pub fn require_root() {
-    assert!(
-        is_root(),
-        "this end-to-end test needs root (network namespaces, eBPF): run it through `cargo xtask test` as root"
-    );
-}

@@ -76,6 +76,8 @@ impl Options {
 pub struct Run {
     /// The report's summary verdicts, sorted.
     pub observed: Vec<Verdict>,
+    /// Its path conditions, sorted.
+    pub path: Vec<Verdict>,
     /// Fallback reason per MPTCP test that named one.
     pub fallback: BTreeMap<TestName, String>,
     pub seconds: f64,
@@ -107,6 +109,15 @@ fn names(verdicts: &[Verdict]) -> String {
     verdicts.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(",")
 }
 
+/// Path conditions after the verdicts: ` [path_broken]`, or nothing.
+fn with_path(path: &[Verdict]) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", names(path))
+    }
+}
+
 /// A piece of the report as its JSON, for evidence in words.
 fn json_of(v: &impl Serialize) -> String {
     serde_json::to_string(v).unwrap_or_else(|e| format!("<{e}>"))
@@ -134,6 +145,7 @@ impl Outcome {
             "router": sc.commands(),
             "expected": {
                 "verdicts": sc.expect,
+                "path_conditions": sc.path,
                 "fallback": sc.fallback.map(|f| json!({"test": f.test, "reason": f.reason})),
             },
             "agrees": self.ok(),
@@ -147,6 +159,7 @@ impl Outcome {
             "kept_lab": self.kept,
             "runs": self.runs.iter().map(|r| json!({
                 "observed": r.observed,
+                "path_conditions": r.path,
                 "fallback": r.fallback,
                 "seconds": r.seconds,
                 "problems": r.problems,
@@ -189,7 +202,15 @@ pub fn judge(sc: &Scenario, report: &Report) -> Run {
     if observed != expected {
         run.problems.push(format!("verdicts {} (expected {})", names(&observed), names(&expected)));
     }
+    let mut path = report.summary.path_conditions.clone();
+    path.sort();
+    let mut expected_path = sc.path.to_vec();
+    expected_path.sort();
+    if path != expected_path {
+        run.problems.push(format!("path conditions {} (expected {})", names(&path), names(&expected_path)));
+    }
     run.observed = observed;
+    run.path = path;
     let mptcp_tests = || report.tests.iter().filter(|t| t.transport == Transport::Mptcp);
     for t in mptcp_tests() {
         if let Some(r) = &t.fallback_reason {
@@ -472,8 +493,9 @@ pub fn table(outcomes: &[Outcome]) -> String {
     for o in outcomes {
         let sc = o.scenario;
         let expected = format!(
-            "{}{}",
+            "{}{}{}",
             names(sc.expect),
+            with_path(sc.path),
             sc.fallback.map(|f| format!(" ({}: {})", f.test, f.reason)).unwrap_or_default()
         );
         let observed = if o.could_not_run.is_some() {
@@ -481,9 +503,8 @@ pub fn table(outcomes: &[Outcome]) -> String {
         } else {
             let mut counts: BTreeMap<String, u32> = BTreeMap::new();
             for r in &o.runs {
-                *counts
-                    .entry(if r.observed.is_empty() { "-".into() } else { names(&r.observed) })
-                    .or_default() += 1;
+                let seen = if r.observed.is_empty() { "-".into() } else { names(&r.observed) };
+                *counts.entry(seen + &with_path(&r.path)).or_default() += 1;
             }
             counts
                 .iter()

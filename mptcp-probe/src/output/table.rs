@@ -184,9 +184,17 @@ mod tests {
         let broken =
             test(TestName::Bulk, Transport::Tcp, MptcpState::NotApplicable, vec![Verdict::PathBroken]);
         let t = super::table(&report(vec![reordered, broken]));
-        assert!(t.contains("MPTCP cannot be said to work on this path to 203.0.113.2"), "{t}");
+        assert!(t.contains("MPTCP works on this path to 203.0.113.2"), "most runs of http were MPTCP: {t}");
         assert!(t.contains("The path fails for plain TCP as well (bulk)"), "{t}");
         assert!(t.contains("run again: http: MPTCP in 2 of 3 runs"), "{t}");
         assert!(t.contains("The time budget (300 s) cut short or left out: ftp."), "{t}");
+    }
+
+    #[test]
+    fn a_path_broken_for_every_test_is_not_said_to_work() {
+        let broken =
+            test(TestName::Bulk, Transport::Tcp, MptcpState::NotApplicable, vec![Verdict::PathBroken]);
+        let t = super::table(&report(vec![broken]));
+        assert!(t.contains("MPTCP cannot be said to work on this path to 203.0.113.2"), "{t}");
     }
 }

@@ -315,7 +315,7 @@ mod tests {
     /// The quick bench runs end to end and produces every figure; no threshold is checked.
     #[test]
     fn quick_bench_produces_every_figure() {
-        mptcp_probe_tests::require_root();
+        mptcp_probe_tests::skip_unless_e2e!();
         let r = bench(&Config::quick(), &bins()).expect("the quick bench runs");
         let v = serde_json::to_value(&r).expect("the report serialises");
         let bad = |p: &str, why: &str| -> ! { panic!("figure {p} {why}; report:\n{v:#}") };
