@@ -1,5 +1,15 @@
 //! Configuration user space hands to the kernel programs as read-only globals.
 
+/// What the TC programs report (the `EVENT_LEVEL` global).
+pub mod level {
+    /// Every packet that matters: handshakes, the first DSS each way, every non-DSS MPTCP option,
+    /// FIN, RST, with their headers (for traces and per-packet output).
+    pub const ALL: u8 = 0;
+    /// Only what went wrong ([`crate::event::why::FLOWS_LEVEL`]) and the end of each flow,
+    /// without headers: for flow summaries and counts.
+    pub const FLOWS: u8 = 1;
+}
+
 /// Field offsets read from the tracepoint format files at start-up; `u16::MAX` means absent.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -69,6 +69,14 @@ pub mod why {
     /// FIN or RST of a flow the flow table does not hold (evicted, or older than the observer):
     /// user space learns at once that a flow it knows has ended.
     pub const UNTRACKED: u16 = 0x0800;
+    /// This packet ended the flow: the second FIN (one each way), or a RST.
+    pub const FLOW_END: u16 = 0x1000;
+    /// MP_FAIL, MP_FASTCLOSE or MP_TCPRST.
+    pub const PROBLEM_OPTION: u16 = 0x2000;
+    /// What is reported at the [`crate::config::level::FLOWS`] event level: what went wrong, and
+    /// the end of a flow (user space then reads the flow's state).
+    pub const FLOWS_LEVEL: u16 =
+        INFINITE_MAPPING | DATA_WITHOUT_DSS | RST | MALFORMED | UNTRACKED | FLOW_END | PROBLEM_OPTION;
 }
 
 /// TCP header flag bits as on the wire.

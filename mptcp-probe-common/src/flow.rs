@@ -81,25 +81,29 @@ pub const HS_SYN_ACK: usize = 1;
 pub const HS_THIRD_ACK: usize = 2;
 
 /// Per-flow state. Per-direction arrays are indexed by [`crate::event::direction`] (`INGRESS`
-/// 0, `EGRESS` 1). Counters are updated with atomic adds; the small per-direction flags are plain
-/// byte stores written from one direction's path each.
+/// 0, `EGRESS` 1). The hot counters (packets, bytes, segments, DSS) are 32 or 64 bits wide and
+/// updated with atomic adds; the others are small and rare (saturating 16-bit counts, flags written
+/// from one direction's path each). Kept small: the table holds one per tracked flow.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FlowState {
     pub first_ns: u64,
     pub last_ns: u64,
-    pub packets: [u32; 2],
     pub payload_bytes: [u64; 2],
+    pub packets: [u32; 2],
     /// Data segments as they are on the wire: a GSO/GRO packet counts the segments it stands for
     /// (`gso_segs`), so both ends count alike whatever their offloads.
     pub data_segments: [u32; 2],
-    /// Largest data segment (the GSO segment size for GSO/GRO packets).
-    pub max_segment: [u32; 2],
-    /// MPTCP options per subtype slot and direction: `options[dir][slot]`.
-    pub options: [[u32; SUBTYPE_SLOTS]; 2],
+    /// DSS options, the common one, counted apart from the other subtypes.
+    pub dss: [u32; 2],
     pub data_without_dss: [u32; 2],
-    pub infinite_mappings: [u32; 2],
-    pub malformed: [u32; 2],
+    /// The other MPTCP options per subtype slot and direction: `options[dir][slot]` (the DSS
+    /// slot stays 0; see [`FlowState::option_count`]).
+    pub options: [[u16; SUBTYPE_SLOTS]; 2],
+    /// Largest data segment (the GSO segment size for GSO/GRO packets).
+    pub max_segment: [u16; 2],
+    pub infinite_mappings: [u16; 2],
+    pub malformed: [u16; 2],
     pub handshake: [HandshakeOpt; 3],
     /// Direction of the SYN (the initiator's), [`crate::proto::NONE_U8`] until a SYN was seen.
     pub syn_direction: u8,
@@ -115,9 +119,70 @@ pub struct FlowState {
     pub _pad: [u8; 3],
 }
 
+impl FlowState {
+    /// MPTCP options of a subtype slot seen in a direction.
+    pub fn option_count(&self, dir: usize, slot: usize) -> u32 {
+        if slot == crate::options::subtype::DSS as usize {
+            self.dss.get(dir).copied().unwrap_or(0)
+        } else {
+            self.options.get(dir).and_then(|row| row.get(slot)).copied().unwrap_or(0) as u32
+        }
+    }
+
+    /// Adds what a CPU's accumulator holds of this flow (user space: the flow as it is now).
+    pub fn add(&mut self, acc: &FlowAcc) {
+        for d in 0..2 {
+            self.payload_bytes[d] = self.payload_bytes[d].wrapping_add(acc.payload_bytes[d]);
+            self.packets[d] = self.packets[d].wrapping_add(acc.packets[d]);
+            self.data_segments[d] = self.data_segments[d].wrapping_add(acc.data_segments[d]);
+            self.dss[d] = self.dss[d].wrapping_add(acc.dss[d]);
+            if acc.max_segment[d] > self.max_segment[d] {
+                self.max_segment[d] = acc.max_segment[d];
+            }
+        }
+        if acc.last_ns > self.last_ns {
+            self.last_ns = acc.last_ns;
+        }
+    }
+}
+
+/// A CPU's running totals for the flow whose steady data segments it saw last. The TC programs
+/// add a steady DSS segment (no SYN/FIN/RST, no option but timestamps and one well-formed DSS, no
+/// infinite mapping, no DATA_FIN, on a flow whose handshake and first DSS were already seen) here
+/// instead of in the shared flow table: no hash lookup, no atomic add on a cache line other CPUs
+/// write. The totals go to the flow table when the CPU sees another flow, every
+/// [`FLOW_ACC_FLUSH_EVERY`] packets, and before the slow path handles a packet of the same flow.
+/// User space adds the totals of every CPU whose `key` is a flow's when it reads that flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FlowAcc {
+    pub key: FlowKey,
+    /// Bumped whenever the totals go to the flow table: a reader that sees the same epoch before
+    /// and after reading the table has not counted anything twice or missed it.
+    pub epoch: u64,
+    /// `bpf_ktime_get_coarse_ns` of the last packet added.
+    pub last_ns: u64,
+    pub payload_bytes: [u64; 2],
+    pub packets: [u32; 2],
+    pub data_segments: [u32; 2],
+    pub dss: [u32; 2],
+    pub max_segment: [u16; 2],
+    /// Packets added since the totals last went to the table.
+    pub pending: u16,
+    /// 1: the flow's steady segments carry DSS (an MPTCP flow); 0: they carry no MPTCP option (a
+    /// plain TCP flow). A segment of the other kind takes the slow path.
+    pub mptcp: u8,
+    pub _pad: u8,
+}
+
+/// How many packets a CPU's accumulator takes before its totals go to the flow table: bounds how
+/// stale the table is (for the idle sweep) and how long an evicted flow goes unnoticed.
+pub const FLOW_ACC_FLUSH_EVERY: u16 = 64;
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: repr(C) plain data; every bit pattern is valid.
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowState {}
+    unsafe impl aya::Pod for super::FlowAcc {}
 }

@@ -15,9 +15,10 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray, RingBuf},
 };
 use mptcp_probe_common::{
+    config::level,
     counters::COUNTERS_LEN,
     event::{MappingEvent, PacketEvent},
-    flow::{FlowKey, FlowState},
+    flow::{FlowAcc, FlowKey, FlowState},
 };
 
 /// All events, one ring buffer shared by every program.
@@ -31,6 +32,22 @@ static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(6553
 /// Global counters, one slot per [`mptcp_probe_common::counters`] index, per CPU.
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+
+/// Each CPU's running totals of the flow whose steady data segments it saw last (the fast path;
+/// see [`FlowAcc`]).
+#[map]
+static FLOW_ACC: PerCpuArray<FlowAcc> = PerCpuArray::with_max_entries(1, 0);
+
+/// What the TC programs report ([`level`]); user space sets it before loading.
+#[unsafe(no_mangle)]
+static EVENT_LEVEL: u8 = level::ALL;
+
+/// The event level, read so that the compiler does not fold the default.
+#[inline(always)]
+fn event_level() -> u8 {
+    // SAFETY: a global set by the loader before load; volatile keeps its value a run-time one.
+    unsafe { core::ptr::read_volatile(&EVENT_LEVEL) }
+}
 
 /// A zeroed flow state used as the initial value of new entries (never written).
 #[map]
@@ -75,6 +92,13 @@ fn count_n(index: u32, n: u64) {
 fn now_ns() -> u64 {
     // SAFETY: helper without arguments.
     unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }
+}
+
+/// The coarse clock (the last tick): cheaper, good enough for "when was this flow last seen".
+#[inline(always)]
+fn coarse_ns() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() }
 }
 
 #[inline(always)]

@@ -5,11 +5,16 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use mptcp_probe_common::{
+    config::level,
     counters,
     event::{direction, tcp_flags, why, EventHeader, EventKind, PacketEvent, EVENT_VERSION, HEADER_BYTES},
-    flow::{self, hs_seen, FlowState, HandshakeOpt, HS_SYN, HS_SYN_ACK, HS_THIRD_ACK},
+    flow::{
+        self, hs_seen, FlowAcc, FlowKey, FlowState, HandshakeOpt, FLOW_ACC_FLUSH_EVERY, HS_SYN, HS_SYN_ACK,
+        HS_THIRD_ACK,
+    },
     options::{
         dss, opt_flags, parse_tcp_options_in, subtype, TcpOptions, MAX_MPTCP_OPTIONS, MAX_OPTION_BYTES,
+        TCPOPT_MPTCP, TCPOPT_NOP, TCPOPT_TIMESTAMP,
     },
     proto::{
         ETH_P_IP, ETH_P_IPV6, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ROUTING,
@@ -17,7 +22,9 @@ use mptcp_probe_common::{
     },
 };
 
-use crate::{count, cpu, now_ns, Scratch, EVENTS, FLOWS, FLOW_INIT, SCRATCH};
+use crate::{
+    coarse_ns, count, cpu, event_level, now_ns, Scratch, EVENTS, FLOWS, FLOW_ACC, FLOW_INIT, SCRATCH,
+};
 
 /// Continue with the next program / default action (TCX_NEXT, TC_ACT_UNSPEC).
 const TC_NEXT: i32 = -1;
@@ -72,15 +79,223 @@ fn observe<const DIR: u8, const L2: bool>(ctx: &TcContext) {
     if parse::<DIR, L2>(ctx, proto, sc).is_none() {
         return;
     }
+    if absorb::<DIR>(ctx, sc) {
+        return;
+    }
+    // The slow path: this CPU's totals of the flow go to the table first, so that the state the
+    // slow path updates and reports is whole.
+    flush_if(&sc.ev.flow);
     copy_options(ctx, sc);
     let copied = reload(&sc.copied) as usize;
     let opt_len = reload(&sc.opt_len) as usize;
     sc.ev.opts = TcpOptions::empty();
     parse_tcp_options_in(&sc.buf, copied, copied < opt_len, &mut sc.ev.opts, &mut sc.walk);
     let w = track::<DIR>(&mut sc.ev);
-    if w != 0 {
-        emit::<L2>(ctx, sc, w);
+    let level = event_level();
+    if w != 0 && (level == level::ALL || w & why::FLOWS_LEVEL != 0) {
+        emit::<L2>(ctx, sc, w, level == level::ALL);
     }
+}
+
+/// The fast path: a steady segment (see [`FlowAcc`]) is added to this CPU's totals for its flow,
+/// without the option walk, the flow-table lookup or an atomic add. True when it was. Steady: one
+/// well-formed DSS on an MPTCP flow past its handshake and first DSS this way, or no MPTCP option
+/// at all on a plain TCP flow.
+#[inline(always)]
+fn absorb<const DIR: u8>(ctx: &TcContext, sc: &mut Scratch) -> bool {
+    if sc.ev.tcp_flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) != 0 {
+        return false;
+    }
+    let Some(dss) = steady_segment(ctx, sc) else { return false };
+    let Some(acc) = FLOW_ACC.get_ptr_mut(0) else { return false };
+    // SAFETY: this CPU's slot; only this program invocation touches it while it runs.
+    let acc = unsafe { &mut *acc };
+    let d = DIR as usize & 1;
+    if !same_key(&acc.key, &sc.ev.flow) {
+        // Another flow: the totals so far go to the table; this one is taken on only when the
+        // table says it is past its handshake and first DSS this way.
+        flush(acc);
+        let Some(st) = FLOWS.get_ptr(&sc.ev.flow) else { return false };
+        // SAFETY: a map value, read only.
+        let st = unsafe { &*st };
+        let handshake_done = st.handshake[HS_THIRD_ACK].seen != 0 || st.handshake[HS_SYN_ACK].seen == 0;
+        let steady = if dss == 0 {
+            // Data without DSS on an MPTCP flow is for the slow path to count and report.
+            st.negotiated == 0
+        } else {
+            st.first_dss_sent.get(d).copied().unwrap_or(0) != 0
+        };
+        if !handshake_done || !steady {
+            return false;
+        }
+        acc.key = sc.ev.flow;
+        acc.mptcp = (dss != 0) as u8;
+    } else if (dss == 0) != (acc.mptcp == 0) {
+        // A segment without DSS on this MPTCP flow, or with one on this plain flow.
+        return false;
+    }
+    let ev = &sc.ev;
+    if let Some(p) = acc.packets.get_mut(d) {
+        *p = p.wrapping_add(1);
+    }
+    if let Some(p) = acc.dss.get_mut(d) {
+        *p = p.wrapping_add(dss);
+    }
+    if let Some(p) = acc.payload_bytes.get_mut(d) {
+        *p = p.wrapping_add(ev.payload_len as u64);
+    }
+    if ev.payload_len > 0 {
+        if let Some(p) = acc.data_segments.get_mut(d) {
+            *p = p.wrapping_add(ev.wire_segments as u32);
+        }
+        if let Some(m) = acc.max_segment.get_mut(d) {
+            if ev.segment_size > *m {
+                *m = ev.segment_size;
+            }
+        }
+    }
+    acc.last_ns = coarse_ns();
+    acc.pending += 1;
+    if acc.pending >= FLOW_ACC_FLUSH_EVERY {
+        flush(acc);
+    }
+    true
+}
+
+/// Whether the segment's options are timestamps (or nothing), then either nothing more or one
+/// well-formed DSS with no DATA_FIN and no infinite mapping, then padding; read straight from the
+/// packet. Some(n): the count of DSS options it carries (0 or 1).
+#[inline(always)]
+fn steady_segment(ctx: &TcContext, sc: &Scratch) -> Option<u32> {
+    let data = ctx.data();
+    let end = ctx.data_end();
+    let tcp_off = reload(&sc.tcp_off) as usize;
+    let opt_len = reload(&sc.opt_len) as usize;
+    if tcp_off > MAX_HEADER_OFFSET || opt_len > MAX_OPTION_BYTES {
+        return None;
+    }
+    if opt_len == 0 {
+        return Some(0);
+    }
+    if opt_len < 4 {
+        return None;
+    }
+    let opts = data + tcp_off + 20;
+    let first = read::<4>(opts, end)?;
+    // NOP NOP TS as Linux writes it, or the DSS first.
+    let at = if first == [TCPOPT_NOP, TCPOPT_NOP, TCPOPT_TIMESTAMP, 10] { 12 } else { 0 };
+    if at == opt_len {
+        return Some(0);
+    }
+    let h = read::<4>(opts + at, end)?;
+    let (len, flags) = (h[1] as usize, h[3]);
+    if h[0] != TCPOPT_MPTCP || h[2] >> 4 != subtype::DSS || flags & dss::DATA_FIN != 0 {
+        return None;
+    }
+    let ack = if flags & dss::DATA_ACK == 0 {
+        0
+    } else if flags & dss::DATA_ACK_8 != 0 {
+        8
+    } else {
+        4
+    };
+    let mapping = flags & dss::MAPPING != 0;
+    let dsn = if flags & dss::DSN_8 != 0 { 8 } else { 4 };
+    let want = 4 + ack + if mapping { dsn + 6 } else { 0 };
+    // With a mapping, the checksum may follow.
+    if len != want && !(mapping && len == want + 2) {
+        return None;
+    }
+    // Only padding after it: nothing at all, or the two NOPs Linux writes after a 26-byte DSS.
+    let rest = opt_len.checked_sub(at + len)?;
+    if rest == 2 {
+        let pad = read::<2>(opts + at + len, end)?;
+        if pad != [TCPOPT_NOP, TCPOPT_NOP] {
+            return None;
+        }
+    } else if rest != 0 {
+        return None;
+    }
+    if mapping && sc.ev.payload_len > 0 {
+        // A data-level length of 0 on a segment with data is an infinite mapping.
+        let dll = read::<2>(opts + at + 4 + ack + dsn + 4, end)?;
+        if dll == [0, 0] {
+            return None;
+        }
+    }
+    Some(1)
+}
+
+/// Two flow keys are the same: compared as ten words.
+#[inline(always)]
+fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
+    // SAFETY: FlowKey is 40 bytes of plain data with its padding zeroed and 4-byte alignment.
+    let (a, b) =
+        unsafe { (&*(a as *const FlowKey as *const [u32; 10]), &*(b as *const FlowKey as *const [u32; 10])) };
+    let mut i = 0;
+    while i < 10 {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Before the slow path handles a packet of `key`: this CPU's totals of that flow go to the table.
+#[inline(always)]
+fn flush_if(key: &FlowKey) {
+    let Some(acc) = FLOW_ACC.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's slot.
+    let acc = unsafe { &mut *acc };
+    if same_key(&acc.key, key) {
+        flush(acc);
+    }
+}
+
+/// Adds a CPU's totals to its flow's entry and starts them again (a flow the table evicted
+/// meanwhile loses them, as it loses the rest of its state; its next packets take the slow path).
+#[inline(always)]
+fn flush(acc: &mut FlowAcc) {
+    if acc.pending == 0 {
+        return;
+    }
+    if let Some(st) = FLOWS.get_ptr_mut(&acc.key) {
+        // SAFETY: a map value of this flow; counters are added atomically.
+        let s = unsafe { &mut *st };
+        for d in 0..2 {
+            if let (Some(t), Some(v)) = (s.packets.get_mut(d), acc.packets.get(d)) {
+                add32n(t, *v);
+            }
+            if let (Some(t), Some(v)) = (s.dss.get_mut(d), acc.dss.get(d)) {
+                add32n(t, *v);
+            }
+            if let (Some(t), Some(v)) = (s.data_segments.get_mut(d), acc.data_segments.get(d)) {
+                add32n(t, *v);
+            }
+            if let (Some(t), Some(v)) = (s.payload_bytes.get_mut(d), acc.payload_bytes.get(d)) {
+                add64(t, *v);
+            }
+            if let (Some(t), Some(v)) = (s.max_segment.get_mut(d), acc.max_segment.get(d)) {
+                if *v > *t {
+                    *t = *v;
+                }
+            }
+        }
+        if acc.last_ns > s.last_ns {
+            s.last_ns = acc.last_ns;
+        }
+    } else {
+        // Evicted: the next packet of this flow must not be taken on without the table.
+        acc.key = FlowKey::default();
+    }
+    acc.packets = [0; 2];
+    acc.dss = [0; 2];
+    acc.data_segments = [0; 2];
+    acc.payload_bytes = [0; 2];
+    acc.max_segment = [0; 2];
+    acc.pending = 0;
+    acc.epoch = acc.epoch.wrapping_add(1);
 }
 
 /// Reads a scratch field back from map memory. Volatile, so the optimiser cannot forward the
@@ -399,8 +614,8 @@ fn count_segment<const DIR: u8>(s: &mut FlowState, seg: &PacketEvent) -> u16 {
             add32n(p, seg.wire_segments as u32);
         }
         if let Some(m) = s.max_segment.get_mut(d) {
-            if (seg.segment_size as u32) > *m {
-                *m = seg.segment_size as u32;
+            if seg.segment_size > *m {
+                *m = seg.segment_size;
             }
         }
     }
@@ -409,7 +624,7 @@ fn count_segment<const DIR: u8>(s: &mut FlowState, seg: &PacketEvent) -> u16 {
     }
     count(counters::MALFORMED_OPTIONS);
     if let Some(p) = s.malformed.get_mut(d) {
-        add32(p);
+        *p = p.saturating_add(1);
     }
     why::MALFORMED
 }
@@ -460,14 +675,19 @@ fn mptcp_options<const DIR: u8>(s: &mut FlowState, seg: &PacketEvent) -> (u16, b
             Some(o) => o,
             None => break,
         };
-        if let Some(row) = s.options.get_mut(d) {
-            if let Some(p) = row.get_mut(flow::subtype_slot(o.subtype)) {
-                add32(p);
+        if o.subtype != subtype::DSS {
+            if let Some(row) = s.options.get_mut(d) {
+                if let Some(p) = row.get_mut(flow::subtype_slot(o.subtype)) {
+                    *p = p.saturating_add(1);
+                }
             }
         }
         match o.subtype {
             subtype::DSS => {
                 mapped = true;
+                if let Some(p) = s.dss.get_mut(d) {
+                    add32(p);
+                }
                 if let Some(sent) = s.first_dss_sent.get_mut(d) {
                     if *sent == 0 {
                         *sent = 1;
@@ -477,7 +697,7 @@ fn mptcp_options<const DIR: u8>(s: &mut FlowState, seg: &PacketEvent) -> (u16, b
                 if o.is_infinite_mapping(seg.payload_len) {
                     w |= why::INFINITE_MAPPING;
                     if let Some(p) = s.infinite_mappings.get_mut(d) {
-                        add32(p);
+                        *p = p.saturating_add(1);
                     }
                 }
                 if o.flags & dss::DATA_FIN != 0 {
@@ -496,9 +716,10 @@ fn mptcp_options<const DIR: u8>(s: &mut FlowState, seg: &PacketEvent) -> (u16, b
                 }
             }
             subtype::MP_TCPRST => {
-                w |= why::MPTCP_OPTION;
+                w |= why::MPTCP_OPTION | why::PROBLEM_OPTION;
                 s.tcprst_reason = o.reason;
             }
+            subtype::MP_FAIL | subtype::MP_FASTCLOSE => w |= why::MPTCP_OPTION | why::PROBLEM_OPTION,
             _ => w |= why::MPTCP_OPTION,
         }
     }
@@ -526,7 +747,7 @@ fn endings<const DIR: u8>(s: &mut FlowState, seg: &PacketEvent, mapped: bool) ->
         }
     }
     if f & tcp_flags::RST != 0 {
-        w |= why::RST;
+        w |= why::RST | why::FLOW_END;
         if let Some(r) = s.rst.get_mut(d) {
             *r = 1;
         }
@@ -536,12 +757,16 @@ fn endings<const DIR: u8>(s: &mut FlowState, seg: &PacketEvent, mapped: bool) ->
         if let Some(r) = s.fin.get_mut(d) {
             *r = 1;
         }
+        if s.fin.get(d ^ 1).copied().unwrap_or(0) != 0 {
+            w |= why::FLOW_END;
+        }
     }
     w
 }
 
+/// Reports the packet; with `headers`, its network and TCP headers too (for traces).
 #[inline(always)]
-fn emit<const L2: bool>(ctx: &TcContext, sc: &mut Scratch, w: u16) {
+fn emit<const L2: bool>(ctx: &TcContext, sc: &mut Scratch, w: u16, headers: bool) {
     let l2 = if L2 { ETH_HLEN } else { 0 };
     // Network and TCP headers only: from the IP header to the end of the TCP options.
     let tcp_off = reload(&sc.tcp_off) as usize;
@@ -551,7 +776,7 @@ fn emit<const L2: bool>(ctx: &TcContext, sc: &mut Scratch, w: u16) {
         n = HEADER_BYTES;
     }
     let total = ctx.len() as usize;
-    if n == 0 || l2 + n > total {
+    if !headers || n == 0 || l2 + n > total {
         n = 0;
     } else if let Some(dst) = sc.ev.headers.get_mut(..n) {
         // A bounded, non-zero length: the form bpf_skb_load_bytes accepts.

@@ -78,14 +78,45 @@ impl Ended {
     }
 }
 
-/// A value per direction as seen from this host.
+/// A value that a compact summary leaves out when it is nothing: zero, false, empty.
+pub trait Nothing {
+    fn is_nothing(&self) -> bool;
+}
+
+impl Nothing for u32 {
+    fn is_nothing(&self) -> bool {
+        *self == 0
+    }
+}
+
+impl Nothing for u64 {
+    fn is_nothing(&self) -> bool {
+        *self == 0
+    }
+}
+
+impl Nothing for bool {
+    fn is_nothing(&self) -> bool {
+        !*self
+    }
+}
+
+impl<K, V> Nothing for BTreeMap<K, V> {
+    fn is_nothing(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+/// A value per direction as seen from this host. Left out of the JSON where it is nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PerDirection<T> {
+pub struct PerDirection<T: Nothing + Default> {
+    #[serde(default, skip_serializing_if = "Nothing::is_nothing")]
     pub tx: T,
+    #[serde(default, skip_serializing_if = "Nothing::is_nothing")]
     pub rx: T,
 }
 
-impl<T> PerDirection<T> {
+impl<T: Nothing + Default> PerDirection<T> {
     pub fn get(&self, d: Direction) -> &T {
         match d {
             Direction::Tx => &self.tx,
@@ -94,28 +125,49 @@ impl<T> PerDirection<T> {
     }
 }
 
+impl<T: Nothing + Default> Nothing for PerDirection<T> {
+    fn is_nothing(&self) -> bool {
+        self.tx.is_nothing() && self.rx.is_nothing()
+    }
+}
+
 /// What one handshake packet carried.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HandshakePacket {
     pub direction: Direction,
-    /// MP_CAPABLE, MP_JOIN or null.
+    /// MP_CAPABLE or MP_JOIN; absent: no MPTCP option.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mptcp: Option<Subtype>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mptcp_len: Option<u8>,
     /// MP_CAPABLE's version and flag byte, as on the wire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mptcp_version: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mptcp_flags: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mss: Option<u16>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The handshake packets seen (absent: not seen).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handshake {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub syn: Option<HandshakePacket>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub syn_ack: Option<HandshakePacket>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub third_ack: Option<HandshakePacket>,
 }
 
+impl Handshake {
+    fn is_empty(&self) -> bool {
+        self.syn.is_none() && self.syn_ack.is_none() && self.third_ack.is_none()
+    }
+}
+
+/// A flow's summary. The JSON is compact: a field that is nothing (zero, false, empty, not seen)
+/// is left out.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowSummary {
     /// Network namespace inode of the observer.
@@ -130,35 +182,139 @@ pub struct FlowSummary {
     pub subflow: Subflow,
     /// Established, fallback or not negotiated (never not_applicable).
     pub mptcp: MptcpState,
+    #[serde(default, skip_serializing_if = "Handshake::is_empty")]
     pub handshake: Handshake,
     /// MPTCP options per subtype, each way.
+    #[serde(default, skip_serializing_if = "Nothing::is_nothing")]
     pub options: PerDirection<BTreeMap<Subtype, u32>>,
+    #[serde(default, skip_serializing_if = "Nothing::is_nothing")]
     pub packets: PerDirection<u32>,
+    #[serde(default, skip_serializing_if = "Nothing::is_nothing")]
     pub payload_bytes: PerDirection<u64>,
     /// Data segments as on the wire (GSO/GRO packets count the segments they stand for).
+    #[serde(default, skip_serializing_if = "Nothing::is_nothing")]
     pub data_segments: PerDirection<u32>,
+    #[serde(default, skip_serializing_if = "Nothing::is_nothing")]
     pub max_segment: PerDirection<u32>,
+    #[serde(default, skip_serializing_if = "Nothing::is_nothing")]
     pub data_without_dss: PerDirection<u32>,
+    #[serde(default, skip_serializing_if = "Nothing::is_nothing")]
     pub infinite_mappings: PerDirection<u32>,
+    #[serde(default, skip_serializing_if = "Nothing::is_nothing")]
     pub malformed_options: PerDirection<u32>,
+    #[serde(default, skip_serializing_if = "Nothing::is_nothing")]
     pub fin: PerDirection<bool>,
+    #[serde(default, skip_serializing_if = "Nothing::is_nothing")]
     pub rst: PerDirection<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mp_tcprst_reason: Option<TcpRstReason>,
     /// Why the flow is not (or no longer) MPTCP, in words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fallback_evidence: Vec<String>,
     /// The kernel's exact fallback reason (MIB name), where the host permits knowing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_reason: Option<String>,
     /// Kernel socket state changes of the flow: "tcp SYN_SENT -> ESTABLISHED".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub socket_states: Vec<String>,
     /// Resets named by the TCP tracepoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resets: Vec<String>,
     pub duration_ms: u64,
     pub ended: Ended,
 }
 
+impl FlowSummary {
+    /// Something went wrong on the flow: MPTCP fell back, or was asked for and not had, data came
+    /// without DSS, an infinite mapping, a reset, MP_FAIL / MP_FASTCLOSE / MP_TCPRST, a malformed
+    /// option area.
+    pub fn troubled(&self) -> bool {
+        let problem_options = [Subtype::MpFail, Subtype::MpFastclose, Subtype::MpTcprst]
+            .iter()
+            .any(|st| self.options.tx.contains_key(st) || self.options.rx.contains_key(st));
+        self.mptcp == MptcpState::Fallback
+            || !self.fallback_evidence.is_empty()
+            || self.fallback_reason.is_some()
+            || !self.data_without_dss.is_nothing()
+            || !self.infinite_mappings.is_nothing()
+            || !self.malformed_options.is_nothing()
+            || !self.rst.is_nothing()
+            || self.mp_tcprst_reason.is_some()
+            || problem_options
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn clean() -> FlowSummary {
+        FlowSummary {
+            netns: 1,
+            iface: "veth0".into(),
+            ip_version: 4,
+            local_addr: "192.0.2.1".parse().unwrap(),
+            local_port: 40000,
+            remote_addr: "203.0.113.2".parse().unwrap(),
+            remote_port: 80,
+            role: Role::Client,
+            subflow: Subflow::Initial,
+            mptcp: MptcpState::Established,
+            handshake: Handshake::default(),
+            options: PerDirection::default(),
+            packets: PerDirection { tx: 3, rx: 0 },
+            payload_bytes: PerDirection::default(),
+            data_segments: PerDirection::default(),
+            max_segment: PerDirection::default(),
+            data_without_dss: PerDirection::default(),
+            infinite_mappings: PerDirection::default(),
+            malformed_options: PerDirection::default(),
+            fin: PerDirection { tx: true, rx: true },
+            rst: PerDirection::default(),
+            mp_tcprst_reason: None,
+            fallback_evidence: vec![],
+            fallback_reason: None,
+            socket_states: vec![],
+            resets: vec![],
+            duration_ms: 2,
+            ended: Ended::Fin,
+        }
+    }
+
+    #[test]
+    fn a_clean_summary_is_compact_and_reads_back_whole() {
+        let s = clean();
+        let v = serde_json::to_value(&s).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        for absent in
+            ["handshake", "options", "payload_bytes", "rst", "mp_tcprst_reason", "fallback_evidence"]
+        {
+            assert!(!keys.contains(&absent), "{absent} in {v}");
+        }
+        assert_eq!(v["packets"], serde_json::json!({"tx": 3}));
+        assert_eq!(v["fin"], serde_json::json!({"tx": true, "rx": true}));
+        assert_eq!(serde_json::from_value::<FlowSummary>(v).unwrap(), s);
+        assert!(!s.troubled());
+    }
+
+    #[test]
+    fn trouble_is_a_fallback_missing_dss_a_reset_or_a_problem_option() {
+        let mut s = clean();
+        s.mptcp = MptcpState::Fallback;
+        assert!(s.troubled());
+        let mut s = clean();
+        s.data_without_dss.rx = 1;
+        assert!(s.troubled());
+        let mut s = clean();
+        s.rst.rx = true;
+        assert!(s.troubled());
+        let mut s = clean();
+        s.options.rx.insert(Subtype::MpFastclose, 1);
+        assert!(s.troubled());
+        let mut s = clean();
+        s.options.rx.insert(Subtype::AddAddr, 1);
+        assert!(!s.troubled(), "an ADD_ADDR is no trouble");
+    }
 
     #[test]
     fn names_are_their_serialised_form() {

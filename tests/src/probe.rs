@@ -48,11 +48,18 @@ impl Drop for TempDir {
 /// What a stopped watcher printed, read through the data model.
 pub struct WatchOutput {
     pub lines: Vec<WatchLine>,
+    /// The same lines as printed.
+    pub text: String,
     pub stderr: String,
     pub exit_code: Option<i32>,
 }
 
 impl WatchOutput {
+    /// The lines as printed (to check the JSON itself, not what the model reads of it).
+    pub fn raw_lines(&self) -> Vec<&str> {
+        self.text.lines().collect()
+    }
+
     pub fn events(&self) -> impl Iterator<Item = &Event> {
         self.lines.iter().filter_map(|l| match l {
             WatchLine::Event(e) => Some(e),
@@ -161,7 +168,7 @@ impl Watcher {
                 })
             })
             .collect();
-        WatchOutput { lines, stderr: self.log(), exit_code }
+        WatchOutput { lines, text, stderr: self.log(), exit_code }
     }
 
     pub fn stop(self) -> WatchOutput {

@@ -43,7 +43,8 @@ fn clean_mptcp_transfer_is_seen_with_rfc8684_lengths_and_agrees_with_tshark() {
     let _srv = peer::server(&lab.s, &server, 1, false);
     let dir = mptcp_probe_tests::probe::TempDir::new("trace");
     let pcap = dir.0.join("probe.pcapng");
-    let watch = Watcher::start(&lab.c, &["--iface", ifname::C1, "--pcap", pcap.to_str().unwrap()]);
+    let watch =
+        Watcher::start(&lab.c, &["--iface", ifname::C1, "--events", "--pcap", pcap.to_str().unwrap()]);
     let cap = Capture::start(&lab.c, ifname::C1);
     let res = peer::client(&lab.c, &server, 300_000, 40001, false);
     assert_eq!(res["is_mptcp"], 1, "the peers themselves did not speak MPTCP: {res}");
@@ -125,6 +126,39 @@ fn clean_mptcp_transfer_is_seen_with_rfc8684_lengths_and_agrees_with_tshark() {
         traced.iter().any(|p| p.src_port == 40001 && !p.syn && p.mptcp.contains(&(Subtype::MpCapable, 20))),
         "third ACK with MP_CAPABLE/20 not in the trace"
     );
+}
+
+#[test]
+fn a_clean_connection_is_one_compact_summary_and_its_handshake_in_the_trace() {
+    skip_unless_e2e!();
+    let lab = Lab::up();
+    let server = format!("{}:8080", addr::SERVER);
+    let _srv = peer::server(&lab.s, &server, 1, false);
+    let dir = mptcp_probe_tests::probe::TempDir::new("trace");
+    let pcap = dir.0.join("probe.pcapng");
+    let watch = Watcher::start(&lab.c, &["--iface", ifname::C1, "--pcap", pcap.to_str().unwrap()]);
+    let res = peer::client(&lab.c, &server, 300_000, 40005, false);
+    assert_eq!(res["is_mptcp"], 1, "the peers themselves did not speak MPTCP: {res}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = watch.stop();
+    assert_eq!(out.exit_code, Some(0), "{}", out.dump());
+    let flow = out.flow_with_port(40005);
+    assert_eq!(flow.mptcp, MptcpState::Established, "{flow:?}");
+    assert!(!flow.troubled(), "{flow:?}");
+    assert_eq!(out.packets_with_port(40005).len(), 0, "a clean connection prints no events:\n{}", out.dump());
+    // The summary is compact: nothing that is nothing.
+    let line =
+        out.raw_lines().into_iter().find(|l| l.contains("\"type\":\"flow\"") && l.contains("40005")).unwrap();
+    for absent in ["null", ":0,", ":false", "\"rst\"", "\"fallback_evidence\""] {
+        assert!(!line.contains(absent), "{absent:?} in the summary {line}");
+    }
+    // The trace holds its handshake: SYN, SYN/ACK, third ACK.
+    let traced = oracle::decode(&pcap);
+    let of_flow: Vec<_> = traced.iter().filter(|p| p.src_port == 40005 || p.dst_port == 40005).collect();
+    assert_eq!(of_flow.len(), 3, "{of_flow:?}");
+    assert!(of_flow[0].syn && !of_flow[0].ack && of_flow[0].mptcp == vec![(Subtype::MpCapable, 4)]);
+    assert!(of_flow[1].syn && of_flow[1].ack && of_flow[1].mptcp == vec![(Subtype::MpCapable, 12)]);
+    assert!(!of_flow[2].syn && of_flow[2].mptcp == vec![(Subtype::MpCapable, 20)]);
 }
 
 #[test]

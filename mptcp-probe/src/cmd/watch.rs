@@ -3,8 +3,11 @@
 use std::time::Duration;
 
 use mptcp_probe::{
-    kernel::ObserverOptions,
-    output::{pcap::PcapTrace, watch::WatchSink},
+    kernel::{EventLevel, ObserverOptions},
+    output::{
+        pcap::PcapTrace,
+        watch::{Output, WatchSink},
+    },
     pipeline::{
         source::{Interfaces, SourceOptions},
         Pipeline, PipelineOptions,
@@ -21,9 +24,19 @@ pub struct WatchArgs {
     /// One JSON object per line (events and flow summaries) instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Print only flow summaries, not every event.
+    /// Print every event as it comes. Default: a connection's events are printed (and its
+    /// packets written to the trace) only when something went wrong on it; a clean one is one
+    /// flow summary (and its handshake in the trace).
+    #[arg(long, conflicts_with = "flows_only")]
+    pub events: bool,
+    /// Print only flow summaries, never events; without --pcap the kernel then reports only what
+    /// went wrong and the end of each flow (the lightest way to watch).
     #[arg(long)]
     pub flows_only: bool,
+    /// Also the kernel's own view of each DSS mapping (mptcp tracepoints; they fire for every
+    /// mapping of every namespace on the host).
+    #[arg(long)]
+    pub kernel_mappings: bool,
     /// Summarise a flow that has been quiet this long (seconds), even if it has not ended.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout: u64,
@@ -39,14 +52,22 @@ pub async fn run(a: WatchArgs) -> anyhow::Result<()> {
     // Before anything is loaded: a trace that cannot be written is a usage problem to report now.
     let pcap = a.pcap.as_deref().map(PcapTrace::create).transpose()?;
     let interfaces = if a.iface.is_empty() { Interfaces::AllUp } else { Interfaces::Named(a.iface) };
+    // Summaries alone need no per-packet events; a trace needs the packets' headers.
+    let level = if a.flows_only && pcap.is_none() { EventLevel::Flows } else { EventLevel::All };
+    let observer =
+        ObserverOptions { flow_table_size: a.flow_table_size, level, kernel_mappings: a.kernel_mappings };
     let opts = PipelineOptions {
-        source: SourceOptions {
-            interfaces,
-            observer: ObserverOptions { flow_table_size: a.flow_table_size },
-        },
+        source: SourceOptions { interfaces, observer },
         idle_timeout: Duration::from_secs(a.idle_timeout),
     };
-    let mut pipeline = Pipeline::start(&opts, vec![Box::new(WatchSink::new(a.json, a.flows_only, pcap))])?;
+    let output = if a.events {
+        Output::Events
+    } else if a.flows_only {
+        Output::FlowsOnly
+    } else {
+        Output::Troubled
+    };
+    let mut pipeline = Pipeline::start(&opts, vec![Box::new(WatchSink::new(a.json, output, pcap))])?;
     let obs = pipeline.observer();
     {
         let o = mptcp_probe::pipeline::source::lock(&obs);

@@ -20,21 +20,46 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use mptcp_probe_common::{
-    config::{MappingOffsets, ReceiveResetOffsets, SendResetOffsets, SockStateOffsets},
+    config::{level, MappingOffsets, ReceiveResetOffsets, SendResetOffsets, SockStateOffsets},
     counters,
-    flow::{FlowKey, FlowState},
+    flow::{FlowAcc, FlowKey, FlowState},
 };
 
 use iface::Interface;
 pub use mptcp_probe_model::watch::FallbackSource;
 
+/// What the kernel programs report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventLevel {
+    /// Every packet that matters, with its headers, and the socket-state events: for per-packet
+    /// output, traces, and the per-connection views of `check` and `serve`.
+    All,
+    /// What went wrong and the end of each flow, without headers; no socket-state events (unless
+    /// fentry needs them to place its fallback reasons): for flow summaries and counts.
+    Flows,
+}
+
+impl EventLevel {
+    fn global(self) -> u8 {
+        match self {
+            EventLevel::All => level::ALL,
+            EventLevel::Flows => level::FLOWS,
+        }
+    }
+}
+
 pub struct ObserverOptions {
     pub flow_table_size: u32,
+    pub level: EventLevel,
+    /// Also the kernel's own view of each DSS mapping (`mptcp:get_mapping_status`,
+    /// `mptcp:subflow_check_data_avail`): they fire for every mapping of every namespace on the
+    /// host, so they are off unless asked for.
+    pub kernel_mappings: bool,
 }
 
 impl Default for ObserverOptions {
     fn default() -> Self {
-        Self { flow_table_size: 65536 }
+        Self { flow_table_size: 65536, level: EventLevel::All, kernel_mappings: false }
     }
 }
 
@@ -93,6 +118,7 @@ impl Observer {
             .override_global("RECEIVE_RESET_OFFSETS", &recv_offsets, true)
             .override_global("MAPPING_OFFSETS", &mapping_offsets, true)
             .override_global("NETNS_OFFSETS", &netns_offsets, true)
+            .override_global("EVENT_LEVEL", &opts.level.global(), true)
             .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mptcp-probe")))
             .context("loading the eBPF object")?;
 
@@ -102,32 +128,6 @@ impl Observer {
                 .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
                 .try_into()?;
             prog.load().with_context(|| format!("verifier rejected {name}"))?;
-        }
-
-        let mut tracepoints = Vec::new();
-        for (prog, category, name, required) in [
-            ("inet_sock_set_state", "sock", "inet_sock_set_state", true),
-            ("tcp_send_reset", "tcp", "tcp_send_reset", false),
-            ("tcp_receive_reset", "tcp", "tcp_receive_reset", false),
-            ("get_mapping_status", "mptcp", "get_mapping_status", false),
-            ("subflow_check_data_avail", "mptcp", "subflow_check_data_avail", false),
-        ] {
-            let tp: &mut TracePoint = ebpf
-                .program_mut(prog)
-                .ok_or_else(|| anyhow!("program {prog} missing from the eBPF object"))?
-                .try_into()?;
-            let res = tp.load().and_then(|()| tp.attach(category, name).map(|_| ()));
-            match res {
-                Ok(()) => tracepoints.push(format!("{category}:{name}")),
-                Err(e) if required => {
-                    return Err(
-                        anyhow::Error::new(e).context(format!("attaching tracepoint {category}:{name}"))
-                    )
-                }
-                Err(e) => {
-                    tracing::warn!("tracepoint {category}:{name} unavailable, carrying on without it: {e}")
-                }
-            }
         }
 
         let fallback_source = match Self::try_fentry(&mut ebpf) {
@@ -145,6 +145,38 @@ impl Observer {
                 FallbackSource::WireAndCounters
             }
         };
+
+        // Socket states for per-connection views (and to place fentry's reasons); the mapping
+        // tracepoints only when asked: they fire for every mapping on the host.
+        let sock_states = opts.level == EventLevel::All || fallback_source == FallbackSource::Fentry;
+        let mut tracepoints = Vec::new();
+        for (prog, category, name, wanted, required) in [
+            ("inet_sock_set_state", "sock", "inet_sock_set_state", sock_states, true),
+            ("tcp_send_reset", "tcp", "tcp_send_reset", true, false),
+            ("tcp_receive_reset", "tcp", "tcp_receive_reset", true, false),
+            ("get_mapping_status", "mptcp", "get_mapping_status", opts.kernel_mappings, false),
+            ("subflow_check_data_avail", "mptcp", "subflow_check_data_avail", opts.kernel_mappings, false),
+        ] {
+            if !wanted {
+                continue;
+            }
+            let tp: &mut TracePoint = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| anyhow!("program {prog} missing from the eBPF object"))?
+                .try_into()?;
+            let res = tp.load().and_then(|()| tp.attach(category, name).map(|_| ()));
+            match res {
+                Ok(()) => tracepoints.push(format!("{category}:{name}")),
+                Err(e) if required => {
+                    return Err(
+                        anyhow::Error::new(e).context(format!("attaching tracepoint {category}:{name}"))
+                    )
+                }
+                Err(e) => {
+                    tracing::warn!("tracepoint {category}:{name} unavailable, carrying on without it: {e}")
+                }
+            }
+        }
 
         Ok(Self { ebpf, attached: HashMap::new(), fallback_source, flows_removed: 0, tracepoints })
     }
@@ -262,16 +294,33 @@ impl Observer {
         Ok(BpfHashMap::try_from(map)?)
     }
 
-    /// Reads a flow's kernel state.
+    /// Every CPU's running totals (the TC programs' fast path).
+    fn accumulators(&self) -> Vec<FlowAcc> {
+        let Some(map) = self.ebpf.map("FLOW_ACC") else { return Vec::new() };
+        let Ok(arr) = PerCpuArray::<_, FlowAcc>::try_from(map) else { return Vec::new() };
+        arr.get(&0, 0).map(|v| v.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// Reads a flow's kernel state: its entry in the flow table with what the CPUs' running
+    /// totals hold of it. The totals are read before and after the entry; a CPU that moved its
+    /// totals to the table in between would count twice or not at all, so the read is tried
+    /// again (a few times; then the entry as it is).
     pub fn flow_state(&mut self, key: &FlowKey) -> Option<FlowState> {
+        for _ in 0..4 {
+            let before = self.accumulators();
+            let st = self.flows().ok()?.get(key, 0).ok()?;
+            let after = self.accumulators();
+            if before.len() == after.len() && before.iter().zip(&after).all(|(b, a)| b.epoch == a.epoch) {
+                return Some(merged(st, key, &after));
+            }
+        }
         self.flows().ok()?.get(key, 0).ok()
     }
 
     /// Reads and removes a flow's kernel state.
     pub fn take_flow_state(&mut self, key: &FlowKey) -> Option<FlowState> {
-        let mut flows = self.flows().ok()?;
-        let st = flows.get(key, 0).ok()?;
-        if flows.remove(key).is_ok() {
+        let st = self.flow_state(key)?;
+        if self.flows().ok()?.remove(key).is_ok() {
             self.flows_removed += 1;
         }
         Some(st)
@@ -306,6 +355,14 @@ impl Observer {
         let present = self.flow_keys().len() as u64;
         created.saturating_sub(self.flows_removed).saturating_sub(present)
     }
+}
+
+/// A flow's entry with the totals of every CPU that holds some of it.
+fn merged(mut st: FlowState, key: &FlowKey, accs: &[FlowAcc]) -> FlowState {
+    for a in accs.iter().filter(|a| a.pending > 0 && &a.key == key) {
+        st.add(a);
+    }
+    st
 }
 
 impl Drop for Observer {

@@ -1,56 +1,190 @@
-//! The `watch` sink: every event and flow summary on stdout, as a line for people or a JSON
-//! object for machines, and the reported packets' headers into a pcapng trace.
+//! The `watch` sink: flow summaries and events on stdout, as lines for people or JSON objects for
+//! machines, and the reported packets' headers in a pcapng trace. By default a clean connection
+//! is one compact summary (and its handshake in the trace); the events and packets of a
+//! connection where something went wrong are kept until its summary and written with it.
 
-use std::io::{BufWriter, Stdout, Write};
+use std::{
+    collections::{HashMap, VecDeque},
+    io::{BufWriter, Stdout, Write},
+    net::SocketAddr,
+};
 
+use mptcp_probe_common::{
+    event::{why, PacketEvent},
+    flow::FlowKey,
+};
 use mptcp_probe_model::{watch::Counters, FlowSummary, WatchLine};
 
 use super::{pcap::PcapTrace, text};
 use crate::{
     kernel::decode::Event,
     pipeline::{
-        record::record,
+        record::{addr, endpoint_of, family_version, record},
         sink::{Context, Sink},
     },
 };
 
+/// What `watch` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Every event as it comes, every reported packet in the trace.
+    Events,
+    /// Flow summaries; a connection's events and packets only when something went wrong on it.
+    Troubled,
+    /// Flow summaries only (the trace as for `Troubled`).
+    FlowsOnly,
+}
+
+/// Events kept per connection until its summary, and connections with kept events.
+const MAX_KEPT_EVENTS: usize = 256;
+const MAX_KEPT_CONNECTIONS: usize = 65536;
+
+/// A connection by its addresses as this host sees them.
+type Tuple = (SocketAddr, SocketAddr);
+
+/// An event kept until its connection's summary.
+struct Kept {
+    /// The line to print (already rendered: interface names may be gone by then).
+    line: Option<(String, WatchLine)>,
+    packet: Option<(PacketEvent, String)>,
+}
+
 pub struct WatchSink {
     out: BufWriter<Stdout>,
     json: bool,
-    /// Only flow summaries (and the counters), no events.
-    flows_only: bool,
+    output: Output,
     pcap: Option<PcapTrace>,
+    kept: HashMap<Tuple, Vec<Kept>>,
+    /// Order the kept connections came in, for the end (released ones are passed over then).
+    order: VecDeque<Tuple>,
+    /// Events not kept for lack of room (counted, said at the end).
+    not_kept: u64,
 }
 
 impl WatchSink {
-    pub fn new(json: bool, flows_only: bool, pcap: Option<PcapTrace>) -> Self {
-        Self { out: BufWriter::new(std::io::stdout()), json, flows_only, pcap }
+    pub fn new(json: bool, output: Output, pcap: Option<PcapTrace>) -> Self {
+        Self {
+            out: BufWriter::new(std::io::stdout()),
+            json,
+            output,
+            pcap,
+            kept: HashMap::new(),
+            order: VecDeque::new(),
+            not_kept: 0,
+        }
     }
 
-    fn line(&mut self, text: impl FnOnce() -> String, json: impl FnOnce() -> WatchLine) {
-        let line = if self.json { serde_json::to_string(&json()).unwrap_or_default() } else { text() };
+    fn print(&mut self, text: &str, json: &WatchLine) {
+        let line = if self.json { serde_json::to_string(json).unwrap_or_default() } else { text.to_string() };
         // A closed stdout (a pager quit) is not worth stopping the observation for.
         let _ = writeln!(self.out, "{line}");
+    }
+
+    fn trace(&mut self, p: &PacketEvent, iface: &str) {
+        if let Some(trace) = self.pcap.as_mut() {
+            if let Err(e) = trace.write(p, iface) {
+                tracing::error!("{e:#}; no more packets go to the trace");
+                self.pcap = None;
+            }
+        }
+    }
+
+    fn keep(&mut self, t: Tuple, k: Kept) {
+        if !self.kept.contains_key(&t) {
+            if self.kept.len() >= MAX_KEPT_CONNECTIONS {
+                self.not_kept += 1;
+                return;
+            }
+            if self.order.len() >= 2 * MAX_KEPT_CONNECTIONS {
+                let kept = &self.kept;
+                self.order.retain(|x| kept.contains_key(x));
+            }
+            self.order.push_back(t);
+        }
+        let list = self.kept.entry(t).or_default();
+        if list.len() < MAX_KEPT_EVENTS {
+            list.push(k);
+        } else {
+            self.not_kept += 1;
+        }
+    }
+
+    /// Writes what was kept of a connection: every event and packet when `all`, else only its
+    /// handshake packets to the trace.
+    fn release(&mut self, t: &Tuple, all: bool) {
+        let Some(list) = self.kept.remove(t) else { return };
+        for k in list {
+            if let Some((p, iface)) = &k.packet {
+                if all || p.why & (why::SYN | why::SYN_ACK | why::THIRD_ACK) != 0 {
+                    self.trace(p, iface);
+                }
+            }
+            if let (true, Some((text, json))) = (all && self.output == Output::Troubled, &k.line) {
+                self.print(text, json);
+            }
+        }
+    }
+}
+
+/// The connection an event belongs to, where it names one.
+fn tuple_of(ev: &Event) -> Option<Tuple> {
+    let sa = |ip, port| SocketAddr::new(ip, port);
+    match ev {
+        Event::Packet(p) => {
+            let ((l, lp), (r, rp)) = endpoint_of(&p.flow);
+            Some((sa(l, lp), sa(r, rp)))
+        }
+        Event::SockState(s) => {
+            let v = family_version(s.family);
+            Some((sa(addr(v, &s.saddr), s.sport), sa(addr(v, &s.daddr), s.dport)))
+        }
+        Event::Reset(r) => {
+            let v = family_version(r.family);
+            Some((sa(addr(v, &r.saddr), r.sport), sa(addr(v, &r.daddr), r.dport)))
+        }
+        Event::Mapping(_) | Event::Fallback(_) => None,
     }
 }
 
 impl Sink for WatchSink {
     fn event(&mut self, ev: &Event, ctx: &Context) {
-        if let (Event::Packet(p), Some(trace)) = (ev, self.pcap.as_mut()) {
-            if let Err(e) = trace.write(p, &ctx.iface(p.flow.ifindex)) {
-                tracing::error!("{e:#}; no more packets go to the trace");
-                self.pcap = None;
+        let packet = match ev {
+            Event::Packet(p) => Some((*p, ctx.iface(p.flow.ifindex))),
+            _ => None,
+        };
+        let tuple = tuple_of(ev);
+        match (self.output, tuple) {
+            (Output::Events, _) | (Output::Troubled, None) => {
+                if let Some((p, iface)) = &packet {
+                    self.trace(p, iface);
+                }
+                let r = record(ev, ctx);
+                self.print(&text::event_line(&r), &WatchLine::Event(r.clone()));
+            }
+            (Output::FlowsOnly, None) => {}
+            (Output::Troubled, Some(t)) => {
+                let r = record(ev, ctx);
+                let line = Some((text::event_line(&r), WatchLine::Event(r)));
+                self.keep(t, Kept { line, packet });
+            }
+            (Output::FlowsOnly, Some(t)) => {
+                if packet.is_some() && self.pcap.is_some() {
+                    self.keep(t, Kept { line: None, packet });
+                }
             }
         }
-        if self.flows_only {
-            return;
-        }
-        let r = record(ev, ctx);
-        self.line(|| text::event_line(&r), || WatchLine::Event(r.clone()));
     }
 
     fn flow(&mut self, s: &FlowSummary) {
-        self.line(|| text::flow_line(s), || WatchLine::Flow(Box::new(s.clone())));
+        let t = (SocketAddr::new(s.local_addr, s.local_port), SocketAddr::new(s.remote_addr, s.remote_port));
+        self.release(&t, s.troubled());
+        self.print(&text::flow_line(s), &WatchLine::Flow(Box::new(s.clone())));
+    }
+
+    /// A flow without its summary: what was kept of it is all there is.
+    fn evicted(&mut self, key: &FlowKey) {
+        let ((l, lp), (r, rp)) = endpoint_of(key);
+        self.release(&(SocketAddr::new(l, lp), SocketAddr::new(r, rp)), true);
     }
 
     fn flush(&mut self) {
@@ -58,7 +192,17 @@ impl Sink for WatchSink {
     }
 
     fn finish(&mut self, c: &Counters) -> anyhow::Result<()> {
-        self.line(|| text::counters_line(c), || WatchLine::Counters(c.clone()));
+        // Events of connections that never had a summary.
+        while let Some(t) = self.order.pop_front() {
+            self.release(&t, true);
+        }
+        if self.not_kept > 0 {
+            tracing::warn!(
+                "{} event(s) were not kept until their connection's summary (no room)",
+                self.not_kept
+            );
+        }
+        self.print(&text::counters_line(c), &WatchLine::Counters(c.clone()));
         let _ = self.out.flush();
         if let Some(trace) = self.pcap.take() {
             let n = trace.packets;

@@ -53,6 +53,9 @@ pub enum Due {
 pub struct Correlator {
     netns: u32,
     idle_timeout_ns: u64,
+    /// Sweep the kernel's table too, not only the flows events told of: where the kernel reports
+    /// only what went wrong and flow ends, a quiet flow has told of nothing.
+    sweep_kernel: bool,
     notes: HashMap<FlowKey, FlowNotes>,
     /// Flows whose FIN or RST was seen, with when.
     ending: HashMap<FlowKey, Instant>,
@@ -68,10 +71,11 @@ pub enum Summarised {
 }
 
 impl Correlator {
-    pub fn new(netns: u32, idle_timeout: Duration) -> Self {
+    pub fn new(netns: u32, idle_timeout: Duration, sweep_kernel: bool) -> Self {
         Self {
             netns,
             idle_timeout_ns: idle_timeout.as_nanos().min(u64::MAX as u128) as u64,
+            sweep_kernel,
             notes: HashMap::new(),
             ending: HashMap::new(),
             msk: HashMap::new(),
@@ -204,7 +208,10 @@ impl Correlator {
 
     /// Flows that went quiet for the idle timeout, and ones the kernel evicted meanwhile.
     pub fn sweep(&mut self, obs: &mut Observer, now_ns: u64) -> Vec<Summarised> {
-        let keys: Vec<FlowKey> = self.notes.keys().copied().collect();
+        let mut keys: Vec<FlowKey> = self.notes.keys().copied().collect();
+        if self.sweep_kernel {
+            keys.extend(obs.flow_keys().into_iter().filter(|k| !self.notes.contains_key(k)));
+        }
         let mut out = Vec::new();
         for k in keys {
             let quiet = |st: &FlowState| now_ns.saturating_sub(st.last_ns) >= self.idle_timeout_ns;
@@ -282,7 +289,7 @@ mod tests {
 
     #[test]
     fn socket_events_are_noted_on_their_flow_and_other_namespaces_left_out() {
-        let mut c = Correlator::new(7, Duration::from_secs(300));
+        let mut c = Correlator::new(7, Duration::from_secs(300), false);
         assert!(c.observe(&packet(key(40000), tcp_flags::SYN, true), |_| String::new()));
         let est = sock_state(7, 40000, tcp_state::SYN_SENT, tcp_state::ESTABLISHED);
         assert!(c.observe(&est, |_| String::new()));
@@ -300,7 +307,7 @@ mod tests {
 
     #[test]
     fn a_flow_is_due_a_grace_period_after_its_end() {
-        let mut c = Correlator::new(7, Duration::from_secs(300));
+        let mut c = Correlator::new(7, Duration::from_secs(300), false);
         c.observe(&packet(key(40000), tcp_flags::SYN, true), |_| String::new());
         c.observe(&packet(key(40000), tcp_flags::FIN | tcp_flags::ACK, true), |_| String::new());
         let now = Instant::now();
@@ -311,7 +318,7 @@ mod tests {
 
     #[test]
     fn the_end_of_a_flow_the_kernel_no_longer_tracks_makes_it_due_at_once() {
-        let mut c = Correlator::new(7, Duration::from_secs(300));
+        let mut c = Correlator::new(7, Duration::from_secs(300), false);
         c.observe(&packet(key(40000), tcp_flags::SYN, true), |_| String::new());
         // Its entry was evicted; the FIN comes as an untracked end.
         assert!(c.observe(&packet(key(40000), tcp_flags::FIN | tcp_flags::ACK, false), |_| String::new()));

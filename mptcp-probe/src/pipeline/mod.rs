@@ -30,7 +30,7 @@ use crate::{
     host::{clock, mib},
     kernel::{
         decode::{DecodeError, Event},
-        iface, Observer,
+        iface, EventLevel, Observer,
     },
 };
 
@@ -60,7 +60,11 @@ impl Pipeline {
         let netns = iface::current_netns();
         let ctx = Context { ifaces: source.observer().interface_names(), netns, mib_names: mib::names() };
         Ok(Self {
-            correlator: Correlator::new(netns, opts.idle_timeout),
+            correlator: Correlator::new(
+                netns,
+                opts.idle_timeout,
+                opts.source.observer.level == EventLevel::Flows,
+            ),
             source,
             sinks,
             ctx,

@@ -10,8 +10,8 @@ use mptcp_probe_common::{
     options::{subtype, MpCapablePacket, MpCapableRejection, MptcpOption},
 };
 use mptcp_probe_model::{
-    Direction, Ended, FlowSummary, Handshake, HandshakePacket, MptcpState, PerDirection, Role, Subflow,
-    Subtype, TcpRstReason,
+    flow::Nothing, Direction, Ended, FlowSummary, Handshake, HandshakePacket, MptcpState, PerDirection, Role,
+    Subflow, Subtype, TcpRstReason,
 };
 
 use super::record::addr;
@@ -31,12 +31,15 @@ pub struct FlowNotes {
     pub idle: bool,
 }
 
-fn per_dir<T: Copy>(a: &[T; 2]) -> PerDirection<T> {
-    PerDirection { tx: a[EGRESS as usize], rx: a[INGRESS as usize] }
+fn per_dir<T: Copy + Into<U>, U: Nothing + Default>(a: &[T; 2]) -> PerDirection<U> {
+    PerDirection { tx: a[EGRESS as usize].into(), rx: a[INGRESS as usize].into() }
 }
 
-fn opt_counts(row: &[u32; SUBTYPE_SLOTS]) -> BTreeMap<Subtype, u32> {
-    row.iter().enumerate().filter(|(_, n)| **n > 0).map(|(i, n)| (Subtype::from_slot(i), *n)).collect()
+fn opt_counts(st: &FlowState, dir: u8) -> BTreeMap<Subtype, u32> {
+    (0..SUBTYPE_SLOTS)
+        .map(|slot| (Subtype::from_slot(slot), st.option_count(dir as usize, slot)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }
 
 fn packet_view(h: &HandshakeOpt) -> Option<HandshakePacket> {
@@ -76,14 +79,15 @@ pub fn mptcp_state(st: &FlowState) -> (MptcpState, Subflow, Vec<String>) {
     let synack = st.handshake[HS_SYN_ACK];
     let ack3 = st.handshake[HS_THIRD_ACK];
     let mut evidence = Vec::new();
-    let total =
-        |code: u8| st.options[EGRESS as usize][code as usize] + st.options[INGRESS as usize][code as usize];
+    let total = |code: u8| {
+        st.option_count(EGRESS as usize, code as usize) + st.option_count(INGRESS as usize, code as usize)
+    };
 
     if syn.seen == 0 {
         // Started before we looked: judge from what the data carries.
         let mptcp_seen = total(subtype::DSS) + total(subtype::MP_CAPABLE) > 0;
         let subflow = if mptcp_seen { Subflow::Initial } else { Subflow::Tcp };
-        if st.infinite_mappings.iter().sum::<u32>() > 0 {
+        if st.infinite_mappings.iter().any(|n| *n > 0) {
             evidence.push("infinite mapping seen: MPTCP fell back to TCP after establishment".into());
             return (MptcpState::Fallback, subflow, evidence);
         }
@@ -92,10 +96,10 @@ pub fn mptcp_state(st: &FlowState) -> (MptcpState, Subflow, Vec<String>) {
     }
 
     let syn_dir = Direction::from_code(syn.direction);
-    let mpc_syns = st.options[syn.direction as usize & 1][subtype::MP_CAPABLE as usize];
+    let mpc_syns = st.option_count(syn.direction as usize & 1, subtype::MP_CAPABLE as usize);
     if !syn.has_mptcp() {
         // The last SYN had no MPTCP option: either never asked, or retried without it.
-        let join_syns = st.options[syn.direction as usize & 1][subtype::MP_JOIN as usize];
+        let join_syns = st.option_count(syn.direction as usize & 1, subtype::MP_JOIN as usize);
         if syn_dir == Direction::Tx && mpc_syns > 0 && synack.seen != 0 && !synack.has_mptcp() {
             evidence.push(format!(
                 "SYN sent with MP_CAPABLE {mpc_syns} time(s) without answer, then retried without MPTCP"
@@ -156,7 +160,7 @@ pub fn mptcp_state(st: &FlowState) -> (MptcpState, Subflow, Vec<String>) {
             ));
             state = MptcpState::Fallback;
         }
-        if st.options[i][subtype::MP_FAIL as usize] > 0 {
+        if st.option_count(i, subtype::MP_FAIL as usize) > 0 {
             evidence.push(format!("MP_FAIL {label}"));
         }
     }
@@ -170,10 +174,11 @@ pub fn summarize(key: &FlowKey, st: &FlowState, notes: &FlowNotes, iface: &str, 
         INGRESS => Role::Server,
         _ => Role::Unknown,
     };
-    let (fin, rst) = (per_dir(&st.fin), per_dir(&st.rst));
-    let ended = if rst.tx != 0 || rst.rx != 0 {
+    let flag = |a: &[u8; 2]| PerDirection { tx: a[EGRESS as usize] != 0, rx: a[INGRESS as usize] != 0 };
+    let (fin, rst) = (flag(&st.fin), flag(&st.rst));
+    let ended = if rst.tx || rst.rx {
         Ended::Rst
-    } else if fin.tx != 0 && fin.rx != 0 {
+    } else if fin.tx && fin.rx {
         Ended::Fin
     } else if notes.idle {
         Ended::Idle
@@ -196,10 +201,7 @@ pub fn summarize(key: &FlowKey, st: &FlowState, notes: &FlowNotes, iface: &str, 
             syn_ack: packet_view(&st.handshake[HS_SYN_ACK]),
             third_ack: packet_view(&st.handshake[HS_THIRD_ACK]),
         },
-        options: PerDirection {
-            tx: opt_counts(&st.options[EGRESS as usize]),
-            rx: opt_counts(&st.options[INGRESS as usize]),
-        },
+        options: PerDirection { tx: opt_counts(st, EGRESS), rx: opt_counts(st, INGRESS) },
         packets: per_dir(&st.packets),
         payload_bytes: per_dir(&st.payload_bytes),
         data_segments: per_dir(&st.data_segments),
@@ -207,8 +209,8 @@ pub fn summarize(key: &FlowKey, st: &FlowState, notes: &FlowNotes, iface: &str, 
         data_without_dss: per_dir(&st.data_without_dss),
         infinite_mappings: per_dir(&st.infinite_mappings),
         malformed_options: per_dir(&st.malformed),
-        fin: PerDirection { tx: fin.tx != 0, rx: fin.rx != 0 },
-        rst: PerDirection { tx: rst.tx != 0, rx: rst.rx != 0 },
+        fin,
+        rst,
         mp_tcprst_reason: TcpRstReason::from_flow(st.tcprst_reason),
         fallback_evidence,
         fallback_reason: notes.fallback_reason.clone(),
@@ -269,8 +271,8 @@ mod tests {
     #[test]
     fn full_mp_capable_handshake_with_dss_is_established() {
         let mut st = established();
-        st.options[TX][2] = 10;
-        st.options[RX][2] = 8;
+        st.dss[TX] = 10;
+        st.dss[RX] = 8;
         let (state, subflow, ev) = mptcp_state(&st);
         assert_eq!(state, MptcpState::Established);
         assert_eq!(subflow, Subflow::Initial);
