@@ -162,6 +162,36 @@ fn a_clean_connection_is_one_compact_summary_and_its_handshake_in_the_trace() {
 }
 
 #[test]
+fn flows_only_reports_the_end_of_a_clean_connection_and_nothing_else() {
+    skip_unless_e2e!();
+    let lab = Lab::up();
+    let server = format!("{}:8080", addr::SERVER);
+    let _srv = peer::server(&lab.s, &server, 1, false);
+    let watch = Watcher::start(&lab.c, &["--iface", ifname::C1, "--flows-only"]);
+    let res = peer::client(&lab.c, &server, 300_000, 40006, false);
+    assert_eq!(res["is_mptcp"], 1, "the peers themselves did not speak MPTCP: {res}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = watch.stop();
+    assert_eq!(out.exit_code, Some(0), "{}", out.dump());
+    assert_eq!(out.events().count(), 0, "{}", out.dump());
+    let flow = out.flow_with_port(40006);
+    assert_eq!(flow.mptcp, MptcpState::Established, "{flow:?}");
+    assert_eq!(flow.ended, mptcp_probe_model::Ended::Fin, "{flow:?}");
+    assert_eq!(mptcp_len(&flow.handshake.syn), Some(4));
+    assert_eq!(mptcp_len(&flow.handshake.third_ack), Some(20));
+    assert!(flow.payload_bytes.tx >= 300_000, "the fast path's totals are in the summary: {flow:?}");
+    // The kernel reported the flow's end and nothing of its handshake or data.
+    let counters = out.counters();
+    let events = counters.kernel.get(counters::NAMES[counters::EVENTS_EMITTED as usize]).copied();
+    assert!(events.is_some_and(|n| (1..=2).contains(&n)), "{counters:?}");
+    assert!(
+        out.stderr.contains("tracepoints: tcp:tcp_send_reset"),
+        "no socket-state tracepoint: {}",
+        out.stderr
+    );
+}
+
+#[test]
 fn ipv6_mptcp_flow_is_established() {
     skip_unless_e2e!();
     let lab = Lab::up();
