@@ -49,7 +49,7 @@ fn event_level() -> u8 {
     unsafe { core::ptr::read_volatile(&EVENT_LEVEL) }
 }
 
-/// A zeroed flow state used as the initial value of new entries (never written).
+/// Each CPU's template of a new flow's state (its fields zero but the few the TC program sets).
 #[map]
 static FLOW_INIT: PerCpuArray<FlowState> = PerCpuArray::with_max_entries(1, 0);
 

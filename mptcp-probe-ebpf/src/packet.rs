@@ -3,7 +3,7 @@
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
-use aya_ebpf::{macros::classifier, programs::TcContext};
+use aya_ebpf::{bindings::BPF_NOEXIST, macros::classifier, programs::TcContext};
 use mptcp_probe_common::{
     config::level,
     counters,
@@ -582,21 +582,26 @@ fn flow_state(seg: &PacketEvent) -> Result<*mut FlowState, u16> {
         // Evicted, or older than the observer.
         return Err(if rst || fin { why::UNTRACKED | if rst { why::RST } else { why::FIN } } else { 0 });
     }
-    let init = FLOW_INIT.get_ptr(0).ok_or(0u16)?;
-    // SAFETY: FLOW_INIT's only entry is never written, so it stays all zeroes.
-    if FLOWS.insert(&seg.flow, unsafe { &*init }, 0).is_err() {
-        count(counters::FLOW_INSERT_FAILED);
-        return Err(0);
-    }
-    count(counters::FLOWS_CREATED);
-    let p = FLOWS.get_ptr_mut(&seg.flow).ok_or(0u16)?;
-    // SAFETY: fresh entry owned by this flow.
+    let init = FLOW_INIT.get_ptr_mut(0).ok_or(0u16)?;
+    // SAFETY: this CPU's template; only these fields are ever written, the others stay zero, so
+    // a new entry is whole the moment it is in the table.
     unsafe {
-        (*p).first_ns = now_ns();
-        (*p).syn_direction = NONE_U8;
-        (*p).tcprst_reason = NONE_U8;
+        (*init).first_ns = now_ns();
+        (*init).syn_direction = NONE_U8;
+        (*init).tcprst_reason = NONE_U8;
     }
-    Ok(p)
+    // Only if absent: when a flow's first packets meet on two CPUs, the second must not wipe
+    // what the first counted.
+    // SAFETY: as above; the map copies the template.
+    match FLOWS.insert(&seg.flow, unsafe { &*init }, BPF_NOEXIST as u64) {
+        Ok(()) => count(counters::FLOWS_CREATED),
+        Err(_) if FLOWS.get_ptr(&seg.flow).is_some() => {}
+        Err(_) => {
+            count(counters::FLOW_INSERT_FAILED);
+            return Err(0);
+        }
+    }
+    FLOWS.get_ptr_mut(&seg.flow).ok_or(0u16)
 }
 
 /// Packets, bytes, wire segments and their largest size, malformed option areas.
