@@ -295,7 +295,7 @@ impl Observer {
     }
 
     /// Every CPU's running totals (the TC programs' fast path).
-    fn accumulators(&self) -> Vec<FlowAcc> {
+    pub fn accumulators(&self) -> Vec<FlowAcc> {
         let Some(map) = self.ebpf.map("FLOW_ACC") else { return Vec::new() };
         let Ok(arr) = PerCpuArray::<_, FlowAcc>::try_from(map) else { return Vec::new() };
         arr.get(&0, 0).map(|v| v.iter().copied().collect()).unwrap_or_default()
@@ -315,6 +315,14 @@ impl Observer {
             }
         }
         self.flows().ok()?.get(key, 0).ok()
+    }
+
+    /// When a flow was last seen: its entry's time, or that of a CPU's running totals of it in
+    /// `accs` (read once for many flows). None: not in the table.
+    pub fn last_seen_ns(&mut self, key: &FlowKey, accs: &[FlowAcc]) -> Option<u64> {
+        let st = self.flows().ok()?.get(key, 0).ok()?;
+        let acc = accs.iter().filter(|a| a.pending > 0 && &a.key == key).map(|a| a.last_ns).max();
+        Some(st.last_ns.max(acc.unwrap_or(0)))
     }
 
     /// Reads and removes a flow's kernel state.

@@ -11,7 +11,7 @@ use std::{
 
 use mptcp_probe_common::{
     event::tcp_flags,
-    flow::{FlowKey, FlowState},
+    flow::FlowKey,
     proto::{tcp_state, IPPROTO_MPTCP},
 };
 use mptcp_probe_model::{FlowSummary, TcpState};
@@ -212,12 +212,15 @@ impl Correlator {
         if self.sweep_kernel {
             keys.extend(obs.flow_keys().into_iter().filter(|k| !self.notes.contains_key(k)));
         }
+        // The CPUs' running totals once for all flows; a flow's own summary reads them again.
+        let accs = obs.accumulators();
         let mut out = Vec::new();
         for k in keys {
-            let quiet = |st: &FlowState| now_ns.saturating_sub(st.last_ns) >= self.idle_timeout_ns;
-            match obs.flow_state(&k) {
+            match obs.last_seen_ns(&k, &accs) {
                 None => out.push(self.summarise(obs, &k, Due::Idle)),
-                Some(st) if quiet(&st) => out.push(self.summarise(obs, &k, Due::Idle)),
+                Some(last) if now_ns.saturating_sub(last) >= self.idle_timeout_ns => {
+                    out.push(self.summarise(obs, &k, Due::Idle))
+                }
                 Some(_) => {}
             }
         }
