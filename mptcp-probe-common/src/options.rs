@@ -516,7 +516,9 @@ pub fn parse_mptcp(buf: &[u8; MAX_OPTION_BYTES], start: usize, len: usize) -> Mp
 }
 
 /// As [`parse_mptcp`], writing into `o` (which must start zeroed). Not inlined: one copy serves
-/// both decoded slots in the kernel.
+/// both decoded slots in the kernel. One function with one arm per subtype, longer than most:
+/// split into a function per subtype, each would be a BPF subprogram of its own to call and
+/// verify, on the path of every packet the fast path does not take.
 #[inline(never)]
 pub fn parse_mptcp_into(buf: &[u8; MAX_OPTION_BYTES], start: usize, len: usize, o: &mut MptcpOption) {
     o.len = len as u8;

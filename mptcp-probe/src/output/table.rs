@@ -10,8 +10,18 @@ fn names(v: &[Verdict]) -> String {
     }
 }
 
-/// Plain-text table with one row per test and the overall answer.
+/// Plain-text table with one row per test, the findings of problems under it, and the overall
+/// answer.
 pub fn table(r: &Report) -> String {
+    let mut out = grid(r);
+    findings(r, &mut out);
+    out.push('\n');
+    answer(r, &mut out);
+    out
+}
+
+/// One row per test, columns padded to their widest cell.
+fn grid(r: &Report) -> String {
     let header =
         ["test", "transport", "port", "outcome", "mptcp", "subflows", "verdicts", "fallback reason", "ms"];
     let rows: Vec<Vec<String>> = r
@@ -53,6 +63,11 @@ pub fn table(r: &Report) -> String {
         out.push_str(&line(&row.iter().map(String::as_str).collect::<Vec<_>>()));
         out.push('\n');
     }
+    out
+}
+
+/// The finding behind each problem verdict: which packet, which end, expected, seen.
+fn findings(r: &Report, out: &mut String) {
     for t in &r.tests {
         for f in t.evidence.findings.iter().filter(|f| f.verdict.is_problem()) {
             out.push_str(&format!(
@@ -66,7 +81,11 @@ pub fn table(r: &Report) -> String {
             ));
         }
     }
-    out.push('\n');
+}
+
+/// Whether MPTCP works on the path, the path's conditions, what the run could not establish or
+/// cut short, and what it did to the host.
+fn answer(r: &Report, out: &mut String) {
     if r.summary.mptcp_usable {
         out.push_str(&format!(
             "MPTCP works on this path to {} ({}).\n",
@@ -126,7 +145,6 @@ pub fn table(r: &Report) -> String {
     for s in &r.client.host_state {
         out.push_str(&format!("Host MPTCP state: {s}\n"));
     }
-    out
 }
 
 #[cfg(test)]
