@@ -118,6 +118,18 @@ fn with_path(path: &[Verdict]) -> String {
     }
 }
 
+/// The path conditions a scenario expects, those it allows marked `?`: ` [path_broken,
+/// handshake_reordered?]`, or nothing.
+fn expected_path(sc: &Scenario) -> String {
+    let mut all: Vec<String> = sc.path.iter().map(|v| v.as_str().to_string()).collect();
+    all.extend(sc.may.iter().map(|v| format!("{}?", v.as_str())));
+    if all.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", all.join(","))
+    }
+}
+
 /// A piece of the report as its JSON, for evidence in words.
 fn json_of(v: &impl Serialize) -> String {
     serde_json::to_string(v).unwrap_or_else(|e| format!("<{e}>"))
@@ -143,9 +155,11 @@ impl Outcome {
             "scenario": sc.name,
             "about": sc.about,
             "router": sc.commands(),
+            "check_args": sc.check_args,
             "expected": {
                 "verdicts": sc.expect,
                 "path_conditions": sc.path,
+                "path_conditions_allowed": sc.may,
                 "fallback": sc.fallback.map(|f| json!({"test": f.test, "reason": f.reason})),
             },
             "agrees": self.ok(),
@@ -204,17 +218,30 @@ pub fn judge(sc: &Scenario, report: &Report) -> Run {
     }
     let mut path = report.summary.path_conditions.clone();
     path.sort();
-    let mut expected_path = sc.path.to_vec();
-    expected_path.sort();
-    if path != expected_path {
-        run.problems.push(format!("path conditions {} (expected {})", names(&path), names(&expected_path)));
+    let required_missing = sc.path.iter().any(|v| !path.contains(v));
+    let unexpected = path.iter().any(|v| !sc.path.contains(v) && !sc.may.contains(v));
+    if required_missing || unexpected {
+        let mut expected_path = sc.path.to_vec();
+        expected_path.sort();
+        let allowed = if sc.may.is_empty() { String::new() } else { format!(", allowed {}", names(sc.may)) };
+        run.problems.push(format!(
+            "path conditions {} (expected {}{allowed})",
+            names(&path),
+            names(&expected_path)
+        ));
     }
     run.observed = observed;
     run.path = path;
     let mptcp_tests = || report.tests.iter().filter(|t| t.transport == Transport::Mptcp);
+    // A test showing a path condition the scenario allows may fall back: the condition explains it.
+    let excused = |t: &TestResult| t.verdicts.iter().any(|v| sc.may.contains(v));
+    let mut excused_tests = Vec::new();
     for t in mptcp_tests() {
         if let Some(r) = &t.fallback_reason {
             run.fallback.insert(t.name, r.clone());
+            if excused(t) {
+                excused_tests.push(t.name);
+            }
         }
     }
     match sc.fallback {
@@ -230,7 +257,7 @@ pub fn judge(sc: &Scenario, report: &Report) -> Run {
             }
         }
         None => {
-            for (test, r) in &run.fallback {
+            for (test, r) in run.fallback.iter().filter(|(t, _)| !excused_tests.contains(t)) {
                 run.problems.push(format!("{test}: fallback reason {r} (expected none)"));
             }
         }
@@ -248,6 +275,9 @@ fn account(t: &TestResult) -> String {
     }
     if let Some(e) = &t.error {
         line.push_str(&format!(", error: {e}"));
+    }
+    if let Some(r) = &t.reruns {
+        line.push_str(&format!(", run again {} time(s): MPTCP in {}", r.runs, r.established));
     }
     let ev = &t.evidence;
     for f in &ev.findings {
@@ -286,6 +316,7 @@ fn check(lab: &Lab, sc: &Scenario, opts: &Options) -> anyhow::Result<Run> {
     if let Some(t) = sc.tests_arg() {
         cmd.args(["--tests", &t]);
     }
+    cmd.args(sc.check_args);
     let out = cmd.stdin(Stdio::null()).output().context("starting check in the client")?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     let tail = || {
@@ -495,7 +526,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
         let expected = format!(
             "{}{}{}",
             names(sc.expect),
-            with_path(sc.path),
+            expected_path(sc),
             sc.fallback.map(|f| format!(" ({}: {})", f.test, f.reason)).unwrap_or_default()
         );
         let observed = if o.could_not_run.is_some() {
@@ -537,6 +568,9 @@ pub fn table(outcomes: &[Outcome]) -> String {
         out.push_str(&format!("\n✗ {} — {}\n", o.scenario.name, o.scenario.about));
         for c in o.scenario.commands() {
             out.push_str(&format!("  router: {c}\n"));
+        }
+        if !o.scenario.check_args.is_empty() {
+            out.push_str(&format!("  check: {}\n", o.scenario.check_args.join(" ")));
         }
         if let Some(e) = &o.could_not_run {
             out.push_str(&format!("  could not run: {e}\n"));
@@ -618,6 +652,86 @@ mod tests {
         assert!(reason.evidence[0].contains("SYN without MP_CAPABLE"), "{:?}", reason.evidence);
         assert!(reason.evidence[0].contains("[SYN at the server]"), "{:?}", reason.evidence);
         assert!(reason.evidence[0].contains("server: no record"), "{:?}", reason.evidence);
+    }
+
+    /// A report with one MPTCP and one plain-TCP result per test: (test, the MPTCP run's
+    /// verdicts, its fallback reason); the summary as given.
+    fn report_of(
+        tests: &[(TestName, &[Verdict], Option<&str>)],
+        summary: &[Verdict],
+        path: &[Verdict],
+    ) -> Report {
+        let results: Vec<Value> = tests
+            .iter()
+            .flat_map(|(name, verdicts, reason)| {
+                [Transport::Mptcp, Transport::Tcp].map(|transport| {
+                    let mptcp = transport == Transport::Mptcp;
+                    json!({
+                        "name": name, "transport": transport, "port": 80, "outcome": "ok",
+                        "mptcp": if !mptcp { "not_applicable" } else if reason.is_some() { "fallback" } else { "established" },
+                        "subflows": 1, "fallback_reason": if mptcp { *reason } else { None },
+                        "verdicts": if mptcp { verdicts.to_vec() } else { vec![] },
+                        "evidence": {"client": {}, "server": null, "mib_delta": {}, "findings": []},
+                        "duration_ms": 3,
+                    })
+                })
+            })
+            .collect();
+        let v = json!({
+            "schema": mptcp_probe_model::SCHEMA, "id": "r", "started_at": "2026-12-01T00:00:00Z",
+            "duration_ms": 10,
+            "client": {"kernel": "6.18", "mptcp_sysctls": {}, "observer": "tc+tracepoints"},
+            "server": {"address": "203.0.113.2", "version": "0.1.0"},
+            "tests": results,
+            "summary": {"verdicts": summary, "path_conditions": path, "mptcp_usable": true},
+        });
+        serde_json::from_value(v).unwrap_or_else(|e| panic!("the data model does not read the fixture: {e}"))
+    }
+
+    #[test]
+    fn a_noisy_path_may_show_its_allowed_condition_and_fall_back_only_where_it_shows() {
+        use TestName::{Bulk, Http};
+        use Verdict::{HandshakeReordered, MptcpOk, PathBroken};
+        let sc = scenario::named("lossy");
+        assert_eq!(sc.may, &[HandshakeReordered]);
+        let quiet = report_of(&[(Http, &[MptcpOk], None), (Bulk, &[MptcpOk], None)], &[MptcpOk], &[]);
+        assert!(judge(sc, &quiet).problems.is_empty(), "{:?}", judge(sc, &quiet).problems);
+        // Bulk's first flight reordered: it fell back, and that is what the condition explains.
+        let reordered = report_of(
+            &[(Http, &[MptcpOk], None), (Bulk, &[HandshakeReordered], Some("MPCapableDataFallback"))],
+            &[MptcpOk],
+            &[HandshakeReordered],
+        );
+        let run = judge(sc, &reordered);
+        assert!(run.problems.is_empty(), "{:?}", run.problems);
+        assert_eq!(run.path, vec![HandshakeReordered]);
+        // A fallback the condition does not explain is one.
+        let unexplained = report_of(
+            &[
+                (Http, &[MptcpOk], Some("MPCapableFallbackACK")),
+                (Bulk, &[HandshakeReordered], Some("MPCapableDataFallback")),
+            ],
+            &[MptcpOk],
+            &[HandshakeReordered],
+        );
+        let problems = judge(sc, &unexplained).problems;
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("http: fallback reason MPCapableFallbackACK"), "{problems:?}");
+        // A condition that is not allowed, or a middlebox verdict, disagrees.
+        let broken = report_of(&[(Bulk, &[PathBroken], None)], &[MptcpOk], &[PathBroken]);
+        let problems = judge(sc, &broken).problems;
+        assert!(problems[0].contains("allowed handshake_reordered"), "{problems:?}");
+        let stripped =
+            report_of(&[(Http, &[Verdict::AckOptionStripped], None)], &[Verdict::AckOptionStripped], &[]);
+        assert!(!judge(sc, &stripped).problems.is_empty());
+        // Where the condition is required, a run without it disagrees.
+        let ffr = scenario::named("first-flight-reordered");
+        let without = report_of(&[(Bulk, &[MptcpOk], None)], &[MptcpOk], &[]);
+        let problems = judge(ffr, &without).problems;
+        assert!(problems.iter().any(|p| p.contains("expected handshake_reordered")), "{problems:?}");
+        // The table shows what is allowed apart from what is required.
+        let t = table(&[outcome("lossy", vec![run], None)]);
+        assert!(t.contains("mptcp_ok [handshake_reordered?]"), "{t}");
     }
 
     fn pkt(src: u16, dst: u16, syn: bool, ack: bool, len: u32, mptcp: &[(Subtype, u8)]) -> Packet {
@@ -737,6 +851,19 @@ mod tests {
             }
         }
         assert_eq!(scenario::named("syn-strip").tests_arg().as_deref(), Some("handshake,http,bulk"));
+        for s in scenario::SCENARIOS {
+            // Path conditions are listed apart from the summary's verdicts, each once.
+            assert!(s.expect.iter().all(|v| !v.is_path_condition()), "{}", s.name);
+            assert!(s.path.iter().chain(s.may).all(|v| v.is_path_condition()), "{}", s.name);
+            assert!(s.may.iter().all(|v| !s.path.contains(v)), "{}", s.name);
+        }
+        for name in scenario::NOISY_PATHS {
+            let s = scenario::named(name);
+            // A path that only delays, loses and reorders shows no middlebox verdict and
+            // requires no condition.
+            assert_eq!(s.expect, &[Verdict::MptcpOk], "{name}");
+            assert!(s.path.is_empty() && !s.may.is_empty() && s.fallback.is_none(), "{name}");
+        }
         assert_eq!(scenario::named("clean").tests_arg(), None);
     }
 }

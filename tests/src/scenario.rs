@@ -1,6 +1,8 @@
 //! The lab's middlebox scenarios: each a named profile applied in the router namespace (the
 //! kernel's iptables/sysctl/MTU where they can, the `mptcp-middlebox` NFQUEUE program or proxy
-//! where they cannot), with the verdicts and fallback reason `check` must report for it.
+//! where they cannot), with the verdicts, path conditions and fallback reason `check` must report
+//! for it. Paths that only delay, lose and reorder (`mptcp-middlebox netem`, this kernel having no
+//! netem qdisc) may show a path condition now and then; such a scenario says it is allowed.
 
 use std::{
     path::Path,
@@ -26,6 +28,11 @@ pub enum Step {
     ServerLinkMtu(u32),
     /// `mptcp-middlebox` with these arguments; forwarded TCP goes through its queue.
     Nfqueue(&'static [&'static str]),
+    /// `mptcp-middlebox` with these arguments for the forwarded IPv4 TCP packets this iptables
+    /// match selects; the others pass untouched.
+    NfqueueFor { args: &'static [&'static str], matching: &'static [&'static str] },
+    /// The MTU of one of the router's interfaces only (a narrow hop: the hosts do not know it).
+    RouterMtu { dev: &'static str, mtu: u32 },
     /// The transparent proxy for a port, with `REDIRECT` rules sending that port to it.
     Proxy(u16),
 }
@@ -59,12 +66,17 @@ pub struct Scenario {
     pub ipv6: bool,
     /// `check --tests` (None: every test).
     pub tests: Option<&'static [TestName]>,
+    /// More `check` options (a shorter `--timeout` where connections are meant to stall).
+    pub check_args: &'static [&'static str],
     pub steps: &'static [Step],
     /// The report's summary verdicts, exactly.
     pub expect: &'static [Verdict],
-    /// The report's path conditions (`summary.path_conditions`), exactly.
+    /// The report's path conditions (`summary.path_conditions`) that every run shows.
     pub path: &'static [Verdict],
-    /// The fallback the scenario causes (None: no test may fall back).
+    /// Path conditions a run may show as well, or not: what a lossy or jittery path does now and
+    /// then. A test showing one may fall back (that is what the condition explains).
+    pub may: &'static [Verdict],
+    /// The fallback the scenario causes (None: no test may fall back, except as `may` allows).
     pub fallback: Option<Fallback>,
     pub oracle: Option<Oracle>,
 }
@@ -92,6 +104,20 @@ const NAT: Step = rule("nat", "POSTROUTING", &["-o", ifname::MS, "-j", "MASQUERA
 const FTP_HELPER: Step =
     rule("raw", "PREROUTING", &["-p", "tcp", "--dport", "21", "-j", "CT", "--helper", "ftp"]);
 
+/// The server's bulk port (`serve`'s), as iptables takes it.
+const BULK_PORT: &str = "8001";
+
+/// Tests for the paths that only delay, lose and reorder: each connection's first flight (HTTP's
+/// request and bulk's upload span several segments, which reordering can swap), and nothing that
+/// waits for an option the kernel sends once (join, ADD_ADDR: a lost ADD_ADDR is re-sent only
+/// after `add_addr_timeout`, minutes later) or for several connections in turn (FTP).
+const NOISY_TESTS: &[TestName] =
+    &[TestName::Handshake, TestName::Http, TestName::Tls, TestName::Bulk, TestName::Echo];
+
+/// The scenarios of paths that only delay, lose and reorder (no middlebox): they may show
+/// `handshake_reordered`, never a middlebox verdict; the test suite runs them repeatedly.
+pub const NOISY_PATHS: &[&str] = &["lossy", "reordering"];
+
 /// ADD_ADDR from the server: a non-SYN segment whose first option is the 12-byte timestamp
 /// (NOP, NOP, TS), so the MPTCP option starts at IP offset 52 (IPv4 without IP options) and its
 /// subtype is the high nibble of byte 54. A cBPF filter for `-m bpf`: `ip[0] & 0xf0 == 0x40 &&
@@ -109,9 +135,11 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "nothing in the path (IPv4)",
         ipv6: false,
         tests: None,
+        check_args: &[],
         steps: &[],
         expect: &[Verdict::MptcpOk],
         path: &[],
+        may: &[],
         fallback: None,
         oracle: None,
     },
@@ -120,9 +148,11 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "nothing in the path (IPv6)",
         ipv6: true,
         tests: None,
+        check_args: &[],
         steps: &[],
         expect: &[Verdict::MptcpOk],
         path: &[],
+        may: &[],
         fallback: None,
         oracle: None,
     },
@@ -131,9 +161,11 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "nothing in the path, DSS checksums on at both ends",
         ipv6: false,
         tests: None,
+        check_args: &[],
         steps: &[CSUM],
         expect: &[Verdict::MptcpOk],
         path: &[],
+        may: &[],
         fallback: None,
         oracle: None,
     },
@@ -142,9 +174,11 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "MPTCP option stripped from SYNs (TCPOPTSTRIP)",
         ipv6: false,
         tests: Some(&[TestName::Handshake, TestName::Http, TestName::Bulk]),
+        check_args: &[],
         steps: &[rule("mangle", "FORWARD", &["-p", "tcp", "--tcp-flags", "SYN,ACK", "SYN", "-j", "TCPOPTSTRIP", "--strip-options", "30"])],
         expect: &[Verdict::SynOptionStripped],
         path: &[],
+        may: &[],
         fallback: Some(Fallback { test: TestName::Http, reason: "MPCapableFallbackSYNACK" }),
         oracle: Some(Oracle { port: 80, packet: OraclePacket::Syn }),
     },
@@ -153,9 +187,11 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "MPTCP option stripped from SYNs, over IPv6 (ip6tables TCPOPTSTRIP)",
         ipv6: true,
         tests: Some(&[TestName::Handshake, TestName::Http]),
+        check_args: &[],
         steps: &[Step::Rule { v6: true, table: "mangle", chain: "FORWARD", args: &["-p", "tcp", "--tcp-flags", "SYN,ACK", "SYN", "-j", "TCPOPTSTRIP", "--strip-options", "30"] }],
         expect: &[Verdict::SynOptionStripped],
         path: &[],
+        may: &[],
         fallback: Some(Fallback { test: TestName::Http, reason: "MPCapableFallbackSYNACK" }),
         oracle: Some(Oracle { port: 80, packet: OraclePacket::Syn }),
     },
@@ -164,9 +200,11 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "MPTCP option stripped from SYN/ACKs (TCPOPTSTRIP)",
         ipv6: false,
         tests: Some(&[TestName::Handshake, TestName::Http, TestName::Bulk]),
+        check_args: &[],
         steps: &[rule("mangle", "FORWARD", &["-p", "tcp", "--tcp-flags", "SYN,ACK", "SYN,ACK", "-j", "TCPOPTSTRIP", "--strip-options", "30"])],
         expect: &[Verdict::SynackOptionStripped],
         path: &[],
+        may: &[],
         fallback: Some(Fallback { test: TestName::Http, reason: "MPCapableFallbackSYNACK" }),
         oracle: Some(Oracle { port: 80, packet: OraclePacket::SynAck }),
     },
@@ -175,12 +213,14 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "MPTCP option stripped from the third ACK and the first data (client's packets 2-3)",
         ipv6: false,
         tests: Some(&[TestName::Handshake, TestName::Http, TestName::Bulk]),
+        check_args: &[],
         steps: &[
             ACCT,
             rule("mangle", "FORWARD", &["-i", ifname::M1, "-p", "tcp", "--tcp-flags", "SYN", "NONE", "-m", "connbytes", "--connbytes", "2:3", "--connbytes-dir", "original", "--connbytes-mode", "packets", "-j", "TCPOPTSTRIP", "--strip-options", "30"]),
         ],
         expect: &[Verdict::AckOptionStripped],
         path: &[],
+        may: &[],
         fallback: Some(Fallback { test: TestName::Http, reason: "MPCapableDataFallback" }),
         oracle: Some(Oracle { port: 80, packet: OraclePacket::Ack }),
     },
@@ -189,12 +229,14 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "MPTCP option stripped from the client's data segments after 100 kB (TCPOPTSTRIP + connbytes)",
         ipv6: false,
         tests: Some(&[TestName::Handshake, TestName::Bulk]),
+        check_args: &[],
         steps: &[
             ACCT,
             rule("mangle", "FORWARD", &["-i", ifname::M1, "-p", "tcp", "-m", "connbytes", "--connbytes", "100000:", "--connbytes-dir", "original", "--connbytes-mode", "bytes", "-m", "length", "--length", "100:65535", "-j", "TCPOPTSTRIP", "--strip-options", "30"]),
         ],
         expect: &[Verdict::DssStripped],
         path: &[],
+        may: &[],
         fallback: Some(Fallback { test: TestName::Bulk, reason: "DssFallback" }),
         oracle: Some(Oracle { port: 8001, packet: OraclePacket::Data }),
     },
@@ -203,9 +245,11 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "SYNs carrying an MPTCP option dropped",
         ipv6: false,
         tests: Some(&[TestName::Handshake, TestName::Http]),
+        check_args: &[],
         steps: &[rule("filter", "FORWARD", &["-p", "tcp", "--syn", "-m", "tcp", "--tcp-option", "30", "-j", "DROP"])],
         expect: &[Verdict::MptcpSynDropped],
         path: &[],
+        may: &[],
         fallback: Some(Fallback { test: TestName::Http, reason: "MPCapableSYNTXDrop" }),
         oracle: None,
     },
@@ -214,9 +258,11 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "SYNs carrying an MPTCP option answered with a reset",
         ipv6: false,
         tests: Some(&[TestName::Handshake, TestName::Http]),
+        check_args: &[],
         steps: &[rule("filter", "FORWARD", &["-p", "tcp", "--syn", "-m", "tcp", "--tcp-option", "30", "-j", "REJECT", "--reject-with", "tcp-reset"])],
         expect: &[Verdict::MptcpReset],
         path: &[],
+        may: &[],
         fallback: None,
         oracle: None,
     },
@@ -225,9 +271,11 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "MSS of SYN and SYN/ACK clamped to 1200 (TCPMSS)",
         ipv6: false,
         tests: None,
+        check_args: &[],
         steps: &[rule("mangle", "FORWARD", &["-p", "tcp", "--tcp-flags", "SYN,RST", "SYN", "-j", "TCPMSS", "--set-mss", "1200"])],
         expect: &[Verdict::MptcpOk, Verdict::MssRewritten],
         path: &[],
+        may: &[],
         fallback: None,
         oracle: None,
     },
@@ -236,9 +284,11 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "sequence numbers offset per connection (ISN randomiser, NFQUEUE)",
         ipv6: false,
         tests: None,
+        check_args: &[],
         steps: &[Step::Nfqueue(&["seq"])],
         expect: &[Verdict::MptcpOk, Verdict::SeqRewritten],
         path: &[],
+        may: &[],
         fallback: None,
         oracle: None,
     },
@@ -247,9 +297,11 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "client's data segments cut into pieces of 500 bytes (NFQUEUE)",
         ipv6: false,
         tests: Some(&[TestName::Handshake, TestName::Http, TestName::Bulk, TestName::Echo]),
+        check_args: &[],
         steps: &[Step::Nfqueue(&["split", "--max", "500"])],
         expect: &[Verdict::MptcpOk, Verdict::SegmentsSplit],
         path: &[],
+        may: &[],
         fallback: None,
         oracle: None,
     },
@@ -258,9 +310,11 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "client's contiguous data segments merged up to 8000 bytes (NFQUEUE, jumbo MTU to the server)",
         ipv6: false,
         tests: Some(&[TestName::Handshake, TestName::Http, TestName::Bulk, TestName::Echo]),
+        check_args: &[],
         steps: &[Step::ServerLinkMtu(9000), Step::Nfqueue(&["coalesce", "--max", "8000"])],
         expect: &[Verdict::MptcpOk, Verdict::SegmentsCoalesced],
         path: &[],
+        may: &[],
         fallback: None,
         oracle: None,
     },
@@ -269,9 +323,11 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "HTTP request bytes rewritten, same length (NFQUEUE)",
         ipv6: false,
         tests: Some(&[TestName::Handshake, TestName::Http]),
+        check_args: &[],
         steps: &[REWRITE],
         expect: &[Verdict::PayloadModified],
         path: &[],
+        may: &[],
         fallback: None,
         oracle: None,
     },
@@ -280,9 +336,11 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "HTTP request bytes rewritten, same length, DSS checksums on",
         ipv6: false,
         tests: Some(&[TestName::Handshake, TestName::Http]),
+        check_args: &[],
         steps: &[CSUM, REWRITE],
         expect: &[Verdict::PayloadModified],
         path: &[],
+        may: &[],
         fallback: Some(Fallback { test: TestName::Http, reason: "DssFallback" }),
         oracle: None,
     },
@@ -291,11 +349,13 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "source NAT towards the server (MASQUERADE)",
         ipv6: false,
         tests: None,
+        check_args: &[],
         steps: &[NAT],
         expect: &[Verdict::MptcpOk, Verdict::Nat],
         // Active FTP through a NAT without the FTP helper: the server refuses a PORT naming
         // another address than the control connection's peer, over plain TCP as well.
         path: &[Verdict::PathBroken],
+        may: &[],
         fallback: None,
         oracle: None,
     },
@@ -304,9 +364,11 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "NAT with the FTP ALG: PORT rewritten to the NAT address, length changes",
         ipv6: false,
         tests: Some(&[TestName::Handshake, TestName::Ftp]),
+        check_args: &[],
         steps: &[NAT, FTP_HELPER],
         expect: &[Verdict::Nat, Verdict::PayloadModified],
         path: &[],
+        may: &[],
         fallback: Some(Fallback { test: TestName::Ftp, reason: "DssFallback" }),
         oracle: None,
     },
@@ -315,9 +377,11 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "NAT with the FTP ALG, DSS checksums on",
         ipv6: false,
         tests: Some(&[TestName::Handshake, TestName::Ftp]),
+        check_args: &[],
         steps: &[CSUM, NAT, FTP_HELPER],
         expect: &[Verdict::Nat, Verdict::PayloadModified],
         path: &[],
+        may: &[],
         fallback: Some(Fallback { test: TestName::Ftp, reason: "DssFallback" }),
         oracle: None,
     },
@@ -326,9 +390,11 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "transparent TCP proxy on port 80 (REDIRECT): connection terminated and re-originated",
         ipv6: false,
         tests: Some(&[TestName::Handshake, TestName::Http]),
+        check_args: &[],
         steps: &[Step::Proxy(80)],
         expect: &[Verdict::Nat, Verdict::Proxied],
         path: &[],
+        may: &[],
         fallback: Some(Fallback { test: TestName::Http, reason: "MPCapableFallbackSYNACK" }),
         oracle: None,
     },
@@ -337,9 +403,11 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "MP_JOIN SYNs dropped on the second path (SYNs with option 30 arriving there)",
         ipv6: false,
         tests: Some(&[TestName::Handshake, TestName::Join]),
+        check_args: &[],
         steps: &[rule("filter", "FORWARD", &["-i", ifname::M2, "-p", "tcp", "--syn", "-m", "tcp", "--tcp-option", "30", "-j", "DROP"])],
         expect: &[Verdict::JoinBlocked],
         path: &[],
+        may: &[],
         fallback: None,
         oracle: None,
     },
@@ -348,9 +416,122 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "ADD_ADDR options from the server dropped (cBPF on the MPTCP subtype)",
         ipv6: false,
         tests: Some(&[TestName::Handshake, TestName::AddAddr]),
+        check_args: &[],
         steps: &[rule("filter", "FORWARD", &["-i", ifname::MS, "-p", "tcp", "--tcp-flags", "SYN", "NONE", "-m", "tcp", "--tcp-option", "30", "-m", "bpf", "--bytecode", CBPF_ADD_ADDR_V4, "-j", "DROP"])],
         expect: &[Verdict::AddAddrDropped],
         path: &[],
+        may: &[],
+        fallback: None,
+        oracle: None,
+    },
+    Scenario {
+        name: "lossy",
+        about: "a long, lossy, jittery path: 20 ms ± 5 ms each way, 1 % loss (netem, NFQUEUE)",
+        ipv6: false,
+        tests: Some(NOISY_TESTS),
+        check_args: &[],
+        steps: &[Step::Nfqueue(&["netem", "--delay", "20", "--jitter", "5", "--loss", "1", "--seed", "1"])],
+        expect: &[Verdict::MptcpOk],
+        path: &[],
+        // Jitter lets a later data segment overtake the third ACK now and then.
+        may: &[Verdict::HandshakeReordered],
+        fallback: None,
+        oracle: None,
+    },
+    Scenario {
+        name: "reordering",
+        about: "a reordering path: 25 % of the packets (correlation 50 %) overtake the others, delayed 10 ms (netem, NFQUEUE)",
+        ipv6: false,
+        tests: Some(NOISY_TESTS),
+        check_args: &[],
+        steps: &[Step::Nfqueue(&["netem", "--delay", "10", "--reorder", "25", "--correlation", "50", "--seed", "2"])],
+        expect: &[Verdict::MptcpOk],
+        path: &[],
+        may: &[Verdict::HandshakeReordered],
+        fallback: None,
+        oracle: None,
+    },
+    Scenario {
+        name: "first-flight-reordered",
+        about: "the client's third ACK and first data to the bulk port held 10 ms (packets 2-3, NFQUEUE): the next data segment arrives first",
+        ipv6: false,
+        tests: Some(&[TestName::Handshake, TestName::Bulk]),
+        check_args: &[],
+        steps: &[
+            ACCT,
+            Step::NfqueueFor {
+                args: &["netem", "--delay", "10"],
+                matching: &["-i", ifname::M1, "-p", "tcp", "--dport", BULK_PORT, "--tcp-flags", "SYN", "NONE", "-m", "connbytes", "--connbytes", "2:3", "--connbytes-dir", "original", "--connbytes-mode", "packets"],
+            },
+        ],
+        expect: &[Verdict::MptcpOk],
+        path: &[Verdict::HandshakeReordered],
+        may: &[],
+        fallback: Some(Fallback { test: TestName::Bulk, reason: "MPCapableDataFallback" }),
+        oracle: None,
+    },
+    Scenario {
+        name: "pmtu-blackhole",
+        about: "a 1280-byte hop towards the server whose ICMP \"fragmentation needed\" is dropped (PMTU black hole)",
+        ipv6: false,
+        tests: Some(&[TestName::Handshake, TestName::Echo, TestName::Bulk]),
+        // Large segments never arrive, over plain TCP too: bulk stalls until check gives up.
+        check_args: &["--timeout", "2", "--budget", "60"],
+        steps: &[
+            Step::RouterMtu { dev: ifname::MS, mtu: 1280 },
+            rule("filter", "OUTPUT", &["-p", "icmp", "--icmp-type", "fragmentation-needed", "-j", "DROP"]),
+        ],
+        expect: &[Verdict::MptcpOk],
+        path: &[Verdict::PathBroken],
+        may: &[],
+        fallback: None,
+        oracle: None,
+    },
+    Scenario {
+        name: "synproxy",
+        about: "iptables SYNPROXY: the router answers the client's SYNs itself, then opens the connection to the server",
+        ipv6: false,
+        tests: Some(&[TestName::Handshake, TestName::Http]),
+        check_args: &[],
+        steps: &[
+            rule("raw", "PREROUTING", &["-i", ifname::M1, "-p", "tcp", "--syn", "-j", "CT", "--notrack"]),
+            // The options must be the server's own (window scale 10 for the lab's buffers).
+            rule("filter", "FORWARD", &["-i", ifname::M1, "-p", "tcp", "-m", "conntrack", "--ctstate", "INVALID,UNTRACKED", "-j", "SYNPROXY", "--sack-perm", "--timestamp", "--wscale", "10", "--mss", "1460"]),
+            rule("filter", "FORWARD", &["-i", ifname::M1, "-p", "tcp", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]),
+            Step::RouterSysctl("net.netfilter.nf_conntrack_tcp_loose=0"),
+        ],
+        expect: &[Verdict::Proxied],
+        path: &[],
+        may: &[],
+        fallback: Some(Fallback { test: TestName::Http, reason: "MPCapableFallbackSYNACK" }),
+        oracle: None,
+    },
+    Scenario {
+        name: "synack-drop",
+        about: "SYN/ACKs carrying an MPTCP option dropped",
+        ipv6: false,
+        tests: Some(&[TestName::Handshake, TestName::Http]),
+        // The SYN retried without MPTCP meets the server's MPTCP request socket, whose SYN/ACK is
+        // dropped again: nothing comes up before the timeout.
+        check_args: &["--timeout", "3"],
+        steps: &[rule("filter", "FORWARD", &["-p", "tcp", "--tcp-flags", "SYN,ACK", "SYN,ACK", "-m", "tcp", "--tcp-option", "30", "-j", "DROP"])],
+        expect: &[Verdict::MptcpSynackDropped],
+        path: &[],
+        may: &[],
+        fallback: None,
+        oracle: None,
+    },
+    Scenario {
+        name: "options-drop",
+        about: "segments carrying an MPTCP option dropped after the handshake (non-SYN packets with option 30)",
+        ipv6: false,
+        tests: Some(&[TestName::Handshake, TestName::Http]),
+        // Linux neither falls back nor resets: the connection stalls until the timeout.
+        check_args: &["--timeout", "1"],
+        steps: &[rule("filter", "FORWARD", &["-p", "tcp", "--tcp-flags", "SYN", "NONE", "-m", "tcp", "--tcp-option", "30", "-j", "DROP"])],
+        expect: &[Verdict::UnknownFallback],
+        path: &[],
+        may: &[],
         fallback: None,
         oracle: None,
     },
@@ -391,7 +572,7 @@ impl Scenario {
 
     /// Whether the router runs `mptcp-middlebox` (NFQUEUE or the proxy).
     pub fn runs_middlebox(&self) -> bool {
-        self.steps.iter().any(|s| matches!(s, Step::Nfqueue(_) | Step::Proxy(_)))
+        self.steps.iter().any(|s| matches!(s, Step::Nfqueue(_) | Step::NfqueueFor { .. } | Step::Proxy(_)))
     }
 
     /// The router's commands for this scenario, for people (`measure` prints them, `lab up` too).
@@ -411,6 +592,11 @@ impl Scenario {
                     format!("mptcp-middlebox {}", args.join(" ")),
                     "iptables -A FORWARD -p tcp -j NFQUEUE --queue-num 0   (ip6tables too)".into(),
                 ],
+                Step::NfqueueFor { args, matching } => vec![
+                    format!("mptcp-middlebox {}", args.join(" ")),
+                    format!("iptables -A FORWARD {} -j NFQUEUE --queue-num 0", matching.join(" ")),
+                ],
+                Step::RouterMtu { dev, mtu } => vec![format!("ip link set {dev} mtu {mtu}")],
                 Step::Proxy(port) => vec![
                     format!("mptcp-middlebox proxy --port {}", PROXY_PORT),
                     format!(
@@ -510,6 +696,22 @@ fn start(
     Ok((child, log))
 }
 
+/// The NFQUEUE the router's middlebox binds.
+const QUEUE: &str = "0";
+
+/// Starts `mptcp-middlebox` on the router's queue.
+fn start_nfqueue(
+    lab: &Lab,
+    middlebox: &Path,
+    dir: &Path,
+    n: usize,
+    args: &[&str],
+) -> anyhow::Result<(Child, std::path::PathBuf)> {
+    let mut full = vec!["--queue", QUEUE];
+    full.extend_from_slice(args);
+    start(lab, middlebox, dir, n, &full)
+}
+
 /// Applies a scenario's steps to a lab; `middlebox` is the `mptcp-middlebox` binary, for the
 /// scenarios that run it ([`Scenario::runs_middlebox`]).
 pub fn apply(lab: &Lab, sc: &Scenario, middlebox: &Path) -> anyhow::Result<Applied> {
@@ -530,18 +732,25 @@ pub fn apply(lab: &Lab, sc: &Scenario, middlebox: &Path) -> anyhow::Result<Appli
                 run_ok(lab.s.cmd("ip").args(["link", "set", ifname::S, "mtu", &mtu]))?;
             }
             Step::Nfqueue(args) => {
-                let mut full = vec!["--queue", "0"];
-                full.extend_from_slice(args);
-                procs.push(start(lab, middlebox, &dir.0, procs.len(), &full)?);
+                procs.push(start_nfqueue(lab, middlebox, &dir.0, procs.len(), args)?);
                 for v6 in [false, true] {
                     iptables(
                         &lab.m,
                         v6,
                         "filter",
                         "FORWARD",
-                        &["-p", "tcp", "-j", "NFQUEUE", "--queue-num", "0"],
+                        &["-p", "tcp", "-j", "NFQUEUE", "--queue-num", QUEUE],
                     )?;
                 }
+            }
+            Step::NfqueueFor { args, matching } => {
+                procs.push(start_nfqueue(lab, middlebox, &dir.0, procs.len(), args)?);
+                let mut rule = matching.to_vec();
+                rule.extend_from_slice(&["-j", "NFQUEUE", "--queue-num", QUEUE]);
+                iptables(&lab.m, false, "filter", "FORWARD", &rule)?;
+            }
+            Step::RouterMtu { dev, mtu } => {
+                run_ok(lab.m.cmd("ip").args(["link", "set", dev, "mtu", &mtu.to_string()]))?;
             }
             Step::Proxy(port) => {
                 let p = PROXY_PORT.to_string();

@@ -10,6 +10,9 @@
 //!   the same options into one segment of at most `--max` bytes;
 //! - `rewrite`: replaces a byte string with another of the same length in the initiator's payload
 //!   to one destination port (a header-rewriting box);
+//! - `netem`: the path emulation the kernel's netem qdisc would give (this kernel has none):
+//!   delay with jitter, loss and reordering, each decision drawn from a seeded generator and made
+//!   as `sch_netem` makes it (see [`netem`]); packets are held and given their verdicts late;
 //! - `proxy`: not a queue user but a transparent TCP proxy for an iptables `REDIRECT` rule: it
 //!   terminates each connection and opens its own to the original destination, relaying bytes.
 //!
@@ -69,11 +72,69 @@ enum Mode {
         #[arg(long)]
         replace: String,
     },
+    /// Delay, jitter, loss and reordering of every queued packet, as the netem qdisc does them.
+    Netem(NetemArgs),
     /// Transparent TCP proxy (IPv4) on PORT for connections an iptables REDIRECT sends there.
     Proxy {
         #[arg(long)]
         port: u16,
     },
+}
+
+/// `netem`'s options, named as `tc qdisc ... netem` names them (times in milliseconds, shares
+/// in percent).
+#[derive(clap::Args, Clone, Debug)]
+struct NetemArgs {
+    /// Mean delay added to every packet that is not reordered.
+    #[arg(long, default_value_t = 0.0, value_parser = milliseconds)]
+    delay: f64,
+    /// Each delayed packet's delay is drawn uniformly from DELAY ± JITTER: a later packet can
+    /// overtake an earlier one, as with netem.
+    #[arg(long, default_value_t = 0.0, value_parser = milliseconds)]
+    jitter: f64,
+    /// Share of packets dropped.
+    #[arg(long, default_value_t = 0.0, value_parser = percent)]
+    loss: f64,
+    /// Share of packets sent at once, ahead of the delayed ones (needs a delay).
+    #[arg(long, default_value_t = 0.0, value_parser = percent)]
+    reorder: f64,
+    /// Chance that each random draw (delay, loss, reordering, each its own) repeats the previous
+    /// one: losses come in bursts and reordered packets in runs, their shares unchanged.
+    #[arg(long, default_value_t = 0.0, value_parser = percent)]
+    correlation: f64,
+    /// Seed of the generator: the same seed gives the same decisions for the same packets.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Packets held at most (netem's `limit`); one more is dropped.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=4000))]
+    limit: u64,
+}
+
+fn milliseconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=60_000.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a time in milliseconds between 0 and 60000")),
+    }
+}
+
+fn percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a percentage between 0 and 100")),
+    }
+}
+
+impl NetemArgs {
+    fn params(&self) -> netem::Params {
+        let us = |ms: f64| Duration::from_micros((ms * 1000.0).round() as u64);
+        netem::Params {
+            delay: us(self.delay),
+            jitter: us(self.jitter),
+            loss: netem::probability(self.loss),
+            reorder: netem::probability(self.reorder),
+            correlation: netem::probability(self.correlation),
+        }
+    }
 }
 
 #[derive(Default, Debug)]
@@ -84,6 +145,14 @@ struct Counters {
     dropped_merged: u64,
     injected: u64,
     inject_errors: u64,
+    /// netem: packets held and sent late.
+    delayed: u64,
+    /// netem: packets sent at once, ahead of the held ones (`--reorder`).
+    not_delayed: u64,
+    /// netem: packets dropped by `--loss`.
+    dropped_loss: u64,
+    /// netem: packets dropped because `--limit` packets were held.
+    dropped_limit: u64,
 }
 
 enum Ip {
@@ -207,6 +276,8 @@ struct Middlebox {
     /// Connections seen from their SYN, keyed initiator → responder, with their offset.
     conns: HashMap<Key, u32>,
     held: HashMap<Key, Held>,
+    /// `netem` mode: its decisions and the packets it holds.
+    netem: Option<(netem::Netem, netem::Schedule<nfq::Message>)>,
     raw4: Option<RawSocket>,
     raw6: Option<RawSocket>,
     n: Counters,
@@ -236,6 +307,33 @@ impl Middlebox {
     /// Decides on one queued packet (verdicts may be deferred while segments are held).
     fn handle(&mut self, mode: &Mode, q: &mut Queue, mut msg: nfq::Message) -> anyhow::Result<()> {
         self.n.packets += 1;
+        if let Some((netem, held)) = self.netem.as_mut() {
+            // netem looks at no header: only at when the packet came.
+            let n = held.arrival();
+            match netem.fate() {
+                netem::Fate::Drop => {
+                    self.n.dropped_loss += 1;
+                    msg.set_verdict(Verdict::Drop);
+                }
+                netem::Fate::Now => {
+                    self.n.not_delayed += 1;
+                    held.sent(n);
+                    msg.set_verdict(Verdict::Accept);
+                }
+                netem::Fate::Later(after) => match held.hold(n, Instant::now() + after, msg) {
+                    Ok(()) => {
+                        self.n.delayed += 1;
+                        return Ok(());
+                    }
+                    Err(mut full) => {
+                        self.n.dropped_limit += 1;
+                        full.set_verdict(Verdict::Drop);
+                        return Ok(q.verdict(full)?);
+                    }
+                },
+            }
+            return Ok(q.verdict(msg)?);
+        }
         let Some(mut p) = Pkt::parse(msg.get_payload()) else {
             self.n.unparsed += 1;
             msg.set_verdict(Verdict::Accept);
@@ -309,7 +407,7 @@ impl Middlebox {
                     return Ok(());
                 }
             }
-            Mode::Proxy { .. } => {}
+            Mode::Proxy { .. } | Mode::Netem(_) => {}
             Mode::Rewrite { port, ref find, ref replace } => {
                 if dir == Dir::Initiator
                     && p.tcp.destination_port == port
@@ -353,6 +451,29 @@ impl Middlebox {
             self.flush(q, k)?;
         }
         Ok(())
+    }
+
+    /// Sends on the held packets that are due (all of them with `all`), earliest first.
+    fn release_due(&mut self, q: &mut Queue, all: bool) -> anyhow::Result<()> {
+        let Some((_, held)) = self.netem.as_mut() else { return Ok(()) };
+        let now = Instant::now();
+        while let Some(mut msg) = if all { held.pop_any() } else { held.pop_due(now) } {
+            msg.set_verdict(Verdict::Accept);
+            q.verdict(msg)?;
+        }
+        Ok(())
+    }
+
+    /// Sleeps while the queue is empty: until the next held packet is due, and never long, so
+    /// that new packets wait little.
+    fn idle(&self) {
+        const NAP: Duration = Duration::from_micros(200);
+        match self.netem.as_ref().and_then(|(_, held)| held.next_due(Instant::now())) {
+            Some(due) if due.is_zero() => {}
+            Some(due) => std::thread::sleep(due.min(NAP)),
+            None if self.held.is_empty() => std::thread::sleep(NAP),
+            None => std::thread::yield_now(),
+        }
     }
 
     fn inject(&mut self, packet: &[u8]) {
@@ -502,11 +623,21 @@ fn main() -> anyhow::Result<()> {
     let mut q = Queue::open().context("opening the NFQUEUE netlink socket (root needed)")?;
     q.bind(cli.queue).with_context(|| format!("binding NFQUEUE {}", cli.queue))?;
     q.set_queue_max_len(cli.queue, 4096)?;
+    if matches!(cli.mode, Mode::Netem(_)) {
+        // netem reads no payload: copying headers only keeps each held packet small.
+        q.set_copy_range(cli.queue, 128)?;
+    }
     q.set_nonblocking(true);
     let needs_raw = matches!(cli.mode, Mode::Split { .. });
     let mut mb = Middlebox {
         conns: HashMap::new(),
         held: HashMap::new(),
+        netem: match &cli.mode {
+            Mode::Netem(args) => {
+                Some((netem::Netem::new(args.params(), args.seed), netem::Schedule::new(args.limit as usize)))
+            }
+            _ => None,
+        },
         raw4: needs_raw.then(|| RawSocket::open(false)).transpose().context("raw IPv4 socket")?,
         raw6: needs_raw.then(|| RawSocket::open(true)).transpose().context("raw IPv6 socket")?,
         n: Counters::default(),
@@ -519,32 +650,269 @@ fn main() -> anyhow::Result<()> {
     while !stop.load(Ordering::Relaxed) {
         match q.recv() {
             Ok(msg) => mb.handle(&cli.mode, &mut q, msg)?,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if mb.held.is_empty() {
-                    std::thread::sleep(Duration::from_micros(200));
-                } else {
-                    std::thread::yield_now();
-                }
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => mb.idle(),
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
             Err(e) => return Err(e).context("reading from NFQUEUE"),
         }
         if let Some(hold) = hold {
             mb.flush_expired(&mut q, hold)?;
         }
+        mb.release_due(&mut q, false)?;
     }
     let keys: Vec<Key> = mb.held.keys().copied().collect();
     for k in keys {
         mb.flush(&mut q, k)?;
     }
+    mb.release_due(&mut q, true)?;
     let n = &mb.n;
-    eprintln!(
-        "{}",
-        serde_json::json!({"packets": n.packets, "unparsed": n.unparsed, "modified": n.modified,
-                           "dropped_merged": n.dropped_merged, "injected": n.injected,
-                           "inject_errors": n.inject_errors})
-    );
+    let mut counters = serde_json::json!({"packets": n.packets, "unparsed": n.unparsed,
+        "modified": n.modified, "dropped_merged": n.dropped_merged, "injected": n.injected,
+        "inject_errors": n.inject_errors});
+    if let Some((netem, held)) = &mb.netem {
+        counters["netem"] = serde_json::json!({"delayed": n.delayed, "not_delayed": n.not_delayed,
+            "dropped_loss": n.dropped_loss, "dropped_limit": n.dropped_limit,
+            "overtaken": held.overtaken(), "held_max": held.held_max(), "seed": netem.seed()});
+    }
+    eprintln!("{counters}");
     Ok(())
+}
+
+/// The decisions of Linux's netem qdisc (net/sched/sch_netem.c), made from a seeded generator so
+/// that a run can be repeated: for each packet, in this order,
+///
+/// - loss: dropped when a draw falls at or below the loss share;
+/// - reordering (with a delay): sent at once, ahead of every held packet, when a draw falls at
+///   or below the reorder share (netem's `reorder` with its default gap of 1);
+/// - otherwise delayed by DELAY ± JITTER, uniform, drawn per packet: packets leave in the order
+///   of their own due times (netem's time-sorted queue), so with jitter a later packet overtakes
+///   an earlier one whose draw was longer.
+///
+/// Correlation ρ: each kind of draw (loss, reordering, delay) repeats its previous value with
+/// probability ρ, so losses come in bursts and reordered packets in runs while their shares stay
+/// as asked (see [`Correlated`] for how this differs from netem's).
+mod netem {
+    use std::{
+        cmp::{Ordering, Reverse},
+        collections::BinaryHeap,
+        time::{Duration, Instant},
+    };
+
+    /// A share in [0, 1] as netem stores it: a fraction of `u32::MAX`.
+    pub fn probability(percent: f64) -> u32 {
+        ((percent / 100.0).clamp(0.0, 1.0) * f64::from(u32::MAX)).round() as u32
+    }
+
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Params {
+        pub delay: Duration,
+        pub jitter: Duration,
+        pub loss: u32,
+        pub reorder: u32,
+        pub correlation: u32,
+    }
+
+    /// What happens to one packet.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Fate {
+        Drop,
+        /// Sent at once, ahead of the held packets.
+        Now,
+        /// Held this long, then sent.
+        Later(Duration),
+    }
+
+    /// SplitMix64 (Steele, Lea, Flood 2014): small, fast, and every seed gives a full-period
+    /// sequence.
+    #[derive(Clone, Debug)]
+    pub struct Prng(u64);
+
+    impl Prng {
+        pub fn new(seed: u64) -> Self {
+            Self(seed)
+        }
+
+        pub fn next_u64(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+
+        pub fn next_u32(&mut self) -> u32 {
+            (self.next_u64() >> 32) as u32
+        }
+    }
+
+    /// A correlated draw: with probability ρ the previous draw again, else a fresh one. Its
+    /// values stay uniform whatever ρ, so a decision made from it keeps its share and comes in
+    /// runs (netem's own `get_crandom` averages with the previous draw instead, which narrows
+    /// the values towards the middle: 30 % loss with 75 % correlation drops about 3 %).
+    #[derive(Clone, Debug, Default)]
+    struct Correlated {
+        rho: u32,
+        last: Option<u32>,
+    }
+
+    impl Correlated {
+        fn next(&mut self, prng: &mut Prng) -> u32 {
+            let fresh = prng.next_u32();
+            if self.rho == 0 {
+                return fresh;
+            }
+            let again = prng.next_u32() < self.rho;
+            let value = match self.last {
+                Some(last) if again => last,
+                _ => fresh,
+            };
+            self.last = Some(value);
+            value
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    pub struct Netem {
+        p: Params,
+        seed: u64,
+        prng: Prng,
+        loss: Correlated,
+        reorder: Correlated,
+        delay: Correlated,
+    }
+
+    impl Netem {
+        pub fn new(p: Params, seed: u64) -> Self {
+            let c = || Correlated { rho: p.correlation, last: None };
+            Self { p, seed, prng: Prng::new(seed), loss: c(), reorder: c(), delay: c() }
+        }
+
+        pub fn seed(&self) -> u64 {
+            self.seed
+        }
+
+        /// The next packet's fate.
+        pub fn fate(&mut self) -> Fate {
+            let p = self.p;
+            if p.loss > 0 && p.loss >= self.loss.next(&mut self.prng) {
+                return Fate::Drop;
+            }
+            let delays = !p.delay.is_zero() || !p.jitter.is_zero();
+            if delays && p.reorder > 0 && p.reorder >= self.reorder.next(&mut self.prng) {
+                return Fate::Now;
+            }
+            Fate::Later(self.delay())
+        }
+
+        /// DELAY ± JITTER, uniform over [DELAY − JITTER, DELAY + JITTER) (netem's `tabledist`
+        /// without a distribution table; the draw is scaled rather than taken modulo, which
+        /// keeps it uniform for any jitter), never below zero.
+        fn delay(&mut self) -> Duration {
+            let (mu, sigma) = (self.p.delay.as_nanos() as i128, self.p.jitter.as_nanos() as i128);
+            if sigma == 0 {
+                return self.p.delay;
+            }
+            let rnd = i128::from(self.delay.next(&mut self.prng));
+            let d = mu - sigma + ((rnd * 2 * sigma) >> 32);
+            Duration::from_nanos(d.max(0) as u64)
+        }
+    }
+
+    /// A packet held until `due`; `n` is its arrival number, which orders packets due at the
+    /// same time.
+    struct Held<M> {
+        due: Instant,
+        n: u64,
+        msg: M,
+    }
+
+    impl<M> PartialEq for Held<M> {
+        fn eq(&self, other: &Self) -> bool {
+            (self.due, self.n) == (other.due, other.n)
+        }
+    }
+
+    impl<M> Eq for Held<M> {}
+
+    impl<M> PartialOrd for Held<M> {
+        fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+
+    impl<M> Ord for Held<M> {
+        fn cmp(&self, other: &Self) -> Ordering {
+            (self.due, self.n).cmp(&(other.due, other.n))
+        }
+    }
+
+    /// The held packets, earliest due first (netem's time-sorted queue), at most `limit` of
+    /// them; counts the packets that left after one that arrived later.
+    pub struct Schedule<M> {
+        held: BinaryHeap<Reverse<Held<M>>>,
+        limit: usize,
+        arrived: u64,
+        latest_sent: Option<u64>,
+        overtaken: u64,
+        held_max: usize,
+    }
+
+    impl<M> Schedule<M> {
+        pub fn new(limit: usize) -> Self {
+            Self { held: BinaryHeap::new(), limit, arrived: 0, latest_sent: None, overtaken: 0, held_max: 0 }
+        }
+
+        /// Numbers a packet as it arrives.
+        pub fn arrival(&mut self) -> u64 {
+            self.arrived += 1;
+            self.arrived - 1
+        }
+
+        /// Holds packet `n` until `due`; gives it back when `limit` packets are held.
+        pub fn hold(&mut self, n: u64, due: Instant, msg: M) -> Result<(), M> {
+            if self.held.len() >= self.limit {
+                return Err(msg);
+            }
+            self.held.push(Reverse(Held { due, n, msg }));
+            self.held_max = self.held_max.max(self.held.len());
+            Ok(())
+        }
+
+        /// Packet `n` leaves now.
+        pub fn sent(&mut self, n: u64) {
+            match self.latest_sent {
+                Some(latest) if latest > n => self.overtaken += 1,
+                _ => self.latest_sent = Some(n),
+            }
+        }
+
+        /// The earliest held packet, if it is due at `now`.
+        pub fn pop_due(&mut self, now: Instant) -> Option<M> {
+            if self.held.peek()?.0.due > now {
+                return None;
+            }
+            self.pop_any()
+        }
+
+        /// The earliest held packet, due or not.
+        pub fn pop_any(&mut self) -> Option<M> {
+            let Reverse(h) = self.held.pop()?;
+            self.sent(h.n);
+            Some(h.msg)
+        }
+
+        /// How long until the earliest held packet is due (None: none is held).
+        pub fn next_due(&self, now: Instant) -> Option<Duration> {
+            self.held.peek().map(|Reverse(h)| h.due.saturating_duration_since(now))
+        }
+
+        pub fn overtaken(&self) -> u64 {
+            self.overtaken
+        }
+
+        pub fn held_max(&self) -> usize {
+            self.held_max
+        }
+    }
 }
 
 mod proxy {
@@ -681,5 +1049,189 @@ mod tests {
         let mut seg = v4_segment(b"x", 1);
         seg.truncate(30);
         assert!(Pkt::parse(&seg).is_none());
+    }
+
+    mod netem_decisions {
+        use std::time::{Duration, Instant};
+
+        use crate::netem::{probability, Fate, Netem, Params, Prng, Schedule};
+
+        fn params(delay_ms: u64, jitter_ms: u64, loss: f64, reorder: f64, correlation: f64) -> Params {
+            Params {
+                delay: Duration::from_millis(delay_ms),
+                jitter: Duration::from_millis(jitter_ms),
+                loss: probability(loss),
+                reorder: probability(reorder),
+                correlation: probability(correlation),
+            }
+        }
+
+        fn fates(p: Params, seed: u64, n: usize) -> Vec<Fate> {
+            let mut netem = Netem::new(p, seed);
+            (0..n).map(|_| netem.fate()).collect()
+        }
+
+        fn share(f: &[Fate], which: fn(&Fate) -> bool) -> f64 {
+            f.iter().filter(|x| which(x)).count() as f64 / f.len() as f64
+        }
+
+        #[test]
+        fn a_seed_gives_the_same_decisions_again_and_another_seed_others() {
+            let p = params(20, 5, 1.0, 25.0, 25.0);
+            assert_eq!(fates(p, 7, 5000), fates(p, 7, 5000));
+            assert_ne!(fates(p, 7, 5000), fates(p, 8, 5000));
+            let mut a = Prng::new(0);
+            assert_ne!(a.next_u64(), a.next_u64(), "seed 0 is a seed like any other");
+        }
+
+        #[test]
+        fn percentages_are_netem_fractions_of_u32_max() {
+            assert_eq!(probability(0.0), 0);
+            assert_eq!(probability(100.0), u32::MAX);
+            assert_eq!(probability(50.0), u32::MAX / 2 + 1);
+            assert_eq!(probability(250.0), u32::MAX, "clamped");
+        }
+
+        #[test]
+        fn loss_drops_its_share_and_nothing_without_it() {
+            let f = fates(params(0, 0, 10.0, 0.0, 0.0), 1, 100_000);
+            let lost = share(&f, |x| *x == Fate::Drop);
+            assert!((0.095..0.105).contains(&lost), "{lost}");
+            assert!(fates(params(20, 5, 0.0, 0.0, 0.0), 1, 10_000).iter().all(|x| *x != Fate::Drop));
+            assert!(fates(params(0, 0, 100.0, 0.0, 0.0), 1, 1000).iter().all(|x| *x == Fate::Drop));
+        }
+
+        #[test]
+        fn delay_with_jitter_stays_in_its_interval_and_averages_the_delay() {
+            let f = fates(params(20, 5, 0.0, 0.0, 0.0), 3, 50_000);
+            let ms: Vec<f64> = f
+                .iter()
+                .map(|x| match x {
+                    Fate::Later(d) => d.as_secs_f64() * 1000.0,
+                    other => panic!("{other:?} without loss or reordering"),
+                })
+                .collect();
+            assert!(ms.iter().all(|d| (15.0..25.0).contains(d)), "outside 20 ± 5 ms");
+            let mean = ms.iter().sum::<f64>() / ms.len() as f64;
+            assert!((19.9..20.1).contains(&mean), "{mean}");
+            // Both halves of the interval are used.
+            assert!(ms.iter().any(|d| *d < 16.0) && ms.iter().any(|d| *d > 24.0));
+            // No jitter: exactly the delay.
+            let fixed = fates(params(10, 0, 0.0, 0.0, 0.0), 3, 100);
+            assert!(fixed.iter().all(|x| *x == Fate::Later(Duration::from_millis(10))));
+            // Jitter larger than the delay never gives a negative delay.
+            assert!(fates(params(1, 5, 0.0, 0.0, 0.0), 3, 1000).iter().all(|x| matches!(x, Fate::Later(_))));
+        }
+
+        #[test]
+        fn reordering_sends_its_share_at_once_and_needs_a_delay() {
+            let f = fates(params(10, 0, 0.0, 25.0, 0.0), 5, 100_000);
+            let now = share(&f, |x| *x == Fate::Now);
+            assert!((0.24..0.26).contains(&now), "{now}");
+            assert!(f.iter().all(|x| matches!(x, Fate::Now | Fate::Later(_))));
+            // Without a delay there is nothing to overtake: every packet goes in order.
+            let none = fates(params(0, 0, 0.0, 25.0, 0.0), 5, 1000);
+            assert!(none.iter().all(|x| *x == Fate::Later(Duration::ZERO)));
+        }
+
+        /// Runs of the same decision, on average.
+        fn mean_run(f: &[Fate], which: fn(&Fate) -> bool) -> f64 {
+            let (mut runs, mut inside, mut len) = (0u32, false, 0u32);
+            for x in f {
+                if which(x) {
+                    len += 1;
+                    if !inside {
+                        runs += 1;
+                    }
+                }
+                inside = which(x);
+            }
+            f64::from(len) / f64::from(runs.max(1))
+        }
+
+        #[test]
+        fn correlation_makes_losses_and_reorderings_come_in_runs() {
+            let lost = |x: &Fate| *x == Fate::Drop;
+            let at_once = |x: &Fate| *x == Fate::Now;
+            let plain = fates(params(10, 0, 30.0, 0.0, 0.0), 9, 100_000);
+            let bursty = fates(params(10, 0, 30.0, 0.0, 75.0), 9, 100_000);
+            assert!(mean_run(&bursty, lost) > 1.5 * mean_run(&plain, lost));
+            // The share stays what was asked.
+            let lost_share = share(&bursty, lost);
+            assert!((0.28..0.32).contains(&lost_share), "{lost_share}");
+            let plain = fates(params(10, 0, 0.0, 30.0, 0.0), 9, 100_000);
+            let runs = fates(params(10, 0, 0.0, 30.0, 75.0), 9, 100_000);
+            assert!(mean_run(&runs, at_once) > 1.5 * mean_run(&plain, at_once));
+            let at_once_share = share(&runs, at_once);
+            assert!((0.28..0.32).contains(&at_once_share), "{at_once_share}");
+        }
+
+        /// Packets arriving 1 ms apart through a netem: the order they leave in.
+        fn departures(p: Params, seed: u64, n: u64, limit: usize) -> (Vec<u64>, Schedule<u64>) {
+            let mut netem = Netem::new(p, seed);
+            let mut held = Schedule::new(limit);
+            let t0 = Instant::now();
+            let mut out = Vec::new();
+            for i in 0..n {
+                let now = t0 + Duration::from_millis(i);
+                while let Some(m) = held.pop_due(now) {
+                    out.push(m);
+                }
+                let k = held.arrival();
+                assert_eq!(k, i);
+                match netem.fate() {
+                    Fate::Drop => {}
+                    Fate::Now => {
+                        held.sent(k);
+                        out.push(k);
+                    }
+                    Fate::Later(d) => {
+                        let _ = held.hold(k, now + d, k);
+                    }
+                }
+            }
+            while let Some(m) = held.pop_any() {
+                out.push(m);
+            }
+            (out, held)
+        }
+
+        #[test]
+        fn jitter_lets_later_packets_overtake_and_a_fixed_delay_keeps_the_order() {
+            let (order, held) = departures(params(20, 5, 0.0, 0.0, 0.0), 11, 1000, 1000);
+            assert_eq!(order.len(), 1000);
+            assert!(held.overtaken() > 100, "{} overtaken", held.overtaken());
+            assert!(order.windows(2).any(|w| w[0] > w[1]));
+            let (fixed, held) = departures(params(20, 0, 0.0, 0.0, 0.0), 11, 1000, 1000);
+            assert!(fixed.windows(2).all(|w| w[0] < w[1]));
+            assert_eq!(held.overtaken(), 0);
+            assert!(held.held_max() >= 20, "about 20 packets in flight: {}", held.held_max());
+        }
+
+        #[test]
+        fn reordered_packets_overtake_the_delayed_ones() {
+            let (order, held) = departures(params(10, 0, 0.0, 25.0, 0.0), 13, 1000, 1000);
+            assert_eq!(order.len(), 1000);
+            // A delayed packet leaves after the packets sent at once during its delay.
+            assert!(held.overtaken() > 100, "{}", held.overtaken());
+        }
+
+        #[test]
+        fn the_limit_bounds_what_is_held() {
+            let mut held = Schedule::new(3);
+            let t = Instant::now() + Duration::from_secs(1);
+            for i in 0..3 {
+                let n = held.arrival();
+                assert!(held.hold(n, t, i).is_ok());
+            }
+            let n = held.arrival();
+            assert_eq!(held.hold(n, t, 99), Err(99), "the fourth is refused");
+            assert_eq!(held.held_max(), 3);
+            assert!(held.pop_due(Instant::now()).is_none(), "nothing is due yet");
+            assert!(held.next_due(Instant::now()).is_some_and(|d| d > Duration::from_millis(900)));
+            // Due at the same time: in arrival order.
+            assert_eq!((held.pop_due(t), held.pop_due(t), held.pop_due(t)), (Some(0), Some(1), Some(2)));
+            assert_eq!(held.next_due(t), None);
+        }
     }
 }
