@@ -92,6 +92,14 @@ fn clean_path_gives_mptcp_ok_only_over_ipv4_and_ipv6() {
                 assert_eq!(t.fallback_reason, None);
             } else {
                 assert_eq!(t.mptcp, MptcpState::NotApplicable);
+                // A plain-TCP run is plain TCP, every connection of it (FTP's data connections,
+                // the active-mode one the server opens, included), at both ends.
+                for c in &t.evidence.client.connections {
+                    assert_eq!(c.is_mptcp, Some(false), "{}: {c:#?}", t.name);
+                }
+                if let Some(s) = &t.evidence.server {
+                    assert_eq!(s.is_mptcp, Some(false), "{}: {s:#?}", t.name);
+                }
             }
         }
         // Progress went to stderr while it ran.
