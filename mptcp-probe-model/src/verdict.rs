@@ -28,6 +28,7 @@ pub enum Verdict {
     HandshakeReordered,
     MptcpSynackDropped,
     PathBroken,
+    MptcpAckDropped,
 }
 
 /// What a verdict says about the path.
@@ -47,7 +48,7 @@ pub enum Kind {
 }
 
 impl Verdict {
-    pub const ALL: [Verdict; 20] = [
+    pub const ALL: [Verdict; 21] = [
         Verdict::MptcpOk,
         Verdict::SynOptionStripped,
         Verdict::SynackOptionStripped,
@@ -68,6 +69,7 @@ impl Verdict {
         Verdict::HandshakeReordered,
         Verdict::MptcpSynackDropped,
         Verdict::PathBroken,
+        Verdict::MptcpAckDropped,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -92,6 +94,7 @@ impl Verdict {
             Verdict::HandshakeReordered => "handshake_reordered",
             Verdict::MptcpSynackDropped => "mptcp_synack_dropped",
             Verdict::PathBroken => "path_broken",
+            Verdict::MptcpAckDropped => "mptcp_ack_dropped",
         }
     }
 
@@ -115,7 +118,8 @@ impl Verdict {
             | Verdict::JoinBlocked
             | Verdict::AddAddrDropped
             | Verdict::UnknownFallback
-            | Verdict::MptcpSynackDropped => Kind::Problem,
+            | Verdict::MptcpSynackDropped
+            | Verdict::MptcpAckDropped => Kind::Problem,
         }
     }
 
@@ -286,7 +290,7 @@ mod tests {
             assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
             assert_eq!(v.as_str().parse::<Verdict>(), Ok(v));
         }
-        assert_eq!(Verdict::ALL.len(), 20);
+        assert_eq!(Verdict::ALL.len(), 21);
         let e = "mptcp_fine".parse::<Verdict>().unwrap_err();
         assert_eq!(e.to_string(), "unknown verdict \"mptcp_fine\"");
     }

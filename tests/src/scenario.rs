@@ -529,7 +529,7 @@ pub const SCENARIOS: &[Scenario] = &[
         // Linux neither falls back nor resets: the connection stalls until the timeout.
         check_args: &["--timeout", "1"],
         steps: &[rule("filter", "FORWARD", &["-p", "tcp", "--tcp-flags", "SYN", "NONE", "-m", "tcp", "--tcp-option", "30", "-j", "DROP"])],
-        expect: &[Verdict::UnknownFallback],
+        expect: &[Verdict::MptcpAckDropped],
         path: &[],
         may: &[],
         fallback: None,

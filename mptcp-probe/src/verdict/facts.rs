@@ -35,6 +35,8 @@ pub struct Facts<'a> {
     /// MP_CAPABLE SYNs the server's kernel received (MPCapableSYNRX), when its counters speak
     /// for this connection.
     pub mpc_syns_at_server: u64,
+    /// MP_CAPABLE third ACKs it received (MPCapableACKRX), likewise.
+    pub mpc_acks_at_server: u64,
     /// The server's first segment after the SYN/ACK began this far beyond ISN + 1, and an intact
     /// MP_CAPABLE arrived after it: the path reordered the first flight.
     pub first_flight_reordered: Option<u32>,
@@ -68,6 +70,7 @@ impl<'a> Facts<'a> {
         let syn_reoriginated = server_wire.and_then(|w| w.syn_ts_ecr).is_some_and(|ecr| ecr != 0);
         Self {
             mpc_syns_at_server: server_counters.get("MPCapableSYNRX").copied().unwrap_or(0),
+            mpc_acks_at_server: server_counters.get("MPCapableACKRX").copied().unwrap_or(0),
             first_flight_reordered,
             syn_reoriginated,
             e,

@@ -23,6 +23,7 @@ const RULES: &[(&str, Needs, Rule)] = &[
     ("MPTCP SYN retried without MPTCP", Needs::CameUp, mptcp_syn_retried),
     ("handshake option stripped", Needs::CameUp, handshake_option_stripped),
     ("first flight reordered", Needs::CameUp, first_flight_reordered),
+    ("MP_CAPABLE third ACK never arrived", Needs::CameUp, mptcp_ack_dropped),
     ("ISN rewritten", Needs::CameUp, isn_rewritten),
     ("MSS rewritten", Needs::CameUp, mss_rewritten),
     ("data without DSS at the client", Needs::CameUp, dss_missing_at_client),
@@ -198,6 +199,29 @@ fn handshake_option_stripped(f: &Facts, out: &mut Vec<Finding>) {
             "third ACK without MP_CAPABLE",
         ));
     }
+}
+
+/// The handshake came up at the client, but the server never had the connection: its kernel
+/// received the MP_CAPABLE SYN and answered, then no third ACK with MP_CAPABLE (nor data with its
+/// options) reached it, while plain TCP got through. Linux neither falls back nor resets then:
+/// the connection stalls.
+fn mptcp_ack_dropped(f: &Facts, out: &mut Vec<Finding>) {
+    let stalled = f.e.outcome.is_some_and(|o| o != Outcome::Ok) && f.e.tcp_ok == Some(true);
+    if !stalled || f.server.is_some() || f.mpc_syns_at_server == 0 || f.mpc_acks_at_server > 0 {
+        return;
+    }
+    let sent = f.client_wire.and_then(|w| w.ack_mptcp).map(Subtype::rfc_name);
+    out.push(Finding::new(
+        Verdict::MptcpAckDropped,
+        Packet::ThirdAck,
+        End::Server,
+        format!("the third ACK with {} as the client sent it", sent.as_deref().unwrap_or("MP_CAPABLE")),
+        format!(
+            "the server's kernel received {} MP_CAPABLE SYN(s) (MPCapableSYNRX) and no third ACK with \
+             MP_CAPABLE (MPCapableACKRX 0): the connection never came up there",
+            f.mpc_syns_at_server
+        ),
+    ));
 }
 
 /// A later segment overtook the third ACK and the first data on the way to the server, which

@@ -402,3 +402,21 @@ fn a_syn_proxy_is_a_proxy() {
     let v = verdicts(&e);
     assert_eq!(v, vec!["proxied"], "{v:?}");
 }
+
+#[test]
+fn mptcp_packets_dropped_after_the_synack_are_a_dropped_third_ack() {
+    // The client came up (SYN/ACK with MP_CAPABLE), the test stalled while plain TCP worked,
+    // and the server never had the connection.
+    let mut e = clean();
+    e.outcome = Some(Outcome::Timeout);
+    e.server = None;
+    assert_eq!(verdicts(&e), vec!["unknown_fallback"], "without the server's counters: unknown");
+    e.server_mib_delta = BTreeMap::from([("MPCapableSYNRX".to_string(), 1)]);
+    let c = classify(&e);
+    assert_eq!(c.verdicts(), vec![Verdict::MptcpAckDropped]);
+    assert_eq!((c.findings[0].packet, c.findings[0].end), (Packet::ThirdAck, End::Server));
+    assert!(c.findings[0].seen.contains("MPCapableACKRX 0"), "{:?}", c.findings);
+    // The third ACK arrived: something else stalled it.
+    e.server_mib_delta.insert("MPCapableACKRX".to_string(), 1);
+    assert_eq!(verdicts(&e), vec!["unknown_fallback"]);
+}
