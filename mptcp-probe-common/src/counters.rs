@@ -17,9 +17,11 @@ pub const UNPARSED: u32 = 6;
 pub const TRACEPOINT_HITS: u32 = 7;
 /// `subflow_check_data_avail` statuses 0..=4 (OK, INVALID, EMPTY, DATA_FIN, DUMMY).
 pub const MAPPING_STATUS_BASE: u32 = 8;
+/// Segments the fast path took (added to a CPU's running totals without the option walk).
+pub const FAST_PATH: u32 = 13;
 pub const COUNTERS_LEN: u32 = 16;
 
-pub const NAMES: [&str; 13] = [
+pub const NAMES: [&str; 14] = [
     "packets_inspected",
     "events_emitted",
     "ringbuf_dropped_events",
@@ -33,4 +35,5 @@ pub const NAMES: [&str; 13] = [
     "mapping_status_empty",
     "mapping_status_data_fin",
     "mapping_status_dummy",
+    "fast_path_segments",
 ];

@@ -156,6 +156,7 @@ fn absorb<const DIR: u8>(ctx: &TcContext, sc: &mut Scratch) -> bool {
     }
     acc.last_ns = coarse_ns();
     acc.pending += 1;
+    count(counters::FAST_PATH);
     if acc.pending >= FLOW_ACC_FLUSH_EVERY {
         flush(acc);
     }
@@ -354,8 +355,10 @@ fn parse<const DIR: u8, const L2: bool>(ctx: &TcContext, proto: u16, sc: &mut Sc
     let mut data = ctx.data();
     let mut end = ctx.data_end();
     let l2 = if L2 { ETH_HLEN } else { 0 };
-    // Headers are almost always linear; when they are not, pull the worst case once.
-    if data + l2 + 60 + 60 > end && ctx.len() as usize > end - data {
+    // Headers are almost always linear (a GSO packet's payload is in page fragments, its headers
+    // are not); when they are not, pull the worst case once. Pulling what is linear already
+    // would copy payload into the head of every such packet.
+    if ctx.len() as usize > end - data && !headers_linear(data, end, l2, proto) {
         let want = ctx.len().min((l2 + 60 + 60) as u32);
         let _ = ctx.pull_data(want);
         data = ctx.data();
@@ -370,6 +373,26 @@ fn parse<const DIR: u8, const L2: bool>(ctx: &TcContext, proto: u16, sc: &mut Sc
     let ttl =
         if proto == ETH_P_IP { ipv4::<DIR>(data, l2, end, sc)? } else { ipv6::<DIR>(data, l2, end, sc)? };
     tcp::<DIR>(ctx, data, end, ttl, sc)
+}
+
+/// Whether the network header and the whole TCP header (options included) are in the linear
+/// part, for the common layouts: IPv4 with or without options, IPv6 directly followed by TCP.
+/// False when unsure (an IPv6 extension header): the caller pulls then.
+#[inline(always)]
+fn headers_linear(data: usize, end: usize, l2: usize, proto: u16) -> bool {
+    let ip = data + l2;
+    let tcp = if proto == ETH_P_IP {
+        let Some(h) = read::<20>(ip, end) else { return false };
+        ip + ((h[0] & 0x0f) as usize) * 4
+    } else {
+        let Some(h) = read::<40>(ip, end) else { return false };
+        if h[6] != IPPROTO_TCP {
+            return false;
+        }
+        ip + 40
+    };
+    let Some(t) = read::<20>(tcp, end) else { return false };
+    tcp + ((t[12] >> 4) as usize) * 4 <= end
 }
 
 /// The IPv4 header: addresses, TTL, where the TCP header starts.

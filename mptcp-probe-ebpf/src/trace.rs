@@ -31,6 +31,17 @@ static RECEIVE_RESET_OFFSETS: ReceiveResetOffsets = ReceiveResetOffsets::absent(
 static MAPPING_OFFSETS: MappingOffsets = MappingOffsets::absent();
 #[unsafe(no_mangle)]
 static NETNS_OFFSETS: NetnsOffsets = NetnsOffsets::absent();
+/// The network namespace whose sockets are reported (its inode); 0: every one. Set by the loader.
+#[unsafe(no_mangle)]
+static WATCH_NETNS: u32 = 0;
+
+/// Whether a socket's namespace is the watched one (or that cannot be told: then user space
+/// decides). Checked before the event is built, so other namespaces' sockets cost a few reads.
+#[inline(always)]
+fn watched(netns: u32) -> bool {
+    let w = global(&WATCH_NETNS);
+    w == 0 || netns == 0 || netns == w
+}
 
 /// A stashed mapping older than this is not joined with a status.
 const STASH_MAX_AGE_NS: u64 = 1_000_000;
@@ -121,10 +132,15 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     if protocol != IPPROTO_TCP as u16 && protocol != IPPROTO_MPTCP {
         return 0;
     }
+    let skaddr = field::<u64>(&ctx, o.skaddr);
+    let netns = netns_of_sock(skaddr);
+    if !watched(netns) {
+        return 0;
+    }
     let family: u16 = field(&ctx, o.family);
     let mut ev = SockStateEvent {
         header: header(EventKind::SockState),
-        skaddr: field::<u64>(&ctx, o.skaddr),
+        skaddr,
         oldstate: field(&ctx, o.oldstate),
         newstate: field(&ctx, o.newstate),
         protocol,
@@ -135,7 +151,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         daddr: [0; 16],
     };
     (ev.saddr, ev.daddr) = addrs(&ctx, family, (o.saddr, o.daddr), (o.saddr_v6, o.daddr_v6));
-    ev.header.netns = netns_of_sock(ev.skaddr);
+    ev.header.netns = netns;
     output(&ev);
     0
 }
@@ -147,6 +163,9 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
     let mut ev = reset_event(reset_dir::SENT);
     ev.skaddr = field::<u64>(&ctx, o.skaddr);
     ev.header.netns = netns_of_sock(ev.skaddr);
+    if !watched(ev.header.netns) {
+        return 0;
+    }
     ev.state = if o.state == ABSENT { -1 } else { field(&ctx, o.state) };
     ev.reason = if o.reason == ABSENT { u32::MAX } else { field(&ctx, o.reason) };
     // saddr/daddr are struct sockaddr_in / sockaddr_in6 in a 28-byte blob.
@@ -174,6 +193,9 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
     let mut ev = reset_event(reset_dir::RECEIVED);
     ev.skaddr = field::<u64>(&ctx, o.skaddr);
     ev.header.netns = netns_of_sock(ev.skaddr);
+    if !watched(ev.header.netns) {
+        return 0;
+    }
     ev.sock_cookie = field::<u64>(&ctx, o.sock_cookie);
     let family: u16 = field(&ctx, o.family);
     ev.family = family;

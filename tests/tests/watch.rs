@@ -180,10 +180,14 @@ fn flows_only_reports_the_end_of_a_clean_connection_and_nothing_else() {
     assert_eq!(mptcp_len(&flow.handshake.syn), Some(4));
     assert_eq!(mptcp_len(&flow.handshake.third_ack), Some(20));
     assert!(flow.payload_bytes.tx >= 300_000, "the fast path's totals are in the summary: {flow:?}");
-    // The kernel reported the flow's end and nothing of its handshake or data.
+    // The kernel reported the flow's end and nothing of its handshake or data: beside what the
+    // reset tracepoints reported (host-wide resets without a socket, at most one event a hit),
+    // one or two events.
     let counters = out.counters();
-    let events = counters.kernel.get(counters::NAMES[counters::EVENTS_EMITTED as usize]).copied();
-    assert!(events.is_some_and(|n| (1..=2).contains(&n)), "{counters:?}");
+    let k = |i: u32| counters.kernel.get(counters::NAMES[i as usize]).copied().unwrap_or(0);
+    let from_tc = k(counters::EVENTS_EMITTED).saturating_sub(k(counters::TRACEPOINT_HITS));
+    assert!(from_tc <= 2 && k(counters::EVENTS_EMITTED) >= 1, "{counters:?}");
+    assert!(k(counters::FAST_PATH) > 0, "the transfer took the fast path: {counters:?}");
     assert!(
         out.stderr.contains("tracepoints: tcp:tcp_send_reset"),
         "no socket-state tracepoint: {}",

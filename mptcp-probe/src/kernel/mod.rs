@@ -119,6 +119,7 @@ impl Observer {
             .override_global("MAPPING_OFFSETS", &mapping_offsets, true)
             .override_global("NETNS_OFFSETS", &netns_offsets, true)
             .override_global("EVENT_LEVEL", &opts.level.global(), true)
+            .override_global("WATCH_NETNS", &iface::current_netns(), true)
             .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mptcp-probe")))
             .context("loading the eBPF object")?;
 
