@@ -3,6 +3,7 @@
 //! Used by the end-to-end tests and by `cargo xtask measure`.
 
 pub mod e2e;
+pub mod foreign;
 pub mod lab;
 pub mod matrix;
 pub mod oracle;

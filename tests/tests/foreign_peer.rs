@@ -9,188 +9,20 @@
 //! - A third ACK whose MP_CAPABLE Linux ignores (version 0, the B bit, no HMAC-SHA256 bit): the
 //!   listener falls back (MPCapableFallbackACK); `watch` must say fallback and name the option.
 
-use std::{collections::BTreeMap, time::Duration};
-
 use mptcp_probe_common::options::mp_capable::{FLAG_EXTENSIBILITY, FLAG_HMAC_SHA256, VERSION};
-use mptcp_probe_model::{watch::Why, Direction, Ended, FlowSummary, MptcpState, Role, Subtype};
+use mptcp_probe_model::{watch::Why, Ended, MptcpState, Role, Subtype};
 use mptcp_probe_tests::{
-    lab::{addr, ifname, sh, Lab, Netns},
-    oracle::{self, Capture},
-    peer,
-    probe::{WatchOutput, Watcher},
-    skip_unless_e2e,
-    workspace::Bin,
+    foreign::{
+        assert_options_agree_with_tshark, drop_kernel_rsts, foreign_client, mib, resolve_the_server, Family,
+        Observers, Wire,
+    },
+    lab::Lab,
+    peer, skip_unless_e2e,
 };
 use serde_json::Value;
 
-const FOREIGN_PEER: Bin = Bin {
-    name: "mptcp-foreign-peer",
-    env: "MPTCP_FOREIGN_PEER_BIN",
-    build: "cargo build --release -p mptcp-probe-tests --bins",
-};
-
-const LISTEN_PORT: u16 = 8080;
 /// Payload bytes the foreign client sends (in 1000-byte segments, in two halves).
-const BYTES: usize = 6000;
-
-#[derive(Clone, Copy, Debug)]
-enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    fn socket(self, ip: &str, port: u16) -> String {
-        match self {
-            Family::V4 => format!("{ip}:{port}"),
-            Family::V6 => format!("[{ip}]:{port}"),
-        }
-    }
-
-    fn server_ip(self) -> &'static str {
-        if matches!(self, Family::V4) {
-            addr::SERVER
-        } else {
-            addr::SERVER_V6
-        }
-    }
-
-    fn server(self) -> String {
-        self.socket(self.server_ip(), LISTEN_PORT)
-    }
-
-    fn client(self, port: u16) -> String {
-        self.socket(if matches!(self, Family::V4) { addr::CLIENT1 } else { addr::CLIENT1_V6 }, port)
-    }
-
-    fn iptables(self) -> &'static str {
-        match self {
-            Family::V4 => "iptables",
-            Family::V6 => "ip6tables",
-        }
-    }
-}
-
-/// The client namespace's TCP stack does not know the foreign client's connection: its RSTs
-/// to the listener's segments are dropped on the way out.
-fn drop_kernel_rsts(ns: &Netns, family: Family, port: u16) {
-    let port = port.to_string();
-    ns.run(
-        family.iptables(),
-        &["-A", "OUTPUT", "-p", "tcp", "--sport", &port, "--tcp-flags", "RST", "RST", "-j", "DROP"],
-    );
-}
-
-/// In a fresh lab the router takes about two seconds to resolve the server's IPv6 address (its
-/// first neighbour solicitations go unanswered), holding the first SYNs, which then reach the
-/// server together. One datagram ahead, and the wait for the router's neighbour entry, keep that
-/// out of the scenarios.
-fn resolve_the_server(lab: &Lab, family: Family) {
-    let ip = family.server_ip();
-    sh(lab.c.cmd("bash").args(["-c", &format!("echo > /dev/udp/{ip}/9")]));
-    for _ in 0..50 {
-        let out = lab.m.run("ip", &["neigh", "show", ip]);
-        if String::from_utf8_lossy(&out.stdout).contains("lladdr") {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("the router did not resolve the server's {ip} within 5 s");
-}
-
-/// Runs the foreign client from the client's first address and `local_port` to the listener,
-/// with `args`; returns its JSON report.
-fn foreign_client(ns: &Netns, family: Family, local_port: u16, args: &[&str]) -> Value {
-    let bin = FOREIGN_PEER.locate().unwrap_or_else(|e| panic!("{e}"));
-    let out = sh(ns
-        .cmd(bin)
-        .args(["--connect", &family.server(), "--local", &family.client(local_port)])
-        .args(["--bytes", &BYTES.to_string()])
-        .args(args));
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("the foreign client printed {text:?}: {e}"))
-}
-
-/// `watch` (every event, not only those of troubled connections) and tcpdump on the client's
-/// and the server's interface.
-struct Observers {
-    client: Watcher,
-    server: Watcher,
-    client_cap: Capture,
-    server_cap: Capture,
-}
-
-/// What they saw.
-struct Seen {
-    client: WatchOutput,
-    server: WatchOutput,
-    client_trace: Vec<oracle::Packet>,
-    server_trace: Vec<oracle::Packet>,
-}
-
-impl Observers {
-    fn start(lab: &Lab) -> Self {
-        Self {
-            client: Watcher::start(&lab.c, &["--iface", ifname::C1, "--events"]),
-            server: Watcher::start(&lab.s, &["--iface", ifname::S, "--events"]),
-            client_cap: Capture::start(&lab.c, ifname::C1),
-            server_cap: Capture::start(&lab.s, ifname::S),
-        }
-    }
-
-    fn stop(self) -> Seen {
-        // Room for the last summaries (FIN both ways) to reach user space.
-        std::thread::sleep(Duration::from_millis(1200));
-        let client_trace = self.client_cap.finish();
-        let server_trace = self.server_cap.finish();
-        let seen =
-            Seen { client: self.client.stop(), server: self.server.stop(), client_trace, server_trace };
-        for out in [&seen.client, &seen.server] {
-            assert_eq!(out.exit_code, Some(0), "{}", out.dump());
-        }
-        seen
-    }
-}
-
-impl Seen {
-    /// Each end's flow summary of the connection from `port`, with that end's trace.
-    fn flows(&self, port: u16) -> [(&FlowSummary, &[oracle::Packet], &WatchOutput); 2] {
-        [
-            (self.client.flow_with_port(port), &self.client_trace[..], &self.client),
-            (self.server.flow_with_port(port), &self.server_trace[..], &self.server),
-        ]
-    }
-}
-
-/// The MPTCP options of a flow per direction and subtype agree with tshark's decoding of the same
-/// interface's packets.
-fn assert_options_agree_with_tshark(flow: &FlowSummary, trace: &[oracle::Packet]) {
-    let (local, remote) = (flow.local_port, flow.remote_port);
-    let mut tshark: BTreeMap<(Direction, Subtype), u64> = BTreeMap::new();
-    for p in trace {
-        let dir = match (p.src_port, p.dst_port) {
-            (s, d) if s == local && d == remote => Direction::Tx,
-            (s, d) if s == remote && d == local => Direction::Rx,
-            _ => continue,
-        };
-        for (st, _) in &p.mptcp {
-            *tshark.entry((dir, *st)).or_default() += 1;
-        }
-    }
-    let mut probe: BTreeMap<(Direction, Subtype), u64> = BTreeMap::new();
-    for dir in [Direction::Tx, Direction::Rx] {
-        for (st, n) in flow.options.get(dir) {
-            probe.insert((dir, *st), u64::from(*n));
-        }
-    }
-    assert!(!tshark.is_empty(), "tshark saw no MPTCP options on {}", flow.iface);
-    assert_eq!(probe, tshark, "option counts per direction on {} differ from tshark's: {flow:?}", flow.iface);
-}
-
-/// How far a MPTcpExt counter of the watcher's namespace moved while it watched.
-fn mib(out: &WatchOutput, name: &str) -> u64 {
-    out.counters().mib_delta.get(name).copied().unwrap_or(0)
-}
+const BYTES: &str = "6000";
 
 fn empty_mappings_without_payload_are_no_infinite_mapping(family: Family) {
     skip_unless_e2e!();
@@ -199,8 +31,8 @@ fn empty_mappings_without_payload_are_no_infinite_mapping(family: Family) {
     let _listener = peer::server(&lab.s, &family.server(), 1, false);
     drop_kernel_rsts(&lab.c, family, PORT);
     resolve_the_server(&lab, family);
-    let obs = Observers::start(&lab);
-    let report = foreign_client(&lab.c, family, PORT, &["--empty-mapping"]);
+    let obs = Observers::start(&lab, &[]);
+    let report = foreign_client(&lab.c, family, PORT, &["--bytes", BYTES, "--empty-mapping"]);
     let seen = obs.stop();
 
     // The connection carried on as MPTCP past the empty mappings: the listener read every byte
@@ -222,7 +54,7 @@ fn empty_mappings_without_payload_are_no_infinite_mapping(family: Family) {
     for (flow, trace, out) in seen.flows(PORT) {
         // Both empty mappings were on this wire: payload-less segments from the client with a
         // 26-byte DSS (data ACK, DSN, SSN, data-level length), and nothing else is.
-        let from_client = |p: &&oracle::Packet| p.src_port == PORT;
+        let from_client = |p: &&Wire| p.src_port == PORT;
         let empty: Vec<_> = trace
             .iter()
             .filter(from_client)
@@ -278,7 +110,7 @@ fn an_ignored_third_ack_mp_capable_is_fallback(family: Family) {
         drop_kernel_rsts(&lab.c, family, *port);
     }
     resolve_the_server(&lab, family);
-    let obs = Observers::start(&lab);
+    let obs = Observers::start(&lab, &[]);
     let reports: Vec<Value> = IGNORED_THIRD_ACKS
         .iter()
         .zip(&ports)
@@ -288,11 +120,16 @@ fn an_ignored_third_ack_mp_capable_is_fallback(family: Family) {
                 &lab.c,
                 family,
                 *port,
-                &["--third-ack-version", &version, "--third-ack-flags", &flags],
+                &["--bytes", BYTES, "--third-ack-version", &version, "--third-ack-flags", &flags],
             )
         })
         .collect();
-    let open_report = foreign_client(&lab.c, family, open_port, &["--third-ack-version", "0", "--keep-open"]);
+    let open_report = foreign_client(
+        &lab.c,
+        family,
+        open_port,
+        &["--bytes", BYTES, "--third-ack-version", "0", "--keep-open"],
+    );
     let seen = obs.stop();
 
     // The listener's kernel ignored each of these MP_CAPABLEs and fell back, once a connection.

@@ -4,22 +4,47 @@
 //!
 //! The script: a SYN with MP_CAPABLE (version 1, HMAC-SHA256); the listener's key from its
 //! SYN/ACK; the third ACK with both keys, its MP_CAPABLE version and flags as asked; the data in
-//! segments with DSS mappings (8-byte data ACK and DSN); with `--empty-mapping`, after the first
-//! half of the data, a pure ACK and then an empty PSH/ACK that each carry a mapping of data-level
-//! length 0; the rest of the data, the last mapping with DATA_FIN; a FIN. Then it acknowledges
-//! what the listener answers (subflow and data level) up to the listener's FIN and prints one
-//! JSON line: the listener's answer, whether it matches what was sent, how the listener's
-//! segments were mapped. With `--keep-open` it stops after the data, leaving the connection
-//! open.
+//! segments with DSS mappings (8-byte data ACK and DSN), never more in flight than the listener's
+//! window; with `--empty-mapping`, after the first half of the data, a pure ACK and then an empty
+//! PSH/ACK that each carry a mapping of data-level length 0; the rest of the data, the last
+//! mapping with DATA_FIN; a FIN. Then it acknowledges what the listener answers (subflow and data
+//! level) up to the listener's FIN and prints one JSON line: the listener's answer, whether it
+//! matches what was sent, how the listener's segments were mapped, which MPTCP options it sent.
+//! With `--keep-open` it stops after the data, leaving the connection open.
 //!
-//! Version 1 sends the keys in clear: no HMAC is needed. DSS checksums are not asked for. The
-//! namespace's own TCP stack does not know this connection and would answer the listener with
-//! RSTs: the caller drops them (`iptables -A OUTPUT -p tcp --sport PORT --tcp-flags RST RST -j
-//! DROP`, and the same with ip6tables).
+//! With `--timestamps` it negotiates TCP timestamps and lays its options out as Linux does: NOP
+//! NOP TS first, then the MPTCP option, NOPs after it (a data segment: NOP NOP TS, a 26-byte DSS,
+//! NOP NOP). Without, its options are padded with NOPs in front.
+//!
+//! `--late KIND[:ARG]` (repeatable) sends what Linux sends only when something goes wrong, after
+//! `--late-after` data segments of the script, each next one `--late-gap` data segments later:
+//!
+//! - `no-dss[:N]`: the next N data segments (default 3) without DSS;
+//! - `infinite-mapping`: the next data segment's mapping of data-level length 0, and from then on
+//!   no DSS at all (the subflow is plain TCP, RFC 8684 section 3.7);
+//! - `mp-fail`: a pure ACK with MP_FAIL (the listener's next data sequence number);
+//! - `mp-fastclose`: a pure ACK with MP_FASTCLOSE (the listener's key); then it waits for the
+//!   listener's RST and sends nothing more;
+//! - `mp-tcprst:REASON`: a RST with MP_TCPRST of that reason (its code, or its name such as
+//!   `middlebox_interference`); nothing more;
+//! - `add-addr:ADDR` / `add-addr-bad-hmac:ADDR`: a pure ACK with ADD_ADDR announcing that IPv4
+//!   address (the next address ID from 1), with its truncated HMAC (16 bytes), or one that is not
+//!   the listener's;
+//! - `remove-addr[:ID]`: a pure ACK with REMOVE_ADDR of that address ID (default 1);
+//! - `pause:FILE`: once everything sent is acknowledged, says `paused` on stderr and waits,
+//!   acknowledging what comes, until FILE exists.
+//!
+//! Version 1 sends the keys in clear: no HMAC is needed for them. DSS checksums are not asked
+//! for. The namespace's own TCP stack does not know this connection and would answer the listener
+//! with RSTs: the caller drops them, and only them: this client marks its own packets
+//! ([`FOREIGN_PEER_MARK`]; `iptables -A OUTPUT -p tcp --sport PORT --tcp-flags RST RST -m mark !
+//! --mark 0x4d50 -j DROP`, and the same with ip6tables).
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    collections::{BTreeMap, VecDeque},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -29,15 +54,22 @@ use etherparse::{Ipv4Header, TcpHeader};
 use mptcp_probe_common::{
     event::tcp_flags,
     options::{
-        dss, mp_capable, parse_tcp_options, subtype, OptionWalk, Step, TCPOPT_MPTCP, TCPOPT_MSS, TCPOPT_NOP,
+        dss, mp_capable, opt_flags, option_area, parse_tcp_options, subtype, OptionWalk, Step, TcpOptions,
+        TCPOPT_MPTCP, TCPOPT_MSS, TCPOPT_NOP, TCPOPT_TIMESTAMP,
     },
     proto::IPPROTO_TCP,
 };
+use mptcp_probe_model::{Subtype, TcpRstReason};
+use mptcp_probe_tests::foreign::FOREIGN_PEER_MARK;
 
 /// Payload bytes per segment: well under the lab's MTU with the DSS option.
 const SEGMENT_BYTES: usize = 1000;
+/// Most payload bytes sent.
+const MAX_BYTES: usize = 4_000_000;
 /// The window this client offers (no window scaling).
 const WINDOW: u16 = 65535;
+/// Most bytes in flight, whatever window the listener offers.
+const MAX_IN_FLIGHT: u32 = 32_000;
 const MSS: u16 = 1460;
 /// Room for the largest IP packet a raw socket can hand over (GRO may join segments).
 const RECV_BUFFER: usize = 65536;
@@ -50,10 +82,21 @@ const RTO: Duration = Duration::from_millis(500);
 const RETRANSMISSIONS: u32 = 5;
 /// How long one read of the raw socket waits: the granularity of every wait above.
 const RECV_POLL: Duration = Duration::from_millis(50);
+/// How long the listener is given to answer a late option (an echo, its RST).
+const ANSWER_WAIT: Duration = Duration::from_millis(500);
+const FASTCLOSE_WAIT: Duration = Duration::from_secs(3);
 
 const MP_CAPABLE_SYN_LEN: u8 = 4;
 const MP_CAPABLE_SYNACK_LEN: usize = 12;
 const MP_CAPABLE_ACK_LEN: u8 = 20;
+const MP_FAIL_LEN: u8 = 12;
+const MP_FASTCLOSE_LEN: u8 = 12;
+const MP_TCPRST_LEN: u8 = 4;
+/// ADD_ADDR of an IPv4 address with its truncated HMAC.
+const ADD_ADDR_V4_HMAC_LEN: u8 = 16;
+/// ADD_ADDR's E bit (an echo), in the low nibble of its third byte.
+const ADD_ADDR_ECHO: u8 = 0x01;
+const TIMESTAMP_LEN: u8 = 10;
 
 #[derive(Parser)]
 struct Cli {
@@ -63,7 +106,7 @@ struct Cli {
     /// Local address and port to speak from (the address must be one of the namespace's).
     #[arg(long)]
     local: SocketAddr,
-    /// Payload bytes to send (at most 60000: the listener's window is never waited for).
+    /// Payload bytes to send (at most 4000000).
     #[arg(long, default_value_t = 6000)]
     bytes: usize,
     /// Between the two halves of the data, a pure ACK and an empty PSH/ACK, each with a DSS
@@ -80,6 +123,20 @@ struct Cli {
     /// more, has nothing to answer yet.
     #[arg(long)]
     keep_open: bool,
+    /// Negotiates TCP timestamps and writes NOP NOP TS first in every segment, as Linux does.
+    #[arg(long)]
+    timestamps: bool,
+    /// What to send late in the connection (repeatable, in this order): no-dss[:N],
+    /// infinite-mapping, mp-fail, mp-fastclose, mp-tcprst:REASON, add-addr:ADDR,
+    /// add-addr-bad-hmac:ADDR, remove-addr[:ID], pause:FILE.
+    #[arg(long, value_name = "KIND[:ARG]")]
+    late: Vec<Late>,
+    /// Data segments sent before the first `--late`.
+    #[arg(long, default_value_t = 150)]
+    late_after: u32,
+    /// Data segments sent between one `--late` and the next.
+    #[arg(long, default_value_t = 10)]
+    late_gap: u32,
     /// Gives up after this many seconds.
     #[arg(long, default_value_t = 20)]
     timeout: u64,
@@ -91,6 +148,87 @@ fn parse_u8(s: &str) -> Result<u8, String> {
         None => s.parse(),
     };
     r.map_err(|e| format!("{s:?} is not a byte: {e}"))
+}
+
+/// What goes wrong late in the connection (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Late {
+    NoDss(u32),
+    InfiniteMapping,
+    MpFail,
+    MpFastclose,
+    MpTcpRst(u8),
+    AddAddr { addr: Ipv4Addr, valid_hmac: bool },
+    RemoveAddr(u8),
+    Pause(PathBuf),
+}
+
+impl std::str::FromStr for Late {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (kind, arg) = match s.split_once(':') {
+            Some((k, a)) => (k, Some(a)),
+            None => (s, None),
+        };
+        let need = |what: &str| arg.ok_or_else(|| format!("--late {kind} needs :{what}"));
+        let addr = |a: &str| a.parse::<Ipv4Addr>().map_err(|e| format!("{a:?} is not an IPv4 address: {e}"));
+        Ok(match kind {
+            "no-dss" => Late::NoDss(match arg {
+                Some(n) => n.parse().map_err(|e| format!("no-dss:{n}: {e}"))?,
+                None => 3,
+            }),
+            "infinite-mapping" => Late::InfiniteMapping,
+            "mp-fail" => Late::MpFail,
+            "mp-fastclose" => Late::MpFastclose,
+            "mp-tcprst" => {
+                let r = need("REASON")?;
+                let named = (0..=u8::MAX)
+                    .map(|c| (c, TcpRstReason::from_code(c)))
+                    .find(|(_, n)| *n != TcpRstReason::Unknown && n.as_str() == r);
+                Late::MpTcpRst(match named {
+                    Some((code, _)) => code,
+                    None => parse_u8(r)?,
+                })
+            }
+            "add-addr" => Late::AddAddr { addr: addr(need("ADDR")?)?, valid_hmac: true },
+            "add-addr-bad-hmac" => Late::AddAddr { addr: addr(need("ADDR")?)?, valid_hmac: false },
+            "remove-addr" => Late::RemoveAddr(arg.map(parse_u8).transpose()?.unwrap_or(1)),
+            "pause" => Late::Pause(PathBuf::from(need("FILE")?)),
+            _ => return Err(format!("unknown --late kind {kind:?}")),
+        })
+    }
+}
+
+impl Late {
+    /// How it is named in the report.
+    fn name(&self) -> String {
+        match self {
+            Late::NoDss(n) => format!("no-dss:{n}"),
+            Late::InfiniteMapping => "infinite-mapping".into(),
+            Late::MpFail => "mp-fail".into(),
+            Late::MpFastclose => "mp-fastclose".into(),
+            Late::MpTcpRst(r) => format!("mp-tcprst:{r}"),
+            Late::AddAddr { addr, valid_hmac: true } => format!("add-addr:{addr}"),
+            Late::AddAddr { addr, valid_hmac: false } => format!("add-addr-bad-hmac:{addr}"),
+            Late::RemoveAddr(id) => format!("remove-addr:{id}"),
+            Late::Pause(p) => format!("pause:{}", p.display()),
+        }
+    }
+
+    /// Data segments it takes the place of steady ones for.
+    fn data_segments(&self) -> u32 {
+        match self {
+            Late::NoDss(n) => *n,
+            Late::InfiniteMapping => 1,
+            _ => 0,
+        }
+    }
+
+    /// It ends the connection: nothing is sent after it.
+    fn ends(&self) -> bool {
+        matches!(self, Late::MpFastclose | Late::MpTcpRst(_))
+    }
 }
 
 /// FNV-1a, the digest `mptcp-peer server` answers with.
@@ -149,6 +287,30 @@ fn sha256(msg: &[u8]) -> [u8; 32] {
     out
 }
 
+/// HMAC-SHA256 (RFC 2104) with a key of at most one block.
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 64];
+    k[..key.len()].copy_from_slice(key);
+    let mut inner: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
+    inner.extend_from_slice(msg);
+    let mut outer: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
+    outer.extend_from_slice(&sha256(&inner));
+    sha256(&outer)
+}
+
+/// The truncated HMAC of an ADD_ADDR (RFC 8684 section 3.4.1): the low 64 bits of HMAC-SHA256
+/// keyed with the sender's key and then the receiver's, over the address ID, the address and the
+/// port (0 when none), as Linux checks it (`add_addr_generate_hmac`).
+fn add_addr_hmac(sender_key: u64, receiver_key: u64, id: u8, addr: Ipv4Addr, port: u16) -> u64 {
+    let mut key = sender_key.to_be_bytes().to_vec();
+    key.extend_from_slice(&receiver_key.to_be_bytes());
+    let mut msg = vec![id];
+    msg.extend_from_slice(&addr.octets());
+    msg.extend_from_slice(&port.to_be_bytes());
+    let d = hmac_sha256(&key, &msg);
+    u64::from_be_bytes(d[24..32].try_into().expect("8 bytes"))
+}
+
 /// The initial data sequence number of a key: the low 64 bits of SHA-256 of the key in network
 /// order (RFC 8684 section 3.1). The first data byte has IDSN + 1.
 fn idsn(key: u64) -> u64 {
@@ -173,6 +335,13 @@ mod opt {
     pub fn mss() -> Vec<u8> {
         let [hi, lo] = MSS.to_be_bytes();
         vec![TCPOPT_MSS, 4, hi, lo]
+    }
+
+    pub fn timestamps(val: u32, ecr: u32) -> Vec<u8> {
+        let mut o = vec![TCPOPT_TIMESTAMP, TIMESTAMP_LEN];
+        o.extend_from_slice(&val.to_be_bytes());
+        o.extend_from_slice(&ecr.to_be_bytes());
+        o
     }
 
     pub fn mp_capable_syn() -> Vec<u8> {
@@ -219,6 +388,37 @@ mod opt {
         o
     }
 
+    /// MP_FAIL for the mapping at data sequence number `dsn`.
+    pub fn mp_fail(dsn: u64) -> Vec<u8> {
+        let mut o = vec![TCPOPT_MPTCP, MP_FAIL_LEN, subtype::MP_FAIL << 4, 0];
+        o.extend_from_slice(&dsn.to_be_bytes());
+        o
+    }
+
+    /// MP_FASTCLOSE with the receiver's key.
+    pub fn mp_fastclose(receiver_key: u64) -> Vec<u8> {
+        let mut o = vec![TCPOPT_MPTCP, MP_FASTCLOSE_LEN, subtype::MP_FASTCLOSE << 4, 0];
+        o.extend_from_slice(&receiver_key.to_be_bytes());
+        o
+    }
+
+    /// MP_TCPRST, not transient, with a reason code.
+    pub fn mp_tcprst(reason: u8) -> Vec<u8> {
+        vec![TCPOPT_MPTCP, MP_TCPRST_LEN, subtype::MP_TCPRST << 4, reason]
+    }
+
+    /// ADD_ADDR of an IPv4 address (no port) with its truncated HMAC.
+    pub fn add_addr_v4(id: u8, addr: Ipv4Addr, hmac: u64) -> Vec<u8> {
+        let mut o = vec![TCPOPT_MPTCP, ADD_ADDR_V4_HMAC_LEN, subtype::ADD_ADDR << 4, id];
+        o.extend_from_slice(&addr.octets());
+        o.extend_from_slice(&hmac.to_be_bytes());
+        o
+    }
+
+    pub fn remove_addr(id: u8) -> Vec<u8> {
+        vec![TCPOPT_MPTCP, 4, subtype::REMOVE_ADDR << 4, id]
+    }
+
     /// Options padded with leading NOPs to a multiple of four bytes.
     pub fn area(options: &[Vec<u8>]) -> Vec<u8> {
         let n: usize = options.iter().map(Vec::len).sum();
@@ -228,15 +428,29 @@ mod opt {
         }
         area
     }
+
+    /// As Linux lays them out: NOP NOP and the timestamps first, then the options, then NOPs to
+    /// a multiple of four bytes.
+    pub fn area_after_timestamps(ts: Vec<u8>, options: &[Vec<u8>]) -> Vec<u8> {
+        let mut area = vec![TCPOPT_NOP, TCPOPT_NOP];
+        area.extend_from_slice(&ts);
+        for o in options {
+            area.extend_from_slice(o);
+        }
+        area.resize(area.len().div_ceil(4) * 4, TCPOPT_NOP);
+        area
+    }
 }
 
-/// One segment to send.
+/// One segment to send; its option area is laid out when it is sent (with the timestamps of
+/// that moment).
 #[derive(Clone)]
 struct Segment {
     seq: u32,
     ack: u32,
     flags: u8,
-    options: Vec<u8>,
+    /// The options other than timestamps.
+    options: Vec<Vec<u8>>,
     payload: Vec<u8>,
 }
 
@@ -268,10 +482,10 @@ impl Received {
         })
     }
 
-    /// The DSS, decoded by the project's own option parser.
-    fn dss(&self) -> Option<mptcp_probe_common::options::MptcpOption> {
-        let (buf, len) = mptcp_probe_common::options::option_area(self.tcp.options.as_slice());
-        parse_tcp_options(&buf, len, false).find(subtype::DSS).copied()
+    /// Its options, decoded by the project's own option parser.
+    fn options(&self) -> TcpOptions {
+        let (buf, len) = option_area(self.tcp.options.as_slice());
+        parse_tcp_options(&buf, len, false)
     }
 }
 
@@ -352,17 +566,35 @@ impl RawTcp {
             },
             "SO_RCVTIMEO",
         )?;
+        // Marked, so that the namespace's firewall can tell this client's RSTs (MP_TCPRST) from
+        // the kernel's.
+        let mark = FOREIGN_PEER_MARK;
+        // SAFETY: valid fd, option pointer and length.
+        check(
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_MARK,
+                    (&mark as *const u32).cast(),
+                    size_of::<u32>() as libc::socklen_t,
+                )
+            },
+            "SO_MARK (needs CAP_NET_ADMIN)",
+        )?;
         Ok(Self { fd, local, remote })
     }
 
-    fn send(&self, seg: &Segment) -> anyhow::Result<()> {
+    /// Sends `seg` with the option area `options`.
+    fn send(&self, seg: &Segment, options: &[u8]) -> anyhow::Result<()> {
         let mut h = TcpHeader::new(self.local.port(), self.remote.port(), seg.seq, WINDOW);
         h.acknowledgment_number = seg.ack;
         h.fin = seg.flags & tcp_flags::FIN != 0;
         h.syn = seg.flags & tcp_flags::SYN != 0;
         h.psh = seg.flags & tcp_flags::PSH != 0;
+        h.rst = seg.flags & tcp_flags::RST != 0;
         h.ack = seg.flags & tcp_flags::ACK != 0;
-        h.set_options_raw(&seg.options).map_err(|e| anyhow::anyhow!("TCP options: {e}"))?;
+        h.set_options_raw(options).map_err(|e| anyhow::anyhow!("TCP options: {e}"))?;
         h.checksum = match (self.local.ip(), self.remote.ip()) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 h.calc_checksum_ipv4_raw(s.octets(), d.octets(), &seg.payload)?
@@ -445,6 +677,29 @@ fn seq_after(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
 
+/// TCP timestamps, once negotiated: this client's clock (milliseconds from a random start) and
+/// the listener's latest value, echoed.
+struct Timestamps {
+    start: Instant,
+    offset: u32,
+    recent: u32,
+}
+
+impl Timestamps {
+    fn option(&self) -> Vec<u8> {
+        let val = self.offset.wrapping_add(self.start.elapsed().as_millis() as u32);
+        opt::timestamps(val, self.recent)
+    }
+}
+
+/// The late options still to send, and when.
+struct LatePlan {
+    items: VecDeque<Late>,
+    /// Data segments sent when the next one is due.
+    next_at: u32,
+    gap: u32,
+}
+
 /// The client's side of one connection.
 struct Conn {
     raw: RawTcp,
@@ -453,7 +708,11 @@ struct Conn {
     snd_nxt: u32,
     snd_una: u32,
     rcv_nxt: u32,
+    /// The listener's latest window.
+    snd_wnd: u32,
     local_key: u64,
+    remote_key: u64,
+    ts: Option<Timestamps>,
     /// Next data sequence number to send.
     dsn_nxt: u64,
     /// The listener's first data sequence number.
@@ -470,6 +729,27 @@ struct Conn {
     remote_unmapped: u32,
     /// Highest data ACK the listener sent.
     remote_data_ack: u64,
+    /// The listener's MPTCP options by subtype, its infinite mappings and ADD_ADDR echoes.
+    remote_options: BTreeMap<&'static str, u32>,
+    remote_infinite_mappings: u32,
+    remote_add_addr_echoes: u32,
+    /// The listener's RST, with its MP_TCPRST reason if it carried one.
+    remote_reset: Option<Option<u8>>,
+    /// A RST from the listener is an answer, not a failure.
+    reset_expected: bool,
+    late: LatePlan,
+    late_sent: Vec<String>,
+    data_segments_sent: u32,
+    /// Data segments still to send without DSS.
+    no_dss_left: u32,
+    /// The next data segment carries an infinite mapping.
+    infinite_next: bool,
+    /// This end sent an infinite mapping: the subflow is plain TCP from here on.
+    plain: bool,
+    /// A late option ended the connection: nothing more is sent.
+    ended: bool,
+    /// Address IDs given to ADD_ADDRs so far.
+    add_addr_ids: u8,
 }
 
 impl Conn {
@@ -483,21 +763,28 @@ impl Conn {
         next.wrapping_add((self.remote_data_fin == Some(next)) as u64)
     }
 
-    /// Speaks MPTCP as long as the listener does: once it sends data without a mapping it has
-    /// fallen back, and a DSS would mean nothing to it.
+    /// Speaks MPTCP as long as the listener does (once it sends data without a mapping it has
+    /// fallen back, and a DSS would mean nothing to it) and this end did not give it up.
     fn mptcp(&self) -> bool {
-        self.remote_unmapped == 0
+        self.remote_unmapped == 0 && !self.plain
+    }
+
+    fn area(&self, options: &[Vec<u8>]) -> Vec<u8> {
+        match &self.ts {
+            Some(ts) => opt::area_after_timestamps(ts.option(), options),
+            None => opt::area(options),
+        }
+    }
+
+    /// Sends a segment as it is, with fresh timestamps (a retransmission too).
+    fn transmit(&self, seg: &Segment) -> anyhow::Result<()> {
+        self.raw.send(seg, &self.area(&seg.options))
     }
 
     fn send(&mut self, flags: u8, options: Vec<Vec<u8>>, payload: Vec<u8>) -> anyhow::Result<()> {
-        let seg = Segment {
-            seq: self.snd_nxt,
-            ack: self.rcv_nxt,
-            flags: flags | tcp_flags::ACK,
-            options: opt::area(&options),
-            payload,
-        };
-        self.raw.send(&seg)?;
+        let seg =
+            Segment { seq: self.snd_nxt, ack: self.rcv_nxt, flags: flags | tcp_flags::ACK, options, payload };
+        self.transmit(&seg)?;
         self.snd_nxt = self.snd_nxt.wrapping_add(seg.seq_len());
         if seg.seq_len() > 0 {
             self.unacked.push(seg);
@@ -510,17 +797,46 @@ impl Conn {
         self.send(0, options, vec![])
     }
 
+    /// Notes the listener's MPTCP options.
+    fn note_options(&mut self, opts: &TcpOptions, payload_len: u32) {
+        for o in opts.mptcp_options() {
+            *self.remote_options.entry(Subtype::from_code(o.subtype).as_str()).or_default() += 1;
+            if o.is_infinite_mapping(payload_len) {
+                self.remote_infinite_mappings += 1;
+            }
+            if o.subtype == subtype::ADD_ADDR && o.flags & ADD_ADDR_ECHO != 0 {
+                self.remote_add_addr_echoes += 1;
+            }
+        }
+    }
+
     /// Takes in one segment of the listener's; true when it asks for an ACK.
     fn absorb(&mut self, r: &Received) -> anyhow::Result<bool> {
+        let opts = r.options();
+        self.note_options(&opts, r.payload.len() as u32);
         if r.tcp.rst {
-            bail!("the listener reset the connection (seq {})", r.tcp.sequence_number);
+            let reason = opts.find(subtype::MP_TCPRST).map(|o| o.reason);
+            self.remote_reset = Some(reason);
+            if self.reset_expected {
+                return Ok(false);
+            }
+            bail!(
+                "the listener reset the connection (seq {}, MP_TCPRST reason {reason:?})",
+                r.tcp.sequence_number
+            );
+        }
+        if let Some(ts) = self.ts.as_mut().filter(|_| opts.flags & opt_flags::TIMESTAMPS != 0) {
+            ts.recent = opts.ts_val;
+        }
+        if r.tcp.ack {
+            self.snd_wnd = r.tcp.window_size as u32;
         }
         if r.tcp.ack && seq_after(r.tcp.acknowledgment_number, self.snd_una) {
             self.snd_una = r.tcp.acknowledgment_number;
             let una = self.snd_una;
             self.unacked.retain(|s| seq_after(s.seq.wrapping_add(s.seq_len()), una));
         }
-        let dss = r.dss();
+        let dss = opts.find(subtype::DSS).copied();
         if let Some(d) = dss.filter(|d| d.flags & dss::DATA_ACK != 0) {
             self.remote_data_ack = self.remote_data_ack.max(d.data_ack);
         }
@@ -560,7 +876,7 @@ impl Conn {
         let until = Instant::now() + wait;
         while !done(self) && Instant::now() < until && !self.expired() {
             if let Some(r) = self.raw.recv()? {
-                if self.absorb(&r)? {
+                if self.absorb(&r)? && !self.ended {
                     self.send_ack()?;
                 }
             }
@@ -568,32 +884,64 @@ impl Conn {
         Ok(done(self))
     }
 
-    /// Waits until everything sent is acknowledged, sending the rest again after each RTO.
-    fn wait_acked(&mut self) -> anyhow::Result<()> {
+    fn in_flight(&self) -> u32 {
+        self.snd_nxt.wrapping_sub(self.snd_una)
+    }
+
+    /// Waits until at most `limit` bytes are in flight, sending the unacknowledged segments
+    /// again after each RTO.
+    fn wait_in_flight(&mut self, limit: u32) -> anyhow::Result<()> {
         for _ in 0..=RETRANSMISSIONS {
-            if self.pump(RTO, |c| c.snd_una == c.snd_nxt)? {
+            if self.pump(RTO, |c| c.in_flight() <= limit)? {
                 return Ok(());
             }
             for seg in &self.unacked {
-                self.raw.send(&Segment { ack: self.rcv_nxt, ..seg.clone() })?;
+                self.transmit(&Segment { ack: self.rcv_nxt, ..seg.clone() })?;
             }
         }
         bail!("the listener did not acknowledge up to seq {} (acknowledged {})", self.snd_nxt, self.snd_una)
     }
 
-    /// Sends `data` in segments, each with its mapping; the last mapping with DATA_FIN if asked.
+    /// Waits until everything sent is acknowledged.
+    fn wait_acked(&mut self) -> anyhow::Result<()> {
+        self.wait_in_flight(0)
+    }
+
+    /// Sends `data` in segments, each with its mapping (the last with DATA_FIN if asked), never
+    /// more in flight than the listener's window; sends the late options as they fall due.
     fn send_data(&mut self, data: &[u8], data_fin: bool) -> anyhow::Result<()> {
         let pieces: Vec<&[u8]> = data.chunks(SEGMENT_BYTES).collect();
         for (i, piece) in pieces.iter().enumerate() {
+            self.send_due_late()?;
+            if self.ended {
+                return Ok(());
+            }
+            let window = self.snd_wnd.min(MAX_IN_FLIGHT).max(SEGMENT_BYTES as u32);
+            self.wait_in_flight(window - piece.len() as u32)?;
             let fin = data_fin && i + 1 == pieces.len();
-            let m = opt::Mapping {
+            let mut m = opt::Mapping {
                 dsn: self.dsn_nxt,
                 ssn: self.snd_nxt.wrapping_sub(self.iss),
                 len: piece.len() as u16 + fin as u16,
                 data_fin: fin,
             };
             self.dsn_nxt = self.dsn_nxt.wrapping_add(m.len as u64);
-            self.send(tcp_flags::PSH, vec![opt::dss(self.data_ack(), Some(&m))], piece.to_vec())?;
+            let options = if self.plain {
+                vec![]
+            } else if self.no_dss_left > 0 {
+                self.no_dss_left -= 1;
+                vec![]
+            } else if self.infinite_next {
+                // RFC 8684 section 3.7: data-level length 0, subflow sequence number 0.
+                (m.len, m.ssn, m.data_fin) = (0, 0, false);
+                self.infinite_next = false;
+                self.plain = true;
+                vec![opt::dss(self.data_ack(), Some(&m))]
+            } else {
+                vec![opt::dss(self.data_ack(), Some(&m))]
+            };
+            self.send(tcp_flags::PSH, options, piece.to_vec())?;
+            self.data_segments_sent += 1;
         }
         self.wait_acked()
     }
@@ -608,22 +956,92 @@ impl Conn {
         };
         self.send(flags, vec![opt::dss(self.data_ack(), Some(&m))], vec![])
     }
+
+    /// Sends the late options due after the data segments sent so far.
+    fn send_due_late(&mut self) -> anyhow::Result<()> {
+        while !self.ended && self.late.next_at == self.data_segments_sent {
+            let Some(late) = self.late.items.pop_front() else { return Ok(()) };
+            self.late.next_at = self.data_segments_sent + late.data_segments() + self.late.gap;
+            self.send_late(&late)?;
+            self.late_sent.push(late.name());
+        }
+        Ok(())
+    }
+
+    /// A pure ACK with the data ACK and `option`.
+    fn send_ack_with(&mut self, option: Vec<u8>) -> anyhow::Result<()> {
+        self.send(0, vec![opt::dss(self.data_ack(), None), option], vec![])
+    }
+
+    fn send_late(&mut self, late: &Late) -> anyhow::Result<()> {
+        match late {
+            Late::NoDss(n) => self.no_dss_left = *n,
+            Late::InfiniteMapping => self.infinite_next = true,
+            Late::MpFail => {
+                self.send_ack_with(opt::mp_fail(self.data_ack()))?;
+                self.pump(ANSWER_WAIT, |c| c.remote_options.contains_key(Subtype::MpFail.as_str()))?;
+            }
+            Late::MpFastclose => {
+                self.reset_expected = true;
+                self.send_ack_with(opt::mp_fastclose(self.remote_key))?;
+                self.ended = true;
+                self.pump(FASTCLOSE_WAIT, |c| c.remote_reset.is_some())?;
+            }
+            Late::MpTcpRst(reason) => {
+                // At the listener's next expected sequence number, so it takes the RST at once.
+                self.wait_acked()?;
+                self.reset_expected = true;
+                self.send(tcp_flags::RST, vec![opt::mp_tcprst(*reason)], vec![])?;
+                self.ended = true;
+                self.pump(ANSWER_WAIT, |_| false)?;
+            }
+            Late::AddAddr { addr, valid_hmac } => {
+                self.add_addr_ids += 1;
+                let id = self.add_addr_ids;
+                let hmac = add_addr_hmac(self.local_key, self.remote_key, id, *addr, 0);
+                let hmac = if *valid_hmac { hmac } else { !hmac };
+                let echoes = self.remote_add_addr_echoes;
+                self.send_ack_with(opt::add_addr_v4(id, *addr, hmac))?;
+                self.pump(ANSWER_WAIT, |c| c.remote_add_addr_echoes > echoes)?;
+            }
+            Late::RemoveAddr(id) => self.send_ack_with(opt::remove_addr(*id))?,
+            Late::Pause(file) => {
+                self.wait_acked()?;
+                eprintln!(
+                    "paused after {} data segments until {} exists",
+                    self.data_segments_sent,
+                    file.display()
+                );
+                while !file.exists() {
+                    if self.expired() {
+                        bail!("{} did not appear before the time limit", file.display());
+                    }
+                    self.pump(RECV_POLL, |_| false)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
-/// Opens the connection up to the third ACK; returns it with the listener's key.
-fn handshake(cli: &Cli, raw: RawTcp, deadline: Instant) -> anyhow::Result<(Conn, u64)> {
+/// Opens the connection up to the third ACK.
+fn handshake(cli: &Cli, raw: RawTcp, deadline: Instant) -> anyhow::Result<Conn> {
     let iss = random_u64()? as u32;
     let local_key = random_u64()?;
-    let syn = Segment {
-        seq: iss,
-        ack: 0,
-        flags: tcp_flags::SYN,
-        options: opt::area(&[opt::mss(), opt::mp_capable_syn()]),
-        payload: vec![],
+    let ts =
+        cli.timestamps.then(|| Timestamps { start: Instant::now(), offset: iss.rotate_left(7), recent: 0 });
+    let mut syn_options = vec![opt::mss(), opt::mp_capable_syn()];
+    let syn_area = match &ts {
+        Some(ts) => {
+            syn_options.extend([vec![TCPOPT_NOP, TCPOPT_NOP], ts.option()]);
+            opt::area(&syn_options)
+        }
+        None => opt::area(&syn_options),
     };
+    let syn = Segment { seq: iss, ack: 0, flags: tcp_flags::SYN, options: vec![], payload: vec![] };
     let mut synack = None;
     'tries: for _ in 0..SYN_TRIES {
-        raw.send(&syn)?;
+        raw.send(&syn, &syn_area)?;
         let until = Instant::now() + SYN_WAIT;
         while Instant::now() < until && Instant::now() < deadline {
             match raw.recv()? {
@@ -640,6 +1058,22 @@ fn handshake(cli: &Cli, raw: RawTcp, deadline: Instant) -> anyhow::Result<(Conn,
     let remote_key = synack
         .mp_capable_key()
         .context("the SYN/ACK carries no MP_CAPABLE: the listener does not speak MPTCP")?;
+    let synack_opts = synack.options();
+    let ts = ts.and_then(|mut ts| {
+        // Timestamps only if the listener answered with them.
+        (synack_opts.flags & opt_flags::TIMESTAMPS != 0).then(|| {
+            ts.recent = synack_opts.ts_val;
+            ts
+        })
+    });
+    if cli.timestamps && ts.is_none() {
+        bail!("the listener did not answer the SYN's timestamps (net.ipv4.tcp_timestamps?)");
+    }
+    let mut plan =
+        LatePlan { items: cli.late.iter().cloned().collect(), next_at: cli.late_after, gap: cli.late_gap };
+    if plan.items.is_empty() {
+        plan.next_at = u32::MAX;
+    }
     let mut conn = Conn {
         raw,
         deadline,
@@ -647,7 +1081,10 @@ fn handshake(cli: &Cli, raw: RawTcp, deadline: Instant) -> anyhow::Result<(Conn,
         snd_nxt: iss.wrapping_add(1),
         snd_una: iss.wrapping_add(1),
         rcv_nxt: synack.tcp.sequence_number.wrapping_add(1),
+        snd_wnd: synack.tcp.window_size as u32,
         local_key,
+        remote_key,
+        ts,
         dsn_nxt: idsn(local_key).wrapping_add(1),
         remote_dsn: idsn(remote_key).wrapping_add(1),
         unacked: vec![],
@@ -657,31 +1094,56 @@ fn handshake(cli: &Cli, raw: RawTcp, deadline: Instant) -> anyhow::Result<(Conn,
         remote_mapped: 0,
         remote_unmapped: 0,
         remote_data_ack: 0,
+        remote_options: BTreeMap::new(),
+        remote_infinite_mappings: 0,
+        remote_add_addr_echoes: 0,
+        remote_reset: None,
+        reset_expected: false,
+        late: plan,
+        late_sent: vec![],
+        data_segments_sent: 0,
+        no_dss_left: 0,
+        infinite_next: false,
+        plain: false,
+        ended: false,
+        add_addr_ids: 0,
     };
     let mpc = opt::mp_capable_ack(cli.third_ack_version, cli.third_ack_flags, conn.local_key, remote_key);
     conn.send(0, vec![mpc], vec![])?;
-    Ok((conn, remote_key))
+    Ok(conn)
 }
 
 fn run(cli: &Cli) -> anyhow::Result<serde_json::Value> {
-    if cli.bytes > 60_000 {
-        bail!("--bytes {} is more than this client sends without waiting for the window", cli.bytes);
+    if cli.bytes > MAX_BYTES {
+        bail!("--bytes {} is more than this client sends ({MAX_BYTES} at most)", cli.bytes);
+    }
+    if let Some(i) = cli.late.iter().position(Late::ends) {
+        if i + 1 < cli.late.len() {
+            bail!("--late {} ends the connection: nothing can come after it", cli.late[i].name());
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(cli.timeout);
     let raw = RawTcp::open(cli.local, cli.connect)?;
-    let (mut c, remote_key) = handshake(cli, raw, deadline)?;
+    let mut c = handshake(cli, raw, deadline)?;
     let data: Vec<u8> = (0..cli.bytes).map(|i| (i * 7 + i / 251) as u8).collect();
     let (first, rest) = data.split_at(data.len() / 2);
     c.send_data(first, false)?;
     let mut empty_mappings = 0;
-    if cli.empty_mapping {
+    if cli.empty_mapping && !c.ended {
         c.send_empty_mapping(0)?;
         c.send_empty_mapping(tcp_flags::PSH)?;
         empty_mappings = 2;
     }
     c.send_data(rest, !cli.keep_open)?;
+    if let Some(late) = c.late.items.front().filter(|_| !c.ended) {
+        bail!(
+            "the data ran out ({} segments) before --late {} was due: more --bytes",
+            c.data_segments_sent,
+            late.name()
+        );
+    }
     let mut closed = false;
-    if !cli.keep_open {
+    if !cli.keep_open && !c.ended {
         let options = if c.mptcp() { vec![opt::dss(c.data_ack(), None)] } else { vec![] };
         c.send(tcp_flags::FIN, options, vec![])?;
         closed = c.pump(Duration::from_secs(cli.timeout), |c| c.remote_fin && c.snd_una == c.snd_nxt)?;
@@ -690,9 +1152,12 @@ fn run(cli: &Cli) -> anyhow::Result<serde_json::Value> {
     let expected = format!("{} {:016x}", data.len(), digest(&data));
     Ok(serde_json::json!({
         "local_port": cli.local.port(),
-        "remote_key": format!("{remote_key:016x}"),
+        "remote_key": format!("{:016x}", c.remote_key),
         "sent": data.len(),
+        "data_segments_sent": c.data_segments_sent,
+        "timestamps": c.ts.is_some(),
         "empty_mappings_sent": empty_mappings,
+        "late_sent": c.late_sent,
         "answer": answer,
         "intact": answer == expected,
         // The listener acknowledged every data byte (and the DATA_FIN) at the data level.
@@ -700,6 +1165,10 @@ fn run(cli: &Cli) -> anyhow::Result<serde_json::Value> {
         "remote_mapped_segments": c.remote_mapped,
         "remote_unmapped_segments": c.remote_unmapped,
         "remote_data_fin": c.remote_data_fin.is_some(),
+        "remote_options": c.remote_options,
+        "remote_infinite_mappings": c.remote_infinite_mappings,
+        "remote_add_addr_echoes": c.remote_add_addr_echoes,
+        "remote_reset": c.remote_reset.map(|reason| serde_json::json!({"mp_tcprst_reason": reason})),
         "closed": closed,
     }))
 }
@@ -727,6 +1196,16 @@ mod tests {
     }
 
     #[test]
+    fn hmac_sha256_matches_rfc_4231() {
+        let hex = |d: [u8; 32]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        // Test case 2.
+        assert_eq!(
+            hex(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
     fn options_are_laid_out_as_rfc_8684_says() {
         assert_eq!(opt::mp_capable_syn(), [30, 4, 0x01, 0x01]);
         let ack = opt::mp_capable_ack(0, 0x41, 1, 2);
@@ -735,6 +1214,45 @@ mod tests {
         let m = opt::Mapping { dsn: 1, ssn: 1, len: 0, data_fin: false };
         let d = opt::dss(7, Some(&m));
         assert_eq!((d[1], d[2], d[3]), (26, 0x20, 0x0f));
-        assert_eq!(opt::area(&[d]).len(), 28);
+        assert_eq!(opt::area(std::slice::from_ref(&d)).len(), 28);
+        assert_eq!(&opt::mp_fail(9)[..4], [30, 12, 0x60, 0]);
+        assert_eq!(&opt::mp_fastclose(9)[..4], [30, 12, 0x70, 0]);
+        assert_eq!(opt::mp_tcprst(6), [30, 4, 0x80, 6]);
+        let add = opt::add_addr_v4(1, Ipv4Addr::new(198, 51, 100, 1), 5);
+        assert_eq!((add.len(), &add[..8]), (16, &[30, 16, 0x30, 1, 198, 51, 100, 1][..]));
+        assert_eq!(opt::remove_addr(1), [30, 4, 0x40, 1]);
+    }
+
+    #[test]
+    fn a_data_segment_with_timestamps_is_laid_out_as_linux_lays_it_out() {
+        // NOP NOP TS, the 26-byte DSS, NOP NOP: the steady segment the observer's fast path takes.
+        let m = opt::Mapping { dsn: 1, ssn: 1, len: 1000, data_fin: false };
+        let area = opt::area_after_timestamps(opt::timestamps(1, 2), &[opt::dss(7, Some(&m))]);
+        assert_eq!(area.len(), 40);
+        assert_eq!(&area[..4], [TCPOPT_NOP, TCPOPT_NOP, TCPOPT_TIMESTAMP, TIMESTAMP_LEN]);
+        assert_eq!(&area[12..14], [TCPOPT_MPTCP, 26]);
+        assert_eq!(&area[38..], [TCPOPT_NOP, TCPOPT_NOP]);
+        // A pure ACK: NOP NOP TS and the 12-byte DSS, nothing after.
+        assert_eq!(opt::area_after_timestamps(opt::timestamps(1, 2), &[opt::dss(7, None)]).len(), 24);
+    }
+
+    #[test]
+    fn late_kinds_parse() {
+        let p = |s: &str| s.parse::<Late>();
+        assert_eq!(p("no-dss"), Ok(Late::NoDss(3)));
+        assert_eq!(p("no-dss:5"), Ok(Late::NoDss(5)));
+        assert_eq!(p("mp-tcprst:6"), Ok(Late::MpTcpRst(6)));
+        assert_eq!(p("mp-tcprst:middlebox_interference"), Ok(Late::MpTcpRst(6)));
+        assert_eq!(p("remove-addr"), Ok(Late::RemoveAddr(1)));
+        assert_eq!(
+            p("add-addr-bad-hmac:198.51.100.1"),
+            Ok(Late::AddAddr { addr: Ipv4Addr::new(198, 51, 100, 1), valid_hmac: false })
+        );
+        assert!(p("add-addr").is_err());
+        assert!(p("mp-tcprst").is_err());
+        assert!(p("bogus").is_err());
+        for s in ["no-dss:2", "infinite-mapping", "mp-fail", "mp-fastclose", "mp-tcprst:1", "pause:/x"] {
+            assert_eq!(p(s).map(|l| l.name()), Ok(s.to_string()));
+        }
     }
 }
