@@ -128,11 +128,8 @@ impl PacketEvent {
             header: EventHeader { kind: 0, version: 0, cpu: 0, netns: 0, ts_ns: 0 },
             flow: FlowKey {
                 ifindex: 0,
-                ip_version: 0,
-                _pad: 0,
                 local_port: 0,
                 remote_port: 0,
-                _pad2: 0,
                 local_addr: [0; 16],
                 remote_addr: [0; 16],
             },

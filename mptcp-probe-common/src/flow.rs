@@ -1,19 +1,36 @@
 //! Per-flow state kept by the TC programs in a bounded LRU hash, keyed by [`FlowKey`].
 
-/// A TCP flow as seen from this host. Addresses are in network order; IPv4 uses the first four
-/// bytes. Ports are in host order.
+/// A TCP flow as seen from this host. Addresses are IPv6 in network order, IPv4 ones mapped
+/// (`::ffff:a.b.c.d`); ports are in host order. 40 bytes, no padding: the table holds one per
+/// tracked flow.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub ifindex: u32,
-    /// 4 or 6.
-    pub ip_version: u8,
-    pub _pad: u8,
     pub local_port: u16,
     pub remote_port: u16,
-    pub _pad2: u16,
     pub local_addr: [u8; 16],
     pub remote_addr: [u8; 16],
+}
+
+/// The prefix of an IPv4-mapped IPv6 address.
+pub const V4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+
+/// An IPv4 address as a flow key holds it.
+pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+}
+
+impl FlowKey {
+    /// 4 for a flow over IPv4, 6 for one over IPv6.
+    pub fn ip_version(&self) -> u8 {
+        let p = &self.remote_addr;
+        if p[..12] == V4_MAPPED_PREFIX {
+            4
+        } else {
+            6
+        }
+    }
 }
 
 /// Slots in the per-subtype counters: subtypes 0..=8 at their own index, 15 (experimental) and any
@@ -96,7 +113,8 @@ pub struct FlowState {
     pub data_segments: [u32; 2],
     /// DSS options, the common one, counted apart from the other subtypes.
     pub dss: [u32; 2],
-    pub data_without_dss: [u32; 2],
+    /// Data segments without DSS on a flow that negotiated MPTCP (saturating).
+    pub data_without_dss: [u16; 2],
     /// The other MPTCP options per subtype slot and direction: `options[dir][slot]` (the DSS
     /// slot stays 0; see [`FlowState::option_count`]).
     pub options: [[u16; SUBTYPE_SLOTS]; 2],

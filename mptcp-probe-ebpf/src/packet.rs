@@ -230,7 +230,7 @@ fn steady_segment(ctx: &TcContext, sc: &Scratch) -> Option<u32> {
 /// Two flow keys are the same: compared as ten words.
 #[inline(always)]
 fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
-    // SAFETY: FlowKey is 40 bytes of plain data with its padding zeroed and 4-byte alignment.
+    // SAFETY: FlowKey is 40 bytes of plain data without padding, aligned to 4 bytes.
     let (a, b) =
         unsafe { (&*(a as *const FlowKey as *const [u32; 10]), &*(b as *const FlowKey as *const [u32; 10])) };
     let mut i = 0;
@@ -368,8 +368,6 @@ fn parse<const DIR: u8, const L2: bool>(ctx: &TcContext, proto: u16, sc: &mut Sc
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let key = &mut sc.ev.flow;
     key.ifindex = ifindex;
-    key._pad = 0;
-    key._pad2 = 0;
     let ttl =
         if proto == ETH_P_IP { ipv4::<DIR>(data, l2, end, sc)? } else { ipv6::<DIR>(data, l2, end, sc)? };
     tcp::<DIR>(ctx, data, end, ttl, sc)
@@ -409,15 +407,10 @@ fn ipv4<const DIR: u8>(data: usize, l2: usize, end: usize, sc: &mut Scratch) -> 
         return None;
     }
     let key = &mut sc.ev.flow;
-    key.ip_version = 4;
     let (src, dst) = ([h[12], h[13], h[14], h[15]], [h[16], h[17], h[18], h[19]]);
     let (local, remote) = if DIR == direction::EGRESS { (src, dst) } else { (dst, src) };
-    let mut l = [0u8; 16];
-    let mut r = [0u8; 16];
-    l[..4].copy_from_slice(&local);
-    r[..4].copy_from_slice(&remote);
-    key.local_addr = l;
-    key.remote_addr = r;
+    key.local_addr = flow::v4_mapped(local);
+    key.remote_addr = flow::v4_mapped(remote);
     sc.tcp_off = (ip + ihl - data) as u32;
     Some(h[8])
 }
@@ -431,7 +424,6 @@ fn ipv6<const DIR: u8>(data: usize, l2: usize, end: usize, sc: &mut Scratch) -> 
         None => return unparsed_ttl(),
     };
     let key = &mut sc.ev.flow;
-    key.ip_version = 6;
     let mut src = [0u8; 16];
     let mut dst = [0u8; 16];
     src.copy_from_slice(&h[8..24]);
@@ -765,7 +757,7 @@ fn endings<const DIR: u8>(s: &mut FlowState, seg: &PacketEvent, mapped: bool) ->
     let mut w = 0u16;
     if seg.payload_len > 0 && f & tcp_flags::SYN == 0 && s.negotiated != 0 && !mapped {
         if let Some(p) = s.data_without_dss.get_mut(d) {
-            add32(p);
+            *p = p.saturating_add(1);
         }
         if let Some(sent) = s.data_without_dss_sent.get_mut(d) {
             if *sent == 0 {

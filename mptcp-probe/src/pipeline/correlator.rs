@@ -254,11 +254,13 @@ mod tests {
     use super::*;
 
     fn key(lport: u16) -> FlowKey {
-        let mut k =
-            FlowKey { ifindex: 2, ip_version: 4, local_port: lport, remote_port: 80, ..Default::default() };
-        k.local_addr[..4].copy_from_slice(&[192, 0, 2, 1]);
-        k.remote_addr[..4].copy_from_slice(&[203, 0, 113, 2]);
-        k
+        FlowKey {
+            ifindex: 2,
+            local_port: lport,
+            remote_port: 80,
+            local_addr: mptcp_probe_common::flow::v4_mapped([192, 0, 2, 1]),
+            remote_addr: mptcp_probe_common::flow::v4_mapped([203, 0, 113, 2]),
+        }
     }
 
     fn packet(k: FlowKey, flags: u8, tracked: bool) -> Event {

@@ -40,9 +40,14 @@ pub fn family_version(family: u16) -> u8 {
     }
 }
 
+/// An address of a flow key (IPv4 ones are held mapped).
+pub fn key_addr(bytes: &[u8; 16]) -> IpAddr {
+    std::net::Ipv6Addr::from(*bytes).to_canonical()
+}
+
 /// A flow's (local, remote) endpoints.
 pub fn endpoint_of(k: &FlowKey) -> ((IpAddr, u16), (IpAddr, u16)) {
-    ((addr(k.ip_version, &k.local_addr), k.local_port), (addr(k.ip_version, &k.remote_addr), k.remote_port))
+    ((key_addr(&k.local_addr), k.local_port), (key_addr(&k.remote_addr), k.remote_port))
 }
 
 /// "ADDR:PORT", "[ADDR]:PORT" for IPv6.
@@ -119,7 +124,7 @@ pub fn packet_record(p: &PacketEvent, c: &Context) -> PacketRecord {
         netns: c.netns,
         iface: c.iface(k.ifindex),
         direction: Direction::from_code(p.direction),
-        ip_version: k.ip_version,
+        ip_version: k.ip_version(),
         local_addr,
         local_port,
         remote_addr,

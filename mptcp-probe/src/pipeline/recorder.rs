@@ -15,7 +15,7 @@ use mptcp_probe_common::{
 use mptcp_probe_model::{FlowSummary, HandshakeView, Subtype, ViewSource};
 
 use super::{
-    record::addr,
+    record::key_addr,
     sink::{Context, Sink},
 };
 use crate::kernel::decode::Event;
@@ -34,8 +34,8 @@ pub struct Tuple {
 impl Tuple {
     fn of(k: &FlowKey) -> Self {
         Self {
-            local: SocketAddr::new(addr(k.ip_version, &k.local_addr), k.local_port),
-            remote: SocketAddr::new(addr(k.ip_version, &k.remote_addr), k.remote_port),
+            local: SocketAddr::new(key_addr(&k.local_addr), k.local_port),
+            remote: SocketAddr::new(key_addr(&k.remote_addr), k.remote_port),
         }
     }
 
@@ -280,8 +280,8 @@ mod tests {
     fn the_recorder_keeps_packets_and_then_the_summary_of_a_connection() {
         let mut r = Recorder::default();
         let mut p = pkt(direction::EGRESS, S, 1, Some(4), 1460);
-        p.flow.ip_version = 4;
-        p.flow.local_addr[..4].copy_from_slice(&[192, 0, 2, 1]);
+        p.flow.local_addr = mptcp_probe_common::flow::v4_mapped([192, 0, 2, 1]);
+        p.flow.remote_addr = mptcp_probe_common::flow::v4_mapped([0, 0, 0, 0]);
         p.flow.local_port = 4000;
         r.event(&Event::Packet(p), &Context::default());
         let (l, rem): (SocketAddr, SocketAddr) =

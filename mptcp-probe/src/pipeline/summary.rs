@@ -14,7 +14,7 @@ use mptcp_probe_model::{
     Subflow, Subtype, TcpRstReason,
 };
 
-use super::record::addr;
+use super::record::key_addr;
 
 /// What user space learnt about a flow besides the kernel's flow state.
 #[derive(Clone, Debug, Default)]
@@ -188,10 +188,10 @@ pub fn summarize(key: &FlowKey, st: &FlowState, notes: &FlowNotes, iface: &str, 
     FlowSummary {
         netns,
         iface: iface.to_string(),
-        ip_version: key.ip_version,
-        local_addr: addr(key.ip_version, &key.local_addr),
+        ip_version: key.ip_version(),
+        local_addr: key_addr(&key.local_addr),
         local_port: key.local_port,
-        remote_addr: addr(key.ip_version, &key.remote_addr),
+        remote_addr: key_addr(&key.remote_addr),
         remote_port: key.remote_port,
         role,
         subflow,
@@ -383,10 +383,13 @@ mod tests {
     fn summary_json_carries_the_contract_fields() {
         let mut st = client_flow();
         st.handshake[HS_SYN_ACK] = hs(INGRESS, subtype::MP_CAPABLE, 12);
-        let mut key =
-            FlowKey { ifindex: 2, ip_version: 4, local_port: 40001, remote_port: 8080, ..Default::default() };
-        key.local_addr[..4].copy_from_slice(&[192, 0, 2, 1]);
-        key.remote_addr[..4].copy_from_slice(&[203, 0, 113, 2]);
+        let key = FlowKey {
+            ifindex: 2,
+            local_port: 40001,
+            remote_port: 8080,
+            local_addr: mptcp_probe_common::flow::v4_mapped([192, 0, 2, 1]),
+            remote_addr: mptcp_probe_common::flow::v4_mapped([203, 0, 113, 2]),
+        };
         let s = summarize(&key, &st, &FlowNotes::default(), "veth0", 1);
         let v = serde_json::to_value(mptcp_probe_model::WatchLine::Flow(Box::new(s))).unwrap();
         assert_eq!(v["type"], "flow");
