@@ -19,9 +19,12 @@ pub const TRACEPOINT_HITS: u32 = 7;
 pub const MAPPING_STATUS_BASE: u32 = 8;
 /// Segments the fast path took (added to a CPU's running totals without the option walk).
 pub const FAST_PATH: u32 = 13;
+/// Segments in a CPU's running totals whose flow the table evicted before they went to it: lost
+/// with the rest of the evicted flow's state.
+pub const FAST_PATH_ORPHANED: u32 = 14;
 pub const COUNTERS_LEN: u32 = 16;
 
-pub const NAMES: [&str; 14] = [
+pub const NAMES: [&str; 15] = [
     "packets_inspected",
     "events_emitted",
     "ringbuf_dropped_events",
@@ -36,4 +39,5 @@ pub const NAMES: [&str; 14] = [
     "mapping_status_data_fin",
     "mapping_status_dummy",
     "fast_path_segments",
+    "fast_path_orphaned_segments",
 ];

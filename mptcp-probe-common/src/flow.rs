@@ -180,6 +180,9 @@ pub struct FlowAcc {
     pub epoch: u64,
     /// `bpf_ktime_get_coarse_ns` of the last packet added.
     pub last_ns: u64,
+    /// When the totals were last started (taken on, or sent to the table): an entry of the flow
+    /// created after that is a new incarnation, not the one these totals are of.
+    pub since_ns: u64,
     pub payload_bytes: [u64; 2],
     pub packets: [u32; 2],
     pub data_segments: [u32; 2],

@@ -23,12 +23,15 @@ use mptcp_probe_common::{
 };
 
 use crate::{
-    coarse_ns, count, cpu, event_level, now_ns, Scratch, EVENTS, FLOWS, FLOW_ACC, FLOW_INIT, SCRATCH,
+    coarse_ns, count, count_n, cpu, event_level, now_ns, Scratch, EVENTS, FLOWS, FLOW_ACC, FLOW_INIT, SCRATCH,
 };
 
 /// Continue with the next program / default action (TCX_NEXT, TC_ACT_UNSPEC).
 const TC_NEXT: i32 = -1;
 const ETH_HLEN: usize = 14;
+/// A CPU's running totals quiet this long are checked against the table before the next segment
+/// is added (the flow may have been evicted during the pause).
+const FLOW_ACC_STALE_NS: u64 = 50_000_000;
 /// IPv6 authentication header (its length counts 4-byte words, less 2).
 const IPPROTO_AH: u8 = 51;
 /// IPv6 extension headers walked at most.
@@ -130,9 +133,17 @@ fn absorb<const DIR: u8>(ctx: &TcContext, sc: &mut Scratch) -> bool {
         }
         acc.key = sc.ev.flow;
         acc.mptcp = (dss != 0) as u8;
+        acc.since_ns = now_ns();
     } else if (dss == 0) != (acc.mptcp == 0) {
         // A segment without DSS on this MPTCP flow, or with one on this plain flow.
         return false;
+    } else if coarse_ns().wrapping_sub(acc.last_ns) > FLOW_ACC_STALE_NS {
+        // After a pause the flow may have been evicted meanwhile: see whether it is still there
+        // before adding to it (if not, this packet takes the slow path and tracks it anew).
+        flush(acc);
+        if !same_key(&acc.key, &sc.ev.flow) {
+            return false;
+        }
     }
     let ev = &sc.ev;
     if let Some(p) = acc.packets.get_mut(d) {
@@ -254,14 +265,21 @@ fn flush_if(key: &FlowKey) {
     }
 }
 
-/// Adds a CPU's totals to its flow's entry and starts them again (a flow the table evicted
-/// meanwhile loses them, as it loses the rest of its state; its next packets take the slow path).
+/// Adds a CPU's totals to its flow's entry and starts them again. When the table evicted the
+/// flow meanwhile, the totals go with the rest of its state (counted, not silently) and the
+/// flow's next packet takes the slow path, which tracks it anew.
 #[inline(always)]
 fn flush(acc: &mut FlowAcc) {
     if acc.pending == 0 {
         return;
     }
-    if let Some(st) = FLOWS.get_ptr_mut(&acc.key) {
+    // An entry created since these totals were started is the flow tracked anew after an
+    // eviction (on another CPU): not theirs.
+    let entry = FLOWS.get_ptr_mut(&acc.key).filter(|p| {
+        // SAFETY: a map value, read only here.
+        unsafe { (**p).first_ns <= acc.since_ns }
+    });
+    if let Some(st) = entry {
         // SAFETY: a map value of this flow; counters are added atomically.
         let s = unsafe { &mut *st };
         for d in 0..2 {
@@ -287,7 +305,7 @@ fn flush(acc: &mut FlowAcc) {
             s.last_ns = acc.last_ns;
         }
     } else {
-        // Evicted: the next packet of this flow must not be taken on without the table.
+        count_n(counters::FAST_PATH_ORPHANED, acc.pending as u64);
         acc.key = FlowKey::default();
     }
     acc.packets = [0; 2];
@@ -297,6 +315,7 @@ fn flush(acc: &mut FlowAcc) {
     acc.max_segment = [0; 2];
     acc.pending = 0;
     acc.epoch = acc.epoch.wrapping_add(1);
+    acc.since_ns = now_ns();
 }
 
 /// Reads a scratch field back from map memory. Volatile, so the optimiser cannot forward the
@@ -597,7 +616,13 @@ fn flow_state(seg: &PacketEvent) -> Result<*mut FlowState, u16> {
         // Evicted, or older than the observer.
         return Err(if rst || fin { why::UNTRACKED | if rst { why::RST } else { why::FIN } } else { 0 });
     }
-    let init = FLOW_INIT.get_ptr_mut(0).ok_or(0u16)?;
+    new_flow(&seg.flow).ok_or(0)
+}
+
+/// A new entry for a flow, unless one is there already (then that one).
+#[inline(always)]
+fn new_flow(key: &FlowKey) -> Option<*mut FlowState> {
+    let init = FLOW_INIT.get_ptr_mut(0)?;
     // SAFETY: this CPU's template; only these fields are ever written, the others stay zero, so
     // a new entry is whole the moment it is in the table.
     unsafe {
@@ -608,15 +633,15 @@ fn flow_state(seg: &PacketEvent) -> Result<*mut FlowState, u16> {
     // Only if absent: when a flow's first packets meet on two CPUs, the second must not wipe
     // what the first counted.
     // SAFETY: as above; the map copies the template.
-    match FLOWS.insert(&seg.flow, unsafe { &*init }, BPF_NOEXIST as u64) {
+    match FLOWS.insert(key, unsafe { &*init }, BPF_NOEXIST as u64) {
         Ok(()) => count(counters::FLOWS_CREATED),
-        Err(_) if FLOWS.get_ptr(&seg.flow).is_some() => {}
+        Err(_) if FLOWS.get_ptr(key).is_some() => {}
         Err(_) => {
             count(counters::FLOW_INSERT_FAILED);
-            return Err(0);
+            return None;
         }
     }
-    FLOWS.get_ptr_mut(&seg.flow).ok_or(0u16)
+    FLOWS.get_ptr_mut(key)
 }
 
 /// Packets, bytes, wire segments and their largest size, malformed option areas.

@@ -525,8 +525,6 @@ fn a_flow_evicted_and_seen_again_is_tracked_anew() {
 }
 
 #[test]
-#[ignore = "observer bug: a flow evicted and tracked anew before the next idle sweep is never \
-            counted in flows_evicted_unsummarised (its notes go to the new entry's summary)"]
 fn a_flow_evicted_and_seen_again_counts_as_evicted() {
     skip_unless_e2e!();
     let Evicted { ends, .. } = evict_and_resume(Churn::Refused);
@@ -549,8 +547,6 @@ fn a_flow_evicted_and_seen_again_counts_as_evicted() {
 }
 
 #[test]
-#[ignore = "observer bug: the steady segments of an evicted flow on the CPU whose running totals \
-            still hold it are added to those totals and dropped at their next flush, uncounted"]
 fn a_flow_evicted_while_its_cpu_holds_its_totals_loses_nothing() {
     skip_unless_e2e!();
     let Evicted { ends, .. } = evict_and_resume(Churn::Refused);

@@ -322,7 +322,11 @@ impl Observer {
     /// `accs` (read once for many flows). None: not in the table.
     pub fn last_seen_ns(&mut self, key: &FlowKey, accs: &[FlowAcc]) -> Option<u64> {
         let st = self.flows().ok()?.get(key, 0).ok()?;
-        let acc = accs.iter().filter(|a| a.pending > 0 && &a.key == key).map(|a| a.last_ns).max();
+        let acc = accs
+            .iter()
+            .filter(|a| a.pending > 0 && &a.key == key && a.since_ns >= st.first_ns)
+            .map(|a| a.last_ns)
+            .max();
         Some(st.last_ns.max(acc.unwrap_or(0)))
     }
 
@@ -366,9 +370,11 @@ impl Observer {
     }
 }
 
-/// A flow's entry with the totals of every CPU that holds some of it.
+/// A flow's entry with the totals of every CPU that holds some of it (totals started before the
+/// entry was created are of an earlier incarnation of the flow, evicted since: not this one's).
 fn merged(mut st: FlowState, key: &FlowKey, accs: &[FlowAcc]) -> FlowState {
-    for a in accs.iter().filter(|a| a.pending > 0 && &a.key == key) {
+    let first_ns = st.first_ns;
+    for a in accs.iter().filter(|a| a.pending > 0 && &a.key == key && a.since_ns >= first_ns) {
         st.add(a);
     }
     st

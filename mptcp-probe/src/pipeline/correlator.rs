@@ -68,6 +68,9 @@ pub struct Correlator {
 pub enum Summarised {
     Flow(Box<FlowSummary>),
     Evicted(FlowKey),
+    /// The kernel evicted the flow and tracked it anew since the events noted of it: the earlier
+    /// part is lost (counted), this is the summary of the part since.
+    Reborn(FlowKey, Box<FlowSummary>),
 }
 
 impl Correlator {
@@ -102,7 +105,10 @@ impl Correlator {
             Event::Packet(p) => {
                 let flow_ends = p.tcp_flags & (tcp_flags::RST | tcp_flags::FIN) != 0;
                 if p.tracked() {
-                    self.notes.entry(p.flow).or_default();
+                    self.notes.entry(p.flow).or_insert_with(|| FlowNotes {
+                        first_event_ns: p.header.ts_ns,
+                        ..Default::default()
+                    });
                 } else if !self.notes.contains_key(&p.flow) {
                     // The end of a flow the kernel does not track, and neither do we.
                     return false;
@@ -195,6 +201,13 @@ impl Correlator {
         let mut notes = self.notes.remove(key).unwrap_or_default();
         notes.idle = due == Due::Idle;
         match obs.take_flow_state(key) {
+            // An entry younger than the first event noted: not the flow those events were of.
+            Some(st) if notes.first_event_ns != 0 && st.first_ns > notes.first_event_ns => {
+                self.stats.evicted_unsummarised += 1;
+                let fresh = FlowNotes { idle: notes.idle, ..Default::default() };
+                let iface = obs.interface_name(key.ifindex);
+                Summarised::Reborn(*key, Box::new(summarize(key, &st, &fresh, &iface, self.netns)))
+            }
             Some(st) => {
                 let iface = obs.interface_name(key.ifindex);
                 Summarised::Flow(Box::new(summarize(key, &st, &notes, &iface, self.netns)))

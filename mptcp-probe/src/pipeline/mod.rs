@@ -153,6 +153,10 @@ impl Pipeline {
             match &s {
                 Summarised::Flow(f) => sink.flow(f),
                 Summarised::Evicted(k) => sink.evicted(k),
+                Summarised::Reborn(k, f) => {
+                    sink.evicted(k);
+                    sink.flow(f);
+                }
             }
         }
     }

@@ -29,6 +29,9 @@ pub struct FlowNotes {
     pub mptcp_socket: bool,
     /// Summarised because it went quiet, not because it ended.
     pub idle: bool,
+    /// When the first event noted of the flow was reported (kernel clock): an entry created
+    /// later is another incarnation of the flow.
+    pub first_event_ns: u64,
 }
 
 fn per_dir<T: Copy + Into<U>, U: Nothing + Default>(a: &[T; 2]) -> PerDirection<U> {
