@@ -201,7 +201,7 @@ fn ipv6_mptcp_flow_is_established() {
     let lab = Lab::up();
     let server = format!("[{}]:8081", addr::SERVER_V6);
     let _srv = peer::server(&lab.s, &server, 1, false);
-    let watch = Watcher::start(&lab.c, &["--iface", ifname::C1]);
+    let watch = Watcher::start(&lab.c, &["--iface", ifname::C1, "--flows-only"]);
     let res = peer::client(&lab.c, &server, 50_000, 40011, false);
     assert_eq!(res["is_mptcp"], 1, "{res}");
     std::thread::sleep(Duration::from_millis(1200));
@@ -269,7 +269,7 @@ fn unmodified_curl_under_mptcpize_is_seen_as_mptcp() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(up, "HTTP server did not start");
-    let watch = Watcher::start(&lab.c, &["--iface", ifname::C1]);
+    let watch = Watcher::start(&lab.c, &["--iface", ifname::C1, "--flows-only"]);
     let out = sh(lab.c.cmd("mptcpize").args([
         "run",
         "curl",
@@ -411,7 +411,7 @@ fn a_flow_quiet_for_the_idle_timeout_is_summarised_while_still_open() {
     let lab = Lab::up();
     let server = format!("{}:8082", addr::SERVER);
     let _srv = peer::server(&lab.s, &server, 1, false);
-    let watch = Watcher::start(&lab.c, &["--iface", ifname::C1, "--idle-timeout", "1"]);
+    let watch = Watcher::start(&lab.c, &["--iface", ifname::C1, "--flows-only", "--idle-timeout", "1"]);
     let res = peer::client_holding(&lab.c, &server, 10_000, 40031, false, 4);
     assert_eq!(res["intact"], true, "{res}");
     std::thread::sleep(Duration::from_millis(1000));

@@ -177,8 +177,16 @@ impl Sink for WatchSink {
 
     fn flow(&mut self, s: &FlowSummary) {
         let t = (SocketAddr::new(s.local_addr, s.local_port), SocketAddr::new(s.remote_addr, s.remote_port));
-        self.release(&t, s.troubled());
-        self.print(&text::flow_line(s), &WatchLine::Flow(Box::new(s.clone())));
+        let troubled = s.troubled();
+        self.release(&t, troubled);
+        let mut json = s.clone();
+        if self.output == Output::Troubled && !troubled {
+            // A clean connection in a line: its handshake went as it should (and is in the trace)
+            // and its socket states are the usual ones.
+            json.handshake = Default::default();
+            json.socket_states.clear();
+        }
+        self.print(&text::flow_line(s), &WatchLine::Flow(Box::new(json)));
     }
 
     /// A flow without its summary: what was kept of it is all there is.
