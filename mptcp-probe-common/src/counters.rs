@@ -22,9 +22,11 @@ pub const FAST_PATH: u32 = 13;
 /// Segments in a CPU's running totals whose flow the table evicted before they went to it: lost
 /// with the rest of the evicted flow's state.
 pub const FAST_PATH_ORPHANED: u32 = 14;
+/// Packets whose headers were not all in the linear part and had to be pulled.
+pub const HEADER_PULLS: u32 = 15;
 pub const COUNTERS_LEN: u32 = 16;
 
-pub const NAMES: [&str; 15] = [
+pub const NAMES: [&str; 16] = [
     "packets_inspected",
     "events_emitted",
     "ringbuf_dropped_events",
@@ -40,4 +42,5 @@ pub const NAMES: [&str; 15] = [
     "mapping_status_dummy",
     "fast_path_segments",
     "fast_path_orphaned_segments",
+    "header_pulls",
 ];

@@ -3,7 +3,11 @@
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
-use aya_ebpf::{bindings::BPF_NOEXIST, macros::classifier, programs::TcContext};
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP},
+    macros::classifier,
+    programs::TcContext,
+};
 use mptcp_probe_common::{
     config::level,
     counters,
@@ -379,6 +383,7 @@ fn parse<const DIR: u8, const L2: bool>(ctx: &TcContext, proto: u16, sc: &mut Sc
     // would copy payload into the head of every such packet.
     if ctx.len() as usize > end - data && !headers_linear(data, end, l2, proto) {
         let want = ctx.len().min((l2 + 60 + 60) as u32);
+        count(counters::HEADER_PULLS);
         let _ = ctx.pull_data(want);
         data = ctx.data();
         end = ctx.data_end();
@@ -842,7 +847,10 @@ fn emit<const L2: bool>(ctx: &TcContext, sc: &mut Scratch, w: u16, headers: bool
     ev.why = w;
     ev._pad = 0;
     ev._pad3 = 0;
-    if EVENTS.output::<PacketEvent>(ev, 0).is_ok() {
+    // Summaries wait for a flow's end anyway: at that level the reader is not woken for each
+    // event (a wake-up costs more than the event), it drains the ring on its own tick.
+    let flags = if headers { 0 } else { BPF_RB_NO_WAKEUP as u64 };
+    if EVENTS.output::<PacketEvent>(ev, flags).is_ok() {
         count(counters::EVENTS_EMITTED);
     } else {
         count(counters::RINGBUF_DROPS);

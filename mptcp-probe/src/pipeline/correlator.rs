@@ -57,6 +57,8 @@ pub struct Correlator {
     /// only what went wrong and flow ends, a quiet flow has told of nothing.
     sweep_kernel: bool,
     notes: HashMap<FlowKey, FlowNotes>,
+    /// The noted flows by their addresses (the same addresses on several interfaces: several).
+    by_endpoints: HashMap<(Endpoint, Endpoint), Vec<FlowKey>>,
     /// Flows whose FIN or RST was seen, with when.
     ending: HashMap<FlowKey, Instant>,
     /// MPTCP socket address → its addresses, from socket-state events.
@@ -80,6 +82,7 @@ impl Correlator {
             idle_timeout_ns: idle_timeout.as_nanos().min(u64::MAX as u128) as u64,
             sweep_kernel,
             notes: HashMap::new(),
+            by_endpoints: HashMap::new(),
             ending: HashMap::new(),
             msk: HashMap::new(),
             stats: CorrelatorStats::default(),
@@ -105,10 +108,13 @@ impl Correlator {
             Event::Packet(p) => {
                 let flow_ends = p.tcp_flags & (tcp_flags::RST | tcp_flags::FIN) != 0;
                 if p.tracked() {
-                    self.notes.entry(p.flow).or_insert_with(|| FlowNotes {
-                        first_event_ns: p.header.ts_ns,
-                        ..Default::default()
-                    });
+                    if !self.notes.contains_key(&p.flow) {
+                        self.notes.insert(
+                            p.flow,
+                            FlowNotes { first_event_ns: p.header.ts_ns, ..Default::default() },
+                        );
+                        self.by_endpoints.entry(endpoint_of(&p.flow)).or_default().push(p.flow);
+                    }
                 } else if !self.notes.contains_key(&p.flow) {
                     // The end of a flow the kernel does not track, and neither do we.
                     return false;
@@ -169,15 +175,26 @@ impl Correlator {
     /// Adds a socket-level note to every flow with these addresses (local/remote as on this
     /// host); true when there was one.
     fn note_socket(&mut self, local: Endpoint, remote: Endpoint, mut f: impl FnMut(&mut FlowNotes)) -> bool {
-        let mut hit = false;
-        for (k, n) in self.notes.iter_mut() {
-            let (l, r) = endpoint_of(k);
-            if l == local && r == remote {
+        let Some(keys) = self.by_endpoints.get(&(local, remote)) else { return false };
+        for k in keys {
+            if let Some(n) = self.notes.get_mut(k) {
                 f(n);
-                hit = true;
             }
         }
-        hit
+        !keys.is_empty()
+    }
+
+    /// Forgets what was noted of a flow.
+    fn forget(&mut self, key: &FlowKey) -> Option<FlowNotes> {
+        let notes = self.notes.remove(key)?;
+        let endpoints = endpoint_of(key);
+        if let Some(keys) = self.by_endpoints.get_mut(&endpoints) {
+            keys.retain(|k| k != key);
+            if keys.is_empty() {
+                self.by_endpoints.remove(&endpoints);
+            }
+        }
+        Some(notes)
     }
 
     /// Flows whose end was seen more than [`END_GRACE`] ago.
@@ -198,7 +215,7 @@ impl Correlator {
     /// entry too). A flow the kernel no longer has is counted as evicted.
     pub fn summarise(&mut self, obs: &mut Observer, key: &FlowKey, due: Due) -> Summarised {
         self.ending.remove(key);
-        let mut notes = self.notes.remove(key).unwrap_or_default();
+        let mut notes = self.forget(key).unwrap_or_default();
         notes.idle = due == Due::Idle;
         match obs.take_flow_state(key) {
             // An entry younger than the first event noted: not the flow those events were of.

@@ -100,6 +100,9 @@ impl Pipeline {
                     self.dispatch();
                 }
                 _ = tick.tick() => {
+                    // Events written without waking the reader (the flows level) wait for this.
+                    self.source.poll(&mut self.batch);
+                    self.dispatch();
                     for key in self.correlator.ended(Instant::now()) {
                         let s = self.correlator.summarise(&mut self.source.observer(), &key, Due::Ended);
                         self.emit(s);

@@ -87,6 +87,11 @@ impl Source {
         Ok(())
     }
 
+    /// Decodes what the ring buffer holds now, without waiting.
+    pub fn poll(&mut self, out: &mut Vec<Result<Event, DecodeError>>) {
+        drain(self.ring.get_mut(), out);
+    }
+
     /// Detaches the TC programs (nothing new arrives), then decodes what is still queued.
     pub fn stop(&mut self, out: &mut Vec<Result<Event, DecodeError>>) {
         lock(&self.obs).detach_all();
