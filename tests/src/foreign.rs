@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::{
     lab::{addr, ifname, sh, Child, Lab, Netns},
-    oracle,
+    oracle::{self, Capture},
     probe::{TempDir, WatchOutput, Watcher},
     workspace::Bin,
 };
@@ -263,39 +263,6 @@ impl Wire {
     }
 }
 
-/// tcpdump on one interface of a namespace, decoded by tshark when stopped.
-pub struct Capture {
-    child: Option<Child>,
-    file: PathBuf,
-    _dir: TempDir,
-}
-
-impl Capture {
-    pub fn start(ns: &Netns, iface: &str) -> Self {
-        let dir = TempDir::new("pcap");
-        let (file, log) = (dir.0.join("trace.pcap"), dir.0.join("tcpdump.log"));
-        let mut cmd = ns.cmd("tcpdump");
-        cmd.args(["-i", iface, "-U", "-n", "-s", "256", "-w"])
-            .arg(&file)
-            .arg("tcp")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"));
-        let mut child = Child::spawn(&mut cmd);
-        if let Err(e) = child.wait_ready(&log, "listening on", Duration::from_secs(20), "tcpdump") {
-            panic!("{e:#}");
-        }
-        Self { child: Some(child), file, _dir: dir }
-    }
-
-    pub fn finish(mut self) -> Vec<Wire> {
-        let mut child = self.child.take().expect("running");
-        std::thread::sleep(Duration::from_millis(300));
-        child.signal(libc::SIGINT);
-        let _ = child.0.wait();
-        decode(&self.file)
-    }
-}
-
 fn flag(field: &str) -> bool {
     matches!(field, "1" | "True")
 }
@@ -380,8 +347,8 @@ impl Observers {
     /// exited cleanly.
     pub fn stop(self) -> Seen {
         std::thread::sleep(Duration::from_millis(1200));
-        let client_trace = self.client_cap.finish();
-        let server_trace = self.server_cap.finish();
+        let client_trace = self.client_cap.finish_with(decode);
+        let server_trace = self.server_cap.finish_with(decode);
         let seen =
             Seen { client: self.client.stop(), server: self.server.stop(), client_trace, server_trace };
         for out in [&seen.client, &seen.server] {

@@ -10,6 +10,7 @@ pub mod oracle;
 pub mod peer;
 pub mod probe;
 pub mod scenario;
+pub mod sys;
 pub mod text;
 pub mod workspace;
 

@@ -1,9 +1,9 @@
 //! An independent oracle: tcpdump captures the traffic, tshark decodes the MPTCP options.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use mptcp_probe_common::options::{TCPOPT_EOL, TCPOPT_MPTCP, TCPOPT_NOP};
@@ -17,7 +17,6 @@ use crate::{
 pub struct Capture {
     child: Option<Child>,
     pub file: PathBuf,
-    log: PathBuf,
     _dir: TempDir,
 }
 
@@ -38,34 +37,33 @@ impl Capture {
     /// Starts capturing TCP headers on `iface` inside `ns`.
     pub fn start(ns: &Netns, iface: &str) -> Self {
         let dir = TempDir::new("pcap");
-        let file = dir.0.join("trace.pcap");
-        let log = dir.0.join("tcpdump.log");
+        let (file, log) = (dir.0.join("trace.pcap"), dir.0.join("tcpdump.log"));
         let mut cmd = ns.cmd("tcpdump");
         cmd.args(["-i", iface, "-U", "-n", "-s", "256", "-w"])
             .arg(&file)
             .arg("tcp")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"));
-        let child = Child::spawn(&mut cmd);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            if std::fs::read_to_string(&log).unwrap_or_default().contains("listening on") {
-                return Self { child: Some(child), file, log, _dir: dir };
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let mut child = Child::spawn(&mut cmd);
+        if let Err(e) = child.wait_ready(&log, "listening on", Duration::from_secs(20), "tcpdump") {
+            panic!("{e:#}");
         }
-        panic!("tcpdump did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        Self { child: Some(child), file, _dir: dir }
     }
 
     /// Stops the capture and decodes it with tshark.
-    pub fn finish(mut self) -> Vec<Packet> {
-        let child = self.child.take().expect("running");
+    pub fn finish(self) -> Vec<Packet> {
+        self.finish_with(decode)
+    }
+
+    /// Stops the capture and reads the file with `read`.
+    pub fn finish_with<T>(mut self, read: impl FnOnce(&Path) -> T) -> T {
+        let mut child = self.child.take().expect("running");
+        // The last packets reach the file before tcpdump is told to stop.
         std::thread::sleep(Duration::from_millis(300));
         child.signal(libc::SIGINT);
-        let mut child = child;
         let _ = child.0.wait();
-        let _ = std::fs::read_to_string(&self.log);
-        decode(&self.file)
+        read(&self.file)
     }
 }
 
@@ -74,7 +72,7 @@ fn list<T: std::str::FromStr>(field: &str) -> Vec<T> {
 }
 
 /// Decodes a capture file: ports, SYN/ACK flags and MPTCP option subtypes with their lengths.
-pub fn decode(file: &std::path::Path) -> Vec<Packet> {
+pub fn decode(file: &Path) -> Vec<Packet> {
     let out = sh(Command::new("tshark").args(["-n", "-r"]).arg(file).args([
         "-T",
         "fields",
