@@ -1,6 +1,7 @@
 //! Bulk MPTCP transfers under each observer: throughput on both CPUs, and CPU per GB with
 //! everything pinned to one CPU; per-observer medians and spreads, collapsed runs, and the
-//! ratios between observers.
+//! ratios between observers, each taken within a repetition (the runs of one repetition follow
+//! each other, so drift between repetitions cancels) and then as median and spread.
 
 use std::path::Path;
 
@@ -19,6 +20,8 @@ use super::{
 /// One observed bulk run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BulkRun {
+    /// The repetition it belongs to.
+    pub rep: u32,
     pub obs: Obs,
     /// Everything on one CPU (the CPU-cost runs).
     pub pinned: bool,
@@ -79,7 +82,7 @@ pub fn run(lab: &Lab, dir: &WorkDir, bins: &Bins, cfg: &Config) -> anyhow::Resul
                         continue;
                     }
                 }
-                let r = bulk_run(lab, &dir.path, bins, obs, cfg.seconds, pinned)?;
+                let r = bulk_run(lab, &dir.path, bins, obs, cfg.seconds, pinned, rep)?;
                 progress(format!(
                     "bulk {}/{} {:<18} {:<9} {:>6.0} MB/s  CPU {:.2} s = {:.3} s/GB",
                     rep + 1,
@@ -102,7 +105,7 @@ pub fn run(lab: &Lab, dir: &WorkDir, bins: &Bins, cfg: &Config) -> anyhow::Resul
         }
         f
     });
-    let ratios = Ratios::of(&figures);
+    let ratios = Ratios::of(&runs, &figures);
     Ok(Bulk { runs, collapse, figures, ratios })
 }
 
@@ -113,16 +116,26 @@ fn bulk_run(
     obs: Obs,
     seconds: f64,
     pinned: bool,
+    rep: u32,
 ) -> anyhow::Result<BulkRun> {
     let running = observer::start(obs, &lab.c, dir, bins, &[], pinned)?;
     let res = traffic::blast(lab, bins, seconds, pinned, running.as_ref().map(|r| r.pid));
     let stopped = running.map(observer::stop);
-    Ok(BulkRun { obs, pinned, t: res?, stopped })
+    Ok(BulkRun { rep, obs, pinned, t: res?, stopped })
 }
 
 /// `f` of every run of `obs` on two CPUs (`pinned` false) or on one.
 fn series(runs: &[BulkRun], obs: Obs, pinned: bool, f: impl Fn(&BulkRun) -> f64) -> Vec<f64> {
     runs.iter().filter(|r| r.obs == obs && r.pinned == pinned).map(f).collect()
+}
+
+/// `f(run of a, run of b)` for every repetition that has both (on two CPUs, or on one).
+fn paired(runs: &[BulkRun], a: Obs, b: Obs, pinned: bool, f: impl Fn(&BulkRun, &BulkRun) -> f64) -> Vec<f64> {
+    let of = |obs: Obs, rep: u32| runs.iter().find(|r| r.obs == obs && r.pinned == pinned && r.rep == rep);
+    let mut reps: Vec<u32> = runs.iter().map(|r| r.rep).collect();
+    reps.sort_unstable();
+    reps.dedup();
+    reps.into_iter().filter_map(|rep| Some(f(of(a, rep)?, of(b, rep)?))).collect()
 }
 
 /// `f` of what the run's observer left; 0 without observer.
@@ -203,76 +216,78 @@ impl ObserverFigures {
     }
 }
 
-/// Each observer against no observer, and the probe against tcpdump.
+/// Each observer against no observer, and the probe against tcpdump, within each repetition.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Ratios {
-    pub throughput_probe_over_off: f64,
-    pub throughput_tcpdump_header_over_off: f64,
-    pub throughput_tcpdump_full_over_off: f64,
-    pub throughput_probe_over_tcpdump_header: f64,
-    pub throughput_probe_over_tcpdump_full: f64,
-    pub one_cpu_throughput_probe_over_off: f64,
-    pub one_cpu_throughput_tcpdump_header_over_off: f64,
+    /// Throughput on two CPUs over that of no observer in the same repetition.
+    pub throughput_over_off: Observed<Spread>,
+    /// The same on one saturated CPU.
+    pub one_cpu_throughput_over_off: Observed<Spread>,
+    pub throughput_probe_over_tcpdump_header: Spread,
+    pub throughput_probe_over_tcpdump_full: Spread,
+    /// Medians of the runs that did not collapse, probe over no observer.
     pub healthy_throughput_probe_over_off: f64,
-    pub cpu_probe_over_off: f64,
-    pub cpu_tcpdump_header_over_off: f64,
-    pub cpu_tcpdump_full_over_off: f64,
-    pub extra_cpu_s_per_gb: ExtraCpu,
+    /// CPU s/GB on one CPU over that of no observer in the same repetition.
+    pub cpu_over_off: Observed<Spread>,
+    /// CPU s/GB on one CPU minus that of no observer in the same repetition: what observing adds.
+    pub extra_cpu_s_per_gb: Observed<Spread>,
+    /// Ratios of the medians of `extra_cpu_s_per_gb` (NaN when the base is not above zero).
     pub extra_cpu_probe_over_tcpdump_header: f64,
     pub extra_cpu_probe_over_tcpdump_full: f64,
     pub observer_process_cpu_probe_over_tcpdump_header: f64,
 }
 
-/// Median CPU s/GB on one CPU minus that of no observer: what observing adds.
+/// One `T` for each observer but none (the baseline the figures are taken against).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct ExtraCpu {
-    pub probe: f64,
-    pub tcpdump_header: f64,
-    pub tcpdump_full: f64,
+pub struct Observed<T> {
+    pub probe: T,
+    pub tcpdump_header: T,
+    pub tcpdump_full: T,
 }
 
-impl ExtraCpu {
-    /// NaN for no observer: it is the baseline.
-    pub fn get(&self, obs: Obs) -> f64 {
+impl<T> Observed<T> {
+    fn from_fn(mut f: impl FnMut(Obs) -> T) -> Self {
+        Self {
+            probe: f(Obs::Probe),
+            tcpdump_header: f(Obs::TcpdumpHeader),
+            tcpdump_full: f(Obs::TcpdumpFull),
+        }
+    }
+
+    /// None for no observer: it is the baseline.
+    pub fn get(&self, obs: Obs) -> Option<&T> {
         match obs {
-            Obs::Off => f64::NAN,
-            Obs::Probe => self.probe,
-            Obs::TcpdumpHeader => self.tcpdump_header,
-            Obs::TcpdumpFull => self.tcpdump_full,
+            Obs::Off => None,
+            Obs::Probe => Some(&self.probe),
+            Obs::TcpdumpHeader => Some(&self.tcpdump_header),
+            Obs::TcpdumpFull => Some(&self.tcpdump_full),
         }
     }
 }
 
 impl Ratios {
-    pub fn of(f: &PerObserver<ObserverFigures>) -> Self {
+    pub fn of(runs: &[BulkRun], f: &PerObserver<ObserverFigures>) -> Self {
         use Obs::*;
-        let thr = |o| f.get(o).throughput_mbytes_per_s.median;
-        let thr_one = |o| f.get(o).one_cpu.mbytes_per_s.median;
-        let cpu = |o| f.get(o).cpu_s_per_gb.median;
+        let thr = |r: &BulkRun| r.t.mbytes_per_s;
+        let cpu = |r: &BulkRun| r.t.cpu_s_per_gb();
+        let over = |a, b, pinned, g: fn(&BulkRun) -> f64| {
+            Spread::of(&paired(runs, a, b, pinned, |x, y| ratio(g(x), g(y))))
+        };
+        let extra = Observed::from_fn(|o| Spread::of(&paired(runs, o, Off, true, |x, y| cpu(x) - cpu(y))));
         let obs_cpu = |o| f.get(o).observer_process_cpu_s_per_gb.median;
-        let extra = |o| cpu(o) - cpu(Off);
         Self {
-            throughput_probe_over_off: ratio(thr(Probe), thr(Off)),
-            throughput_tcpdump_header_over_off: ratio(thr(TcpdumpHeader), thr(Off)),
-            throughput_tcpdump_full_over_off: ratio(thr(TcpdumpFull), thr(Off)),
-            throughput_probe_over_tcpdump_header: ratio(thr(Probe), thr(TcpdumpHeader)),
-            throughput_probe_over_tcpdump_full: ratio(thr(Probe), thr(TcpdumpFull)),
-            one_cpu_throughput_probe_over_off: ratio(thr_one(Probe), thr_one(Off)),
-            one_cpu_throughput_tcpdump_header_over_off: ratio(thr_one(TcpdumpHeader), thr_one(Off)),
+            throughput_over_off: Observed::from_fn(|o| over(o, Off, false, thr)),
+            one_cpu_throughput_over_off: Observed::from_fn(|o| over(o, Off, true, thr)),
+            throughput_probe_over_tcpdump_header: over(Probe, TcpdumpHeader, false, thr),
+            throughput_probe_over_tcpdump_full: over(Probe, TcpdumpFull, false, thr),
             healthy_throughput_probe_over_off: ratio(
                 f.probe.throughput_healthy_median,
                 f.off.throughput_healthy_median,
             ),
-            cpu_probe_over_off: ratio(cpu(Probe), cpu(Off)),
-            cpu_tcpdump_header_over_off: ratio(cpu(TcpdumpHeader), cpu(Off)),
-            cpu_tcpdump_full_over_off: ratio(cpu(TcpdumpFull), cpu(Off)),
-            extra_cpu_s_per_gb: ExtraCpu {
-                probe: extra(Probe),
-                tcpdump_header: extra(TcpdumpHeader),
-                tcpdump_full: extra(TcpdumpFull),
-            },
-            extra_cpu_probe_over_tcpdump_header: ratio(extra(Probe), extra(TcpdumpHeader)),
-            extra_cpu_probe_over_tcpdump_full: ratio(extra(Probe), extra(TcpdumpFull)),
+            cpu_over_off: Observed::from_fn(|o| over(o, Off, true, cpu)),
+            extra_cpu_probe_over_tcpdump_header: ratio(extra.probe.median, extra.tcpdump_header.median),
+            extra_cpu_probe_over_tcpdump_full: ratio(extra.probe.median, extra.tcpdump_full.median),
+            extra_cpu_s_per_gb: extra,
             observer_process_cpu_probe_over_tcpdump_header: ratio(obs_cpu(Probe), obs_cpu(TcpdumpHeader)),
         }
     }
@@ -282,11 +297,15 @@ impl Ratios {
 pub(crate) mod tests {
     use super::*;
 
-    /// A run of `obs` at `mbytes_per_s` for one second, `cpu_s` busy.
+    /// A run of `obs` at `mbytes_per_s` for one second, `cpu_s` busy, in repetition 0.
     pub fn run(obs: Obs, pinned: bool, mbytes_per_s: f64, cpu_s: f64) -> BulkRun {
+        rep_run(0, obs, pinned, mbytes_per_s, cpu_s)
+    }
+
+    pub fn rep_run(rep: u32, obs: Obs, pinned: bool, mbytes_per_s: f64, cpu_s: f64) -> BulkRun {
         let bytes = mbytes_per_s * 1e6;
         let t = Transfer { bytes, seconds: 1.0, mbytes_per_s, is_mptcp: true, cpu_s, ..Default::default() };
-        BulkRun { obs, pinned, t, stopped: (obs != Obs::Off).then(Stopped::default) }
+        BulkRun { rep, obs, pinned, t, stopped: (obs != Obs::Off).then(Stopped::default) }
     }
 
     #[test]
@@ -333,14 +352,40 @@ pub(crate) mod tests {
         ];
         let c = Collapse::of(&runs);
         let figures = PerObserver::from_fn(|o| ObserverFigures::of(&runs, o, &c));
-        let r = Ratios::of(&figures);
-        assert!((r.extra_cpu_s_per_gb.probe - 0.02).abs() < 1e-9);
-        assert!((r.extra_cpu_s_per_gb.tcpdump_full - 0.5).abs() < 1e-9);
-        assert!(r.extra_cpu_s_per_gb.tcpdump_header < 0.0);
+        let r = Ratios::of(&runs, &figures);
+        let extra = &r.extra_cpu_s_per_gb;
+        assert!((extra.probe.median - 0.02).abs() < 1e-9);
+        assert!((extra.tcpdump_full.median - 0.5).abs() < 1e-9);
+        assert!(extra.tcpdump_header.median < 0.0);
         assert!(r.extra_cpu_probe_over_tcpdump_header.is_nan(), "tcpdump's extra CPU is below zero");
         assert!((r.extra_cpu_probe_over_tcpdump_full - 0.04).abs() < 1e-9);
-        assert!((r.throughput_probe_over_off - 0.99).abs() < 1e-9);
-        assert!(r.throughput_probe_over_tcpdump_header.is_nan(), "no two-CPU tcpdump runs");
-        assert!(r.extra_cpu_s_per_gb.get(Obs::Off).is_nan());
+        assert!((r.throughput_over_off.probe.median - 0.99).abs() < 1e-9);
+        assert_eq!(r.throughput_probe_over_tcpdump_header.n, 0, "no two-CPU tcpdump runs");
+        assert!(r.throughput_probe_over_tcpdump_header.median.is_nan());
+        assert!(r.extra_cpu_s_per_gb.get(Obs::Off).is_none());
+    }
+
+    #[test]
+    fn ratios_are_taken_within_a_repetition_so_drift_between_repetitions_cancels() {
+        // The host gets 20 % slower after the first repetition; the probe always costs 1 %.
+        let mut runs = Vec::new();
+        for (rep, speed) in [(0, 1.0), (1, 0.8), (2, 0.8)] {
+            runs.push(rep_run(rep, Obs::Off, false, 2000.0 * speed, 1.0));
+            runs.push(rep_run(rep, Obs::Probe, false, 1980.0 * speed, 1.0));
+            runs.push(rep_run(rep, Obs::Off, true, 2000.0 * speed, 1.0));
+            runs.push(rep_run(rep, Obs::Probe, true, 1980.0 * speed, 1.0));
+        }
+        // A repetition without its run without observer has no ratio.
+        runs.push(rep_run(3, Obs::Probe, false, 100.0, 1.0));
+        let c = Collapse::of(&runs);
+        let figures = PerObserver::from_fn(|o| ObserverFigures::of(&runs, o, &c));
+        let r = Ratios::of(&runs, &figures);
+        let two = &r.throughput_over_off.probe;
+        assert_eq!(two.n, 3);
+        assert!((two.median - 0.99).abs() < 1e-9 && (two.max - 0.99).abs() < 1e-9, "{two:?}");
+        assert!((r.one_cpu_throughput_over_off.probe.median - 0.99).abs() < 1e-9);
+        // CPU per GB: 1 CPU s over 1.98 GB against 1 over 2 GB.
+        assert!((r.cpu_over_off.probe.median - 2.0 / 1.98).abs() < 1e-9);
+        assert_eq!(r.extra_cpu_s_per_gb.probe.n, 3);
     }
 }

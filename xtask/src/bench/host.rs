@@ -54,6 +54,17 @@ pub fn process_ticks(pid: u32) -> u64 {
     v.get(11).copied().unwrap_or(0) + v.get(12).copied().unwrap_or(0)
 }
 
+/// A numeric field (`key:\tvalue`) of an fdinfo text.
+pub fn fdinfo_field(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.trim().parse().ok())
+}
+
+/// The fdinfo texts of every descriptor `pid` holds (empty when it is gone).
+pub fn fdinfos(pid: u32) -> Vec<String> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return Vec::new() };
+    dir.flatten().filter_map(|e| fs::read_to_string(e.path()).ok()).collect()
+}
+
 /// A `/proc/PID/status` value in KiB (VmRSS, VmHWM).
 pub fn status_kib(pid: u32, key: &str) -> u64 {
     status_like(&format!("/proc/{pid}/status"), key)
@@ -87,6 +98,47 @@ fn status_like(path: &str, key: &str) -> u64 {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// The observer's crates, whose source the bench measures.
+const OBSERVER_CRATES: [&str; 4] =
+    ["mptcp-probe", "mptcp-probe-ebpf", "mptcp-probe-common", "mptcp-probe-model"];
+
+/// The observer's source as built for the bench: the commit, and the crates with uncommitted
+/// changes (empty when git cannot tell).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Source {
+    pub commit: String,
+    pub modified_crates: Vec<&'static str>,
+}
+
+impl Source {
+    pub fn read() -> Self {
+        let root = crate::workspace_root();
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(&root)
+                .args(args)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        };
+        let status = git(&["status", "--porcelain", "--"]).unwrap_or_default();
+        Self {
+            commit: git(&["rev-parse", "--short", "HEAD"]).unwrap_or_default().trim().to_string(),
+            modified_crates: modified(&status),
+        }
+    }
+}
+
+/// The observer's crates that `git status --porcelain` lines name.
+fn modified(status: &str) -> Vec<&'static str> {
+    OBSERVER_CRATES
+        .into_iter()
+        .filter(|c| status.lines().any(|l| l.get(3..).is_some_and(|path| path.split('/').next() == Some(*c))))
+        .collect()
 }
 
 pub fn kernel_release() -> String {
@@ -143,6 +195,22 @@ impl Drop for WorkDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modified_crates_are_named_by_the_first_component_of_the_path() {
+        let status = " M mptcp-probe-ebpf/src/packet.rs\n M xtask/src/bench/mod.rs\n?? mptcp-probe/src/new.rs\n M tests/src/lib.rs\n";
+        assert_eq!(modified(status), ["mptcp-probe", "mptcp-probe-ebpf"]);
+        assert!(modified("").is_empty());
+    }
+
+    #[test]
+    fn fdinfo_fields_are_read_by_their_whole_key() {
+        let text = "pos:\t0\nprog_type:\t3\nrun_time_ns:\t1234\nrun_cnt:\t7\nmap_type:\t9\n";
+        assert_eq!(fdinfo_field(text, "run_time_ns"), Some(1234));
+        assert_eq!(fdinfo_field(text, "run_cnt"), Some(7));
+        assert_eq!(fdinfo_field(text, "run"), None);
+        assert_eq!(fdinfo_field(text, "memlock"), None);
+    }
 
     #[test]
     fn busy_time_is_everything_but_idle_and_iowait() {

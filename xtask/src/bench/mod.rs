@@ -1,18 +1,23 @@
 //! `cargo xtask bench`: what observing costs, measured in a namespace lab it creates.
 //!
 //! - [`bulk`]: bulk MPTCP transfers (client → router → server over veth, one subflow) with no
-//!   observer, with `mptcp-probe watch`, with a full `tcpdump -w` and with a header-only
-//!   `tcpdump -s 128 -w` on the same interface: throughput (both CPUs, as a host runs), CPU per
-//!   GB (everything — sender, router, receiver, softirq, observer — pinned to one CPU and
-//!   saturating it, so that the CPU's busy time per GB is the whole cost of moving a GB and
-//!   little else lands there), the observer process's own CPU, and the bytes each keeps.
+//!   observer, with `mptcp-probe watch` as a user runs it (`watch --json --iface IF --pcap
+//!   FILE`), with a full `tcpdump -w` and with a header-only `tcpdump -s 128 -w` on the same
+//!   interface: throughput (both CPUs, as a host runs), CPU per GB (everything — sender, router,
+//!   receiver, softirq, observer — pinned to one CPU and saturating it, so that the CPU's busy
+//!   time per GB is the whole cost of moving a GB and little else lands there), the observer
+//!   process's own CPU, and the bytes each keeps; ratios taken within each repetition.
 //! - [`per_packet`]: per-packet cost of the TC programs with BPF_PROG_TEST_RUN
 //!   (`mptcp-probe prog-bench`); [`bpf_stats`]: the kernel's run-time counters
-//!   (`kernel.bpf_stats_enabled`) during a bulk run.
-//! - [`short`]: short connections per second with and without the observer; [`overflow`]: a
-//!   flow table smaller than the number of concurrent flows (evictions, exit status, memory).
+//!   (`kernel.bpf_stats_enabled`) during a bulk run, next to an [`empty_classifier`] on the
+//!   same hooks, and with the mapping tracepoints (`--kernel-mappings`) in a second run.
+//! - [`short`]: short connections per second without observer and with watch in each mode
+//!   (flow summaries only, the default, every event); [`overflow`]: a flow table smaller than
+//!   the number of concurrent flows (evictions, exit status, memory); [`kernel_memory`]: the
+//!   maps of a running watch and the flow table's bytes per flow.
 //! - [`storage`]: bytes kept per connection; [`ring_buffer`]: drops in every observed run;
-//!   [`targets`]: the promised figures against the measured ones.
+//!   [`targets`]: the promised figures, each with its must and its aim, against the measured
+//!   ones.
 //! - [`report`]: the typed report every part contributes to, as tables or as JSON.
 //!
 //! Every loop is bounded in count and time; the namespaces and files go away on return or panic.
@@ -20,7 +25,9 @@
 
 mod bpf_stats;
 mod bulk;
+mod empty_classifier;
 mod host;
+mod kernel_memory;
 mod observer;
 mod overflow;
 mod per_packet;
@@ -46,7 +53,7 @@ use self::report::{Mode, Report, ReportConfig, Skipped};
 #[derive(Clone, Debug)]
 pub struct Config {
     pub quick: bool,
-    /// Repetitions of every bulk configuration (and of the short-connection runs, at most 3).
+    /// Repetitions of every bulk configuration and of the short-connection runs (those at most 7).
     pub repeat: u32,
     /// Length of each bulk transfer.
     pub seconds: f64,
@@ -101,6 +108,14 @@ const PIN_CPU: &str = "0";
 /// 8 of 10 runs here without any observer); 2 MiB: 8 of 8, 1 MiB: 1 of 8, 512 KiB: none of 8, at
 /// the speed of plain TCP.
 const CLIENT_WMEM: &str = "net.ipv4.tcp_wmem=4096 16384 524288";
+/// The client's ephemeral ports. Every short connection leaves its client port in TIME_WAIT for
+/// 60 s, and the short-connection runs open 8000 connections per repetition: with the default
+/// range (and connect() preferring even ports), the fourth repetition already found most ports
+/// waiting, connect() scanned for a free one, and the rate fell from 7000 to 250 per second,
+/// with or without an observer. A wider range, and TIME_WAIT ports reused after a second
+/// (`tcp_tw_reuse_delay`, longer than watch's end-of-flow grace of 750 ms, so that a reused
+/// port is a new flow to it).
+const CLIENT_PORTS: [&str; 2] = ["net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1"];
 const LAB_PATH: &str = "client c-m1 -> router -> server, veth, one subflow";
 const GB: f64 = 1e9;
 /// A run is collapsed below this share of the median throughput without observer.
@@ -180,8 +195,11 @@ pub fn bench(cfg: &Config, bins: &Bins) -> anyhow::Result<Report> {
     }
     let started = Instant::now();
     let load_at_start = host::loadavg();
+    let source = host::Source::read();
     let lab = Lab::up();
-    lab.c.sysctl(CLIENT_WMEM);
+    for kv in [CLIENT_WMEM].iter().chain(&CLIENT_PORTS) {
+        lab.c.sysctl(kv);
+    }
     let dir = host::WorkDir::new()?;
     let _sink = traffic::start_sink(&lab, bins, SINK_PORT, false)?;
     let _pinned_sink = traffic::start_sink(&lab, bins, PINNED_SINK_PORT, true)?;
@@ -194,17 +212,34 @@ pub fn bench(cfg: &Config, bins: &Bins) -> anyhow::Result<Report> {
     let bulk = bulk::run(&lab, &dir, bins, cfg)?;
     progress("per-packet cost with BPF_PROG_TEST_RUN");
     let prog_test_run = per_packet::run(&lab, bins, cfg)?;
-    progress("kernel run-time counters during a bulk run (bpf_stats_enabled=1)");
-    let bpf_stats = bpf_stats::run(&lab, &dir, bins, cfg, &bulk.collapse)?;
+    progress(
+        "kernel run-time counters during a bulk run (bpf_stats_enabled=1), an empty classifier alongside",
+    );
+    let default_run = bpf_stats::Measure { extra: &[], floor: true };
+    let bpf_stats = bpf_stats::run(&lab, &dir, bins, cfg, &bulk.collapse, &default_run)?;
+    progress("the same with the mapping tracepoints (--kernel-mappings)");
+    let mappings_run = bpf_stats::Measure { extra: &["--kernel-mappings"], floor: false };
+    let bpf_stats_kernel_mappings = bpf_stats::run(&lab, &dir, bins, cfg, &bulk.collapse, &mappings_run)?;
     let short_runs = short::run(&lab, &dir, bins, cfg)?;
     let short_connections = short::ShortConnections::of(&short_runs, cfg);
+    progress("kernel run-time counters during short connections, each watch mode");
+    let short_connection_run_time = bpf_stats::short_connections(&lab, &dir, bins, cfg)?;
     let flow_table_overflow = overflow::run(&lab, &dir, bins, cfg)?;
+    progress("kernel memory of a running watch");
+    let kernel_memory = kernel_memory::run(&lab, &dir, bins)?;
     drop(lab);
 
+    let per_packet = per_packet::PerPacket::of(&prog_test_run);
+    let real_vs_test_run = bpf_stats::RealVsTestRun::of(&bpf_stats, &per_packet);
+    let accounting = bpf_stats::Accounting::of(
+        &bpf_stats,
+        bulk.figures.probe.observer_process_cpu_s_per_gb.median,
+        &bulk.ratios.extra_cpu_s_per_gb,
+    );
     let storage = storage::Storage::of(
         &bulk.runs,
         &bulk.figures,
-        short_connections.kept_bytes_per_connection.total.median,
+        &short_connections.watch.default.kept_bytes_per_connection,
     );
     let ring_runs = ring_buffer::bulk_runs(&bulk.runs)
         .chain(ring_buffer::short_runs(&short_runs))
@@ -212,14 +247,18 @@ pub fn bench(cfg: &Config, bins: &Bins) -> anyhow::Result<Report> {
         .collect();
     let ring_buffer = ring_buffer::RingBuffer::of(ring_runs, prog_test_run.counters.ringbuf_dropped_events);
     let targets = targets::judge(&targets::Inputs {
+        per_packet: &per_packet,
+        real_vs_test: &real_vs_test_run,
+        bpf_stats: &bpf_stats,
         ratios: &bulk.ratios,
-        storage: &storage,
         short: &short_connections,
-        prog_bench: &prog_test_run,
+        storage: &storage,
+        memory: &kernel_memory,
         ring: &ring_buffer,
     });
     Ok(Report {
         mode: if cfg.quick { Mode::Quick } else { Mode::Full },
+        source,
         kernel: host::kernel_release(),
         cpus: host::cpus(),
         load_average_at_start: load_at_start,
@@ -234,16 +273,22 @@ pub fn bench(cfg: &Config, bins: &Bins) -> anyhow::Result<Report> {
             lru_table: cfg.lru_table,
             path: LAB_PATH,
             observed_interface: ifname::C1,
-            client_sysctl: CLIENT_WMEM,
+            client_sysctls: [CLIENT_WMEM, CLIENT_PORTS[0], CLIENT_PORTS[1]],
             capture_dir: dir.kind,
             collapsed_below_mbytes_per_s: bulk.collapse.below_mbytes_per_s,
         },
         bulk: bulk.figures,
         ratios: bulk.ratios,
         prog_test_run,
+        per_packet,
         bpf_stats,
+        bpf_stats_kernel_mappings,
+        real_vs_test_run,
+        accounting,
         short_connections,
+        short_connection_run_time,
         flow_table_overflow,
+        kernel_memory,
         storage,
         ring_buffer,
         daemon: Skipped { skipped: DAEMON_SKIPPED },
@@ -278,21 +323,41 @@ mod tests {
         "/bulk/tcpdump_header/file_bytes_per_gb/median",
         "/bulk/tcpdump_full/file_bytes_per_gb/median",
         "/bulk/probe/collapsed_runs",
-        "/ratios/throughput_probe_over_off",
-        "/ratios/throughput_probe_over_tcpdump_header",
-        "/ratios/throughput_probe_over_tcpdump_full",
+        "/ratios/throughput_over_off/probe/median",
+        "/ratios/one_cpu_throughput_over_off/probe/median",
+        "/ratios/throughput_probe_over_tcpdump_header/median",
+        "/ratios/throughput_probe_over_tcpdump_full/median",
+        "/per_packet/frames/1/programs/tc_egress/ns/median",
         "/bpf_stats/total_cpu_ms_per_gb",
-        "/short_connections/per_second/off/median",
-        "/short_connections/per_second/probe/median",
-        "/short_connections/probe_over_off",
-        "/short_connections/cpu_ms_per_connection/off/median",
-        "/short_connections/cpu_ms_per_connection/probe/median",
-        "/short_connections/watch_process_cpu_ms_per_connection/median",
-        "/short_connections/kept_bytes_per_connection/total/median",
+        "/bpf_stats/tc_cpu_ms_per_gb",
+        "/bpf_stats/tracepoints_cpu_ms_per_gb",
+        "/bpf_stats/tracepoints_over_tc",
+        "/bpf_stats/empty_classifier/tc_egress/ns_per_run",
+        "/bpf_stats/empty_classifier/tc_ingress/ns_per_run",
+        "/bpf_stats_kernel_mappings/tracepoints_cpu_ms_per_gb",
+        "/real_vs_test_run/programs/tc_egress/gross_ratio",
+        "/real_vs_test_run/programs/tc_ingress/net_ratio",
+        "/accounting/total_s_per_gb",
+        "/short_connections/off/per_second/median",
+        "/short_connections/watch/flows_only/per_second/median",
+        "/short_connections/watch/flows_only/over_off/median",
+        "/short_connections/watch/default/over_off/median",
+        "/short_connections/watch/events/over_off/median",
+        "/short_connections/off/cpu_ms_per_connection/median",
+        "/short_connections/watch/events/cpu_ms_per_connection/median",
+        "/short_connections/watch/events/watch_process_cpu_ms_per_connection/median",
+        "/short_connections/watch/default/kept_bytes_per_connection/total/median",
+        "/short_connections/watch/default/session_bytes/median",
+        "/short_connection_run_time/flows_only/tc_us_per_connection",
+        "/short_connection_run_time/events/tracepoints_us_per_connection",
         "/flow_table_overflow/flows_created",
         "/flow_table_overflow/flow_table_evictions",
         "/flow_table_overflow/peak_rss_kib",
+        "/kernel_memory/bytes_per_flow",
+        "/kernel_memory/marginal_bytes_per_flow",
+        "/kernel_memory/maps_memlock_bytes",
         "/storage/probe_kept_bytes/total",
+        "/storage/clean_connection/total/median",
         "/storage/tcpdump_header_bytes_same_transfer",
         "/storage/tcpdump_full_bytes_same_transfer",
         "/storage/probe_over_tcpdump_header",
@@ -302,9 +367,10 @@ mod tests {
 
     /// Differences of noisy medians: finite, any sign.
     const SIGNED: &[&str] = &[
-        "/ratios/extra_cpu_s_per_gb/probe",
-        "/ratios/extra_cpu_s_per_gb/tcpdump_header",
-        "/ratios/extra_cpu_s_per_gb/tcpdump_full",
+        "/ratios/extra_cpu_s_per_gb/probe/median",
+        "/ratios/extra_cpu_s_per_gb/tcpdump_header/median",
+        "/ratios/extra_cpu_s_per_gb/tcpdump_full/median",
+        "/real_vs_test_run/programs/tc_egress/net_ratio",
     ];
 
     /// `$MPTCP_PROBE_BIN` and `$MPTCP_PEER_BIN` (set by `cargo xtask test`), else the builds.
@@ -355,8 +421,10 @@ mod tests {
         for t in &r.targets {
             // A ratio of two extra-CPU figures is undefined when tiny runs measure no extra CPU
             // for tcpdump; its parts are checked above (SIGNED).
-            let ratio_of_noise = t.target.starts_with("extra CPU");
+            let ratio_of_noise = t.figure.starts_with("extra CPU");
             assert!(t.measured.is_finite() || ratio_of_noise, "target without a measured figure: {t:?}");
         }
+        let clean = &r.short_connections.watch.default;
+        assert_eq!(clean.troubled_flows, 0, "a short connection of the bench is clean: {v:#}");
     }
 }

@@ -7,7 +7,7 @@ use super::{bulk::BulkRun, observer::Obs, short::ShortRun};
 /// One observed run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct RingRun {
-    pub run: &'static str,
+    pub run: String,
     /// Events the kernel programs emitted per second; null where the run has no rate.
     pub events_per_s: f64,
     /// None when watch printed no counters.
@@ -29,7 +29,7 @@ pub fn bulk_runs(runs: &[BulkRun]) -> impl Iterator<Item = RingRun> + '_ {
     runs.iter().filter(|r| r.obs == Obs::Probe).map(|r| {
         let s = r.stopped.as_ref().expect("probe runs have output");
         RingRun {
-            run: if r.pinned { "bulk, one CPU" } else { "bulk" },
+            run: if r.pinned { "bulk, one CPU" } else { "bulk" }.to_string(),
             events_per_s: s.events_per_s(r.t.seconds),
             dropped: s.ringbuf_dropped(),
         }
@@ -38,8 +38,8 @@ pub fn bulk_runs(runs: &[BulkRun]) -> impl Iterator<Item = RingRun> + '_ {
 
 /// The short-connection runs with watch.
 pub fn short_runs(runs: &[ShortRun]) -> impl Iterator<Item = RingRun> + '_ {
-    runs.iter().filter_map(|r| r.watched.as_ref()).map(|w| RingRun {
-        run: "short connections",
+    runs.iter().filter_map(|r| Some((r.watch?, r.watched.as_ref()?))).map(|(mode, w)| RingRun {
+        run: format!("short connections, {}", mode.label()),
         events_per_s: w.events_per_s,
         dropped: w.ringbuf_dropped,
     })
@@ -47,7 +47,7 @@ pub fn short_runs(runs: &[ShortRun]) -> impl Iterator<Item = RingRun> + '_ {
 
 /// The flow-table overflow run: many short batches, no single rate.
 pub fn overflow_run(dropped: Option<u64>) -> RingRun {
-    RingRun { run: "flow-table overflow", events_per_s: f64::NAN, dropped }
+    RingRun { run: "flow-table overflow".to_string(), events_per_s: f64::NAN, dropped }
 }
 
 impl RingBuffer {
@@ -64,6 +64,14 @@ impl RingBuffer {
             prog_bench_dropped,
         }
     }
+
+    /// The run at the highest event rate.
+    pub fn heaviest(&self) -> Option<&RingRun> {
+        self.runs
+            .iter()
+            .filter(|r| r.events_per_s.is_finite())
+            .max_by(|a, b| a.events_per_s.total_cmp(&b.events_per_s))
+    }
 }
 
 #[cfg(test)]
@@ -71,7 +79,7 @@ mod tests {
     use super::*;
 
     fn run(events_per_s: f64, dropped: Option<u64>) -> RingRun {
-        RingRun { run: "bulk", events_per_s, dropped }
+        RingRun { run: "bulk".to_string(), events_per_s, dropped }
     }
 
     #[test]
@@ -83,6 +91,7 @@ mod tests {
         assert_eq!(r.dropped_total, 6);
         assert_eq!(r.max_events_per_s, 90_000.0);
         assert_eq!(r.drops_start_at_events_per_s, 70_000.0);
+        assert_eq!(r.heaviest().map(|h| h.events_per_s), Some(90_000.0));
     }
 
     #[test]
