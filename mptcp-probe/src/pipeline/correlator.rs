@@ -4,7 +4,7 @@
 //! flows the kernel's table evicted before that.
 
 use std::{
-    collections::HashMap,
+    collections::{hash_map::Entry, HashMap},
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -108,11 +108,8 @@ impl Correlator {
             Event::Packet(p) => {
                 let flow_ends = p.tcp_flags & (tcp_flags::RST | tcp_flags::FIN) != 0;
                 if p.tracked() {
-                    if !self.notes.contains_key(&p.flow) {
-                        self.notes.insert(
-                            p.flow,
-                            FlowNotes { first_event_ns: p.header.ts_ns, ..Default::default() },
-                        );
+                    if let Entry::Vacant(note) = self.notes.entry(p.flow) {
+                        note.insert(FlowNotes { first_event_ns: p.header.ts_ns, ..Default::default() });
                         self.by_endpoints.entry(endpoint_of(&p.flow)).or_default().push(p.flow);
                     }
                 } else if !self.notes.contains_key(&p.flow) {
