@@ -10,6 +10,21 @@ pub mod level {
     pub const FLOWS: u8 = 1;
 }
 
+/// When the kernel wakes the ring buffer's reader (the `WAKEUP` global).
+pub mod wakeup {
+    /// For every event written while the reader waits: events reach it at once.
+    pub const EACH_EVENT: u8 = 0;
+    /// Only once the ring holds [`BATCH_BYTES`]; the reader drains it on a timer besides. A
+    /// wake-up costs the writer more than the event itself (an interrupt and a task wake-up),
+    /// so this is the cheap setting for readers that can wait a moment.
+    pub const BATCHED: u8 = 1;
+    /// A quarter of the ring: a fast writer's events are read long before the ring fills.
+    pub const BATCH_BYTES: u64 = super::RING_BYTES / 4;
+}
+
+/// Size of the events ring buffer.
+pub const RING_BYTES: u64 = 1 << 22;
+
 /// Field offsets read from the tracepoint format files at start-up; `u16::MAX` means absent.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,11 +11,12 @@ mod packet;
 mod trace;
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{LruHashMap, PerCpuArray, RingBuf},
 };
 use mptcp_probe_common::{
-    config::level,
+    config::{level, wakeup, RING_BYTES},
     counters::COUNTERS_LEN,
     event::{MappingEvent, PacketEvent},
     flow::{FlowAcc, FlowKey, FlowState},
@@ -23,7 +24,27 @@ use mptcp_probe_common::{
 
 /// All events, one ring buffer shared by every program.
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES as u32, 0);
+
+/// When the reader is woken ([`wakeup`]); user space sets it before loading.
+#[unsafe(no_mangle)]
+static WAKEUP: u8 = wakeup::EACH_EVENT;
+
+/// Writes an event to the ring; `urgent` events wake a waiting reader unless wake-ups are
+/// batched, the others only when the ring is filling up. False when the ring was full.
+#[inline(always)]
+fn ring_output<T: 'static>(ev: &T, urgent: bool) -> bool {
+    // SAFETY: a global set by the loader before load; volatile keeps its value a run-time one.
+    let batched = unsafe { core::ptr::read_volatile(&WAKEUP) } == wakeup::BATCHED;
+    let flags = if urgent && !batched {
+        0
+    } else if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= wakeup::BATCH_BYTES {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    };
+    EVENTS.output::<T>(ev, flags).is_ok()
+}
 
 /// Per-flow state; user space may resize it before loading.
 #[map]

@@ -3,11 +3,7 @@
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
-use aya_ebpf::{
-    bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP},
-    macros::classifier,
-    programs::TcContext,
-};
+use aya_ebpf::{bindings::BPF_NOEXIST, macros::classifier, programs::TcContext};
 use mptcp_probe_common::{
     config::level,
     counters,
@@ -27,7 +23,8 @@ use mptcp_probe_common::{
 };
 
 use crate::{
-    coarse_ns, count, count_n, cpu, event_level, now_ns, Scratch, EVENTS, FLOWS, FLOW_ACC, FLOW_INIT, SCRATCH,
+    coarse_ns, count, count_n, cpu, event_level, now_ns, ring_output, Scratch, FLOWS, FLOW_ACC, FLOW_INIT,
+    SCRATCH,
 };
 
 /// Continue with the next program / default action (TCX_NEXT, TC_ACT_UNSPEC).
@@ -849,8 +846,7 @@ fn emit<const L2: bool>(ctx: &TcContext, sc: &mut Scratch, w: u16, headers: bool
     ev._pad3 = 0;
     // Summaries wait for a flow's end anyway: at that level the reader is not woken for each
     // event (a wake-up costs more than the event), it drains the ring on its own tick.
-    let flags = if headers { 0 } else { BPF_RB_NO_WAKEUP as u64 };
-    if EVENTS.output::<PacketEvent>(ev, flags).is_ok() {
+    if ring_output::<PacketEvent>(ev, headers) {
         count(counters::EVENTS_EMITTED);
     } else {
         count(counters::RINGBUF_DROPS);

@@ -19,7 +19,7 @@ use mptcp_probe_common::{
     proto::{mapping_status, AF_INET, AF_INET6, IPPROTO_MPTCP, IPPROTO_TCP, NONE_U8},
 };
 
-use crate::{count, cpu, now_ns, EVENTS, MAPPING_STASH};
+use crate::{count, cpu, now_ns, ring_output, MAPPING_STASH};
 
 #[unsafe(no_mangle)]
 static SOCK_STATE_OFFSETS: SockStateOffsets = SockStateOffsets::absent();
@@ -314,7 +314,7 @@ pub fn mptcp_try_fallback(ctx: FEntryContext) -> u32 {
 
 #[inline(always)]
 fn output<T: 'static>(ev: &T) {
-    if EVENTS.output::<T>(ev, 0).is_ok() {
+    if ring_output(ev, true) {
         count(counters::EVENTS_EMITTED);
     } else {
         count(counters::RINGBUF_DROPS);

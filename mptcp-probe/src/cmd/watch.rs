@@ -54,8 +54,14 @@ pub async fn run(a: WatchArgs) -> anyhow::Result<()> {
     let interfaces = if a.iface.is_empty() { Interfaces::AllUp } else { Interfaces::Named(a.iface) };
     // Summaries alone need no per-packet events; a trace needs the packets' headers.
     let level = if a.flows_only && pcap.is_none() { EventLevel::Flows } else { EventLevel::All };
-    let observer =
-        ObserverOptions { flow_table_size: a.flow_table_size, level, kernel_mappings: a.kernel_mappings };
+    // What watch writes can come a quarter of a second late: the kernel need not wake it for
+    // every event.
+    let observer = ObserverOptions {
+        flow_table_size: a.flow_table_size,
+        level,
+        kernel_mappings: a.kernel_mappings,
+        batched_wakeups: true,
+    };
     let opts = PipelineOptions {
         source: SourceOptions { interfaces, observer },
         idle_timeout: Duration::from_secs(a.idle_timeout),

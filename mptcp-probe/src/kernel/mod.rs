@@ -20,7 +20,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use mptcp_probe_common::{
-    config::{level, MappingOffsets, ReceiveResetOffsets, SendResetOffsets, SockStateOffsets},
+    config::{level, wakeup, MappingOffsets, ReceiveResetOffsets, SendResetOffsets, SockStateOffsets},
     counters,
     flow::{FlowAcc, FlowKey, FlowState},
 };
@@ -55,11 +55,19 @@ pub struct ObserverOptions {
     /// `mptcp:subflow_check_data_avail`): they fire for every mapping of every namespace on the
     /// host, so they are off unless asked for.
     pub kernel_mappings: bool,
+    /// Wake the reader only when the ring fills up; it drains the ring on its own tick (about a
+    /// quarter of a second later). Far cheaper per event; for readers that can wait that long.
+    pub batched_wakeups: bool,
 }
 
 impl Default for ObserverOptions {
     fn default() -> Self {
-        Self { flow_table_size: 65536, level: EventLevel::All, kernel_mappings: false }
+        Self {
+            flow_table_size: 65536,
+            level: EventLevel::All,
+            kernel_mappings: false,
+            batched_wakeups: false,
+        }
     }
 }
 
@@ -111,6 +119,7 @@ impl Observer {
         });
 
         let netns_offsets = btf::netns_offsets();
+        let wakeup = if opts.batched_wakeups { wakeup::BATCHED } else { wakeup::EACH_EVENT };
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("FLOWS", opts.flow_table_size)
             .override_global("SOCK_STATE_OFFSETS", &sock_offsets, true)
@@ -120,6 +129,7 @@ impl Observer {
             .override_global("NETNS_OFFSETS", &netns_offsets, true)
             .override_global("EVENT_LEVEL", &opts.level.global(), true)
             .override_global("WATCH_NETNS", &iface::current_netns(), true)
+            .override_global("WAKEUP", &wakeup, true)
             .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mptcp-probe")))
             .context("loading the eBPF object")?;
 

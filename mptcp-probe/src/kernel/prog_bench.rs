@@ -27,8 +27,7 @@ const NOT_MEASURED: [(&str, &str); 2] = [
     ("tc_egress_l3", "test runs always present an Ethernet frame"),
 ];
 const EMPTY: &str = "tc_empty";
-/// Size of the EVENTS ring buffer (mptcp-probe-ebpf/src/main.rs).
-const RING_BYTES: usize = 1 << 22;
+const RING_BYTES: usize = mptcp_probe_common::config::RING_BYTES as usize;
 
 /// Representative frames, as Linux sends them on an MPTCP v1 connection.
 mod frame {

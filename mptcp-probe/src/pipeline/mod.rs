@@ -100,7 +100,7 @@ impl Pipeline {
                     self.dispatch();
                 }
                 _ = tick.tick() => {
-                    // Events written without waking the reader (the flows level) wait for this.
+                    // Events written without waking the reader (batched wake-ups) wait for this.
                     self.source.poll(&mut self.batch);
                     self.dispatch();
                     for key in self.correlator.ended(Instant::now()) {
