@@ -12,7 +12,7 @@ use super::{
     kernel_memory::KernelMemory,
     per_packet::{PerPacket, Worst, OTHER_STEADY_FRAMES},
     ring_buffer::RingBuffer,
-    short::ShortConnections,
+    short::{ShortConnections, ShortWatch},
     stats::Spread,
     storage::Storage,
 };
@@ -127,16 +127,44 @@ fn per_packet(figure: &'static str, worst: Option<Worst>, also: String) -> Targe
     }
 }
 
+/// Every target, in the order of the issue's table.
 pub fn judge(i: &Inputs) -> Vec<Target> {
-    use Bound::*;
+    let mut targets = per_packet_targets(i);
+    targets.push(real_traffic(i.real_vs_test));
+    targets.push(tracepoints(i.bpf_stats));
+    targets.extend(cpu_and_throughput(i.ratios));
+    targets.extend(short_connections(i.short));
+    targets.push(storage(i.storage, i.short));
+    targets.push(kernel_memory(i.memory));
+    targets.push(ring_drops(i.ring));
+    targets
+}
+
+fn per_packet_targets(i: &Inputs) -> Vec<Target> {
     let others: Vec<String> = OTHER_STEADY_FRAMES
         .iter()
         .filter_map(|k| i.per_packet.frame(*k)?.worse())
         .map(|w| format!("{} {} ns", w.frame.as_str(), n(w.net_ns.median, 1)))
         .collect();
+    vec![
+        per_packet(
+            "DSS data segment, ns over the empty classifier (test run, worse direction)",
+            i.per_packet.frame(BenchFrame::DataDss).and_then(|f| f.worse()),
+            String::new(),
+        ),
+        per_packet(
+            "every other steady frame (pure ACK, plain TCP, IPv6 DSS), ns over the empty classifier",
+            i.per_packet.worst_of(&OTHER_STEADY_FRAMES),
+            format!(" (worse directions: {})", others.join(", ")),
+        ),
+    ]
+}
+
+fn real_traffic(real_vs_test: &RealVsTestRun) -> Target {
+    use Bound::AtMost;
     const REAL: &str =
         "TC programs on real traffic (bpf_stats ns/run) / their test-run ns, each over an empty classifier";
-    let real = match i.real_vs_test.worst() {
+    match real_vs_test.worst() {
         Some((p, c)) => Target::judge(REAL, AtMost(1.5), Some(AtMost(1.0)), c.net_ratio).detail(format!(
             "worse: {} on {}, {} - {} ns/run on real traffic vs {} - {} in the test run (gross {}x)",
             p.name(),
@@ -149,38 +177,29 @@ pub fn judge(i: &Inputs) -> Vec<Target> {
         )),
         None => Target::judge(REAL, AtMost(1.5), Some(AtMost(1.0)), f64::NAN)
             .detail("no empty classifier measured on real traffic".into()),
-    };
-    let b = i.bpf_stats;
-    let r = i.ratios;
+    }
+}
+
+fn tracepoints(b: &BpfStats) -> Target {
+    use Bound::AtMost;
+    Target::judge(
+        "tracepoint CPU per GB / the TC programs'",
+        AtMost(0.1),
+        Some(AtMost(0.01)),
+        b.tracepoints_over_tc,
+    )
+    .detail(format!(
+        "tracepoints {} ms/GB, TC programs {} ms/GB (bulk run, default mode)",
+        n(b.tracepoints_cpu_ms_per_gb, 4),
+        n(b.tc_cpu_ms_per_gb, 3)
+    ))
+}
+
+fn cpu_and_throughput(r: &Ratios) -> Vec<Target> {
+    use Bound::*;
     let extra = &r.extra_cpu_s_per_gb;
-    let flows = &i.short.watch.flows_only;
-    let events = &i.short.watch.events;
-    let clean = &i.storage.clean_connection;
-    let default = &i.short.watch.default;
-    let heaviest = i.ring.heaviest();
+    let spread = |s: &Spread| format!("{} [{}–{}] s/GB", n(s.median, 4), n(s.min, 4), n(s.max, 4));
     vec![
-        per_packet(
-            "DSS data segment, ns over the empty classifier (test run, worse direction)",
-            i.per_packet.frame(BenchFrame::DataDss).and_then(|f| f.worse()),
-            String::new(),
-        ),
-        per_packet(
-            "every other steady frame (pure ACK, plain TCP, IPv6 DSS), ns over the empty classifier",
-            i.per_packet.worst_of(&OTHER_STEADY_FRAMES),
-            format!(" (worse directions: {})", others.join(", ")),
-        ),
-        real,
-        Target::judge(
-            "tracepoint CPU per GB / the TC programs'",
-            AtMost(0.1),
-            Some(AtMost(0.01)),
-            b.tracepoints_over_tc,
-        )
-        .detail(format!(
-            "tracepoints {} ms/GB, TC programs {} ms/GB (bulk run, default mode)",
-            n(b.tracepoints_cpu_ms_per_gb, 4),
-            n(b.tc_cpu_ms_per_gb, 3)
-        )),
         Target::of_spread(
             "throughput, probe / none, one saturated CPU",
             AtLeast(0.98),
@@ -202,88 +221,99 @@ pub fn judge(i: &Inputs) -> Vec<Target> {
             r.extra_cpu_probe_over_tcpdump_header,
         )
         .detail(format!(
-            "one CPU, per repetition: probe {} [{}–{}] s/GB, tcpdump -s 128 -w {} [{}–{}] s/GB",
-            n(extra.probe.median, 4),
-            n(extra.probe.min, 4),
-            n(extra.probe.max, 4),
-            n(extra.tcpdump_header.median, 4),
-            n(extra.tcpdump_header.min, 4),
-            n(extra.tcpdump_header.max, 4),
+            "one CPU, per repetition: probe {}, tcpdump -s 128 -w {}",
+            spread(&extra.probe),
+            spread(&extra.tcpdump_header),
         )),
+    ]
+}
+
+fn short_connections(short: &ShortConnections) -> Vec<Target> {
+    use Bound::AtLeast;
+    let rates = |mode: &ShortWatch| {
+        format!("{} vs {} connections/s", n(mode.per_second.median, 0), n(short.off.per_second.median, 0))
+    };
+    let (flows, events) = (&short.watch.flows_only, &short.watch.events);
+    vec![
         Target::of_spread(
             "short connections/s, probe / none (watch --flows-only --json)",
             AtLeast(0.95),
             Some(AtLeast(0.98)),
             flows.over_off,
         )
-        .detail(format!(
-            "{} vs {} connections/s",
-            n(flows.per_second.median, 0),
-            n(i.short.off.per_second.median, 0)
-        )),
+        .detail(rates(flows)),
         Target::of_spread(
             "short connections/s, probe / none (watch --events --json)",
             AtLeast(0.85),
             None,
             events.over_off,
         )
-        .detail(format!(
-            "{} vs {} connections/s",
-            n(events.per_second.median, 0),
-            n(i.short.off.per_second.median, 0)
-        )),
-        Target::of_spread(
-            "bytes kept per clean connection (watch --json --pcap FILE)",
-            AtMost(1024.0),
-            Some(AtMost(512.0)),
-            clean.total,
-        )
-        .detail(format!(
-            "summary {} + events {} + trace packets {} B; {} of the summaries troubled; {} B per \
-             session not counted",
-            n(clean.summary.median, 0),
-            n(clean.events.median, 0),
-            n(clean.pcapng_packets.median, 0),
-            default.troubled_flows,
-            n(default.session_bytes.median, 0),
-        )),
-        Target::judge(
-            "kernel memory per tracked flow, bytes",
-            AtMost(256.0),
-            None,
-            i.memory.marginal_bytes_per_flow,
-        )
-        .detail(match (&i.memory.flow_table, &i.memory.smaller_flow_table) {
-            (Some(t), Some(s)) => format!(
-                "FLOWS memlock {} B at {} entries, {} B at {} (key {} B, value {} B); {} B fixed; \
-                     memlock / entries {}",
-                t.memlock_bytes,
-                t.max_entries,
-                s.memlock_bytes,
-                s.max_entries,
-                t.key_size,
-                t.value_size,
-                n(i.memory.flow_table_fixed_bytes, 0),
-                n(i.memory.bytes_per_flow, 3),
-            ),
-            _ => "the FLOWS map was not found at both sizes".into(),
-        }),
-        Target::judge(
-            "ring-buffer drops at the heaviest load",
-            Exactly(0.0),
-            Some(Exactly(0.0)),
-            i.ring.dropped_total as f64,
-        )
-        .detail(match heaviest {
-            Some(h) => format!(
-                "all observed runs; heaviest: {} at {} events/s, {} dropped",
-                h.run,
-                n(h.events_per_s, 0),
-                h.dropped.map_or_else(|| "-".into(), |d| d.to_string())
-            ),
-            None => "all observed runs".into(),
-        }),
+        .detail(rates(events)),
     ]
+}
+
+fn storage(storage: &Storage, short: &ShortConnections) -> Target {
+    use Bound::AtMost;
+    let (clean, default) = (&storage.clean_connection, &short.watch.default);
+    Target::of_spread(
+        "bytes kept per clean connection (watch --json --pcap FILE)",
+        AtMost(1024.0),
+        Some(AtMost(512.0)),
+        clean.total,
+    )
+    .detail(format!(
+        "summary {} + events {} + trace packets {} B; {} of the summaries troubled; {} B per \
+         session not counted",
+        n(clean.summary.median, 0),
+        n(clean.events.median, 0),
+        n(clean.pcapng_packets.median, 0),
+        default.troubled_flows,
+        n(default.session_bytes.median, 0),
+    ))
+}
+
+fn kernel_memory(memory: &KernelMemory) -> Target {
+    use Bound::AtMost;
+    Target::judge(
+        "kernel memory per tracked flow, bytes",
+        AtMost(256.0),
+        None,
+        memory.marginal_bytes_per_flow,
+    )
+    .detail(match (&memory.flow_table, &memory.smaller_flow_table) {
+        (Some(t), Some(s)) => format!(
+            "FLOWS memlock {} B at {} entries, {} B at {} (key {} B, value {} B); {} B fixed; \
+                 memlock / entries {}",
+            t.memlock_bytes,
+            t.max_entries,
+            s.memlock_bytes,
+            s.max_entries,
+            t.key_size,
+            t.value_size,
+            n(memory.flow_table_fixed_bytes, 0),
+            n(memory.bytes_per_flow, 3),
+        ),
+        _ => "the FLOWS map was not found at both sizes".into(),
+    })
+}
+
+fn ring_drops(ring: &RingBuffer) -> Target {
+    use Bound::Exactly;
+    Target::judge(
+        "ring-buffer drops at the heaviest load",
+        Exactly(0.0),
+        Some(Exactly(0.0)),
+        ring.dropped_total as f64,
+    )
+    .detail(match ring.heaviest() {
+        Some(h) => format!(
+            "all observed runs; heaviest: {} at {} events/s, {} dropped",
+            h.run,
+            n(h.events_per_s, 0),
+            h.dropped.map_or_else(|| "-".into(), |d| d.to_string())
+        ),
+        None => "all observed runs".into(),
+    })
 }
 
 #[cfg(test)]
