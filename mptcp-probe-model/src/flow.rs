@@ -54,6 +54,85 @@ impl Subflow {
     }
 }
 
+/// What the wire showed when a flow is not (or no longer) MPTCP: a small, fixed set (for
+/// metric labels); `fallback_evidence` says it in words, with the counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackCause {
+    /// SYNs with MP_CAPABLE went unanswered; a SYN without it was answered.
+    SynRetriedWithoutMptcp,
+    /// The SYN carried the option, the SYN/ACK did not.
+    SynackWithoutMptcp,
+    /// The SYN/ACK's MP_CAPABLE was one Linux ignores (version, flags, length).
+    SynackOptionIgnored,
+    /// SYN and SYN/ACK carried MP_CAPABLE, the third ACK did not.
+    ThirdAckWithoutMptcp,
+    /// The third ACK's MP_CAPABLE was one Linux ignores.
+    ThirdAckOptionIgnored,
+    /// A DSS with an infinite mapping: fallback after establishment.
+    InfiniteMapping,
+    /// Data segments without DSS on an MPTCP flow.
+    DataWithoutDss,
+}
+
+impl FallbackCause {
+    pub const ALL: [FallbackCause; 7] = [
+        FallbackCause::SynRetriedWithoutMptcp,
+        FallbackCause::SynackWithoutMptcp,
+        FallbackCause::SynackOptionIgnored,
+        FallbackCause::ThirdAckWithoutMptcp,
+        FallbackCause::ThirdAckOptionIgnored,
+        FallbackCause::InfiniteMapping,
+        FallbackCause::DataWithoutDss,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FallbackCause::SynRetriedWithoutMptcp => "syn_retried_without_mptcp",
+            FallbackCause::SynackWithoutMptcp => "synack_without_mptcp",
+            FallbackCause::SynackOptionIgnored => "synack_option_ignored",
+            FallbackCause::ThirdAckWithoutMptcp => "third_ack_without_mptcp",
+            FallbackCause::ThirdAckOptionIgnored => "third_ack_option_ignored",
+            FallbackCause::InfiniteMapping => "infinite_mapping",
+            FallbackCause::DataWithoutDss => "data_without_dss",
+        }
+    }
+}
+
+/// What became of a connection of any program, as the daemon counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionOutcome {
+    /// MPTCP negotiated and kept.
+    Mptcp,
+    /// MPTCP asked for and lost: not negotiated after all, or fallen back to TCP later.
+    Fallback,
+    /// Plain TCP: MPTCP never asked for.
+    Plain,
+}
+
+impl ConnectionOutcome {
+    pub const ALL: [ConnectionOutcome; 3] =
+        [ConnectionOutcome::Mptcp, ConnectionOutcome::Fallback, ConnectionOutcome::Plain];
+
+    /// The outcome of a flow in this MPTCP state (a plain-TCP test's is plain).
+    pub const fn of(state: crate::MptcpState) -> Self {
+        match state {
+            crate::MptcpState::Established => ConnectionOutcome::Mptcp,
+            crate::MptcpState::Fallback => ConnectionOutcome::Fallback,
+            crate::MptcpState::NotNegotiated | crate::MptcpState::NotApplicable => ConnectionOutcome::Plain,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ConnectionOutcome::Mptcp => "mptcp",
+            ConnectionOutcome::Fallback => "fallback",
+            ConnectionOutcome::Plain => "plain",
+        }
+    }
+}
+
 /// Why a flow was summarised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -211,6 +290,9 @@ pub struct FlowSummary {
     /// Why the flow is not (or no longer) MPTCP, in words.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fallback_evidence: Vec<String>,
+    /// The first thing on the wire that made it so (the evidence's first line), as a name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_cause: Option<FallbackCause>,
     /// The kernel's exact fallback reason (MIB name), where the host permits knowing it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_reason: Option<String>,
@@ -273,6 +355,7 @@ mod tests {
             rst: PerDirection::default(),
             mp_tcprst_reason: None,
             fallback_evidence: vec![],
+            fallback_cause: None,
             fallback_reason: None,
             socket_states: vec![],
             resets: vec![],
@@ -326,6 +409,12 @@ mod tests {
         }
         for e in [Ended::Fin, Ended::Rst, Ended::Idle, Ended::Live] {
             assert_eq!(serde_json::to_value(e).unwrap(), e.as_str());
+        }
+        for o in ConnectionOutcome::ALL {
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
+        for c in FallbackCause::ALL {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
         }
     }
 }

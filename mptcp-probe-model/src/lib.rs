@@ -14,7 +14,10 @@ pub mod wire;
 pub use connection::{
     ConnectionKind, ConnectionView, HandshakeView, Part, SegmentStats, ViewSource, WireSummary,
 };
-pub use flow::{Ended, FlowSummary, Handshake, HandshakePacket, PerDirection, Role, Subflow};
+pub use flow::{
+    ConnectionOutcome, Ended, FallbackCause, FlowSummary, Handshake, HandshakePacket, PerDirection, Role,
+    Subflow,
+};
 pub use report::{
     summarize, ClientEvidence, ClientInfo, MptcpState, ObserverKind, Outcome, Report, Reruns, ServerSide,
     Summary, SysctlValue, TestEvidence, TestName, TestResult, Transport, SCHEMA,

@@ -16,6 +16,7 @@
 //! `mptcp-probe-common`.
 
 pub mod active;
+pub mod daemon;
 pub mod export;
 pub mod host;
 pub mod kernel;

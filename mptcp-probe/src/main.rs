@@ -24,22 +24,48 @@ enum Command {
     /// Test server that `check` talks to: FTP, HTTP, TLS, bulk and echo endpoints over MPTCP, and
     /// a control port that reports what each test's connections looked like from here.
     Serve(cmd::serve::ServeArgs),
+    /// Observe every connection of the host and count, for Prometheus, whether MPTCP was
+    /// negotiated, kept or lost, and why.
+    Daemon(cmd::daemon::DaemonArgs),
     #[command(hide = true)]
     ProgBench(cmd::prog_bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let stderr = std::io::stderr();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, not in pipes and CI logs.
-        .with_ansi(stderr.is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MPTCP_PROBE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    // Colour codes only for a person at a terminal, not in pipes and CI logs.
+    let ansi = std::io::stderr().is_terminal();
+    // The daemon logs as its configuration says, so the configuration comes first.
+    let mut daemon = None;
+    if let Command::Daemon(args) = &cli.command {
+        let config = match cmd::daemon::load(args) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
+            }
+        };
+        if args.check_config {
+            println!("{}: valid", args.config.display());
+            return ExitCode::SUCCESS;
+        }
+        match mptcp_probe::daemon::init_logging(&config.log, ansi) {
+            Ok(handle) => daemon = Some((config, handle)),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("MPTCP_PROBE_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .init();
+    }
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -52,6 +78,10 @@ fn main() -> ExitCode {
             Command::Watch(args) => cmd::watch::run(args).await,
             Command::Check(args) => cmd::check::run(args).await,
             Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Daemon(args) => {
+                let (config, log) = daemon.expect("the daemon's configuration is read before the runtime");
+                cmd::daemon::run(args, config, log).await
+            }
             Command::ProgBench(args) => cmd::prog_bench::run(args),
         }
     });

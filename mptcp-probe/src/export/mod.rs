@@ -1,4 +1,7 @@
-//! Reports leaving the host: uploads to a collector.
+//! What leaves the host: reports uploaded to a collector, metrics scraped by Prometheus.
+
+pub mod exposition;
+pub mod metrics;
 
 use anyhow::{bail, Context as _};
 use mptcp_probe_model::Report;

@@ -372,6 +372,16 @@ impl Observer {
         out
     }
 
+    /// Each loaded program's run time and run count as the kernel counts them (both stay 0
+    /// unless `kernel.bpf_stats_enabled` is on); programs whose information cannot be read are
+    /// left out.
+    pub fn run_times(&self) -> Vec<(String, std::time::Duration, u64)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| p.info().ok().map(|i| (name.to_string(), i.run_time(), i.run_count())))
+            .collect()
+    }
+
     /// LRU evictions: entries the kernel created that are neither removed by us nor present.
     pub fn evictions(&mut self) -> u64 {
         let created = self.counters().get("flows_created");

@@ -10,8 +10,8 @@ use mptcp_probe_common::{
     options::{subtype, MpCapablePacket, MpCapableRejection, MptcpOption},
 };
 use mptcp_probe_model::{
-    flow::Nothing, Direction, Ended, FlowSummary, Handshake, HandshakePacket, MptcpState, PerDirection, Role,
-    Subflow, Subtype, TcpRstReason,
+    flow::Nothing, Direction, Ended, FallbackCause, FlowSummary, Handshake, HandshakePacket, MptcpState,
+    PerDirection, Role, Subflow, Subtype, TcpRstReason,
 };
 
 use super::record::key_addr;
@@ -76,12 +76,25 @@ fn mpc_ignored(h: &HandshakeOpt, on: MpCapablePacket) -> Option<String> {
     })
 }
 
+/// A flow's MPTCP state as its packets show it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MptcpView {
+    pub state: MptcpState,
+    pub subflow: Subflow,
+    /// Why it is not (or no longer) MPTCP, in words; also what a join retried without.
+    pub evidence: Vec<String>,
+    /// The first of the evidence that made it fall back, as a name.
+    pub cause: Option<FallbackCause>,
+}
+
 /// The MPTCP state of a flow, its kind of subflow, and the evidence behind a fallback.
-pub fn mptcp_state(st: &FlowState) -> (MptcpState, Subflow, Vec<String>) {
+pub fn mptcp_state(st: &FlowState) -> MptcpView {
+    use FallbackCause as Cause;
     let syn = st.handshake[HS_SYN];
     let synack = st.handshake[HS_SYN_ACK];
     let ack3 = st.handshake[HS_THIRD_ACK];
     let mut evidence = Vec::new();
+    let view = |state, subflow, evidence, cause| MptcpView { state, subflow, evidence, cause };
     let total = |code: u8| {
         st.option_count(EGRESS as usize, code as usize) + st.option_count(INGRESS as usize, code as usize)
     };
@@ -92,10 +105,10 @@ pub fn mptcp_state(st: &FlowState) -> (MptcpState, Subflow, Vec<String>) {
         let subflow = if mptcp_seen { Subflow::Initial } else { Subflow::Tcp };
         if st.infinite_mappings.iter().any(|n| *n > 0) {
             evidence.push("infinite mapping seen: MPTCP fell back to TCP after establishment".into());
-            return (MptcpState::Fallback, subflow, evidence);
+            return view(MptcpState::Fallback, subflow, evidence, Some(Cause::InfiniteMapping));
         }
         let state = if mptcp_seen { MptcpState::Established } else { MptcpState::NotNegotiated };
-        return (state, subflow, evidence);
+        return view(state, subflow, evidence, None);
     }
 
     let syn_dir = Direction::from_code(syn.direction);
@@ -107,7 +120,12 @@ pub fn mptcp_state(st: &FlowState) -> (MptcpState, Subflow, Vec<String>) {
             evidence.push(format!(
                 "SYN sent with MP_CAPABLE {mpc_syns} time(s) without answer, then retried without MPTCP"
             ));
-            return (MptcpState::Fallback, Subflow::Initial, evidence);
+            return view(
+                MptcpState::Fallback,
+                Subflow::Initial,
+                evidence,
+                Some(Cause::SynRetriedWithoutMptcp),
+            );
         }
         if join_syns > 0 {
             evidence.push("MP_JOIN SYN retried without MP_JOIN".into());
@@ -115,7 +133,7 @@ pub fn mptcp_state(st: &FlowState) -> (MptcpState, Subflow, Vec<String>) {
         if syn_dir == Direction::Rx {
             evidence.push("SYN received without MP_CAPABLE".into());
         }
-        return (MptcpState::NotNegotiated, Subflow::Tcp, evidence);
+        return view(MptcpState::NotNegotiated, Subflow::Tcp, evidence, None);
     }
 
     let is_join = syn.mptcp_subtype == subtype::MP_JOIN;
@@ -124,54 +142,58 @@ pub fn mptcp_state(st: &FlowState) -> (MptcpState, Subflow, Vec<String>) {
     // An option the kernel ignores is no option: the connection goes on as TCP.
     if let Some(why) = mpc_ignored(&syn, MpCapablePacket::Syn) {
         evidence.push(format!("SYN {} with {why}, which Linux ignores", syn_dir.verb()));
-        return (MptcpState::NotNegotiated, subflow, evidence);
+        return view(MptcpState::NotNegotiated, subflow, evidence, None);
     }
     if synack.seen == 0 {
         evidence.push(format!("SYN {} with {name}, no SYN/ACK seen", syn_dir.verb()));
-        return (MptcpState::NotNegotiated, subflow, evidence);
+        return view(MptcpState::NotNegotiated, subflow, evidence, None);
     }
     let synack_dir = Direction::from_code(synack.direction).verb();
     if synack.mptcp_subtype != syn.mptcp_subtype {
         evidence.push(format!("SYN {} with {name}, SYN/ACK {synack_dir} without", syn_dir.verb()));
-        let state = if is_join { MptcpState::NotNegotiated } else { MptcpState::Fallback };
-        return (state, subflow, evidence);
+        if is_join {
+            return view(MptcpState::NotNegotiated, subflow, evidence, None);
+        }
+        return view(MptcpState::Fallback, subflow, evidence, Some(Cause::SynackWithoutMptcp));
     }
     if let Some(why) = mpc_ignored(&synack, MpCapablePacket::SynAck) {
         evidence.push(format!("SYN/ACK {synack_dir} with {why}, which Linux ignores"));
-        return (MptcpState::Fallback, subflow, evidence);
+        return view(MptcpState::Fallback, subflow, evidence, Some(Cause::SynackOptionIgnored));
     }
-    let mut state = MptcpState::Established;
+    let mut cause = None;
     let ack_dir = Direction::from_code(ack3.direction).verb();
     if ack3.seen != 0 && ack3.mptcp_subtype != syn.mptcp_subtype {
         evidence.push(format!("SYN and SYN/ACK carried {name}, third ACK {ack_dir} without"));
-        state = MptcpState::Fallback;
+        cause = Some(Cause::ThirdAckWithoutMptcp);
     } else if let Some(why) = mpc_ignored(&ack3, MpCapablePacket::Ack { data: ack3.with_data() }) {
         evidence.push(format!("third ACK {ack_dir} with {why}, which Linux ignores"));
-        state = MptcpState::Fallback;
+        cause = Some(Cause::ThirdAckOptionIgnored);
     }
     for d in [Direction::Tx, Direction::Rx] {
         let i = if d == Direction::Tx { EGRESS } else { INGRESS } as usize;
         let label = d.verb();
         if st.infinite_mappings[i] > 0 {
             evidence.push(format!("DSS with infinite mapping {label}: fallback after establishment"));
-            state = MptcpState::Fallback;
+            cause = cause.or(Some(Cause::InfiniteMapping));
         }
         if st.data_without_dss[i] > 0 {
             evidence.push(format!(
                 "{} data segment(s) {label} without DSS on an MPTCP flow",
                 st.data_without_dss[i]
             ));
-            state = MptcpState::Fallback;
+            cause = cause.or(Some(Cause::DataWithoutDss));
         }
         if st.option_count(i, subtype::MP_FAIL as usize) > 0 {
             evidence.push(format!("MP_FAIL {label}"));
         }
     }
-    (state, subflow, evidence)
+    let state = if cause.is_some() { MptcpState::Fallback } else { MptcpState::Established };
+    view(state, subflow, evidence, cause)
 }
 
 pub fn summarize(key: &FlowKey, st: &FlowState, notes: &FlowNotes, iface: &str, netns: u32) -> FlowSummary {
-    let (mptcp, subflow, fallback_evidence) = mptcp_state(st);
+    let MptcpView { state: mptcp, subflow, evidence: fallback_evidence, cause: fallback_cause } =
+        mptcp_state(st);
     let role = match st.syn_direction {
         EGRESS => Role::Client,
         INGRESS => Role::Server,
@@ -216,6 +238,7 @@ pub fn summarize(key: &FlowKey, st: &FlowState, notes: &FlowNotes, iface: &str, 
         rst,
         mp_tcprst_reason: TcpRstReason::from_flow(st.tcprst_reason),
         fallback_evidence,
+        fallback_cause,
         fallback_reason: notes.fallback_reason.clone(),
         socket_states: notes.socket_states.clone(),
         resets: notes.resets.clone(),
@@ -276,7 +299,7 @@ mod tests {
         let mut st = established();
         st.dss[TX] = 10;
         st.dss[RX] = 8;
-        let (state, subflow, ev) = mptcp_state(&st);
+        let MptcpView { state, subflow, evidence: ev, .. } = mptcp_state(&st);
         assert_eq!(state, MptcpState::Established);
         assert_eq!(subflow, Subflow::Initial);
         assert!(ev.is_empty(), "{ev:?}");
@@ -286,9 +309,10 @@ mod tests {
     fn synack_without_mp_capable_is_fallback_with_evidence() {
         let mut st = client_flow();
         st.handshake[HS_SYN_ACK] = none(INGRESS);
-        let (state, _, ev) = mptcp_state(&st);
+        let MptcpView { state, evidence: ev, cause, .. } = mptcp_state(&st);
         assert_eq!(state, MptcpState::Fallback);
         assert_eq!(ev, vec!["SYN sent with MP_CAPABLE, SYN/ACK received without".to_string()]);
+        assert_eq!(cause, Some(FallbackCause::SynackWithoutMptcp));
     }
 
     #[test]
@@ -296,8 +320,9 @@ mod tests {
         let mut st = flow(INGRESS);
         st.handshake[HS_SYN] = none(INGRESS);
         st.handshake[HS_SYN_ACK] = none(EGRESS);
-        let (state, subflow, ev) = mptcp_state(&st);
+        let MptcpView { state, subflow, evidence: ev, cause } = mptcp_state(&st);
         assert_eq!(state, MptcpState::NotNegotiated);
+        assert_eq!(cause, None, "not negotiated is no fallback");
         assert_eq!(subflow, Subflow::Tcp);
         assert_eq!(ev, vec!["SYN received without MP_CAPABLE".to_string()]);
     }
@@ -308,16 +333,24 @@ mod tests {
         st.options[TX][0] = 3;
         st.handshake[HS_SYN] = none(EGRESS);
         st.handshake[HS_SYN_ACK] = none(INGRESS);
-        let (state, _, ev) = mptcp_state(&st);
+        let MptcpView { state, evidence: ev, cause, .. } = mptcp_state(&st);
         assert_eq!(state, MptcpState::Fallback);
         assert!(ev[0].contains("3 time(s)"), "{ev:?}");
+        assert_eq!(cause, Some(FallbackCause::SynRetriedWithoutMptcp));
     }
 
     #[test]
     fn data_without_dss_after_negotiation_is_fallback() {
         let mut st = established();
         st.data_without_dss[RX] = 4;
-        let (state, _, ev) = mptcp_state(&st);
+        st.infinite_mappings[TX] = 1;
+        let MptcpView { evidence: ev, cause, .. } = mptcp_state(&st);
+        // The cause is the first of the evidence.
+        assert_eq!(cause, Some(FallbackCause::InfiniteMapping));
+        st.infinite_mappings[TX] = 0;
+        assert_eq!(ev.len(), 2, "{ev:?}");
+        let MptcpView { state, evidence: ev, cause, .. } = mptcp_state(&st);
+        assert_eq!(cause, Some(FallbackCause::DataWithoutDss));
         assert_eq!(state, MptcpState::Fallback);
         assert_eq!(ev, vec!["4 data segment(s) received without DSS on an MPTCP flow".to_string()]);
     }
@@ -328,9 +361,10 @@ mod tests {
         st.handshake[HS_SYN] = hs(INGRESS, subtype::MP_CAPABLE, 4);
         st.handshake[HS_SYN_ACK] = hs(EGRESS, subtype::MP_CAPABLE, 12);
         st.handshake[HS_THIRD_ACK] = none(INGRESS);
-        let (state, _, ev) = mptcp_state(&st);
+        let MptcpView { state, evidence: ev, cause, .. } = mptcp_state(&st);
         assert_eq!(state, MptcpState::Fallback);
         assert!(ev[0].contains("third ACK received without"), "{ev:?}");
+        assert_eq!(cause, Some(FallbackCause::ThirdAckWithoutMptcp));
     }
 
     #[test]
@@ -338,38 +372,40 @@ mod tests {
         // Version 0 after a version-1 SYN and SYN/ACK: Linux ignores the option and falls back.
         let mut st = established();
         st.handshake[HS_THIRD_ACK].mptcp_version = 0;
-        let (state, _, ev) = mptcp_state(&st);
+        let MptcpView { state, evidence: ev, cause, .. } = mptcp_state(&st);
         assert_eq!(state, MptcpState::Fallback);
         assert_eq!(ev, vec!["third ACK sent with MP_CAPABLE version 0, which Linux ignores".to_string()]);
+        assert_eq!(cause, Some(FallbackCause::ThirdAckOptionIgnored));
         // The extensibility bit, or no HMAC-SHA256.
         for flags in [FLAG_HMAC_SHA256 | FLAG_EXTENSIBILITY, 0x00, 0x03] {
             let mut st = established();
             st.handshake[HS_THIRD_ACK].mptcp_flags = flags;
-            let (state, _, ev) = mptcp_state(&st);
+            let MptcpView { state, evidence: ev, .. } = mptcp_state(&st);
             assert_eq!(state, MptcpState::Fallback, "flags {flags:#x}");
             assert!(ev[0].contains(&format!("MP_CAPABLE flags {flags:#04x}")), "{ev:?}");
         }
         // A 20-byte option on the first data segment (it must carry the data length: 22).
         let mut st = established();
         st.handshake[HS_THIRD_ACK].seen |= hs_seen::DATA;
-        assert_eq!(mptcp_state(&st).0, MptcpState::Fallback);
+        assert_eq!(mptcp_state(&st).state, MptcpState::Fallback);
         st.handshake[HS_THIRD_ACK].mptcp_len = 22;
-        assert_eq!(mptcp_state(&st).0, MptcpState::Established);
+        assert_eq!(mptcp_state(&st).state, MptcpState::Established);
         // The checksum bit is fine.
         let mut st = established();
         st.handshake[HS_THIRD_ACK].mptcp_flags |= mptcp_probe_common::options::mp_capable::FLAG_CHECKSUM;
-        assert_eq!(mptcp_state(&st).0, MptcpState::Established);
+        assert_eq!(mptcp_state(&st).state, MptcpState::Established);
     }
 
     #[test]
     fn a_syn_of_a_future_version_is_accepted_a_synack_one_is_not() {
         let mut st = established();
         st.handshake[HS_SYN].mptcp_version = 2;
-        assert_eq!(mptcp_state(&st).0, MptcpState::Established);
+        assert_eq!(mptcp_state(&st).state, MptcpState::Established);
         st.handshake[HS_SYN_ACK].mptcp_version = 2;
-        let (state, _, ev) = mptcp_state(&st);
+        let MptcpView { state, evidence: ev, cause, .. } = mptcp_state(&st);
         assert_eq!(state, MptcpState::Fallback);
         assert!(ev[0].starts_with("SYN/ACK received with MP_CAPABLE version 2"), "{ev:?}");
+        assert_eq!(cause, Some(FallbackCause::SynackOptionIgnored));
     }
 
     #[test]
@@ -377,7 +413,7 @@ mod tests {
         let mut st = flow(EGRESS);
         st.handshake[HS_SYN] = hs(EGRESS, subtype::MP_JOIN, 12);
         st.handshake[HS_SYN_ACK] = none(INGRESS);
-        let (state, subflow, _) = mptcp_state(&st);
+        let MptcpView { state, subflow, .. } = mptcp_state(&st);
         assert_eq!(state, MptcpState::NotNegotiated);
         assert_eq!(subflow, Subflow::Join);
     }

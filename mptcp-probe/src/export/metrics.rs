@@ -1,0 +1,399 @@
+//! The daemon's Prometheus metrics, every name defined here once (prefix `mptcp_probe_`). What
+//! the pipeline sees is counted as each flow's summary arrives ([`MetricsSink`]); what the kernel
+//! keeps (the MPTcpExt counters, the programs' counters and run time) is read when Prometheus
+//! scrapes ([`Live`]), with no polling loop of its own. Labels take values from small, fixed sets
+//! only (outcome, reason, subtype, direction, subflow, program): never addresses or ports.
+
+use std::{
+    sync::{atomic::AtomicU64, Arc, Mutex},
+    time::Duration,
+};
+
+use mptcp_probe_model::{ConnectionOutcome, Direction, FlowSummary, MptcpState, Subflow};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, Histogram},
+        MetricType,
+    },
+    registry::Registry,
+};
+
+use crate::{
+    host::mib,
+    kernel::Observer,
+    pipeline::{sink::Sink, source::lock},
+};
+
+/// Every metric's name starts with this (and an underscore).
+pub const PREFIX: &str = "mptcp_probe";
+
+/// The names, without the prefix and without the `_total` every counter gets on the wire.
+pub mod name {
+    pub const CONNECTIONS: &str = "connections";
+    pub const FALLBACKS: &str = "fallbacks";
+    pub const OPTIONS: &str = "options";
+    pub const FLOWS: &str = "flows";
+    pub const CONNECTION_DURATION: &str = "connection_duration_seconds";
+    pub const KERNEL_MIB: &str = "kernel_mib";
+    pub const RINGBUF_DROPPED: &str = "ringbuf_dropped_events";
+    pub const FLOW_TABLE_EVICTIONS: &str = "flow_table_evictions";
+    pub const PACKETS_INSPECTED: &str = "packets_inspected";
+    pub const BPF_RUN_TIME: &str = "bpf_run_time_seconds";
+    pub const BPF_RUNS: &str = "bpf_runs";
+    pub const SCRAPE_DURATION: &str = "scrape_duration_seconds";
+    pub const BUILD_INFO: &str = "build_info";
+}
+
+/// The reason label of a connection that fell back when the evidence names none.
+pub const UNKNOWN_REASON: &str = "unknown";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    /// The kernel's MIB name where the host says it, else the wire's [`FallbackCause`].
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OptionLabels {
+    subtype: &'static str,
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FlowLabels {
+    subflow: &'static str,
+    ended: &'static str,
+}
+
+fn duration_histogram() -> Histogram {
+    // 1 ms to about 4.5 hours, a factor of 4 apart.
+    Histogram::new(exponential_buckets(0.001, 4.0, 12))
+}
+
+/// What the pipeline counts; cheap to clone (the families share their values).
+#[derive(Clone)]
+pub struct Counted {
+    connections: Family<OutcomeLabels, Counter>,
+    fallbacks: Family<ReasonLabels, Counter>,
+    options: Family<OptionLabels, Counter>,
+    flows: Family<FlowLabels, Counter>,
+    durations: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Counted {
+    /// Every outcome starts at 0, so a rate or a share over them exists from the first scrape.
+    fn default() -> Self {
+        let c = Self {
+            connections: Family::default(),
+            fallbacks: Family::default(),
+            options: Family::default(),
+            flows: Family::default(),
+            durations: Family::new_with_constructor(duration_histogram),
+        };
+        for o in ConnectionOutcome::ALL {
+            let _ = c.connections.get_or_create(&OutcomeLabels { outcome: o.as_str() });
+        }
+        c
+    }
+}
+
+impl Counted {
+    /// One flow's summary: every flow counts its options and itself; a connection is counted
+    /// once, by its initial subflow or plain TCP flow whose handshake was seen (a flow first seen
+    /// mid-way, or tracked anew after an idle summary, is no new connection).
+    pub fn flow(&self, s: &FlowSummary) {
+        for (dir, per_subtype) in [(Direction::Tx, &s.options.tx), (Direction::Rx, &s.options.rx)] {
+            for (subtype, n) in per_subtype {
+                let labels = OptionLabels { subtype: subtype.as_str(), direction: dir.as_str() };
+                self.options.get_or_create(&labels).inc_by(u64::from(*n));
+            }
+        }
+        self.flows.get_or_create(&FlowLabels { subflow: s.subflow.as_str(), ended: s.ended.as_str() }).inc();
+        if s.subflow == Subflow::Join || s.handshake.syn.is_none() {
+            return;
+        }
+        let outcome = OutcomeLabels { outcome: ConnectionOutcome::of(s.mptcp).as_str() };
+        self.connections.get_or_create(&outcome).inc();
+        self.durations.get_or_create(&outcome).observe(s.duration_ms as f64 / 1000.0);
+        if s.mptcp == MptcpState::Fallback {
+            let reason = s
+                .fallback_reason
+                .clone()
+                .or_else(|| s.fallback_cause.map(|c| c.as_str().to_string()))
+                .unwrap_or_else(|| UNKNOWN_REASON.to_string());
+            self.fallbacks.get_or_create(&ReasonLabels { reason }).inc();
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            name::CONNECTIONS,
+            "Connections whose handshake was seen, by outcome: mptcp (negotiated and kept), \
+             fallback (asked for and lost), plain (TCP)",
+            self.connections.clone(),
+        );
+        r.register(
+            name::FALLBACKS,
+            "Connections that fell back to TCP, by reason: the kernel's MIB name where the host \
+             says it, else what the wire showed",
+            self.fallbacks.clone(),
+        );
+        r.register(
+            name::OPTIONS,
+            "MPTCP options seen on observed flows, by subtype and direction (tx: sent by this host)",
+            self.options.clone(),
+        );
+        r.register(
+            name::FLOWS,
+            "Flows summarised (TCP subflows and plain TCP flows), by kind of subflow and how they ended",
+            self.flows.clone(),
+        );
+        r.register(
+            name::CONNECTION_DURATION,
+            "Connection lifetime from its first to its last packet, by outcome",
+            self.durations.clone(),
+        );
+    }
+}
+
+/// The pipeline's sink that counts.
+pub struct MetricsSink(pub Counted);
+
+impl Sink for MetricsSink {
+    fn flow(&mut self, summary: &FlowSummary) {
+        self.0.flow(summary);
+    }
+}
+
+/// What is read when Prometheus scrapes: the MPTcpExt counters of the daemon's namespace, the
+/// kernel programs' counters, their run time when `kernel.bpf_stats_enabled` is on.
+pub struct Live {
+    observer: Arc<Mutex<Observer>>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Live")
+    }
+}
+
+/// Whether the kernel counts BPF programs' run time (`kernel.bpf_stats_enabled`).
+fn bpf_stats_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|v| v.trim() == "1")
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> std::fmt::Result {
+    ConstCounter::new(value).encode(enc.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+impl Collector for Live {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let mut m = enc.encode_descriptor(
+            name::KERNEL_MIB,
+            "The kernel's MPTCP counters (MPTcpExt in /proc/net/netstat) of the daemon's namespace",
+            None,
+            MetricType::Counter,
+        )?;
+        for (counter_name, v) in mib::read() {
+            ConstCounter::new(v).encode(m.encode_family(&[("counter", counter_name.as_str())])?)?;
+        }
+        // The programs' counters and run time, read with the observer held a moment.
+        let (counters, evictions, run_times) = {
+            let mut obs = lock(&self.observer);
+            let run_times = if bpf_stats_enabled() { obs.run_times() } else { Vec::new() };
+            (obs.counters(), obs.evictions(), run_times)
+        };
+        counter(
+            &mut enc,
+            name::RINGBUF_DROPPED,
+            "Events the kernel programs could not write: the ring buffer was full",
+            counters.get("ringbuf_dropped_events"),
+        )?;
+        counter(
+            &mut enc,
+            name::FLOW_TABLE_EVICTIONS,
+            "Flows the kernel's bounded flow table dropped to make room",
+            evictions,
+        )?;
+        counter(
+            &mut enc,
+            name::PACKETS_INSPECTED,
+            "TCP packets the programs looked at",
+            counters.get("packets_inspected"),
+        )?;
+        if !run_times.is_empty() {
+            let mut t = enc.encode_descriptor(
+                name::BPF_RUN_TIME,
+                "Time the kernel spent in each program (kernel.bpf_stats_enabled=1)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (program, time, _) in &run_times {
+                ConstCounter::new(time.as_secs_f64())
+                    .encode(t.encode_family(&[("program", program.as_str())])?)?;
+            }
+            let mut n = enc.encode_descriptor(
+                name::BPF_RUNS,
+                "Runs of each program (kernel.bpf_stats_enabled=1)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (program, _, runs) in &run_times {
+                ConstCounter::new(*runs).encode(n.encode_family(&[("program", program.as_str())])?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every metric of a running daemon, ready to encode.
+pub struct Metrics {
+    registry: Registry,
+    scrape_duration: Gauge<f64, AtomicU64>,
+}
+
+impl Metrics {
+    /// The registry over what the pipeline counts and, when an observer runs, what it holds.
+    pub fn new(counted: &Counted, observer: Option<Arc<Mutex<Observer>>>) -> Self {
+        let mut registry = Registry::with_prefix(PREFIX);
+        counted.register(&mut registry);
+        let build = Family::<VersionLabels, Gauge>::default();
+        build.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+        registry.register(name::BUILD_INFO, "Always 1; the daemon's version as a label", build);
+        let scrape_duration = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            name::SCRAPE_DURATION,
+            "How long the previous scrape took to encode",
+            scrape_duration.clone(),
+        );
+        if let Some(observer) = observer {
+            registry.register_collector(Box::new(Live { observer }));
+        }
+        Self { registry, scrape_duration }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let start = std::time::Instant::now();
+        let mut out = String::new();
+        // Writing to a String cannot fail; an encoder error would be a bug in a label set.
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!("encoding the metrics: {e}");
+        }
+        self.record_scrape(start.elapsed());
+        out
+    }
+
+    fn record_scrape(&self, took: Duration) {
+        self.scrape_duration.set(took.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::export::exposition::to_prometheus_text;
+
+    /// A summary as `watch --json` prints it, with these fields changed.
+    fn summary(changes: serde_json::Value) -> FlowSummary {
+        let mut v = json!({
+            "netns": 1, "iface": "eth0", "ip_version": 4,
+            "local_addr": "192.0.2.1", "local_port": 40000,
+            "remote_addr": "203.0.113.2", "remote_port": 80,
+            "role": "client", "subflow": "initial", "mptcp": "established",
+            "handshake": {"syn": {"direction": "tx", "mptcp": "mp_capable", "mptcp_len": 4}},
+            "options": {"tx": {"mp_capable": 2, "dss": 5}, "rx": {"mp_capable": 1}},
+            "duration_ms": 250, "ended": "fin",
+        });
+        for (k, val) in changes.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// The value of one sample of the text exposition, by its name and labels as printed.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn every_outcome_is_there_from_the_start() {
+        let text = to_prometheus_text(&Metrics::new(&Counted::default(), None).encode());
+        for o in ConnectionOutcome::ALL {
+            let series = format!("mptcp_probe_connections_total{{outcome=\"{}\"}}", o.as_str());
+            assert_eq!(sample(&text, &series), Some(0.0), "{text}");
+        }
+    }
+
+    #[test]
+    fn each_connection_counts_once_by_outcome_and_fallback_reason() {
+        let counted = Counted::default();
+        counted.flow(&summary(json!({})));
+        counted.flow(&summary(json!({"mptcp": "fallback", "fallback_cause": "synack_without_mptcp"})));
+        counted.flow(&summary(json!({"mptcp": "fallback", "fallback_reason": "MPCapableFallbackACK",
+                                     "fallback_cause": "third_ack_without_mptcp"})));
+        counted.flow(&summary(json!({"mptcp": "fallback"})));
+        counted.flow(&summary(json!({"mptcp": "not_negotiated", "subflow": "tcp", "options": {}})));
+        // A join, and a flow first seen mid-way: flows, not connections.
+        counted.flow(&summary(json!({"subflow": "join", "options": {"tx": {"mp_join": 3}}})));
+        counted.flow(&summary(json!({"handshake": {}, "ended": "idle"})));
+        let text = to_prometheus_text(&Metrics::new(&counted, None).encode());
+
+        let c =
+            |outcome: &str| sample(&text, &format!("mptcp_probe_connections_total{{outcome=\"{outcome}\"}}"));
+        assert_eq!((c("mptcp"), c("fallback"), c("plain")), (Some(1.0), Some(3.0), Some(1.0)), "{text}");
+        let f = |reason: &str| sample(&text, &format!("mptcp_probe_fallbacks_total{{reason=\"{reason}\"}}"));
+        assert_eq!(f("synack_without_mptcp"), Some(1.0), "{text}");
+        // The kernel's name wins over the wire's.
+        assert_eq!(f("MPCapableFallbackACK"), Some(1.0), "{text}");
+        assert_eq!(f("third_ack_without_mptcp"), None, "{text}");
+        assert_eq!(f(UNKNOWN_REASON), Some(1.0), "{text}");
+        // Options of every flow, joins included.
+        let o = |subtype: &str, dir: &str| {
+            sample(&text, &format!("mptcp_probe_options_total{{subtype=\"{subtype}\",direction=\"{dir}\"}}"))
+        };
+        assert_eq!(o("mp_capable", "tx"), Some(10.0), "{text}");
+        assert_eq!(o("mp_capable", "rx"), Some(5.0), "{text}");
+        assert_eq!(o("dss", "tx"), Some(25.0), "{text}");
+        assert_eq!(o("mp_join", "tx"), Some(3.0), "{text}");
+        assert_eq!(
+            sample(&text, "mptcp_probe_flows_total{subflow=\"join\",ended=\"fin\"}"),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(sample(&text, "mptcp_probe_flows_total{subflow=\"initial\",ended=\"idle\"}"), Some(1.0));
+        // Durations: 250 ms falls in the bucket up to 0.256 s.
+        assert_eq!(
+            sample(&text, "mptcp_probe_connection_duration_seconds_bucket{le=\"0.256\",outcome=\"mptcp\"}"),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "mptcp_probe_connection_duration_seconds_count{outcome=\"fallback\"}"),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample(&text, &format!("mptcp_probe_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))),
+            Some(1.0)
+        );
+        // No address or port in any label.
+        assert!(!text.contains("192.0.2.1") && !text.contains("40000"), "{text}");
+    }
+}
