@@ -297,3 +297,19 @@ impl Drop for Child {
         let _ = self.0.wait();
     }
 }
+
+/// Programs attached to `dev`, by TCX (as the kernel lists them) and by tc (clsact filters);
+/// empty when none.
+pub fn attached_programs(ns: &Netns, dev: &str) -> String {
+    let o = sh(ns.cmd(crate::peer_bin()).args(["tcx", "--iface", dev]));
+    let tcx: serde_json::Value = serde_json::from_slice(&o.stdout).expect("tcx lists JSON");
+    let mut s = String::new();
+    for dir in ["ingress", "egress"] {
+        if tcx[dir].as_array().is_some_and(|a| !a.is_empty()) {
+            s.push_str(&format!("tcx {dir}: {} ", tcx[dir]));
+        }
+        let o = ns.cmd("tc").args(["filter", "show", "dev", dev, dir]).output().expect("tc runs");
+        s.push_str(&String::from_utf8_lossy(&o.stdout));
+    }
+    s
+}

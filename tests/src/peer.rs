@@ -14,16 +14,52 @@ pub fn server(ns: &Netns, listen: &str, count: u32, tcp: bool) -> Child {
         cmd.arg("--tcp");
     }
     let child = Child::spawn(&mut cmd);
-    // The listener is up once the port shows in the namespace's socket table.
+    wait_listening(ns, listen);
+    child
+}
+
+/// Waits until `listen`'s port shows in the namespace's table of listening sockets.
+pub fn wait_listening(ns: &Netns, listen: &str) {
     let port = listen.rsplit(':').next().unwrap_or_default().to_string();
-    for _ in 0..100 {
+    for _ in 0..200 {
         let out = ns.cmd("ss").args(["-Hltn", &format!("sport = :{port}")]).output();
         if out.map(|o| !o.stdout.is_empty()).unwrap_or(false) {
-            return child;
+            return;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("test server on {listen} did not come up");
+    panic!("server on {listen} did not come up");
+}
+
+/// An unmodified HTTP server (Python's) made MPTCP by `mptcpize`, on port 80 of `addr`.
+pub fn mptcpize_http_server(ns: &Netns, addr: &str) -> Child {
+    let child = Child::spawn(
+        ns.cmd("mptcpize")
+            .args(["run", "python3", "-m", "http.server", "80", "--bind", addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_listening(ns, &format!("{addr}:80"));
+    child
+}
+
+/// An unmodified `curl` made MPTCP by `mptcpize`, from `local_port`: the HTTP status it got.
+pub fn mptcpize_curl(ns: &Netns, url: &str, local_port: u16) -> String {
+    let out = crate::lab::sh(ns.cmd("mptcpize").args([
+        "run",
+        "curl",
+        "-sS",
+        "--max-time",
+        "20",
+        "--local-port",
+        &local_port.to_string(),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        url,
+    ]));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs a client transfer of `bytes` from `bind_port` (0: any) and returns its JSON report

@@ -9,14 +9,13 @@ use mptcp_probe_model::{
     Direction, Ended, HandshakePacket, MptcpState, Role, Subtype,
 };
 use mptcp_probe_tests::{
-    lab::{addr, ifname, sh, Child, Lab, Netns},
+    lab::{addr, attached_programs, ifname, sh, Lab, Netns},
     oracle::{self, Capture},
     peer,
     probe::Watcher,
     scenario, skip_unless_e2e,
     workspace::MIDDLEBOX,
 };
-use serde_json::Value;
 
 fn why(p: &PacketRecord, w: Why) -> bool {
     p.why.contains(&w)
@@ -252,39 +251,10 @@ fn syn_option_stripped_is_fallback_at_the_client_and_a_plain_syn_at_the_server()
 fn unmodified_curl_under_mptcpize_is_seen_as_mptcp() {
     skip_unless_e2e!();
     let lab = Lab::up();
-    let _http = Child::spawn(
-        lab.s
-            .cmd("mptcpize")
-            .args(["run", "python3", "-m", "http.server", "80", "--bind", addr::SERVER])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
-    );
-    let mut up = false;
-    for _ in 0..100 {
-        let o = lab.s.cmd("ss").args(["-Hltn", "sport = :80"]).output().unwrap();
-        if !o.stdout.is_empty() {
-            up = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(up, "HTTP server did not start");
+    let _http = peer::mptcpize_http_server(&lab.s, addr::SERVER);
     let watch = Watcher::start(&lab.c, &["--iface", ifname::C1, "--flows-only"]);
-    let out = sh(lab.c.cmd("mptcpize").args([
-        "run",
-        "curl",
-        "-sS",
-        "--max-time",
-        "20",
-        "--local-port",
-        "40021",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &format!("http://{}:80/", addr::SERVER),
-    ]));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    let status = peer::mptcpize_curl(&lab.c, &format!("http://{}:80/", addr::SERVER), 40021);
+    assert_eq!(status, "200");
     std::thread::sleep(Duration::from_millis(1200));
     let w = watch.stop();
     let flow = w.flow_with_port(40021);
@@ -294,28 +264,13 @@ fn unmodified_curl_under_mptcpize_is_seen_as_mptcp() {
     assert!(flow.options.rx.get(&Subtype::Dss).copied().unwrap_or(0) > 0, "{flow:?}");
 }
 
-/// Programs attached to `dev`, by TCX (as the kernel lists them) and by tc (clsact filters).
-fn tc_state(ns: &Netns, dev: &str) -> String {
-    let o = sh(ns.cmd(mptcp_probe_tests::peer_bin()).args(["tcx", "--iface", dev]));
-    let tcx: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let mut s = String::new();
-    for dir in ["ingress", "egress"] {
-        if !tcx[dir].as_array().unwrap().is_empty() {
-            s.push_str(&format!("tcx {dir}: {} ", tcx[dir]));
-        }
-        let o = ns.cmd("tc").args(["filter", "show", "dev", dev, dir]).output().unwrap();
-        s.push_str(&String::from_utf8_lossy(&o.stdout));
-    }
-    s
-}
-
 #[test]
 fn sigint_and_sigterm_detach_every_program() {
     skip_unless_e2e!();
     let lab = Lab::up();
     for sig in [libc::SIGINT, libc::SIGTERM] {
         let watch = Watcher::start(&lab.c, &["--iface", ifname::C1, "--iface", ifname::C2]);
-        let attached = tc_state(&lab.c, ifname::C1);
+        let attached = attached_programs(&lab.c, ifname::C1);
         assert!(
             attached.contains("tc_ingress") && attached.contains("tc_egress"),
             "not attached: {attached}"
@@ -323,7 +278,7 @@ fn sigint_and_sigterm_detach_every_program() {
         let out = watch.stop_with(sig);
         assert_eq!(out.exit_code, Some(0), "{}", out.dump());
         for dev in [ifname::C1, ifname::C2] {
-            assert_eq!(tc_state(&lab.c, dev), "", "left behind on {dev} after signal {sig}");
+            assert_eq!(attached_programs(&lab.c, dev), "", "left behind on {dev} after signal {sig}");
         }
     }
 }
@@ -337,10 +292,10 @@ fn interfaces_that_come_up_later_are_picked_up() {
     sh(ns.cmd("ip").args(["link", "set", "late0", "up"]));
     sh(ns.cmd("ip").args(["link", "set", "late1", "up"]));
     watch.wait_for_log("observing late0", Duration::from_secs(15));
-    assert!(tc_state(&ns, "late0").contains("tc_ingress"), "late0 not attached");
+    assert!(attached_programs(&ns, "late0").contains("tc_ingress"), "late0 not attached");
     let out = watch.stop();
     assert_eq!(out.exit_code, Some(0), "{}", out.dump());
-    assert_eq!(tc_state(&ns, "late0"), "");
+    assert_eq!(attached_programs(&ns, "late0"), "");
 }
 
 fn probe_in(ns: &Netns, args: &[&str]) -> std::process::Output {

@@ -36,6 +36,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("tcpdump", "captures traffic in the test topologies"),
     ("bpftool", "inspects the loaded eBPF programs and maps"),
     ("ethtool", "turns off segmentation offloads on test links"),
+    ("prometheus", "scrapes the daemon in its tests; promtool checks its metrics and alerting rules"),
 ];
 
 /// dpkg's status for a package that is fully installed.

@@ -1,0 +1,193 @@
+//! Runs `mptcp-probe daemon` inside a namespace and scrapes what it serves; a real Prometheus
+//! beside it where a test wants one.
+
+use std::{
+    fs,
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    lab::{sh, Child, Netns},
+    probe::TempDir,
+};
+
+/// A running daemon, stopped with SIGTERM by [`Daemon::stop`] (killed on drop otherwise).
+pub struct Daemon {
+    child: Option<Child>,
+    pub listen: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    ns_name: String,
+    _dir: TempDir,
+}
+
+/// How a stopped daemon ended.
+pub struct Stopped {
+    pub exit_code: Option<i32>,
+    pub log: String,
+}
+
+impl Daemon {
+    /// Starts the daemon in `ns` with this configuration (TOML; `metrics.listen` must be
+    /// `listen`) and waits until it serves.
+    pub fn start(ns: &Netns, listen: &str, config: &str) -> Self {
+        let dir = TempDir::new("daemon");
+        let path = dir.0.join("mptcp-probe.toml");
+        fs::write(&path, config).expect("write the configuration");
+        let log = dir.0.join("daemon.log");
+        let mut cmd = ns.cmd(crate::probe_bin());
+        cmd.arg("daemon")
+            .arg("--config")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("log file"));
+        let mut child = Child::spawn(&mut cmd);
+        if let Err(e) = child.wait_ready(&log, "metrics on", Duration::from_secs(60), "daemon") {
+            panic!("{e:#}");
+        }
+        Self {
+            child: Some(child),
+            listen: listen.into(),
+            config: path,
+            log,
+            ns_name: ns.name.clone(),
+            _dir: dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        self.child.as_ref().expect("running").signal(sig);
+    }
+
+    /// `/metrics` in the Prometheus text format (what curl gets without asking for more).
+    pub fn scrape(&self) -> String {
+        self.get("/metrics", &[])
+    }
+
+    /// A GET from inside the namespace, with these extra curl arguments.
+    pub fn get(&self, path: &str, curl_args: &[&str]) -> String {
+        let url = format!("http://{}{path}", self.listen);
+        let out = sh(curl_in(&self.ns_name).args(curl_args).arg(&url));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Scrapes until `ready` holds of the exposition (summaries come a moment after a flow's
+    /// end); the last exposition either way.
+    pub fn scrape_until(&self, timeout: Duration, ready: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let text = self.scrape();
+            if ready(&text) || start.elapsed() > timeout {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn stop(mut self) -> Stopped {
+        let mut child = self.child.take().expect("running");
+        child.signal(libc::SIGTERM);
+        let start = Instant::now();
+        let mut exit_code = None;
+        while start.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(status)) = child.0.try_wait() {
+                exit_code = status.code();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(child);
+        Stopped { exit_code, log: self.log() }
+    }
+}
+
+/// curl in the namespace named `ns` (a [`Netns`] deletes its namespace on drop, so the
+/// processes in it keep only its name), failing fast.
+fn curl_in(ns: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("ip");
+    c.args(["netns", "exec", ns, "curl", "-sS", "--max-time", "10"]);
+    c
+}
+
+/// The value of one sample of a text exposition, by its name and labels as printed
+/// (`name{a="b"}`), or None when the exposition has no such sample.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
+}
+
+/// A Prometheus server in a namespace, scraping `targets` every second, its data in a
+/// temporary directory.
+pub struct Prometheus {
+    _child: Child,
+    ns_name: String,
+    pub listen: String,
+    pub log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Prometheus {
+    pub fn start(ns: &Netns, listen: &str, targets: &[&str]) -> Self {
+        let dir = TempDir::new("prometheus");
+        let config = dir.0.join("prometheus.yml");
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: \
+                 mptcp-probe\n    static_configs:\n      - targets: [{}]\n",
+                targets.join(", ")
+            ),
+        )
+        .expect("write prometheus.yml");
+        let log = dir.0.join("prometheus.log");
+        let mut cmd = ns.cmd("prometheus");
+        cmd.arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.0.join("data").display()))
+            .arg(format!("--web.listen-address={listen}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("log file"));
+        let mut child = Child::spawn(&mut cmd);
+        if let Err(e) = child.wait_ready(
+            &log,
+            "Server is ready to receive web requests",
+            Duration::from_secs(60),
+            "prometheus",
+        ) {
+            panic!("{e:#}");
+        }
+        Self { _child: child, ns_name: ns.name.clone(), listen: listen.into(), log, _dir: dir }
+    }
+
+    /// An instant query through the HTTP API: the JSON answer.
+    pub fn query(&self, promql: &str) -> serde_json::Value {
+        let url = format!("http://{}/api/v1/query", self.listen);
+        let out = sh(curl_in(&self.ns_name)
+            .args(["-sS", "--max-time", "10", "-G", &url, "--data-urlencode"])
+            .arg(format!("query={promql}")));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("prometheus answered no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+        })
+    }
+
+    /// Queries until the first series' value satisfies `ready`; that value, or None on timeout.
+    pub fn value_until(&self, promql: &str, timeout: Duration, ready: impl Fn(f64) -> bool) -> Option<f64> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            let answer = self.query(promql);
+            let value = answer["data"]["result"][0]["value"][1].as_str().and_then(|v| v.parse::<f64>().ok());
+            if let Some(v) = value.filter(|v| ready(*v)) {
+                return Some(v);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        None
+    }
+}

@@ -1,0 +1,194 @@
+//! End-to-end tests of `mptcp-probe daemon` in network namespaces (root needed): connections of
+//! unmodified programs and of the test peers, clean and through a router that strips
+//! MP_CAPABLE, counted on `/metrics`, scraped by a real Prometheus and checked by `promtool`.
+
+use std::{
+    io::Write as _,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use mptcp_probe_tests::{
+    daemon::{sample, Daemon, Prometheus},
+    lab::{addr, attached_programs, ifname, sh, Lab},
+    peer, scenario, skip_unless_e2e,
+    workspace::MIDDLEBOX,
+};
+
+const LISTEN: &str = "127.0.0.1:9725";
+
+fn config(extra: &str) -> String {
+    format!("interfaces = [\"{}\"]\n{extra}\n[metrics]\nlisten = \"{LISTEN}\"\n", ifname::C1)
+}
+
+fn connections(text: &str, outcome: &str) -> Option<f64> {
+    sample(text, &format!("mptcp_probe_connections_total{{outcome=\"{outcome}\"}}"))
+}
+
+/// `promtool check metrics` on an exposition: its complaints, empty when there are none.
+fn promtool_check(text: &str) -> String {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (Debian's prometheus package; cargo xtask setup installs it)");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let mut said = String::from_utf8_lossy(&out.stdout).into_owned();
+    said.push_str(&String::from_utf8_lossy(&out.stderr));
+    if out.status.success() {
+        said
+    } else {
+        format!("{} {said}", out.status)
+    }
+}
+
+#[test]
+fn connections_are_counted_by_outcome_and_reason_and_prometheus_scrapes_them() {
+    skip_unless_e2e!();
+    let lab = Lab::up();
+    let daemon = Daemon::start(&lab.c, LISTEN, &config(""));
+    let prometheus = Prometheus::start(&lab.c, "127.0.0.1:9090", &[LISTEN]);
+
+    // An unmodified curl and HTTP server under mptcpize, the test peers over MPTCP and over
+    // TCP, then MPTCP through a router that strips MP_CAPABLE from the SYN.
+    let _http = peer::mptcpize_http_server(&lab.s, addr::SERVER);
+    assert_eq!(peer::mptcpize_curl(&lab.c, &format!("http://{}:80/", addr::SERVER), 40201), "200");
+    let mptcp_server = format!("{}:8080", addr::SERVER);
+    let _srv = peer::server(&lab.s, &mptcp_server, 2, false);
+    let res = peer::client(&lab.c, &mptcp_server, 20_000, 40202, false);
+    assert_eq!(res["is_mptcp"], 1, "{res}");
+    let tcp_server = format!("{}:8081", addr::SERVER);
+    let _tcp = peer::server(&lab.s, &tcp_server, 1, true);
+    let res = peer::client(&lab.c, &tcp_server, 20_000, 40203, true);
+    assert_eq!(res["intact"], true, "{res}");
+    {
+        let _strip = scenario::apply(&lab, scenario::named("syn-strip"), &MIDDLEBOX.path()).unwrap();
+        let res = peer::client(&lab.c, &mptcp_server, 20_000, 40204, false);
+        assert_eq!(res["is_mptcp"], 0, "the router did not strip MP_CAPABLE: {res}");
+    }
+
+    let text = daemon.scrape_until(Duration::from_secs(15), |t| {
+        connections(t, "mptcp") == Some(2.0) && connections(t, "fallback") == Some(1.0)
+    });
+    let log = daemon.log();
+    assert_eq!(connections(&text, "mptcp"), Some(2.0), "{text}\n{log}");
+    assert_eq!(connections(&text, "fallback"), Some(1.0), "{text}\n{log}");
+    assert_eq!(connections(&text, "plain"), Some(1.0), "{text}\n{log}");
+    // The client saw its SYN/ACK come back without MP_CAPABLE; the kernel counted the same.
+    assert_eq!(
+        sample(&text, "mptcp_probe_fallbacks_total{reason=\"synack_without_mptcp\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "mptcp_probe_kernel_mib_total{counter=\"MPCapableFallbackSYNACK\"}") >= Some(1.0),
+        "{text}"
+    );
+    assert!(sample(&text, "mptcp_probe_kernel_mib_total{counter=\"MPCapableSYNTX\"}") >= Some(3.0), "{text}");
+    // Three SYNs and three third ACKs sent with MP_CAPABLE; DSS both ways.
+    let options = |subtype: &str, dir: &str| {
+        sample(&text, &format!("mptcp_probe_options_total{{subtype=\"{subtype}\",direction=\"{dir}\"}}"))
+    };
+    assert!(options("mp_capable", "tx") >= Some(5.0), "{text}");
+    assert!(options("dss", "tx") >= Some(2.0) && options("dss", "rx") >= Some(2.0), "{text}");
+    assert_eq!(sample(&text, "mptcp_probe_ringbuf_dropped_events_total"), Some(0.0), "{text}");
+    assert!(sample(&text, "mptcp_probe_packets_inspected_total") > Some(20.0), "{text}");
+    assert_eq!(sample(&text, "mptcp_probe_connection_duration_seconds_count{outcome=\"mptcp\"}"), Some(2.0));
+    // No address or port in any label.
+    for leaked in [addr::SERVER, addr::CLIENT1, "40201", "8080"] {
+        assert!(!text.contains(leaked), "{leaked} in the exposition:\n{text}");
+    }
+    assert_eq!(promtool_check(&text), "", "promtool check metrics on:\n{text}");
+
+    // OpenMetrics when asked for it, as Prometheus does.
+    let om = daemon.get("/metrics", &["-H", "Accept: application/openmetrics-text;version=1.0.0"]);
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(om.contains("# TYPE mptcp_probe_connections counter"), "{om}");
+    assert!(daemon.get("/", &[]).contains("/metrics"));
+
+    // Prometheus scraped them: its query API returns the series.
+    let v = prometheus.value_until(
+        "sum(mptcp_probe_connections_total{outcome=\"fallback\"})",
+        Duration::from_secs(20),
+        |v| v == 1.0,
+    );
+    assert_eq!(v, Some(1.0), "{}", prometheus.query("mptcp_probe_connections_total"));
+    let up = prometheus.value_until("up{job=\"mptcp-probe\"}", Duration::from_secs(5), |v| v == 1.0);
+    assert_eq!(up, Some(1.0), "{}", prometheus.query("up"));
+
+    // SIGTERM detaches everything.
+    assert!(attached_programs(&lab.c, ifname::C1).contains("tc_ingress"));
+    let stopped = daemon.stop();
+    assert_eq!(stopped.exit_code, Some(0), "{}", stopped.log);
+    assert_eq!(attached_programs(&lab.c, ifname::C1), "", "left attached:\n{}", stopped.log);
+}
+
+#[test]
+fn sighup_applies_a_good_configuration_and_keeps_the_running_one_for_a_bad() {
+    skip_unless_e2e!();
+    let lab = Lab::up();
+    let daemon = Daemon::start(&lab.c, LISTEN, &config(""));
+    let wait_log = |needle: &str| {
+        for _ in 0..100 {
+            if daemon.log().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the daemon did not log {needle:?}:\n{}", daemon.log());
+    };
+
+    std::fs::write(&daemon.config, config("flow_table_sizes = 1")).unwrap();
+    daemon.signal(libc::SIGHUP);
+    wait_log("unknown field `flow_table_sizes`");
+    assert!(daemon.log().contains("the running configuration stays"), "{}", daemon.log());
+
+    std::fs::write(&daemon.config, config("flow_table_size = 4096")).unwrap();
+    daemon.signal(libc::SIGHUP);
+    wait_log("flow_table_size take effect at the next start");
+
+    // Still serving, still observing.
+    assert!(daemon.scrape().contains("mptcp_probe_connections_total"));
+    let stopped = daemon.stop();
+    assert_eq!(stopped.exit_code, Some(0), "{}", stopped.log);
+}
+
+#[test]
+fn a_bad_configuration_is_named_and_exits_2() {
+    let dir = mptcp_probe_tests::probe::TempDir::new("daemon-config");
+    let good = dir.0.join("good.toml");
+    std::fs::write(&good, "[metrics]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+    let o = sh(Command::new(mptcp_probe_tests::probe_bin())
+        .args(["daemon", "--check-config", "--config"])
+        .arg(&good));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("valid"));
+
+    let bad = dir.0.join("bad.toml");
+    for (text, says) in [
+        ("[metrics]\nlisten = \"nowhere\"\n", "invalid socket address"),
+        ("flow_table_size = 1\n", "flow_table_size = 1 is outside"),
+        ("[checks]\n", "unknown field `checks`"),
+    ] {
+        std::fs::write(&bad, text).unwrap();
+        for extra in [&["--check-config"][..], &[][..]] {
+            let o = Command::new(mptcp_probe_tests::probe_bin())
+                .args(["daemon", "--config"])
+                .arg(&bad)
+                .args(extra)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{text}: {err}");
+            assert!(err.contains("bad.toml") && err.contains(says), "{text}: {err}");
+        }
+    }
+    let o = Command::new(mptcp_probe_tests::probe_bin())
+        .args(["daemon", "--config", "/nonexistent/mptcp-probe.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/mptcp-probe.toml"));
+}
