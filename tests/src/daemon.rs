@@ -33,11 +33,29 @@ impl Daemon {
     /// Starts the daemon in `ns` with this configuration (TOML; `metrics.listen` must be
     /// `listen`) and waits until it serves.
     pub fn start(ns: &Netns, listen: &str, config: &str) -> Self {
+        Self::start_as(ns, listen, config, &[])
+    }
+
+    /// The same, the daemon started through `wrapper` (e.g. `setpriv` with its options), from
+    /// a copy of the binary that any user may run.
+    pub fn start_as(ns: &Netns, listen: &str, config: &str, wrapper: &[&str]) -> Self {
         let dir = TempDir::new("daemon");
         let path = dir.0.join("mptcp-probe.toml");
         fs::write(&path, config).expect("write the configuration");
         let log = dir.0.join("daemon.log");
-        let mut cmd = ns.cmd(crate::probe_bin());
+        let bin = dir.0.join("mptcp-probe");
+        fs::copy(crate::probe_bin(), &bin).expect("copy the probe");
+        for p in [&dir.0, &bin] {
+            fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        }
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = ns.cmd(program);
+                c.args(args).arg(&bin);
+                c
+            }
+            None => ns.cmd(&bin),
+        };
         cmd.arg("daemon")
             .arg("--config")
             .arg(&path)

@@ -25,10 +25,15 @@ fn connections(text: &str, outcome: &str) -> Option<f64> {
     sample(text, &format!("mptcp_probe_connections_total{{outcome=\"{outcome}\"}}"))
 }
 
+fn promtool(args: &[&str]) -> Command {
+    let mut c = Command::new("promtool");
+    c.args(args).current_dir(mptcp_probe_tests::workspace::workspace_root().join("deploy"));
+    c
+}
+
 /// `promtool check metrics` on an exposition: its complaints, empty when there are none.
 fn promtool_check(text: &str) -> String {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
+    let mut child = promtool(&["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -158,6 +163,7 @@ fn sighup_applies_a_good_configuration_and_keeps_the_running_one_for_a_bad() {
 
 #[test]
 fn a_bad_configuration_is_named_and_exits_2() {
+    skip_unless_e2e!(binaries);
     let dir = mptcp_probe_tests::probe::TempDir::new("daemon-config");
     let good = dir.0.join("good.toml");
     std::fs::write(&good, "[metrics]\nlisten = \"127.0.0.1:1\"\n").unwrap();
@@ -191,4 +197,110 @@ fn a_bad_configuration_is_named_and_exits_2() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/mptcp-probe.toml"));
+}
+
+#[test]
+fn the_shipped_alerting_rules_are_valid_and_pass_their_unit_tests() {
+    skip_unless_e2e!();
+    for args in [["check", "rules", "alerts.yml"], ["test", "rules", "alerts.test.yml"]] {
+        let o = promtool(&args).output().expect("promtool runs (cargo xtask setup installs prometheus)");
+        let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "promtool {}: {said}", args.join(" "));
+        assert!(said.contains("SUCCESS"), "promtool {}: {said}", args.join(" "));
+    }
+}
+
+/// setpriv as an unprivileged user (nobody) keeping only these capabilities. `ip netns exec`
+/// gives its command a /sys of its own, where tracefs is not mounted (on a host it is); root
+/// mounts it first, as a host's boot does.
+fn as_nobody_with(caps: &str) -> Vec<String> {
+    let mut w: Vec<String> = ["sh", "-c", "mount -t tracefs nodev /sys/kernel/tracing && exec \"$0\" \"$@\""]
+        .map(String::from)
+        .to_vec();
+    w.extend(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"].map(String::from));
+    if !caps.is_empty() {
+        w.push(format!("--inh-caps={caps}"));
+        w.push(format!("--ambient-caps={caps}"));
+    }
+    w
+}
+
+#[test]
+fn an_unprivileged_user_with_the_documented_capabilities_observes_and_without_them_is_told() {
+    skip_unless_e2e!();
+    let lab = Lab::up();
+    let caps = "+bpf,+perfmon,+net_admin,+dac_read_search";
+    let wrapper = as_nobody_with(caps);
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let daemon = Daemon::start_as(&lab.c, LISTEN, &config(""), &wrapper);
+    let server = format!("{}:8080", addr::SERVER);
+    let _srv = peer::server(&lab.s, &server, 1, false);
+    let res = peer::client(&lab.c, &server, 20_000, 40211, false);
+    assert_eq!(res["is_mptcp"], 1, "{res}");
+    let text = daemon.scrape_until(Duration::from_secs(15), |t| connections(t, "mptcp") == Some(1.0));
+    assert_eq!(connections(&text, "mptcp"), Some(1.0), "{text}\n{}", daemon.log());
+    let stopped = daemon.stop();
+    assert_eq!(stopped.exit_code, Some(0), "{}", stopped.log);
+    assert_eq!(attached_programs(&lab.c, ifname::C1), "", "left attached:\n{}", stopped.log);
+
+    // Each capability missing is named, and nothing is left attached.
+    for (caps, says) in [
+        ("+bpf,+perfmon,+net_admin", "CAP_DAC_READ_SEARCH"),
+        ("+perfmon,+net_admin,+dac_read_search", "missing: CAP_BPF"),
+        ("+bpf,+perfmon,+dac_read_search", "missing: CAP_NET_ADMIN"),
+    ] {
+        let dir = mptcp_probe_tests::probe::TempDir::new("daemon-caps");
+        let conf = dir.0.join("c.toml");
+        std::fs::write(&conf, config("")).unwrap();
+        let bin = dir.0.join("mptcp-probe");
+        std::fs::copy(mptcp_probe_tests::probe_bin(), &bin).unwrap();
+        for p in [&dir.0, &conf, &bin] {
+            std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        }
+        let wrapper = as_nobody_with(caps);
+        let o = lab
+            .c
+            .cmd(&wrapper[0])
+            .args(&wrapper[1..])
+            .arg(&bin)
+            .arg("daemon")
+            .arg("--config")
+            .arg(&conf)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{caps}: {err}");
+        assert!(err.contains(says), "{caps}: {err}");
+        assert_eq!(attached_programs(&lab.c, ifname::C1), "", "{caps}: left attached");
+    }
+}
+
+#[test]
+fn the_shipped_systemd_unit_verifies() {
+    skip_unless_e2e!(binaries);
+    let root = mptcp_probe_tests::workspace::workspace_root();
+    let unit = std::fs::read_to_string(root.join("deploy/mptcp-probe.service")).unwrap();
+    // The unit as installed, with the binary where this build has it.
+    let dir = mptcp_probe_tests::probe::TempDir::new("unit");
+    let path = dir.0.join("mptcp-probe.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/mptcp-probe", &mptcp_probe_tests::probe_bin().to_string_lossy()),
+    )
+    .unwrap();
+    let o = Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("systemd-analyze runs");
+    let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+}
+
+#[test]
+fn a_killed_daemon_leaves_nothing_attached() {
+    skip_unless_e2e!();
+    let lab = Lab::up();
+    let daemon = Daemon::start(&lab.c, LISTEN, &config(""));
+    assert!(attached_programs(&lab.c, ifname::C1).contains("tc_ingress"));
+    daemon.signal(libc::SIGKILL);
+    let stopped = daemon.stop();
+    assert_eq!(stopped.exit_code, None, "killed, not exited: {}", stopped.log);
+    assert_eq!(attached_programs(&lab.c, ifname::C1), "", "left attached after SIGKILL");
 }

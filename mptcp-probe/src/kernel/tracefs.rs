@@ -16,6 +16,11 @@ pub enum TracefsError {
          with `mount -t tracefs nodev /sys/kernel/tracing`"
     )]
     Mount(std::io::Error),
+    #[error(
+        "tracefs at {0} cannot be read by this user (it is root's, mode 0700): run as root, or \
+         grant CAP_DAC_READ_SEARCH besides CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN"
+    )]
+    Unreadable(String),
     #[error("tracepoint {0} not found in tracefs ({1})")]
     Missing(String, std::io::Error),
 }
@@ -27,6 +32,10 @@ pub fn ensure_mounted() -> Result<PathBuf, TracefsError> {
     for c in CANDIDATES {
         if PathBuf::from(c).join("events").is_dir() {
             return Ok(PathBuf::from(c));
+        }
+        // Mounted, but this user may not look inside.
+        if fs::read_dir(c).is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied) {
+            return Err(TracefsError::Unreadable(c.to_string()));
         }
     }
     let target = c"/sys/kernel/tracing";
