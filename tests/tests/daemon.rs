@@ -11,7 +11,7 @@ use std::{
 use mptcp_probe_tests::{
     daemon::{sample, Daemon, Prometheus},
     lab::{addr, attached_programs, ifname, sh, Lab},
-    peer, scenario, skip_unless_e2e,
+    matrix, peer, probe_bin, scenario, skip_unless_e2e,
     workspace::MIDDLEBOX,
 };
 
@@ -303,4 +303,42 @@ fn a_killed_daemon_leaves_nothing_attached() {
     let stopped = daemon.stop();
     assert_eq!(stopped.exit_code, None, "killed, not exited: {}", stopped.log);
     assert_eq!(attached_programs(&lab.c, ifname::C1), "", "left attached after SIGKILL");
+}
+
+#[test]
+fn periodic_checks_become_metrics_and_a_target_that_cannot_be_measured_is_counted_failed() {
+    skip_unless_e2e!();
+    let lab = Lab::up();
+    let (_serve, _dir) = matrix::serve(&lab.s, &probe_bin()).unwrap_or_else(|e| panic!("{e:#}"));
+    let checks = format!(
+        "[[checks]]\nname = \"lab\"\nserver = \"{}\"\ntests = [\"handshake\"]\ninterval_seconds = 600\n\
+         jitter_seconds = 0\n[[checks]]\nname = \"nowhere\"\nserver = \"127.0.0.1\"\ncontrol_port = 9\n\
+         tests = [\"handshake\"]\ninterval_seconds = 600\njitter_seconds = 0\ntimeout_seconds = 2\n",
+        addr::SERVER
+    );
+    let daemon = Daemon::start(&lab.c, LISTEN, &format!("{}{checks}", config("")));
+    let runs = |t: &str, target: &str, result: &str| {
+        sample(t, &format!("mptcp_probe_check_runs_total{{target=\"{target}\",result=\"{result}\"}}"))
+    };
+    let text = daemon.scrape_until(Duration::from_secs(60), |t| {
+        runs(t, "lab", "done") == Some(1.0) && runs(t, "nowhere", "failed") == Some(1.0)
+    });
+    let log = daemon.log();
+    assert_eq!(runs(&text, "lab", "done"), Some(1.0), "{text}\n{log}");
+    assert_eq!(runs(&text, "nowhere", "failed"), Some(1.0), "{text}\n{log}");
+    assert_eq!(runs(&text, "lab", "failed"), None, "{text}");
+    assert_eq!(
+        sample(&text, "mptcp_probe_check_verdicts_total{target=\"lab\",verdict=\"mptcp_ok\"}"),
+        Some(1.0),
+        "{text}\n{log}"
+    );
+    assert_eq!(sample(&text, "mptcp_probe_check_mptcp_usable{target=\"lab\"}"), Some(1.0), "{text}");
+    assert!(sample(&text, "mptcp_probe_check_last_run_timestamp_seconds{target=\"lab\"}") > Some(1.7e9));
+    assert_eq!(sample(&text, "mptcp_probe_check_last_run_timestamp_seconds{target=\"nowhere\"}"), None);
+    assert!(log.contains("check nowhere: could not measure (1 in a row)"), "{log}");
+    // The daemon's own observer counted the check's MPTCP connections among the host's.
+    let counted = daemon.scrape_until(Duration::from_secs(10), |t| connections(t, "mptcp") >= Some(1.0));
+    assert!(connections(&counted, "mptcp") >= Some(1.0), "{counted}");
+    let stopped = daemon.stop();
+    assert_eq!(stopped.exit_code, Some(0), "{}", stopped.log);
 }

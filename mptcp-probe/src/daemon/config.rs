@@ -7,7 +7,10 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
+use mptcp_probe_model::TestName;
 use serde::Deserialize;
+
+use crate::protocol;
 
 /// Flow-table sizes the kernel side accepts (as `watch --flow-table-size`).
 pub const FLOW_TABLE_SIZES: std::ops::RangeInclusive<u32> = 64..=4_194_304;
@@ -21,6 +24,88 @@ pub struct Config {
     pub idle_timeout_seconds: u64,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    /// Servers (`mptcp-probe serve`) to run `check` against, periodically.
+    pub checks: Vec<CheckConfig>,
+}
+
+/// One periodic check: `check --server SERVER --tests TESTS` every `interval_seconds`, give or
+/// take `jitter_seconds`; never two at once against one target; a target that cannot be
+/// measured is tried less often (twice the interval after each failure in a row, up to 16 times).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckConfig {
+    /// The `target` label of its metrics; the server when not given.
+    pub name: String,
+    pub server: String,
+    pub tests: Vec<TestName>,
+    pub interval_seconds: u64,
+    pub jitter_seconds: u64,
+    pub control_port: u16,
+    /// How long one check may take (as `check --budget`).
+    pub budget_seconds: u64,
+    /// How long a connection may take to come up (as `check --timeout`).
+    pub timeout_seconds: u64,
+    pub bulk_bytes: u64,
+    /// Observe the check's connections with eBPF (false: socket-level and server-side evidence
+    /// only, as `check --no-observer`).
+    pub observer: bool,
+}
+
+/// The shortest interval between two checks of one target.
+pub const MIN_CHECK_INTERVAL_S: u64 = 10;
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            server: String::new(),
+            tests: TestName::ALL.to_vec(),
+            interval_seconds: 3600,
+            jitter_seconds: 60,
+            control_port: protocol::port::CONTROL,
+            budget_seconds: 300,
+            timeout_seconds: 10,
+            bulk_bytes: 4 * 1024 * 1024,
+            observer: true,
+        }
+    }
+}
+
+impl CheckConfig {
+    /// Its `target` label.
+    pub fn target(&self) -> &str {
+        if self.name.is_empty() {
+            &self.server
+        } else {
+            &self.name
+        }
+    }
+
+    fn check(&self, i: usize) -> anyhow::Result<()> {
+        let at = format!("checks[{i}]");
+        if self.server.is_empty() {
+            bail!("{at}: server is missing");
+        }
+        if self.tests.is_empty() {
+            bail!("{at}: tests is empty");
+        }
+        if self.interval_seconds < MIN_CHECK_INTERVAL_S {
+            bail!("{at}: interval_seconds = {} is below {MIN_CHECK_INTERVAL_S}", self.interval_seconds);
+        }
+        if self.jitter_seconds > self.interval_seconds / 2 {
+            bail!("{at}: jitter_seconds = {} is more than half the interval", self.jitter_seconds);
+        }
+        if !(10..=86_400).contains(&self.budget_seconds) {
+            bail!("{at}: budget_seconds = {} is outside 10..=86400", self.budget_seconds);
+        }
+        if !(1..=120).contains(&self.timeout_seconds) {
+            bail!("{at}: timeout_seconds = {} is outside 1..=120", self.timeout_seconds);
+        }
+        if self.bulk_bytes > protocol::MAX_BULK_BYTES {
+            bail!("{at}: bulk_bytes = {} is above {}", self.bulk_bytes, protocol::MAX_BULK_BYTES);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -52,6 +137,7 @@ impl Default for Config {
             idle_timeout_seconds: 300,
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
+            checks: Vec::new(),
         }
     }
 }
@@ -99,6 +185,14 @@ impl Config {
             bail!("interfaces: {bad:?} is not an interface name");
         }
         self.log.filter()?;
+        for (i, c) in self.checks.iter().enumerate() {
+            c.check(i)?;
+        }
+        let mut targets: Vec<&str> = self.checks.iter().map(CheckConfig::target).collect();
+        targets.sort_unstable();
+        if let Some(w) = targets.windows(2).find(|w| w[0] == w[1]) {
+            bail!("checks: two targets are named {:?} (give each a name of its own)", w[0]);
+        }
         Ok(())
     }
 }
@@ -133,6 +227,18 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_of_a_check_shows_its_defaults() {
+        let block: String = EXAMPLE
+            .lines()
+            .skip_while(|l| *l != "# [[checks]]")
+            .filter_map(|l| l.strip_prefix("# "))
+            .map(|l| format!("{}\n", l.split("  #").next().unwrap_or(l).trim_end()))
+            .collect();
+        let c = parse(&block).unwrap_or_else(|e| panic!("{e:#}\n{block}"));
+        assert_eq!(c.checks, [CheckConfig { server: "203.0.113.2".into(), ..CheckConfig::default() }]);
+    }
+
+    #[test]
     fn options_are_read() {
         let c = parse(
             "interfaces = [\"eth0\"]\nflow_table_size = 4096\n[metrics]\nlisten = \"[::1]:9000\"\n\
@@ -143,6 +249,12 @@ mod tests {
         assert_eq!(c.flow_table_size, 4096);
         assert_eq!(c.metrics.listen, "[::1]:9000".parse().unwrap());
         assert_eq!(c.log.format, LogFormat::Json);
+        let c = parse("[[checks]]\nserver = \"203.0.113.2\"\ntests = [\"http\", \"tls\"]\n[[checks]]\nname = \"b\"\nserver = \"203.0.113.2\"\n").unwrap();
+        assert_eq!(c.checks[0].target(), "203.0.113.2");
+        assert_eq!(c.checks[0].tests, [TestName::Http, TestName::Tls]);
+        assert_eq!(c.checks[0].interval_seconds, 3600);
+        assert_eq!(c.checks[1].target(), "b");
+        assert_eq!(c.checks[1].tests, TestName::ALL);
     }
 
     #[test]
@@ -161,6 +273,14 @@ mod tests {
         assert!(e.contains("log.level"), "{e}");
         let e = error("interfaces = [\"a/b\"]\n");
         assert!(e.contains("\"a/b\" is not an interface name"), "{e}");
+        let e = error("[[checks]]\ntests = [\"http\"]\n");
+        assert!(e.contains("checks[0]: server is missing"), "{e}");
+        let e = error("[[checks]]\nserver = \"a\"\ninterval_seconds = 5\n");
+        assert!(e.contains("interval_seconds = 5 is below 10"), "{e}");
+        let e = error("[[checks]]\nserver = \"a\"\ntests = [\"gopher\"]\n");
+        assert!(e.contains("unknown variant `gopher`"), "{e}");
+        let e = error("[[checks]]\nserver = \"a\"\n[[checks]]\nserver = \"a\"\n");
+        assert!(e.contains("two targets are named \"a\""), "{e}");
         let e = format!("{:#}", Config::load(Path::new("/nonexistent/mptcp-probe.toml")).unwrap_err());
         assert!(e.contains("/nonexistent/mptcp-probe.toml"), "{e}");
     }

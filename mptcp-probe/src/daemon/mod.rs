@@ -1,7 +1,9 @@
 //! `mptcp-probe daemon`: the observer left running on a host. Every flow the pipeline
 //! summarises is counted ([`crate::export::metrics`]) and Prometheus scrapes the counts, with the
-//! kernel's own counters read at scrape time, from [`crate::export::exposition`].
+//! kernel's own counters read at scrape time, from [`crate::export::exposition`]; periodic
+//! checks against configured servers ([`checks`]) add their verdicts.
 
+pub mod checks;
 pub mod config;
 
 use std::{path::Path, sync::Arc, time::Duration};
@@ -12,11 +14,14 @@ use tracing_subscriber::{
     layer::SubscriberExt as _, reload, util::SubscriberInitExt as _, EnvFilter, Registry,
 };
 
-use self::config::{Config, LogFormat};
+use self::{
+    checks::Checks,
+    config::{Config, LogFormat},
+};
 use crate::{
     export::{
         exposition,
-        metrics::{Counted, Metrics, MetricsSink},
+        metrics::{CheckCounted, Counted, Metrics, MetricsSink},
     },
     kernel::{EventLevel, ObserverOptions},
     pipeline::{
@@ -72,7 +77,8 @@ pub async fn run(path: &Path, config: Config, log: LogReload) -> anyhow::Result<
     let counted = Counted::default();
     let mut pipeline =
         Pipeline::start(&pipeline_options(&config), vec![Box::new(MetricsSink(counted.clone()))])?;
-    let metrics = Arc::new(Metrics::new(&counted, Some(pipeline.observer())));
+    let check_counted = CheckCounted::default();
+    let metrics = Arc::new(Metrics::new(&counted, &check_counted, Some(pipeline.observer())));
     let server = tokio::spawn(async move { axum::serve(listener, exposition::router(metrics)).await });
     {
         let obs = pipeline.observer();
@@ -86,6 +92,7 @@ pub async fn run(path: &Path, config: Config, log: LogReload) -> anyhow::Result<
             o.tracepoints.join(", ")
         );
     }
+    let checks = Checks::start(config.checks.clone(), check_counted)?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -102,6 +109,7 @@ pub async fn run(path: &Path, config: Config, log: LogReload) -> anyhow::Result<
         })
         .await?;
     server.abort();
+    checks.stop();
     pipeline.finish()?;
     tracing::info!("daemon: stopped, every program detached");
     Ok(())
@@ -124,6 +132,9 @@ fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
     }
     if running.log.format != new.log.format {
         changed.push("log.format");
+    }
+    if running.checks != new.checks {
+        changed.push("checks");
     }
     changed
 }

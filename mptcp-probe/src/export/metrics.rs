@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use mptcp_probe_model::{ConnectionOutcome, Direction, FlowSummary, MptcpState, Subflow};
+use mptcp_probe_model::{ConnectionOutcome, Direction, FlowSummary, MptcpState, Report, Subflow};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
@@ -46,6 +46,10 @@ pub mod name {
     pub const BPF_RUN_TIME: &str = "bpf_run_time_seconds";
     pub const BPF_RUNS: &str = "bpf_runs";
     pub const SCRAPE_DURATION: &str = "scrape_duration_seconds";
+    pub const CHECK_RUNS: &str = "check_runs";
+    pub const CHECK_VERDICTS: &str = "check_verdicts";
+    pub const CHECK_LAST_RUN: &str = "check_last_run_timestamp_seconds";
+    pub const CHECK_MPTCP_USABLE: &str = "check_mptcp_usable";
     pub const BUILD_INFO: &str = "build_info";
 }
 
@@ -171,6 +175,76 @@ impl Counted {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    /// A check target's configured name: one of a fixed set.
+    target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckRunLabels {
+    target: String,
+    /// `done` (a report was made) or `failed` (the target could not be measured).
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    target: String,
+    verdict: &'static str,
+}
+
+/// What the periodic checks count, by target; cheap to clone.
+#[derive(Clone, Default)]
+pub struct CheckCounted {
+    runs: Family<CheckRunLabels, Counter>,
+    verdicts: Family<VerdictLabels, Counter>,
+    last_run: Family<TargetLabels, Gauge<f64, AtomicU64>>,
+    usable: Family<TargetLabels, Gauge>,
+}
+
+impl CheckCounted {
+    /// A check of `target` made its report.
+    pub fn done(&self, target: &str, report: &Report) {
+        let t = || target.to_string();
+        self.runs.get_or_create(&CheckRunLabels { target: t(), result: "done" }).inc();
+        for v in report.summary.verdicts.iter().chain(&report.summary.path_conditions) {
+            self.verdicts.get_or_create(&VerdictLabels { target: t(), verdict: v.as_str() }).inc();
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        self.last_run.get_or_create(&TargetLabels { target: t() }).set(now.as_secs_f64());
+        self.usable.get_or_create(&TargetLabels { target: t() }).set(i64::from(report.summary.mptcp_usable));
+    }
+
+    /// A check of `target` could not measure.
+    pub fn failed(&self, target: &str) {
+        self.runs.get_or_create(&CheckRunLabels { target: target.to_string(), result: "failed" }).inc();
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            name::CHECK_RUNS,
+            "Periodic checks by target and result: done (a report was made) or failed (could not measure)",
+            self.runs.clone(),
+        );
+        r.register(
+            name::CHECK_VERDICTS,
+            "Verdicts of the periodic checks' reports, by target (mptcp_ok when the path is clean)",
+            self.verdicts.clone(),
+        );
+        r.register(
+            name::CHECK_LAST_RUN,
+            "When the last check of a target made its report (Unix time)",
+            self.last_run.clone(),
+        );
+        r.register(
+            name::CHECK_MPTCP_USABLE,
+            "1 when the last report of a target found MPTCP usable on its path, else 0",
+            self.usable.clone(),
+        );
+    }
+}
+
 /// The pipeline's sink that counts.
 pub struct MetricsSink(pub Counted);
 
@@ -269,9 +343,10 @@ pub struct Metrics {
 
 impl Metrics {
     /// The registry over what the pipeline counts and, when an observer runs, what it holds.
-    pub fn new(counted: &Counted, observer: Option<Arc<Mutex<Observer>>>) -> Self {
+    pub fn new(counted: &Counted, checks: &CheckCounted, observer: Option<Arc<Mutex<Observer>>>) -> Self {
         let mut registry = Registry::with_prefix(PREFIX);
         counted.register(&mut registry);
+        checks.register(&mut registry);
         let build = Family::<VersionLabels, Gauge>::default();
         build.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
         registry.register(name::BUILD_INFO, "Always 1; the daemon's version as a label", build);
@@ -334,8 +409,47 @@ mod tests {
     }
 
     #[test]
+    fn checks_count_runs_and_verdicts_by_target() {
+        let report = |verdicts: serde_json::Value, usable: bool| -> Report {
+            serde_json::from_value(json!({
+                "schema": mptcp_probe_model::SCHEMA, "id": "x", "started_at": "2026-12-01T00:00:00Z",
+                "duration_ms": 1,
+                "client": {"kernel": "6.18", "mptcp_sysctls": {}, "observer": "tc+tracepoints"},
+                "server": {"address": "203.0.113.2", "version": "0.1.0"},
+                "tests": [],
+                "summary": {"verdicts": verdicts, "path_conditions": ["path_broken"], "mptcp_usable": usable},
+            }))
+            .unwrap()
+        };
+        let checks = CheckCounted::default();
+        checks.done("lab", &report(json!(["mptcp_ok"]), true));
+        checks.done("lab", &report(json!(["syn_option_stripped", "nat"]), false));
+        checks.failed("far");
+        let text = to_prometheus_text(&Metrics::new(&Counted::default(), &checks, None).encode());
+        let v = |target: &str, verdict: &str| {
+            sample(
+                &text,
+                &format!("mptcp_probe_check_verdicts_total{{target=\"{target}\",verdict=\"{verdict}\"}}"),
+            )
+        };
+        assert_eq!(v("lab", "mptcp_ok"), Some(1.0), "{text}");
+        assert_eq!(v("lab", "syn_option_stripped"), Some(1.0), "{text}");
+        assert_eq!(v("lab", "path_broken"), Some(2.0), "{text}");
+        assert_eq!(sample(&text, "mptcp_probe_check_runs_total{target=\"lab\",result=\"done\"}"), Some(2.0));
+        assert_eq!(
+            sample(&text, "mptcp_probe_check_runs_total{target=\"far\",result=\"failed\"}"),
+            Some(1.0)
+        );
+        assert_eq!(sample(&text, "mptcp_probe_check_mptcp_usable{target=\"lab\"}"), Some(0.0), "{text}");
+        let last = sample(&text, "mptcp_probe_check_last_run_timestamp_seconds{target=\"lab\"}").unwrap();
+        assert!(last > 1.7e9, "{text}");
+        assert_eq!(sample(&text, "mptcp_probe_check_last_run_timestamp_seconds{target=\"far\"}"), None);
+    }
+
+    #[test]
     fn every_outcome_is_there_from_the_start() {
-        let text = to_prometheus_text(&Metrics::new(&Counted::default(), None).encode());
+        let text =
+            to_prometheus_text(&Metrics::new(&Counted::default(), &CheckCounted::default(), None).encode());
         for o in ConnectionOutcome::ALL {
             let series = format!("mptcp_probe_connections_total{{outcome=\"{}\"}}", o.as_str());
             assert_eq!(sample(&text, &series), Some(0.0), "{text}");
@@ -354,7 +468,7 @@ mod tests {
         // A join, and a flow first seen mid-way: flows, not connections.
         counted.flow(&summary(json!({"subflow": "join", "options": {"tx": {"mp_join": 3}}})));
         counted.flow(&summary(json!({"handshake": {}, "ended": "idle"})));
-        let text = to_prometheus_text(&Metrics::new(&counted, None).encode());
+        let text = to_prometheus_text(&Metrics::new(&counted, &CheckCounted::default(), None).encode());
 
         let c =
             |outcome: &str| sample(&text, &format!("mptcp_probe_connections_total{{outcome=\"{outcome}\"}}"));
