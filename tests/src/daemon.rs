@@ -112,15 +112,7 @@ impl Daemon {
     pub fn stop(mut self) -> Stopped {
         let mut child = self.child.take().expect("running");
         child.signal(libc::SIGTERM);
-        let start = Instant::now();
-        let mut exit_code = None;
-        while start.elapsed() < Duration::from_secs(30) {
-            if let Ok(Some(status)) = child.0.try_wait() {
-                exit_code = status.code();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let exit_code = child.wait_exit(Duration::from_secs(30));
         drop(child);
         Stopped { exit_code, log: self.log() }
     }
@@ -152,18 +144,25 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn start(ns: &Netns, listen: &str, targets: &[&str]) -> Self {
+        Self::start_with_rules(ns, listen, targets, None)
+    }
+
+    /// The same, evaluating these alerting rules (the text of a rules file) every second.
+    pub fn start_with_rules(ns: &Netns, listen: &str, targets: &[&str], rules: Option<&str>) -> Self {
         let dir = TempDir::new("prometheus");
         let config = dir.0.join("prometheus.yml");
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
-        fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: \
-                 mptcp-probe\n    static_configs:\n      - targets: [{}]\n",
-                targets.join(", ")
-            ),
-        )
-        .expect("write prometheus.yml");
+        let mut yml = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: \
+             mptcp-probe\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        );
+        if let Some(rules) = rules {
+            let path = dir.0.join("rules.yml");
+            fs::write(&path, rules).expect("write the rules");
+            yml.push_str(&format!("rule_files:\n  - '{}'\n", path.display()));
+        }
+        fs::write(&config, yml).expect("write prometheus.yml");
         let log = dir.0.join("prometheus.log");
         let mut cmd = ns.cmd("prometheus");
         cmd.arg(format!("--config.file={}", config.display()))

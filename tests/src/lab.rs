@@ -262,6 +262,19 @@ impl Child {
         unsafe { libc::kill(self.0.id() as i32, sig) };
     }
 
+    /// Waits up to `timeout` for the child to exit: its exit code (None: killed by a signal, or
+    /// still running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// Waits until the child's log file shows `needle`. Fails with the log when the child exits
     /// first, when the log shows `error:` (the child's own account of why it will not get
     /// ready), or after `timeout`.

@@ -149,15 +149,7 @@ impl Watcher {
     pub fn stop_with(mut self, signal: i32) -> WatchOutput {
         let mut child = self.child.take().expect("running");
         child.signal(signal);
-        let start = Instant::now();
-        let mut exit_code = None;
-        while start.elapsed() < Duration::from_secs(30) {
-            if let Ok(Some(status)) = child.0.try_wait() {
-                exit_code = status.code();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let exit_code = child.wait_exit(Duration::from_secs(30));
         drop(child);
         let text = fs::read_to_string(&self.stdout).unwrap_or_default();
         let lines = text

@@ -342,3 +342,55 @@ fn periodic_checks_become_metrics_and_a_target_that_cannot_be_measured_is_counte
     let stopped = daemon.stop();
     assert_eq!(stopped.exit_code, Some(0), "{}", stopped.log);
 }
+
+#[test]
+fn the_shipped_alert_fires_when_a_router_starts_stripping_mp_capable() {
+    skip_unless_e2e!();
+    let lab = Lab::up();
+    let daemon = Daemon::start(&lab.c, LISTEN, &config(""));
+    // The shipped rules as they are, but firing at once rather than after 5 minutes.
+    let rules =
+        std::fs::read_to_string(mptcp_probe_tests::workspace::workspace_root().join("deploy/alerts.yml"))
+            .unwrap();
+    assert!(rules.contains("for: 5m"), "{rules}");
+    let rules = rules.replace("for: 5m", "for: 0s");
+    let prometheus = Prometheus::start_with_rules(&lab.c, "127.0.0.1:9090", &[LISTEN], Some(&rules));
+    let firing = "ALERTS{alertname=\"MptcpFallbackShareHigh\",alertstate=\"firing\"}";
+    const EACH: u16 = 12;
+    let server = format!("{}:8080", addr::SERVER);
+    let _srv = peer::server(&lab.s, &server, 2 * u32::from(EACH), false);
+    for i in 0..EACH {
+        let res = peer::client(&lab.c, &server, 1000, 40300 + i, false);
+        assert_eq!(res["is_mptcp"], 1, "{res}");
+    }
+    // A clean path: counted, and no alert over several evaluations.
+    let clean = prometheus.value_until(
+        "sum(mptcp_probe_connections_total{outcome=\"mptcp\"})",
+        Duration::from_secs(20),
+        |v| v == f64::from(EACH),
+    );
+    assert_eq!(
+        clean,
+        Some(f64::from(EACH)),
+        "{}\n{}",
+        prometheus.query("mptcp_probe_connections_total"),
+        daemon.log()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(prometheus.query(firing)["data"]["result"], serde_json::json!([]), "fired on a clean path");
+
+    // The router starts stripping MP_CAPABLE from SYNs: half the connections now fall back.
+    let _strip = scenario::apply(&lab, scenario::named("syn-strip"), &MIDDLEBOX.path()).unwrap();
+    for i in 0..EACH {
+        let res = peer::client(&lab.c, &server, 1000, 40400 + i, false);
+        assert_eq!(res["is_mptcp"], 0, "{res}");
+    }
+    let alert = prometheus.value_until(firing, Duration::from_secs(30), |v| v == 1.0);
+    assert_eq!(
+        alert,
+        Some(1.0),
+        "no alert: {}\n{}",
+        prometheus.query("ALERTS"),
+        prometheus.query("mptcp_probe_connections_total")
+    );
+}
