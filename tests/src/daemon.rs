@@ -80,6 +80,11 @@ impl Daemon {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The daemon's process id (`ip netns exec` runs it in its own process).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").0.id()
+    }
+
     pub fn signal(&self, sig: i32) {
         self.child.as_ref().expect("running").signal(sig);
     }

@@ -25,6 +25,7 @@
 
 mod bpf_stats;
 mod bulk;
+mod daemon;
 mod empty_classifier;
 mod host;
 mod kernel_memory;
@@ -122,8 +123,7 @@ const GB: f64 = 1e9;
 const COLLAPSE_SHARE: f64 = 0.1;
 /// The warm-up transfer at most this long: the first transfer in a fresh namespace is slower.
 const WARM_UP: Duration = Duration::from_millis(500);
-const DAEMON_SKIPPED: &str =
-    "mptcp-probe daemon and collect do not exist yet: no steady CPU/RSS or upload rate to measure";
+const COLLECTOR_SKIPPED: &str = "mptcp-probe collect does not exist yet: no upload rate to measure";
 
 /// `cargo xtask bench`.
 pub fn run(quick: bool, json_out: bool, repeat: Option<u32>) -> anyhow::Result<()> {
@@ -227,6 +227,8 @@ pub fn bench(cfg: &Config, bins: &Bins) -> anyhow::Result<Report> {
     let flow_table_overflow = overflow::run(&lab, &dir, bins, cfg)?;
     progress("kernel memory of a running watch");
     let kernel_memory = kernel_memory::run(&lab, &dir, bins)?;
+    progress("the daemon: idle, short connections with and without it, scrapes");
+    let daemon = daemon::run(&lab, bins, cfg)?;
     drop(lab);
 
     let per_packet = per_packet::PerPacket::of(&prog_test_run);
@@ -255,6 +257,7 @@ pub fn bench(cfg: &Config, bins: &Bins) -> anyhow::Result<Report> {
         storage: &storage,
         memory: &kernel_memory,
         ring: &ring_buffer,
+        daemon: &daemon,
     });
     Ok(Report {
         mode: if cfg.quick { Mode::Quick } else { Mode::Full },
@@ -291,7 +294,8 @@ pub fn bench(cfg: &Config, bins: &Bins) -> anyhow::Result<Report> {
         kernel_memory,
         storage,
         ring_buffer,
-        daemon: Skipped { skipped: DAEMON_SKIPPED },
+        daemon,
+        collector: Skipped { skipped: COLLECTOR_SKIPPED },
         targets,
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -339,6 +343,14 @@ mod tests {
         "/real_vs_test_run/programs/tc_ingress/net_ratio",
         "/accounting/total_s_per_gb",
         "/short_connections/off/per_second/median",
+        "/daemon/idle_cpu_ms_per_s",
+        "/daemon/idle_rss_kib",
+        "/daemon/peak_rss_kib",
+        "/daemon/per_second/median",
+        "/daemon/over_off/median",
+        "/daemon/process_cpu_ms_per_connection/median",
+        "/daemon/scrape/ms/median",
+        "/daemon/scrape/bytes",
         "/short_connections/watch/flows_only/per_second/median",
         "/short_connections/watch/flows_only/over_off/median",
         "/short_connections/watch/default/over_off/median",
@@ -426,5 +438,8 @@ mod tests {
         }
         let clean = &r.short_connections.watch.default;
         assert_eq!(clean.troubled_flows, 0, "a short connection of the bench is clean: {v:#}");
+        // The daemon counted every short connection, and all it saw when its scrapes were timed.
+        assert_eq!(r.daemon.counted_share_min, 1.0, "{v:#}");
+        assert_eq!(r.daemon.scrape.connections_seen, u64::from(Config::quick().short_connections), "{v:#}");
     }
 }

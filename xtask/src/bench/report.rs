@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::{
     bpf_stats::{Accounting, BpfStats, ConnectionRunTime, ProgramKind, RealVsTestRun},
     bulk::{ObserverFigures, Ratios},
+    daemon::DaemonFigures,
     host::{Source, StorageKind},
     kernel_memory::KernelMemory,
     observer::{Obs, PerObserver, PerWatchMode, WatchMode},
@@ -55,7 +56,8 @@ pub struct Report {
     pub kernel_memory: KernelMemory,
     pub storage: Storage,
     pub ring_buffer: RingBuffer,
-    pub daemon: Skipped,
+    pub daemon: DaemonFigures,
+    pub collector: Skipped,
     pub targets: Vec<Target>,
     /// Wall-clock time of the whole bench.
     pub seconds: f64,
@@ -139,7 +141,8 @@ pub fn render(r: &Report) -> String {
     kernel_memory(&mut out, &r.kernel_memory);
     storage(&mut out, &r.storage);
     ring_buffer(&mut out, &r.ring_buffer);
-    let _ = writeln!(out, "Daemon and collector: {}\n", r.daemon.skipped);
+    daemon(&mut out, &r.daemon);
+    let _ = writeln!(out, "Collector: {}\n", r.collector.skipped);
     targets(&mut out, &r.targets);
     out
 }
@@ -570,6 +573,27 @@ fn ring_buffer(out: &mut String, rb: &RingBuffer) {
     );
 }
 
+fn daemon(out: &mut String, d: &DaemonFigures) {
+    let _ = writeln!(
+        out,
+        "Daemon ({}): idle {} ms CPU per s, RSS {} KiB (peak {} KiB); short connections {} /s with it, \
+         {} without, x none {}; its CPU {} ms per connection; counted {} of the connections (worst \
+         run); after {} connections a scrape takes {} ms ({} B)\n",
+        d.config,
+        f(d.idle_cpu_ms_per_s, 2),
+        d.idle_rss_kib,
+        d.peak_rss_kib,
+        sp(&d.per_second, 0),
+        sp(&d.off_per_second, 0),
+        sp(&d.over_off, 3),
+        sp(&d.process_cpu_ms_per_connection, 4),
+        f(d.counted_share_min, 3),
+        d.scrape.connections_seen,
+        sp(&d.scrape.ms, 2),
+        d.scrape.bytes,
+    );
+}
+
 /// A measured figure: small ones in scientific notation.
 fn measured(x: f64) -> String {
     match x {
@@ -725,6 +749,7 @@ mod tests {
             "storage",
             "ring_buffer",
             "daemon",
+            "collector",
             "targets",
             "seconds",
         ] {

@@ -9,6 +9,7 @@ use serde::{Serialize, Serializer};
 use super::{
     bpf_stats::{BpfStats, RealVsTestRun},
     bulk::Ratios,
+    daemon::DaemonFigures,
     kernel_memory::KernelMemory,
     per_packet::{PerPacket, Worst, OTHER_STEADY_FRAMES},
     ring_buffer::RingBuffer,
@@ -104,6 +105,7 @@ pub struct Inputs<'a> {
     pub storage: &'a Storage,
     pub memory: &'a KernelMemory,
     pub ring: &'a RingBuffer,
+    pub daemon: &'a DaemonFigures,
 }
 
 /// `x` with `prec` decimals, `-` when not measured.
@@ -137,6 +139,7 @@ pub fn judge(i: &Inputs) -> Vec<Target> {
     targets.push(storage(i.storage, i.short));
     targets.push(kernel_memory(i.memory));
     targets.push(ring_drops(i.ring));
+    targets.push(daemon_connections(i.daemon));
     targets
 }
 
@@ -297,6 +300,17 @@ fn kernel_memory(memory: &KernelMemory) -> Target {
     })
 }
 
+fn daemon_connections(d: &DaemonFigures) -> Target {
+    use Bound::AtLeast;
+    Target::of_spread("short connections/s, daemon / none", AtLeast(0.95), Some(AtLeast(0.98)), d.over_off)
+        .detail(format!(
+            "{} vs {} connections/s; counted {} of them (worst run)",
+            n(d.per_second.median, 0),
+            n(d.off_per_second.median, 0),
+            n(d.counted_share_min, 3)
+        ))
+}
+
 fn ring_drops(ring: &RingBuffer) -> Target {
     use Bound::Exactly;
     Target::judge(
@@ -359,6 +373,7 @@ mod tests {
         storage: Storage,
         memory: KernelMemory,
         ring: RingBuffer,
+        daemon: DaemonFigures,
     }
 
     impl Fixture {
@@ -446,7 +461,14 @@ mod tests {
                 }],
                 0,
             );
-            Self { per_packet, real, stats, ratios, short, storage, memory, ring }
+            let daemon = DaemonFigures {
+                per_second: Spread::of(&[7600.0]),
+                off_per_second: Spread::of(&[8000.0]),
+                over_off: Spread::of(&[0.95, 0.96]),
+                counted_share_min: 1.0,
+                ..Default::default()
+            };
+            Self { per_packet, real, stats, ratios, short, storage, memory, ring, daemon }
         }
 
         fn judge(&self) -> Vec<Target> {
@@ -459,6 +481,7 @@ mod tests {
                 storage: &self.storage,
                 memory: &self.memory,
                 ring: &self.ring,
+                daemon: &self.daemon,
             })
         }
     }
@@ -470,7 +493,7 @@ mod tests {
     #[test]
     fn every_target_of_the_table_is_judged_from_its_figure() {
         let ts = Fixture::new().judge();
-        assert_eq!(ts.len(), 12);
+        assert_eq!(ts.len(), 13);
         let dss = find(&ts, "DSS data segment");
         assert_eq!((dss.measured, dss.must_met, dss.aim_met), (28.0, Some(true), Some(false)));
         assert!(dss.detail.starts_with("tc_egress on data_dss"), "{}", dss.detail);
@@ -507,6 +530,9 @@ mod tests {
         let ring = find(&ts, "ring-buffer drops");
         assert_eq!((ring.must_met, ring.aim_met), (Some(true), Some(true)));
         assert!(ring.detail.contains("watch --events --json at 90000 events/s"), "{}", ring.detail);
+        let daemon = find(&ts, "short connections/s, daemon / none");
+        assert_eq!((daemon.measured, daemon.must_met, daemon.aim_met), (0.955, Some(true), Some(false)));
+        assert!(daemon.detail.contains("7600 vs 8000 connections/s; counted 1.000"), "{}", daemon.detail);
     }
 
     #[test]
@@ -520,6 +546,7 @@ mod tests {
             storage: &Storage::default(),
             memory: &KernelMemory { marginal_bytes_per_flow: f64::NAN, ..Default::default() },
             ring: &RingBuffer::of(Vec::new(), 0),
+            daemon: &DaemonFigures::default(),
         };
         let bpf_default = BpfStats { tracepoints_over_tc: f64::NAN, ..Default::default() };
         let ratios = Ratios {
