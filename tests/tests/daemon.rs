@@ -176,7 +176,7 @@ fn a_bad_configuration_is_named_and_exits_2() {
     for (text, says) in [
         ("[metrics]\nlisten = \"nowhere\"\n", "invalid socket address"),
         ("flow_table_size = 1\n", "flow_table_size = 1 is outside"),
-        ("[checks]\n", "unknown field `checks`"),
+        ("[nonsense]\n", "unknown field `nonsense`"),
     ] {
         std::fs::write(&bad, text).unwrap();
         for extra in [&["--check-config"][..], &[][..]] {
