@@ -394,3 +394,103 @@ fn the_shipped_alert_fires_when_a_router_starts_stripping_mp_capable() {
         prometheus.query("mptcp_probe_connections_total")
     );
 }
+
+/// A stand-in for the collector: stores nothing, appends what each upload carried (its
+/// idempotency key, the report's id, the authorization) to `log` as a JSON line, answers 201.
+const STAND_IN: &str = r#"
+import http.server, json, sys
+port, log = int(sys.argv[1]), sys.argv[2]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        report = json.loads(body)
+        with open(log, "a") as f:
+            f.write(json.dumps({"key": self.headers.get("Idempotency-Key"), "id": report["id"],
+                                "auth": self.headers.get("Authorization"), "path": self.path}) + "\n")
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps({"id": report["id"]}).encode())
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+"#;
+
+#[test]
+fn reports_spool_while_the_collector_is_down_and_arrive_once_each_after_restarts() {
+    skip_unless_e2e!();
+    let lab = Lab::up();
+    let (_serve, _dir) = matrix::serve(&lab.s, &probe_bin()).unwrap_or_else(|e| panic!("{e:#}"));
+    let dir = mptcp_probe_tests::probe::TempDir::new("upload");
+    let spool = dir.0.join("spool");
+    // Tables after the [metrics] table of the base configuration.
+    let conf = format!(
+        "{}[upload]\nurl = \"http://127.0.0.1:9800/api/v1/reports\"\nkey = \"k1\"\nspool_dir = \"{}\"\n\
+         [[checks]]\nname = \"lab\"\nserver = \"{}\"\ntests = [\"handshake\"]\ninterval_seconds = 600\n\
+         jitter_seconds = 0\n",
+        config(""),
+        spool.display(),
+        addr::SERVER
+    );
+    let m = |t: &str, series: &str| sample(t, &format!("mptcp_probe_{series}"));
+
+    // The collector is down: the check's report waits in the spool.
+    let daemon = Daemon::start(&lab.c, LISTEN, &conf);
+    let text = daemon.scrape_until(Duration::from_secs(60), |t| {
+        m(t, "uploads_total{result=\"failed\"}") >= Some(1.0) && m(t, "upload_spool_reports") == Some(1.0)
+    });
+    assert_eq!(
+        m(&text, "check_runs_total{target=\"lab\",result=\"done\"}"),
+        Some(1.0),
+        "{text}\n{}",
+        daemon.log()
+    );
+    assert!(m(&text, "uploads_total{result=\"failed\"}") >= Some(1.0), "{text}\n{}", daemon.log());
+    assert_eq!(m(&text, "uploads_total{result=\"ok\"}"), Some(0.0), "{text}");
+    assert_eq!(m(&text, "upload_spool_reports"), Some(1.0), "{text}");
+    assert!(m(&text, "upload_spool_bytes") > Some(500.0), "{text}");
+    let stopped = daemon.stop();
+    assert_eq!(stopped.exit_code, Some(0), "{}", stopped.log);
+    let spooled: Vec<_> = std::fs::read_dir(&spool).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(spooled.len(), 1, "{spooled:?}");
+    let first: serde_json::Value = serde_json::from_slice(&std::fs::read(&spooled[0]).unwrap()).unwrap();
+    let first_id = first["id"].as_str().unwrap().to_string();
+
+    // The collector is back, and so is the daemon: the spooled report goes, then the new one.
+    let script = dir.0.join("collector.py");
+    std::fs::write(&script, STAND_IN).unwrap();
+    let received = dir.0.join("received.jsonl");
+    let _collector = mptcp_probe_tests::lab::Child::spawn(
+        lab.c
+            .cmd("python3")
+            .arg(&script)
+            .arg("9800")
+            .arg(&received)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    peer::wait_listening(&lab.c, "127.0.0.1:9800");
+    let daemon = Daemon::start(&lab.c, LISTEN, &conf);
+    let text = daemon.scrape_until(Duration::from_secs(60), |t| {
+        m(t, "uploads_total{result=\"ok\"}") == Some(2.0) && m(t, "upload_spool_reports") == Some(0.0)
+    });
+    assert_eq!(m(&text, "uploads_total{result=\"ok\"}"), Some(2.0), "{text}\n{}", daemon.log());
+    assert_eq!(m(&text, "upload_spool_reports"), Some(0.0), "{text}");
+    let stopped = daemon.stop();
+    assert_eq!(stopped.exit_code, Some(0), "{}", stopped.log);
+
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&received)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "every report exactly once: {lines:?}");
+    assert_eq!(lines[0]["id"], first_id.as_str(), "the spooled report first: {lines:?}");
+    assert_ne!(lines[0]["id"], lines[1]["id"], "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["key"], l["id"], "keyed by the report's id: {l}");
+        assert_eq!(l["auth"], "Bearer k1", "{l}");
+        assert_eq!(l["path"], "/api/v1/reports", "{l}");
+    }
+    assert!(std::fs::read_dir(&spool).unwrap().flatten().all(|e| e.path().is_dir()), "spool not empty");
+}

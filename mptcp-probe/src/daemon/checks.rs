@@ -3,11 +3,11 @@
 //! checks run one after the other, so never two at once against it; after a check that could
 //! not measure, the next waits twice as long, up to 16 times the interval.
 
-use std::{thread::JoinHandle, time::Duration};
+use std::{rc::Rc, thread::JoinHandle, time::Duration};
 
 use tokio::sync::oneshot;
 
-use super::config::CheckConfig;
+use super::{config::CheckConfig, upload::Uploader};
 use crate::{
     active::{self, CheckOptions},
     export::metrics::CheckCounted,
@@ -45,7 +45,7 @@ fn options(c: &CheckConfig) -> CheckOptions {
     }
 }
 
-async fn run_target(c: CheckConfig, counted: CheckCounted) {
+async fn run_target(c: CheckConfig, counted: CheckCounted, uploader: Option<Rc<Uploader>>) {
     let target = c.target().to_string();
     let mut failures = 0u32;
     // The first check of each target waits up to the jitter, so that daemons started together
@@ -64,6 +64,9 @@ async fn run_target(c: CheckConfig, counted: CheckCounted) {
                     report.summary.mptcp_usable,
                     report.id
                 );
+                if let Some(u) = &uploader {
+                    u.keep(&report);
+                }
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
@@ -84,8 +87,14 @@ pub struct Checks {
 }
 
 impl Checks {
-    pub fn start(targets: Vec<CheckConfig>, counted: CheckCounted) -> anyhow::Result<Self> {
-        if targets.is_empty() {
+    /// Starts the checks, and the uploader of their reports when there is one (also without
+    /// checks: it sends what an earlier daemon spooled).
+    pub fn start(
+        targets: Vec<CheckConfig>,
+        counted: CheckCounted,
+        uploader: Option<Uploader>,
+    ) -> anyhow::Result<Self> {
+        if targets.is_empty() && uploader.is_none() {
             return Ok(Self { stop: None, thread: None });
         }
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -93,8 +102,12 @@ impl Checks {
         let thread = std::thread::Builder::new().name("checks".into()).spawn(move || {
             let local = tokio::task::LocalSet::new();
             local.block_on(&rt, async move {
+                let uploader = uploader.map(Rc::new);
+                if let Some(u) = &uploader {
+                    tokio::task::spawn_local(u.clone().run());
+                }
                 for t in targets {
-                    tokio::task::spawn_local(run_target(t, counted.clone()));
+                    tokio::task::spawn_local(run_target(t, counted.clone(), uploader.clone()));
                 }
                 let _ = rx.await;
             });

@@ -3,7 +3,7 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use anyhow::{bail, Context as _};
@@ -26,6 +26,49 @@ pub struct Config {
     pub log: LogConfig,
     /// Servers (`mptcp-probe serve`) to run `check` against, periodically.
     pub checks: Vec<CheckConfig>,
+    pub upload: UploadConfig,
+}
+
+/// Where the periodic checks' reports go: the collector, through a spool on disk.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadConfig {
+    /// The collector's endpoint for reports (`POST`); empty: reports are not uploaded.
+    pub url: String,
+    /// Sent as `Authorization: Bearer KEY` when not empty.
+    pub key: String,
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
+}
+
+/// The smallest spool: a few reports.
+pub const MIN_SPOOL_BYTES: u64 = 64 * 1024;
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            key: String::new(),
+            spool_dir: PathBuf::from("/var/lib/mptcp-probe/spool"),
+            spool_max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl UploadConfig {
+    pub fn enabled(&self) -> bool {
+        !self.url.is_empty()
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.enabled() && !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            bail!("upload.url = {:?} is not an http:// or https:// URL", self.url);
+        }
+        if self.spool_max_bytes < MIN_SPOOL_BYTES {
+            bail!("upload.spool_max_bytes = {} is below {MIN_SPOOL_BYTES}", self.spool_max_bytes);
+        }
+        Ok(())
+    }
 }
 
 /// One periodic check: `check --server SERVER --tests TESTS` every `interval_seconds`, give or
@@ -138,6 +181,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
             checks: Vec::new(),
+            upload: UploadConfig::default(),
         }
     }
 }
@@ -185,6 +229,7 @@ impl Config {
             bail!("interfaces: {bad:?} is not an interface name");
         }
         self.log.filter()?;
+        self.upload.check()?;
         for (i, c) in self.checks.iter().enumerate() {
             c.check(i)?;
         }
@@ -281,6 +326,10 @@ mod tests {
         assert!(e.contains("unknown variant `gopher`"), "{e}");
         let e = error("[[checks]]\nserver = \"a\"\n[[checks]]\nserver = \"a\"\n");
         assert!(e.contains("two targets are named \"a\""), "{e}");
+        let e = error("[upload]\nurl = \"ftp://x\"\n");
+        assert!(e.contains("not an http:// or https:// URL"), "{e}");
+        let e = error("[upload]\nspool_max_bytes = 10\n");
+        assert!(e.contains("upload.spool_max_bytes = 10 is below 65536"), "{e}");
         let e = format!("{:#}", Config::load(Path::new("/nonexistent/mptcp-probe.toml")).unwrap_err());
         assert!(e.contains("/nonexistent/mptcp-probe.toml"), "{e}");
     }

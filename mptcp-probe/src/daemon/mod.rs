@@ -5,6 +5,7 @@
 
 pub mod checks;
 pub mod config;
+pub mod upload;
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -17,11 +18,12 @@ use tracing_subscriber::{
 use self::{
     checks::Checks,
     config::{Config, LogFormat},
+    upload::Uploader,
 };
 use crate::{
     export::{
         exposition,
-        metrics::{CheckCounted, Counted, Metrics, MetricsSink},
+        metrics::{CheckCounted, Counted, Metrics, MetricsSink, UploadCounted},
     },
     kernel::{EventLevel, ObserverOptions},
     pipeline::{
@@ -74,11 +76,16 @@ pub async fn run(path: &Path, config: Config, log: LogReload) -> anyhow::Result<
     let listener = tokio::net::TcpListener::bind(config.metrics.listen)
         .await
         .with_context(|| format!("listening for scrapes on {} (metrics.listen)", config.metrics.listen))?;
+    let upload_counted = UploadCounted::default();
+    // The spool is opened before anything is loaded, so that a spool that cannot be used is
+    // named first.
+    let uploader = Uploader::new(&config.upload, upload_counted.clone())?;
     let counted = Counted::default();
     let mut pipeline =
         Pipeline::start(&pipeline_options(&config), vec![Box::new(MetricsSink(counted.clone()))])?;
     let check_counted = CheckCounted::default();
-    let metrics = Arc::new(Metrics::new(&counted, &check_counted, Some(pipeline.observer())));
+    let metrics =
+        Arc::new(Metrics::new(&counted, &check_counted, &upload_counted, Some(pipeline.observer())));
     let server = tokio::spawn(async move { axum::serve(listener, exposition::router(metrics)).await });
     {
         let obs = pipeline.observer();
@@ -92,7 +99,7 @@ pub async fn run(path: &Path, config: Config, log: LogReload) -> anyhow::Result<
             o.tracepoints.join(", ")
         );
     }
-    let checks = Checks::start(config.checks.clone(), check_counted)?;
+    let checks = Checks::start(config.checks.clone(), check_counted, uploader)?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -135,6 +142,9 @@ fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
     }
     if running.checks != new.checks {
         changed.push("checks");
+    }
+    if running.upload != new.upload {
+        changed.push("upload");
     }
     changed
 }

@@ -50,6 +50,10 @@ pub mod name {
     pub const CHECK_VERDICTS: &str = "check_verdicts";
     pub const CHECK_LAST_RUN: &str = "check_last_run_timestamp_seconds";
     pub const CHECK_MPTCP_USABLE: &str = "check_mptcp_usable";
+    pub const UPLOADS: &str = "uploads";
+    pub const UPLOAD_SPOOL_REPORTS: &str = "upload_spool_reports";
+    pub const UPLOAD_SPOOL_BYTES: &str = "upload_spool_bytes";
+    pub const UPLOAD_SPOOL_EVICTED: &str = "upload_spool_evicted";
     pub const BUILD_INFO: &str = "build_info";
 }
 
@@ -245,6 +249,93 @@ impl CheckCounted {
     }
 }
 
+/// How an upload attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UploadResult {
+    /// The collector has the report.
+    Ok,
+    /// Refused for good; the report is set aside.
+    Rejected,
+    /// The collector did not take it now; the report waits.
+    Failed,
+}
+
+impl UploadResult {
+    pub const ALL: [UploadResult; 3] = [UploadResult::Ok, UploadResult::Rejected, UploadResult::Failed];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UploadResult::Ok => "ok",
+            UploadResult::Rejected => "rejected",
+            UploadResult::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// What the uploads count; cheap to clone.
+#[derive(Clone)]
+pub struct UploadCounted {
+    uploads: Family<ResultLabels, Counter>,
+    evicted: Counter,
+    spool_reports: Gauge,
+    spool_bytes: Gauge,
+}
+
+impl Default for UploadCounted {
+    fn default() -> Self {
+        let c = Self {
+            uploads: Family::default(),
+            evicted: Counter::default(),
+            spool_reports: Gauge::default(),
+            spool_bytes: Gauge::default(),
+        };
+        for r in UploadResult::ALL {
+            let _ = c.uploads.get_or_create(&ResultLabels { result: r.as_str() });
+        }
+        c
+    }
+}
+
+impl UploadCounted {
+    pub fn attempt(&self, r: UploadResult) {
+        self.uploads.get_or_create(&ResultLabels { result: r.as_str() }).inc();
+    }
+
+    pub fn evicted(&self, n: u64) {
+        self.evicted.inc_by(n);
+    }
+
+    /// What waits in the spool now.
+    pub fn spool(&self, reports: usize, bytes: u64) {
+        self.spool_reports.set(i64::try_from(reports).unwrap_or(i64::MAX));
+        self.spool_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            name::UPLOADS,
+            "Uploads of reports to the collector, by result: ok, rejected (refused for good), failed (retried)",
+            self.uploads.clone(),
+        );
+        r.register(name::UPLOAD_SPOOL_REPORTS, "Reports waiting in the spool", self.spool_reports.clone());
+        r.register(
+            name::UPLOAD_SPOOL_BYTES,
+            "Bytes of the reports waiting in the spool",
+            self.spool_bytes.clone(),
+        );
+        r.register(
+            name::UPLOAD_SPOOL_EVICTED,
+            "Reports removed unsent to make room in the full spool",
+            self.evicted.clone(),
+        );
+    }
+}
+
 /// The pipeline's sink that counts.
 pub struct MetricsSink(pub Counted);
 
@@ -343,10 +434,16 @@ pub struct Metrics {
 
 impl Metrics {
     /// The registry over what the pipeline counts and, when an observer runs, what it holds.
-    pub fn new(counted: &Counted, checks: &CheckCounted, observer: Option<Arc<Mutex<Observer>>>) -> Self {
+    pub fn new(
+        counted: &Counted,
+        checks: &CheckCounted,
+        uploads: &UploadCounted,
+        observer: Option<Arc<Mutex<Observer>>>,
+    ) -> Self {
         let mut registry = Registry::with_prefix(PREFIX);
         counted.register(&mut registry);
         checks.register(&mut registry);
+        uploads.register(&mut registry);
         let build = Family::<VersionLabels, Gauge>::default();
         build.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
         registry.register(name::BUILD_INFO, "Always 1; the daemon's version as a label", build);
@@ -411,21 +508,19 @@ mod tests {
     #[test]
     fn checks_count_runs_and_verdicts_by_target() {
         let report = |verdicts: serde_json::Value, usable: bool| -> Report {
-            serde_json::from_value(json!({
-                "schema": mptcp_probe_model::SCHEMA, "id": "x", "started_at": "2026-12-01T00:00:00Z",
-                "duration_ms": 1,
-                "client": {"kernel": "6.18", "mptcp_sysctls": {}, "observer": "tc+tracepoints"},
-                "server": {"address": "203.0.113.2", "version": "0.1.0"},
-                "tests": [],
-                "summary": {"verdicts": verdicts, "path_conditions": ["path_broken"], "mptcp_usable": usable},
-            }))
-            .unwrap()
+            let mut r = crate::export::tests::report("x");
+            r.summary.verdicts = serde_json::from_value(verdicts).unwrap();
+            r.summary.path_conditions = vec![mptcp_probe_model::Verdict::PathBroken];
+            r.summary.mptcp_usable = usable;
+            r
         };
         let checks = CheckCounted::default();
         checks.done("lab", &report(json!(["mptcp_ok"]), true));
         checks.done("lab", &report(json!(["syn_option_stripped", "nat"]), false));
         checks.failed("far");
-        let text = to_prometheus_text(&Metrics::new(&Counted::default(), &checks, None).encode());
+        let text = to_prometheus_text(
+            &Metrics::new(&Counted::default(), &checks, &UploadCounted::default(), None).encode(),
+        );
         let v = |target: &str, verdict: &str| {
             sample(
                 &text,
@@ -448,8 +543,10 @@ mod tests {
 
     #[test]
     fn every_outcome_is_there_from_the_start() {
-        let text =
-            to_prometheus_text(&Metrics::new(&Counted::default(), &CheckCounted::default(), None).encode());
+        let text = to_prometheus_text(
+            &Metrics::new(&Counted::default(), &CheckCounted::default(), &UploadCounted::default(), None)
+                .encode(),
+        );
         for o in ConnectionOutcome::ALL {
             let series = format!("mptcp_probe_connections_total{{outcome=\"{}\"}}", o.as_str());
             assert_eq!(sample(&text, &series), Some(0.0), "{text}");
@@ -468,7 +565,9 @@ mod tests {
         // A join, and a flow first seen mid-way: flows, not connections.
         counted.flow(&summary(json!({"subflow": "join", "options": {"tx": {"mp_join": 3}}})));
         counted.flow(&summary(json!({"handshake": {}, "ended": "idle"})));
-        let text = to_prometheus_text(&Metrics::new(&counted, &CheckCounted::default(), None).encode());
+        let text = to_prometheus_text(
+            &Metrics::new(&counted, &CheckCounted::default(), &UploadCounted::default(), None).encode(),
+        );
 
         let c =
             |outcome: &str| sample(&text, &format!("mptcp_probe_connections_total{{outcome=\"{outcome}\"}}"));

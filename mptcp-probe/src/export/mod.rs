@@ -1,19 +1,93 @@
-//! What leaves the host: reports uploaded to a collector, metrics scraped by Prometheus.
+//! What leaves the host: reports uploaded to a collector (at once, or through the [`spool`]),
+//! metrics scraped by Prometheus.
 
 pub mod exposition;
 pub mod metrics;
+pub mod spool;
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use mptcp_probe_model::Report;
+use reqwest::StatusCode;
 
-/// Posts a report to a collector; a refused upload is an error naming the collector's answer.
-pub async fn upload(http: &reqwest::Client, url: &str, report: &Report) -> anyhow::Result<String> {
-    let resp =
-        http.post(url).json(report).send().await.with_context(|| format!("uploading the report to {url}"))?;
-    let status = resp.status();
-    let body = resp.text().await.unwrap_or_default();
-    if !status.is_success() {
-        bail!("the collector at {url} refused the report ({status}): {body}");
+/// The header that makes an upload idempotent: the report's id.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// What the collector made of an upload.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Stored (or stored before: 409), with the collector's answer.
+    Stored(String),
+    /// Refused for good (a 4xx other than 408 and 429): sending it again will not help.
+    Refused(String),
+    /// Not now (no answer, 5xx, 408, 429): try again later.
+    Unavailable(String),
+}
+
+/// How an HTTP status answers an upload.
+pub fn classify(status: StatusCode, body: String) -> Answer {
+    if status.is_success() || status == StatusCode::CONFLICT {
+        Answer::Stored(body)
+    } else if status.is_client_error()
+        && status != StatusCode::REQUEST_TIMEOUT
+        && status != StatusCode::TOO_MANY_REQUESTS
+    {
+        Answer::Refused(format!("{status}: {body}"))
+    } else {
+        Answer::Unavailable(format!("{status}: {body}"))
     }
-    Ok(body)
+}
+
+/// Posts a report to a collector, keyed by its id, with the upload key when there is one.
+pub async fn send(http: &reqwest::Client, url: &str, key: Option<&str>, report: &Report) -> Answer {
+    let mut req = http.post(url).header(IDEMPOTENCY_KEY, &report.id).json(report);
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    match req.send().await {
+        Ok(resp) => {
+            let status = resp.status();
+            classify(status, resp.text().await.unwrap_or_default())
+        }
+        Err(e) => Answer::Unavailable(format!("{e}")),
+    }
+}
+
+/// Posts a report once; a refused or failed upload is an error naming the collector's answer.
+pub async fn upload(http: &reqwest::Client, url: &str, report: &Report) -> anyhow::Result<String> {
+    match send(http, url, None, report).await {
+        Answer::Stored(body) => Ok(body),
+        Answer::Refused(why) => bail!("the collector at {url} refused the report ({why})"),
+        Answer::Unavailable(why) => bail!("uploading the report to {url}: {why}"),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A report with this id and nothing in it.
+    pub fn report(id: &str) -> Report {
+        serde_json::from_value(serde_json::json!({
+            "schema": mptcp_probe_model::SCHEMA, "id": id, "started_at": "2026-12-01T00:00:00Z",
+            "duration_ms": 1,
+            "client": {"kernel": "6.18", "mptcp_sysctls": {}, "observer": "tc+tracepoints"},
+            "server": {"address": "203.0.113.2", "version": "0.1.0"},
+            "tests": [],
+            "summary": {"verdicts": ["mptcp_ok"], "mptcp_usable": true},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn answers_say_whether_to_try_again() {
+        let c = |code: u16| classify(StatusCode::from_u16(code).unwrap(), "b".into());
+        assert_eq!(c(201), Answer::Stored("b".into()));
+        assert_eq!(c(409), Answer::Stored("b".into()), "the collector has it already");
+        for code in [400, 401, 403, 413] {
+            assert!(matches!(c(code), Answer::Refused(_)), "{code}");
+        }
+        for code in [408, 429, 500, 502, 503] {
+            assert!(matches!(c(code), Answer::Unavailable(_)), "{code}");
+        }
+    }
 }
