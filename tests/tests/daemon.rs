@@ -135,7 +135,8 @@ fn connections_are_counted_by_outcome_and_reason_and_prometheus_scrapes_them() {
 fn sighup_applies_a_good_configuration_and_keeps_the_running_one_for_a_bad() {
     skip_unless_e2e!();
     let lab = Lab::up();
-    let daemon = Daemon::start(&lab.c, LISTEN, &config(""));
+    let json_log = "log = { format = \"json\" }";
+    let daemon = Daemon::start(&lab.c, LISTEN, &config(json_log));
     let wait_log = |needle: &str| {
         for _ in 0..100 {
             if daemon.log().contains(needle) {
@@ -146,12 +147,12 @@ fn sighup_applies_a_good_configuration_and_keeps_the_running_one_for_a_bad() {
         panic!("the daemon did not log {needle:?}:\n{}", daemon.log());
     };
 
-    std::fs::write(&daemon.config, config("flow_table_sizes = 1")).unwrap();
+    std::fs::write(&daemon.config, config(&format!("{json_log}\nflow_table_sizes = 1"))).unwrap();
     daemon.signal(libc::SIGHUP);
     wait_log("unknown field `flow_table_sizes`");
     assert!(daemon.log().contains("the running configuration stays"), "{}", daemon.log());
 
-    std::fs::write(&daemon.config, config("flow_table_size = 4096")).unwrap();
+    std::fs::write(&daemon.config, config(&format!("{json_log}\nflow_table_size = 4096"))).unwrap();
     daemon.signal(libc::SIGHUP);
     wait_log("flow_table_size take effect at the next start");
 
@@ -159,6 +160,13 @@ fn sighup_applies_a_good_configuration_and_keeps_the_running_one_for_a_bad() {
     assert!(daemon.scrape().contains("mptcp_probe_connections_total"));
     let stopped = daemon.stop();
     assert_eq!(stopped.exit_code, Some(0), "{}", stopped.log);
+    // Every line of the log is a JSON object with its level and message.
+    for line in stopped.log.lines().filter(|l| !l.is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}\n{}", stopped.log));
+        assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{line}");
+    }
+    assert!(stopped.log.contains("the running configuration stays"), "{}", stopped.log);
 }
 
 #[test]
