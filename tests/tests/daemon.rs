@@ -10,7 +10,7 @@ use std::{
 
 use mptcp_probe_tests::{
     daemon::{sample, Daemon, Prometheus},
-    lab::{addr, attached_programs, ifname, sh, Lab},
+    lab::{addr, attached_programs, ifname, sh, Lab, Netns},
     matrix, peer, probe_bin, scenario, skip_unless_e2e,
     workspace::MIDDLEBOX,
 };
@@ -22,7 +22,7 @@ fn config(extra: &str) -> String {
 }
 
 fn connections(text: &str, outcome: &str) -> Option<f64> {
-    sample(text, &format!("mptcp_probe_connections_total{{outcome=\"{outcome}\"}}"))
+    sample(text, &format!("mptcp_probe_connections_total{{outcome=\"{outcome}\",namespace=\"host\"}}"))
 }
 
 fn promtool(args: &[&str]) -> Command {
@@ -84,24 +84,41 @@ fn connections_are_counted_by_outcome_and_reason_and_prometheus_scrapes_them() {
     assert_eq!(connections(&text, "plain"), Some(1.0), "{text}\n{log}");
     // The client saw its SYN/ACK come back without MP_CAPABLE; the kernel counted the same.
     assert_eq!(
-        sample(&text, "mptcp_probe_fallbacks_total{reason=\"synack_without_mptcp\"}"),
+        sample(&text, "mptcp_probe_fallbacks_total{reason=\"synack_without_mptcp\",namespace=\"host\"}"),
         Some(1.0),
         "{text}"
     );
     assert!(
-        sample(&text, "mptcp_probe_kernel_mib_total{counter=\"MPCapableFallbackSYNACK\"}") >= Some(1.0),
+        sample(&text, "mptcp_probe_kernel_mib_total{counter=\"MPCapableFallbackSYNACK\",namespace=\"host\"}")
+            >= Some(1.0),
         "{text}"
     );
-    assert!(sample(&text, "mptcp_probe_kernel_mib_total{counter=\"MPCapableSYNTX\"}") >= Some(3.0), "{text}");
+    assert!(
+        sample(&text, "mptcp_probe_kernel_mib_total{counter=\"MPCapableSYNTX\",namespace=\"host\"}")
+            >= Some(3.0),
+        "{text}"
+    );
     // Three SYNs and three third ACKs sent with MP_CAPABLE; DSS both ways.
     let options = |subtype: &str, dir: &str| {
-        sample(&text, &format!("mptcp_probe_options_total{{subtype=\"{subtype}\",direction=\"{dir}\"}}"))
+        sample(
+            &text,
+            &format!(
+                "mptcp_probe_options_total{{subtype=\"{subtype}\",direction=\"{dir}\",namespace=\"host\"}}"
+            ),
+        )
     };
     assert!(options("mp_capable", "tx") >= Some(5.0), "{text}");
     assert!(options("dss", "tx") >= Some(2.0) && options("dss", "rx") >= Some(2.0), "{text}");
-    assert_eq!(sample(&text, "mptcp_probe_ringbuf_dropped_events_total"), Some(0.0), "{text}");
-    assert!(sample(&text, "mptcp_probe_packets_inspected_total") > Some(20.0), "{text}");
-    assert_eq!(sample(&text, "mptcp_probe_connection_duration_seconds_count{outcome=\"mptcp\"}"), Some(2.0));
+    assert_eq!(
+        sample(&text, "mptcp_probe_ringbuf_dropped_events_total{namespace=\"host\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(sample(&text, "mptcp_probe_packets_inspected_total{namespace=\"host\"}") > Some(20.0), "{text}");
+    assert_eq!(
+        sample(&text, "mptcp_probe_connection_duration_seconds_count{outcome=\"mptcp\",namespace=\"host\"}"),
+        Some(2.0)
+    );
     // No address or port in any label.
     for leaked in [addr::SERVER, addr::CLIENT1, "40201", "8080"] {
         assert!(!text.contains(leaked), "{leaked} in the exposition:\n{text}");
@@ -501,4 +518,56 @@ fn reports_spool_while_the_collector_is_down_and_arrive_once_each_after_restarts
         assert_eq!(l["path"], "/api/v1/reports", "{l}");
     }
     assert!(std::fs::read_dir(&spool).unwrap().flatten().all(|e| e.path().is_dir()), "spool not empty");
+}
+
+#[test]
+fn a_watched_namespace_is_observed_and_again_after_it_goes_away_and_comes_back() {
+    skip_unless_e2e!();
+    let pid = std::process::id();
+    // The daemon in a namespace of its own; the watched one has only its loopback.
+    let home = Netns::new(&format!("mpp-dh-{pid}"));
+    let name = format!("mpp-dw-{pid}");
+    let watched = Netns::new(&name);
+    let conf =
+        format!("interfaces = [\"lo\"]\nnamespaces = [\"{name}\"]\n[metrics]\nlisten = \"{LISTEN}\"\n");
+    let daemon = Daemon::start(&home, LISTEN, &conf);
+    let conn = |t: &str, ns: &str| {
+        sample(t, &format!("mptcp_probe_connections_total{{outcome=\"mptcp\",namespace=\"{ns}\"}}"))
+    };
+    let up = |t: &str| sample(t, &format!("mptcp_probe_namespace_up{{namespace=\"{name}\"}}"));
+    let connect = |ns: &Netns, port: u16| {
+        let _srv = peer::server(ns, "127.0.0.1:8080", 1, false);
+        let res = peer::client(ns, "127.0.0.1:8080", 10_000, port, false);
+        assert_eq!(res["is_mptcp"], 1, "{res}");
+    };
+
+    // Over loopback both ends of a connection are in the namespace: it counts at each.
+    connect(&watched, 40501);
+    let text = daemon.scrape_until(Duration::from_secs(15), |t| conn(t, &name) == Some(2.0));
+    assert_eq!(conn(&text, &name), Some(2.0), "{text}\n{}", daemon.log());
+    assert_eq!(up(&text), Some(1.0), "{text}");
+    assert_eq!(conn(&text, "host"), Some(0.0), "the daemon's own namespace saw none: {text}");
+    let mib = format!("mptcp_probe_kernel_mib_total{{counter=\"MPCapableSYNRX\",namespace=\"{name}\"}}");
+    assert!(sample(&text, &mib) >= Some(1.0), "the watched namespace's own counters: {text}");
+
+    // It goes away: no longer observed, what was counted stays.
+    drop(watched);
+    let text = daemon.scrape_until(Duration::from_secs(15), |t| up(t) == Some(0.0));
+    assert_eq!(up(&text), Some(0.0), "{text}\n{}", daemon.log());
+    assert_eq!(conn(&text, &name), Some(2.0), "{text}");
+    assert!(!text.contains(&mib), "counters of a namespace that is gone: {text}");
+
+    // Another namespace under the same name: observed anew.
+    let watched = Netns::new(&name);
+    let text = daemon.scrape_until(Duration::from_secs(15), |t| up(t) == Some(1.0));
+    assert_eq!(up(&text), Some(1.0), "{text}\n{}", daemon.log());
+    connect(&watched, 40502);
+    let text = daemon.scrape_until(Duration::from_secs(15), |t| conn(t, &name) == Some(4.0));
+    assert_eq!(conn(&text, &name), Some(4.0), "{text}\n{}", daemon.log());
+
+    let stopped = daemon.stop();
+    assert_eq!(stopped.exit_code, Some(0), "{}", stopped.log);
+    assert!(stopped.log.contains("went away"), "{}", stopped.log);
+    assert_eq!(attached_programs(&watched, "lo"), "", "left attached in the watched namespace");
+    assert_eq!(attached_programs(&home, "lo"), "", "left attached in the daemon's namespace");
 }

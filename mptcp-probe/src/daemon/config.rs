@@ -24,9 +24,55 @@ pub struct Config {
     pub idle_timeout_seconds: u64,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    /// Other network namespaces to watch besides the daemon's own.
+    pub namespaces: Vec<NamespaceConfig>,
     /// Servers (`mptcp-probe serve`) to run `check` against, periodically.
     pub checks: Vec<CheckConfig>,
     pub upload: UploadConfig,
+}
+
+/// Where a named network namespace's file is (`ip netns add NAME`).
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// A network namespace to watch, and its `namespace` label. In the file: a name (`"web"`, the
+/// namespace `ip netns` knows by that name), or `{ name = "web", path = "/proc/1234/ns/net" }`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(from = "NamespaceEntry")]
+pub struct NamespaceConfig {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NamespaceEntry {
+    Name(String),
+    Table { name: String, path: PathBuf },
+}
+
+impl From<NamespaceEntry> for NamespaceConfig {
+    fn from(e: NamespaceEntry) -> Self {
+        match e {
+            NamespaceEntry::Name(name) => Self { path: Path::new(NETNS_DIR).join(&name), name },
+            NamespaceEntry::Table { name, path } => Self { name, path },
+        }
+    }
+}
+
+impl NamespaceConfig {
+    fn check(&self) -> anyhow::Result<()> {
+        let good = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+        if self.name.is_empty() || self.name.len() > 64 || !self.name.chars().all(good) {
+            bail!("namespaces: {:?} is not a name (letters, digits, -, _ and . only)", self.name);
+        }
+        if self.name == crate::export::metrics::OWN_NAMESPACE {
+            bail!("namespaces: {:?} names the daemon's own namespace in the metrics", self.name);
+        }
+        if !self.path.is_absolute() {
+            bail!("namespaces: {} is not an absolute path", self.path.display());
+        }
+        Ok(())
+    }
 }
 
 /// Where the periodic checks' reports go: the collector, through a spool on disk.
@@ -180,6 +226,7 @@ impl Default for Config {
             idle_timeout_seconds: 300,
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
+            namespaces: Vec::new(),
             checks: Vec::new(),
             upload: UploadConfig::default(),
         }
@@ -230,6 +277,14 @@ impl Config {
         }
         self.log.filter()?;
         self.upload.check()?;
+        for n in &self.namespaces {
+            n.check()?;
+        }
+        let mut names: Vec<&str> = self.namespaces.iter().map(|n| n.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            bail!("namespaces: {:?} is named twice", w[0]);
+        }
         for (i, c) in self.checks.iter().enumerate() {
             c.check(i)?;
         }
@@ -300,6 +355,14 @@ mod tests {
         assert_eq!(c.checks[0].interval_seconds, 3600);
         assert_eq!(c.checks[1].target(), "b");
         assert_eq!(c.checks[1].tests, TestName::ALL);
+        let c = parse("namespaces = [\"web\", { name = \"db\", path = \"/proc/7/ns/net\" }]\n").unwrap();
+        assert_eq!(
+            c.namespaces,
+            [
+                NamespaceConfig { name: "web".into(), path: "/run/netns/web".into() },
+                NamespaceConfig { name: "db".into(), path: "/proc/7/ns/net".into() },
+            ]
+        );
     }
 
     #[test]
@@ -326,6 +389,14 @@ mod tests {
         assert!(e.contains("unknown variant `gopher`"), "{e}");
         let e = error("[[checks]]\nserver = \"a\"\n[[checks]]\nserver = \"a\"\n");
         assert!(e.contains("two targets are named \"a\""), "{e}");
+        let e = error("namespaces = [\"host\"]\n");
+        assert!(e.contains("names the daemon's own namespace"), "{e}");
+        let e = error("namespaces = [\"a b\"]\n");
+        assert!(e.contains("\"a b\" is not a name"), "{e}");
+        let e = error("namespaces = [\"web\", { name = \"web\", path = \"/proc/1/ns/net\" }]\n");
+        assert!(e.contains("\"web\" is named twice"), "{e}");
+        let e = error("namespaces = [{ name = \"x\", path = \"relative\" }]\n");
+        assert!(e.contains("relative is not an absolute path"), "{e}");
         let e = error("[upload]\nurl = \"ftp://x\"\n");
         assert!(e.contains("not an http:// or https:// URL"), "{e}");
         let e = error("[upload]\nspool_max_bytes = 10\n");

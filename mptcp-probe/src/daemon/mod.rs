@@ -5,6 +5,7 @@
 
 pub mod checks;
 pub mod config;
+pub mod namespaces;
 pub mod upload;
 
 use std::{path::Path, sync::Arc, time::Duration};
@@ -18,12 +19,16 @@ use tracing_subscriber::{
 use self::{
     checks::Checks,
     config::{Config, LogFormat},
+    namespaces::Namespaces,
     upload::Uploader,
 };
 use crate::{
     export::{
         exposition,
-        metrics::{CheckCounted, Counted, Metrics, MetricsSink, UploadCounted},
+        metrics::{
+            lock_sources, CheckCounted, Counted, LiveSource, LiveSources, Metrics, MetricsSink,
+            UploadCounted, OWN_NAMESPACE,
+        },
     },
     kernel::{EventLevel, ObserverOptions},
     pipeline::{
@@ -70,6 +75,9 @@ fn pipeline_options(c: &Config) -> PipelineOptions {
     }
 }
 
+/// How often the watched namespaces are looked at (gone, back, replaced).
+const NAMESPACE_LOOK: Duration = Duration::from_secs(2);
+
 /// Runs until SIGINT or SIGTERM; SIGHUP re-reads `path`.
 pub async fn run(path: &Path, config: Config, log: LogReload) -> anyhow::Result<()> {
     // The address first: one that is taken is named before anything is loaded.
@@ -81,11 +89,22 @@ pub async fn run(path: &Path, config: Config, log: LogReload) -> anyhow::Result<
     // named first.
     let uploader = Uploader::new(&config.upload, upload_counted.clone())?;
     let counted = Counted::default();
-    let mut pipeline =
-        Pipeline::start(&pipeline_options(&config), vec![Box::new(MetricsSink(counted.clone()))])?;
+    let sink = MetricsSink { counted: counted.clone(), namespace: OWN_NAMESPACE.into() };
+    let mut pipeline = Pipeline::start(&pipeline_options(&config), vec![Box::new(sink)])?;
+    counted.namespace(OWN_NAMESPACE, true);
+    let sources = LiveSources::default();
+    lock_sources(&sources).insert(
+        OWN_NAMESPACE.into(),
+        LiveSource { observer: pipeline.observer(), netstat: "/proc/thread-self/net/netstat".into() },
+    );
+    // The other namespaces: every interface of theirs that is up, the rest as here.
+    let mut others_opts = pipeline_options(&config);
+    others_opts.source.interfaces = Interfaces::AllUp;
+    let mut namespaces =
+        Namespaces::new(config.namespaces.clone(), counted.clone(), sources.clone(), others_opts);
+    namespaces.reconcile();
     let check_counted = CheckCounted::default();
-    let metrics =
-        Arc::new(Metrics::new(&counted, &check_counted, &upload_counted, Some(pipeline.observer())));
+    let metrics = Arc::new(Metrics::new(&counted, &check_counted, &upload_counted, Some(sources)));
     let server = tokio::spawn(async move { axum::serve(listener, exposition::router(metrics)).await });
     {
         let obs = pipeline.observer();
@@ -104,6 +123,7 @@ pub async fn run(path: &Path, config: Config, log: LogReload) -> anyhow::Result<
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut running = config;
+    let mut look = tokio::time::interval(NAMESPACE_LOOK);
     pipeline
         .run(async {
             loop {
@@ -111,12 +131,14 @@ pub async fn run(path: &Path, config: Config, log: LogReload) -> anyhow::Result<
                     _ = sigint.recv() => break,
                     _ = sigterm.recv() => break,
                     _ = sighup.recv() => reload(path, &mut running, &log),
+                    _ = look.tick() => namespaces.reconcile(),
                 }
             }
         })
         .await?;
     server.abort();
     checks.stop();
+    namespaces.stop_all();
     pipeline.finish()?;
     tracing::info!("daemon: stopped, every program detached");
     Ok(())
@@ -139,6 +161,9 @@ fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
     }
     if running.log.format != new.log.format {
         changed.push("log.format");
+    }
+    if running.namespaces != new.namespaces {
+        changed.push("namespaces");
     }
     if running.checks != new.checks {
         changed.push("checks");

@@ -40,6 +40,7 @@ pub mod name {
     pub const FLOWS: &str = "flows";
     pub const CONNECTION_DURATION: &str = "connection_duration_seconds";
     pub const KERNEL_MIB: &str = "kernel_mib";
+    pub const NAMESPACE_UP: &str = "namespace_up";
     pub const RINGBUF_DROPPED: &str = "ringbuf_dropped_events";
     pub const FLOW_TABLE_EVICTIONS: &str = "flow_table_evictions";
     pub const PACKETS_INSPECTED: &str = "packets_inspected";
@@ -60,21 +61,33 @@ pub mod name {
 /// The reason label of a connection that fell back when the evidence names none.
 pub const UNKNOWN_REASON: &str = "unknown";
 
+/// The `namespace` label of what the daemon sees in its own network namespace; the others it
+/// watches are labelled with their configured names.
+pub const OWN_NAMESPACE: &str = "host";
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
+    namespace: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     /// The kernel's MIB name where the host says it, else the wire's [`FallbackCause`].
     reason: String,
+    namespace: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OptionLabels {
     subtype: &'static str,
     direction: &'static str,
+    namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NamespaceLabels {
+    namespace: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -86,6 +99,7 @@ struct VersionLabels {
 struct FlowLabels {
     subflow: &'static str,
     ended: &'static str,
+    namespace: String,
 }
 
 fn duration_histogram() -> Histogram {
@@ -101,41 +115,56 @@ pub struct Counted {
     options: Family<OptionLabels, Counter>,
     flows: Family<FlowLabels, Counter>,
     durations: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
+    /// 1 while a watched namespace is observed, 0 while it is absent.
+    namespaces_up: Family<NamespaceLabels, Gauge>,
 }
 
 impl Default for Counted {
-    /// Every outcome starts at 0, so a rate or a share over them exists from the first scrape.
     fn default() -> Self {
-        let c = Self {
+        Self {
             connections: Family::default(),
             fallbacks: Family::default(),
             options: Family::default(),
             flows: Family::default(),
             durations: Family::new_with_constructor(duration_histogram),
-        };
-        for o in ConnectionOutcome::ALL {
-            let _ = c.connections.get_or_create(&OutcomeLabels { outcome: o.as_str() });
+            namespaces_up: Family::default(),
         }
-        c
     }
 }
 
 impl Counted {
-    /// One flow's summary: every flow counts its options and itself; a connection is counted
-    /// once, by its initial subflow or plain TCP flow whose handshake was seen (a flow first seen
-    /// mid-way, or tracked anew after an idle summary, is no new connection).
-    pub fn flow(&self, s: &FlowSummary) {
+    /// A namespace observed from now (`up`) or no longer. Its outcomes start at 0, so that a
+    /// rate or a share over them exists from the first scrape.
+    pub fn namespace(&self, namespace: &str, up: bool) {
+        for o in ConnectionOutcome::ALL {
+            let _ = self
+                .connections
+                .get_or_create(&OutcomeLabels { outcome: o.as_str(), namespace: namespace.to_string() });
+        }
+        self.namespaces_up
+            .get_or_create(&NamespaceLabels { namespace: namespace.to_string() })
+            .set(i64::from(up));
+    }
+
+    /// One flow's summary, in a namespace: every flow counts its options and itself; a
+    /// connection is counted once, by its initial subflow or plain TCP flow whose handshake was
+    /// seen (a flow first seen mid-way, or tracked anew after an idle summary, is no new
+    /// connection).
+    pub fn flow(&self, namespace: &str, s: &FlowSummary) {
+        let ns = || namespace.to_string();
         for (dir, per_subtype) in [(Direction::Tx, &s.options.tx), (Direction::Rx, &s.options.rx)] {
             for (subtype, n) in per_subtype {
-                let labels = OptionLabels { subtype: subtype.as_str(), direction: dir.as_str() };
+                let labels =
+                    OptionLabels { subtype: subtype.as_str(), direction: dir.as_str(), namespace: ns() };
                 self.options.get_or_create(&labels).inc_by(u64::from(*n));
             }
         }
-        self.flows.get_or_create(&FlowLabels { subflow: s.subflow.as_str(), ended: s.ended.as_str() }).inc();
+        let flow = FlowLabels { subflow: s.subflow.as_str(), ended: s.ended.as_str(), namespace: ns() };
+        self.flows.get_or_create(&flow).inc();
         if s.subflow == Subflow::Join || s.handshake.syn.is_none() {
             return;
         }
-        let outcome = OutcomeLabels { outcome: ConnectionOutcome::of(s.mptcp).as_str() };
+        let outcome = OutcomeLabels { outcome: ConnectionOutcome::of(s.mptcp).as_str(), namespace: ns() };
         self.connections.get_or_create(&outcome).inc();
         self.durations.get_or_create(&outcome).observe(s.duration_ms as f64 / 1000.0);
         if s.mptcp == MptcpState::Fallback {
@@ -144,7 +173,7 @@ impl Counted {
                 .clone()
                 .or_else(|| s.fallback_cause.map(|c| c.as_str().to_string()))
                 .unwrap_or_else(|| UNKNOWN_REASON.to_string());
-            self.fallbacks.get_or_create(&ReasonLabels { reason }).inc();
+            self.fallbacks.get_or_create(&ReasonLabels { reason, namespace: ns() }).inc();
         }
     }
 
@@ -175,6 +204,11 @@ impl Counted {
             name::CONNECTION_DURATION,
             "Connection lifetime from its first to its last packet, by outcome",
             self.durations.clone(),
+        );
+        r.register(
+            name::NAMESPACE_UP,
+            "1 while a network namespace the daemon watches is observed, 0 while it is absent",
+            self.namespaces_up.clone(),
         );
     }
 }
@@ -336,19 +370,32 @@ impl UploadCounted {
     }
 }
 
-/// The pipeline's sink that counts.
-pub struct MetricsSink(pub Counted);
+/// The pipeline's sink that counts, for one namespace.
+pub struct MetricsSink {
+    pub counted: Counted,
+    pub namespace: String,
+}
 
 impl Sink for MetricsSink {
     fn flow(&mut self, summary: &FlowSummary) {
-        self.0.flow(summary);
+        self.counted.flow(&self.namespace, summary);
     }
 }
 
-/// What is read when Prometheus scrapes: the MPTcpExt counters of the daemon's namespace, the
-/// kernel programs' counters, their run time when `kernel.bpf_stats_enabled` is on.
+/// What an observed namespace offers at scrape time: its observer, and the netstat file of a
+/// thread inside it.
+pub struct LiveSource {
+    pub observer: Arc<Mutex<Observer>>,
+    pub netstat: std::path::PathBuf,
+}
+
+/// The observed namespaces by label; they come and go while the daemon runs.
+pub type LiveSources = Arc<Mutex<std::collections::BTreeMap<String, LiveSource>>>;
+
+/// What is read when Prometheus scrapes, for each observed namespace: its MPTcpExt counters,
+/// the kernel programs' counters, their run time when `kernel.bpf_stats_enabled` is on.
 pub struct Live {
-    observer: Arc<Mutex<Observer>>,
+    sources: LiveSources,
 }
 
 impl std::fmt::Debug for Live {
@@ -357,60 +404,95 @@ impl std::fmt::Debug for Live {
     }
 }
 
+/// One namespace's programs, as read at a scrape.
+struct ProgramsNow {
+    namespace: String,
+    counters: crate::kernel::Counters,
+    evictions: u64,
+    run_times: Vec<(String, Duration, u64)>,
+}
+
 /// Whether the kernel counts BPF programs' run time (`kernel.bpf_stats_enabled`).
 fn bpf_stats_enabled() -> bool {
     std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|v| v.trim() == "1")
 }
 
-fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> std::fmt::Result {
-    ConstCounter::new(value).encode(enc.encode_descriptor(name, help, None, MetricType::Counter)?)
+/// A counter family with one value per namespace.
+fn per_namespace(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: impl Iterator<Item = (String, u64)>,
+) -> std::fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (ns, v) in values {
+        ConstCounter::new(v).encode(m.encode_family(&[("namespace", ns.as_str())])?)?;
+    }
+    Ok(())
 }
 
 impl Collector for Live {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let stats = bpf_stats_enabled();
+        // Each namespace's MIB and programs, each observer held a moment.
+        let (mibs, programs): (Vec<_>, Vec<_>) = lock_sources(&self.sources)
+            .iter()
+            .map(|(ns, src)| {
+                let mib = (ns.clone(), mib::read_from(&src.netstat));
+                let mut obs = lock(&src.observer);
+                let run_times = if stats { obs.run_times() } else { Vec::new() };
+                let now = ProgramsNow {
+                    namespace: ns.clone(),
+                    counters: obs.counters(),
+                    evictions: obs.evictions(),
+                    run_times,
+                };
+                (mib, now)
+            })
+            .unzip();
         let mut m = enc.encode_descriptor(
             name::KERNEL_MIB,
-            "The kernel's MPTCP counters (MPTcpExt in /proc/net/netstat) of the daemon's namespace",
+            "The kernel's MPTCP counters (MPTcpExt in /proc/net/netstat) of each observed namespace",
             None,
             MetricType::Counter,
         )?;
-        for (counter_name, v) in mib::read() {
-            ConstCounter::new(v).encode(m.encode_family(&[("counter", counter_name.as_str())])?)?;
+        for (ns, counters) in &mibs {
+            for (counter_name, v) in counters {
+                let labels = [("counter", counter_name.as_str()), ("namespace", ns.as_str())];
+                ConstCounter::new(*v).encode(m.encode_family(&labels)?)?;
+            }
         }
-        // The programs' counters and run time, read with the observer held a moment.
-        let (counters, evictions, run_times) = {
-            let mut obs = lock(&self.observer);
-            let run_times = if bpf_stats_enabled() { obs.run_times() } else { Vec::new() };
-            (obs.counters(), obs.evictions(), run_times)
-        };
-        counter(
+        let each = |f: fn(&ProgramsNow) -> u64| programs.iter().map(move |p| (p.namespace.clone(), f(p)));
+        per_namespace(
             &mut enc,
             name::RINGBUF_DROPPED,
             "Events the kernel programs could not write: the ring buffer was full",
-            counters.get("ringbuf_dropped_events"),
+            each(|p| p.counters.get("ringbuf_dropped_events")),
         )?;
-        counter(
+        per_namespace(
             &mut enc,
             name::FLOW_TABLE_EVICTIONS,
             "Flows the kernel's bounded flow table dropped to make room",
-            evictions,
+            each(|p| p.evictions),
         )?;
-        counter(
+        per_namespace(
             &mut enc,
             name::PACKETS_INSPECTED,
             "TCP packets the programs looked at",
-            counters.get("packets_inspected"),
+            each(|p| p.counters.get("packets_inspected")),
         )?;
-        if !run_times.is_empty() {
+        if programs.iter().any(|p| !p.run_times.is_empty()) {
             let mut t = enc.encode_descriptor(
                 name::BPF_RUN_TIME,
                 "Time the kernel spent in each program (kernel.bpf_stats_enabled=1)",
                 None,
                 MetricType::Counter,
             )?;
-            for (program, time, _) in &run_times {
-                ConstCounter::new(time.as_secs_f64())
-                    .encode(t.encode_family(&[("program", program.as_str())])?)?;
+            for p in &programs {
+                for (program, time, _) in &p.run_times {
+                    let labels = [("program", program.as_str()), ("namespace", p.namespace.as_str())];
+                    ConstCounter::new(time.as_secs_f64()).encode(t.encode_family(&labels)?)?;
+                }
             }
             let mut n = enc.encode_descriptor(
                 name::BPF_RUNS,
@@ -418,12 +500,22 @@ impl Collector for Live {
                 None,
                 MetricType::Counter,
             )?;
-            for (program, _, runs) in &run_times {
-                ConstCounter::new(*runs).encode(n.encode_family(&[("program", program.as_str())])?)?;
+            for p in &programs {
+                for (program, _, runs) in &p.run_times {
+                    let labels = [("program", program.as_str()), ("namespace", p.namespace.as_str())];
+                    ConstCounter::new(*runs).encode(n.encode_family(&labels)?)?;
+                }
             }
         }
         Ok(())
     }
+}
+
+/// The sources' lock; a panic elsewhere does not make it unusable.
+pub fn lock_sources(
+    s: &LiveSources,
+) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, LiveSource>> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Every metric of a running daemon, ready to encode.
@@ -438,7 +530,7 @@ impl Metrics {
         counted: &Counted,
         checks: &CheckCounted,
         uploads: &UploadCounted,
-        observer: Option<Arc<Mutex<Observer>>>,
+        sources: Option<LiveSources>,
     ) -> Self {
         let mut registry = Registry::with_prefix(PREFIX);
         counted.register(&mut registry);
@@ -453,8 +545,8 @@ impl Metrics {
             "How long the previous scrape took to encode",
             scrape_duration.clone(),
         );
-        if let Some(observer) = observer {
-            registry.register_collector(Box::new(Live { observer }));
+        if let Some(sources) = sources {
+            registry.register_collector(Box::new(Live { sources }));
         }
         Self { registry, scrape_duration }
     }
@@ -542,37 +634,54 @@ mod tests {
     }
 
     #[test]
-    fn every_outcome_is_there_from_the_start() {
+    fn every_outcome_of_an_observed_namespace_is_there_from_the_start() {
+        let counted = Counted::default();
+        counted.namespace("host", true);
+        counted.namespace("web", false);
         let text = to_prometheus_text(
-            &Metrics::new(&Counted::default(), &CheckCounted::default(), &UploadCounted::default(), None)
-                .encode(),
+            &Metrics::new(&counted, &CheckCounted::default(), &UploadCounted::default(), None).encode(),
         );
-        for o in ConnectionOutcome::ALL {
-            let series = format!("mptcp_probe_connections_total{{outcome=\"{}\"}}", o.as_str());
-            assert_eq!(sample(&text, &series), Some(0.0), "{text}");
+        for ns in ["host", "web"] {
+            for o in ConnectionOutcome::ALL {
+                let series =
+                    format!("mptcp_probe_connections_total{{outcome=\"{}\",namespace=\"{ns}\"}}", o.as_str());
+                assert_eq!(sample(&text, &series), Some(0.0), "{text}");
+            }
         }
+        assert_eq!(sample(&text, "mptcp_probe_namespace_up{namespace=\"host\"}"), Some(1.0), "{text}");
+        assert_eq!(sample(&text, "mptcp_probe_namespace_up{namespace=\"web\"}"), Some(0.0), "{text}");
     }
 
     #[test]
     fn each_connection_counts_once_by_outcome_and_fallback_reason() {
         let counted = Counted::default();
-        counted.flow(&summary(json!({})));
-        counted.flow(&summary(json!({"mptcp": "fallback", "fallback_cause": "synack_without_mptcp"})));
-        counted.flow(&summary(json!({"mptcp": "fallback", "fallback_reason": "MPCapableFallbackACK",
-                                     "fallback_cause": "third_ack_without_mptcp"})));
-        counted.flow(&summary(json!({"mptcp": "fallback"})));
-        counted.flow(&summary(json!({"mptcp": "not_negotiated", "subflow": "tcp", "options": {}})));
+        counted.flow("host", &summary(json!({})));
+        counted
+            .flow("host", &summary(json!({"mptcp": "fallback", "fallback_cause": "synack_without_mptcp"})));
+        counted.flow(
+            "host",
+            &summary(json!({"mptcp": "fallback", "fallback_reason": "MPCapableFallbackACK",
+                                     "fallback_cause": "third_ack_without_mptcp"})),
+        );
+        counted.flow("host", &summary(json!({"mptcp": "fallback"})));
+        counted.flow("host", &summary(json!({"mptcp": "not_negotiated", "subflow": "tcp", "options": {}})));
         // A join, and a flow first seen mid-way: flows, not connections.
-        counted.flow(&summary(json!({"subflow": "join", "options": {"tx": {"mp_join": 3}}})));
-        counted.flow(&summary(json!({"handshake": {}, "ended": "idle"})));
+        counted.flow("host", &summary(json!({"subflow": "join", "options": {"tx": {"mp_join": 3}}})));
+        counted.flow("host", &summary(json!({"handshake": {}, "ended": "idle"})));
         let text = to_prometheus_text(
             &Metrics::new(&counted, &CheckCounted::default(), &UploadCounted::default(), None).encode(),
         );
 
-        let c =
-            |outcome: &str| sample(&text, &format!("mptcp_probe_connections_total{{outcome=\"{outcome}\"}}"));
+        let c = |outcome: &str| {
+            sample(
+                &text,
+                &format!("mptcp_probe_connections_total{{outcome=\"{outcome}\",namespace=\"host\"}}"),
+            )
+        };
         assert_eq!((c("mptcp"), c("fallback"), c("plain")), (Some(1.0), Some(3.0), Some(1.0)), "{text}");
-        let f = |reason: &str| sample(&text, &format!("mptcp_probe_fallbacks_total{{reason=\"{reason}\"}}"));
+        let f = |reason: &str| {
+            sample(&text, &format!("mptcp_probe_fallbacks_total{{reason=\"{reason}\",namespace=\"host\"}}"))
+        };
         assert_eq!(f("synack_without_mptcp"), Some(1.0), "{text}");
         // The kernel's name wins over the wire's.
         assert_eq!(f("MPCapableFallbackACK"), Some(1.0), "{text}");
@@ -580,26 +689,32 @@ mod tests {
         assert_eq!(f(UNKNOWN_REASON), Some(1.0), "{text}");
         // Options of every flow, joins included.
         let o = |subtype: &str, dir: &str| {
-            sample(&text, &format!("mptcp_probe_options_total{{subtype=\"{subtype}\",direction=\"{dir}\"}}"))
+            sample(&text, &format!("mptcp_probe_options_total{{subtype=\"{subtype}\",direction=\"{dir}\",namespace=\"host\"}}"))
         };
         assert_eq!(o("mp_capable", "tx"), Some(10.0), "{text}");
         assert_eq!(o("mp_capable", "rx"), Some(5.0), "{text}");
         assert_eq!(o("dss", "tx"), Some(25.0), "{text}");
         assert_eq!(o("mp_join", "tx"), Some(3.0), "{text}");
         assert_eq!(
-            sample(&text, "mptcp_probe_flows_total{subflow=\"join\",ended=\"fin\"}"),
+            sample(&text, "mptcp_probe_flows_total{subflow=\"join\",ended=\"fin\",namespace=\"host\"}"),
             Some(1.0),
             "{text}"
         );
-        assert_eq!(sample(&text, "mptcp_probe_flows_total{subflow=\"initial\",ended=\"idle\"}"), Some(1.0));
+        assert_eq!(
+            sample(&text, "mptcp_probe_flows_total{subflow=\"initial\",ended=\"idle\",namespace=\"host\"}"),
+            Some(1.0)
+        );
         // Durations: 250 ms falls in the bucket up to 0.256 s.
         assert_eq!(
-            sample(&text, "mptcp_probe_connection_duration_seconds_bucket{le=\"0.256\",outcome=\"mptcp\"}"),
+            sample(&text, "mptcp_probe_connection_duration_seconds_bucket{le=\"0.256\",outcome=\"mptcp\",namespace=\"host\"}"),
             Some(1.0),
             "{text}"
         );
         assert_eq!(
-            sample(&text, "mptcp_probe_connection_duration_seconds_count{outcome=\"fallback\"}"),
+            sample(
+                &text,
+                "mptcp_probe_connection_duration_seconds_count{outcome=\"fallback\",namespace=\"host\"}"
+            ),
             Some(3.0)
         );
         assert_eq!(

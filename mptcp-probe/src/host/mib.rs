@@ -1,4 +1,5 @@
-//! The kernel's MPTCP MIB counters (MPTcpExt in /proc/net/netstat).
+//! The kernel's MPTCP MIB counters (MPTcpExt in /proc/net/netstat), of the calling thread's
+//! network namespace.
 
 use std::collections::BTreeMap;
 
@@ -33,18 +34,26 @@ pub fn parse(netstat: &str) -> BTreeMap<String, u64> {
     out
 }
 
+/// The calling thread's netstat (`/proc/net` is the main thread's).
+const NETSTAT: &str = "/proc/thread-self/net/netstat";
+
 /// Counter names in the kernel's order (the order of the MIB enum).
 pub fn names() -> Vec<String> {
-    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let text = std::fs::read_to_string(NETSTAT).unwrap_or_default();
     text.lines()
         .find(|l| l.starts_with("MPTcpExt:"))
         .map(|l| l.split_whitespace().skip(1).map(str::to_string).collect())
         .unwrap_or_default()
 }
 
-/// Current counters of this network namespace.
+/// Current counters of this thread's network namespace.
 pub fn read() -> BTreeMap<String, u64> {
-    parse(&std::fs::read_to_string("/proc/net/netstat").unwrap_or_default())
+    read_from(std::path::Path::new(NETSTAT))
+}
+
+/// Current counters from a netstat file (another thread's: `/proc/PID/task/TID/net/netstat`).
+pub fn read_from(netstat: &std::path::Path) -> BTreeMap<String, u64> {
+    parse(&std::fs::read_to_string(netstat).unwrap_or_default())
 }
 
 /// Counters that grew between two readings, with how much.

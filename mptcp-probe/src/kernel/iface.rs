@@ -65,10 +65,11 @@ pub fn named(names: &[String]) -> Result<Vec<Interface>, IfaceError> {
     names.iter().map(|n| describe(n).ok_or_else(|| IfaceError::Unknown(n.clone()))).collect()
 }
 
-/// This process's network namespace inode.
+/// The network namespace inode of the calling thread (a thread may have entered another
+/// namespace than the process's).
 pub fn current_netns() -> u32 {
     use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/self/ns/net").map(|m| m.ino() as u32).unwrap_or(0)
+    fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino() as u32).unwrap_or(0)
 }
 
 #[cfg(test)]

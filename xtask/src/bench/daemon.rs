@@ -63,7 +63,9 @@ fn config() -> String {
 fn counted(text: &str) -> f64 {
     ["mptcp", "fallback", "plain"]
         .iter()
-        .filter_map(|o| sample(text, &format!("mptcp_probe_connections_total{{outcome=\"{o}\"}}")))
+        .filter_map(|o| {
+            sample(text, &format!("mptcp_probe_connections_total{{outcome=\"{o}\",namespace=\"host\"}}"))
+        })
         .sum()
 }
 
