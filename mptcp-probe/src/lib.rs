@@ -8,7 +8,9 @@
 //! - [`verdict`]: the rules that name a middlebox's behaviour from both ends' evidence;
 //! - [`active`]: `check`'s tests over MPTCP and plain TCP, and the report they make;
 //! - [`server`]: `serve`, the test server `check` talks to;
-//! - [`output`] (text, tables, pcapng) and [`export`] (uploads to a collector);
+//! - [`output`] (text, tables, pcapng) and [`export`] (uploads to a collector, metrics);
+//! - [`daemon`]: the observer left running, with metrics, periodic checks and uploads;
+//! - [`collect`]: the collector reports are uploaded to;
 //! - [`host`]: the host's own facts (MIB counters, path manager, sysctls, sockets, privileges).
 //!
 //! The public data model (reports, verdicts, flow summaries, watch records) is the
@@ -16,6 +18,7 @@
 //! `mptcp-probe-common`.
 
 pub mod active;
+pub mod collect;
 pub mod daemon;
 pub mod export;
 pub mod host;

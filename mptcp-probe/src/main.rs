@@ -27,6 +27,8 @@ enum Command {
     /// Observe every connection of the host and count, for Prometheus, whether MPTCP was
     /// negotiated, kept or lost, and why.
     Daemon(cmd::daemon::DaemonArgs),
+    /// The collector: receives uploaded reports, stores them, gives each back with its token.
+    Collect(cmd::collect::CollectArgs),
     #[command(hide = true)]
     ProgBench(cmd::prog_bench::BenchArgs),
 }
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
             Command::Watch(args) => cmd::watch::run(args).await,
             Command::Check(args) => cmd::check::run(args).await,
             Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Collect(args) => cmd::collect::run(args).await,
             Command::Daemon(args) => {
                 let (config, log) = daemon.expect("the daemon's configuration is read before the runtime");
                 cmd::daemon::run(args, config, log).await

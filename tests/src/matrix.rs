@@ -160,7 +160,7 @@ impl Outcome {
                 "verdicts": sc.expect,
                 "path_conditions": sc.path,
                 "path_conditions_allowed": sc.may,
-                "fallback": sc.fallback.map(|f| json!({"test": f.test, "reason": f.reason})),
+                "fallback": sc.fallback.map(|f| json!({"test": f.test, "reasons": f.reasons})),
             },
             "agrees": self.ok(),
             "could_not_run": self.could_not_run,
@@ -247,12 +247,12 @@ pub fn judge(sc: &Scenario, report: &Report) -> Run {
     match sc.fallback {
         Some(f) => {
             let got = run.fallback.get(&f.test);
-            if got.map(String::as_str) != Some(f.reason) {
+            if !got.is_some_and(|r| f.reasons.contains(&r.as_str())) {
                 run.problems.push(format!(
                     "{}: fallback reason {} (expected {})",
                     f.test,
                     got.map(String::as_str).unwrap_or("none"),
-                    f.reason
+                    f.reasons_text()
                 ));
             }
         }
@@ -527,7 +527,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
             "{}{}{}",
             names(sc.expect),
             expected_path(sc),
-            sc.fallback.map(|f| format!(" ({}: {})", f.test, f.reason)).unwrap_or_default()
+            sc.fallback.map(|f| format!(" ({}: {})", f.test, f.reasons_text())).unwrap_or_default()
         );
         let observed = if o.could_not_run.is_some() {
             "could not run".to_string()

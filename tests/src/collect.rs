@@ -1,0 +1,174 @@
+//! Runs `mptcp-probe collect` on loopback and talks to it with curl, as any client would.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use crate::{
+    lab::{sh, Child, Netns},
+    probe::TempDir,
+};
+
+/// A running collector, its database in a temporary directory; killed on drop.
+pub struct Collector {
+    child: Option<Child>,
+    pub url: String,
+    pub db: PathBuf,
+    pub log: PathBuf,
+    args: Vec<String>,
+    /// The namespace it runs in (by name: a [`Netns`] deletes its namespace on drop); None: here.
+    ns: Option<String>,
+    dir: TempDir,
+}
+
+/// An HTTP answer: status and body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The `error` of a JSON error answer.
+    pub fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+impl Collector {
+    /// Starts a collector on 127.0.0.1:`port` with these extra arguments.
+    pub fn start(port: u16, extra: &[&str]) -> Self {
+        Self::start_in(None, &format!("127.0.0.1:{port}"), extra)
+    }
+
+    /// Starts a collector listening on `listen` in `ns` (None: here).
+    pub fn start_in(ns: Option<&Netns>, listen: &str, extra: &[&str]) -> Self {
+        let dir = TempDir::new("collect");
+        let db = dir.0.join("reports.db");
+        let mut c = Self {
+            child: None,
+            url: format!("http://{listen}"),
+            db,
+            log: dir.0.join("collect.log"),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            ns: ns.map(|n| n.name.clone()),
+            dir,
+        };
+        c.restart();
+        c
+    }
+
+    /// Starts it (again, on the same database).
+    pub fn restart(&mut self) {
+        self.stop();
+        let listen = self.url.trim_start_matches("http://").to_string();
+        let mut cmd = self.command(crate::probe_bin());
+        cmd.args(["collect", "--listen", &listen, "--db"])
+            .arg(format!("sqlite://{}", self.db.display()))
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&self.log).expect("log file"));
+        let mut child = Child::spawn(&mut cmd);
+        if let Err(e) = child.wait_ready(&self.log, "collect: listening", Duration::from_secs(30), "collect")
+        {
+            panic!("{e:#}");
+        }
+        self.child = Some(child);
+    }
+
+    /// Stops it with SIGTERM: its exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        child.signal(libc::SIGTERM);
+        child.wait_exit(Duration::from_secs(30))
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A command run where the collector runs.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match &self.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir.0
+    }
+
+    /// POSTs `body` to `path` with these extra headers.
+    pub fn post(&self, path: &str, body: &[u8], headers: &[&str]) -> Answer {
+        let file = self.dir.0.join("body");
+        fs::write(&file, body).expect("write the body");
+        let mut args = vec!["-H".to_string(), "Content-Type: application/json".into()];
+        for h in headers {
+            args.extend(["-H".into(), h.to_string()]);
+        }
+        args.extend(["--data-binary".into(), format!("@{}", file.display())]);
+        self.request(path, &args)
+    }
+
+    pub fn get(&self, path: &str, headers: &[&str]) -> Answer {
+        let args: Vec<String> = headers.iter().flat_map(|h| ["-H".to_string(), h.to_string()]).collect();
+        self.request(path, &args)
+    }
+
+    fn request(&self, path: &str, args: &[String]) -> Answer {
+        let out_file = self.dir.0.join("answer");
+        let url = if path.starts_with("http") { path.to_string() } else { format!("{}{path}", self.url) };
+        let o = sh(self
+            .command("curl")
+            .args(["-sS", "--max-time", "20", "-o"])
+            .arg(&out_file)
+            .args(["-w", "%{http_code}"])
+            .args(args)
+            .arg(&url));
+        let status = String::from_utf8_lossy(&o.stdout).trim().parse().expect("an HTTP status");
+        Answer { status, body: fs::read(&out_file).unwrap_or_default() }
+    }
+
+    /// Reports stored, as the collector counts them.
+    pub fn count(&self) -> u64 {
+        self.get("/api/v1/summary", &[]).json()["reports"].as_u64().expect("a count")
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A report as `check --json` prints one, with one test, under this id.
+pub fn report(id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "schema": "mptcp-probe/report/v1",
+        "id": id,
+        "started_at": "2026-12-01T10:00:00Z",
+        "duration_ms": 1200,
+        "client": {"kernel": "6.18.44", "mptcp_sysctls": {"enabled": 1}, "observer": "tc+tracepoints"},
+        "server": {"address": "203.0.113.2", "version": "0.1.0"},
+        "tests": [{
+            "name": "http", "transport": "mptcp", "port": 80, "outcome": "ok", "mptcp": "established",
+            "subflows": 1, "fallback_reason": null, "verdicts": ["mptcp_ok"],
+            "evidence": {"client": {}, "server": null, "mib_delta": {}}, "duration_ms": 100
+        }],
+        "summary": {"verdicts": ["mptcp_ok"], "mptcp_usable": true}
+    })
+}
