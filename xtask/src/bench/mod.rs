@@ -123,7 +123,7 @@ const GB: f64 = 1e9;
 const COLLAPSE_SHARE: f64 = 0.1;
 /// The warm-up transfer at most this long: the first transfer in a fresh namespace is slower.
 const WARM_UP: Duration = Duration::from_millis(500);
-const COLLECTOR_SKIPPED: &str = "mptcp-probe collect does not exist yet: no upload rate to measure";
+const COLLECTOR_SKIPPED: &str = "the collector's upload rate and page render time are not measured yet";
 
 /// `cargo xtask bench`.
 pub fn run(quick: bool, json_out: bool, repeat: Option<u32>) -> anyhow::Result<()> {
