@@ -146,32 +146,20 @@ pub async fn run(path: &Path, config: Config, log: LogReload) -> anyhow::Result<
 
 /// The options whose change needs a restart.
 fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    if running.interfaces != new.interfaces {
-        changed.push("interfaces");
-    }
-    if running.flow_table_size != new.flow_table_size {
-        changed.push("flow_table_size");
-    }
-    if running.idle_timeout_seconds != new.idle_timeout_seconds {
-        changed.push("idle_timeout_seconds");
-    }
-    if running.metrics != new.metrics {
-        changed.push("metrics.listen");
-    }
-    if running.log.format != new.log.format {
-        changed.push("log.format");
-    }
-    if running.namespaces != new.namespaces {
-        changed.push("namespaces");
-    }
-    if running.checks != new.checks {
-        changed.push("checks");
-    }
-    if running.upload != new.upload {
-        changed.push("upload");
-    }
-    changed
+    let (a, b) = (running, new);
+    [
+        ("interfaces", a.interfaces != b.interfaces),
+        ("flow_table_size", a.flow_table_size != b.flow_table_size),
+        ("idle_timeout_seconds", a.idle_timeout_seconds != b.idle_timeout_seconds),
+        ("metrics.listen", a.metrics != b.metrics),
+        ("log.format", a.log.format != b.log.format),
+        ("namespaces", a.namespaces != b.namespaces),
+        ("checks", a.checks != b.checks),
+        ("upload", a.upload != b.upload),
+    ]
+    .into_iter()
+    .filter_map(|(option, changed)| changed.then_some(option))
+    .collect()
 }
 
 /// SIGHUP: a good file's log level applies at once; a bad file changes nothing.
