@@ -4,7 +4,7 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use crate::{
@@ -16,7 +16,8 @@ use crate::{
 pub struct Collector {
     child: Option<Child>,
     pub url: String,
-    pub db: PathBuf,
+    /// The database, as `--db` names it.
+    pub db: String,
     pub log: PathBuf,
     args: Vec<String>,
     /// The namespace it runs in (by name: a [`Netns`] deletes its namespace on drop); None: here.
@@ -44,15 +45,16 @@ impl Answer {
 }
 
 impl Collector {
-    /// Starts a collector on 127.0.0.1:`port` with these extra arguments.
-    pub fn start(port: u16, extra: &[&str]) -> Self {
-        Self::start_in(None, &format!("127.0.0.1:{port}"), extra)
+    /// Starts a collector on 127.0.0.1:`port` with these extra arguments, its reports in
+    /// `db` (None: SQLite in a temporary directory).
+    pub fn start(port: u16, db: Option<&str>, extra: &[&str]) -> Self {
+        Self::start_in(None, &format!("127.0.0.1:{port}"), db, extra)
     }
 
     /// Starts a collector listening on `listen` in `ns` (None: here).
-    pub fn start_in(ns: Option<&Netns>, listen: &str, extra: &[&str]) -> Self {
+    pub fn start_in(ns: Option<&Netns>, listen: &str, db: Option<&str>, extra: &[&str]) -> Self {
         let dir = TempDir::new("collect");
-        let db = dir.0.join("reports.db");
+        let db = db.map_or_else(|| format!("sqlite://{}", dir.0.join("reports.db").display()), String::from);
         let mut c = Self {
             child: None,
             url: format!("http://{listen}"),
@@ -71,12 +73,11 @@ impl Collector {
         self.stop();
         let listen = self.url.trim_start_matches("http://").to_string();
         let mut cmd = self.command(crate::probe_bin());
-        cmd.args(["collect", "--listen", &listen, "--db"])
-            .arg(format!("sqlite://{}", self.db.display()))
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&self.log).expect("log file"));
+        cmd.args(["collect", "--listen", &listen, "--db", &self.db]).args(&self.args);
+        if !self.args.iter().any(|a| a == "--secret-file") {
+            cmd.arg("--secret-file").arg(self.dir.0.join("secret"));
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(fs::File::create(&self.log).expect("log file"));
         let mut child = Child::spawn(&mut cmd);
         if let Err(e) = child.wait_ready(&self.log, "collect: listening", Duration::from_secs(30), "collect")
         {
@@ -112,16 +113,25 @@ impl Collector {
         &self.dir.0
     }
 
+    /// A file of its own for one request (requests may run from several threads at once).
+    fn request_file(&self, what: &str) -> PathBuf {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.dir.0.join(format!("{what}-{n}"))
+    }
+
     /// POSTs `body` to `path` with these extra headers.
     pub fn post(&self, path: &str, body: &[u8], headers: &[&str]) -> Answer {
-        let file = self.dir.0.join("body");
+        let file = self.request_file("body");
         fs::write(&file, body).expect("write the body");
         let mut args = vec!["-H".to_string(), "Content-Type: application/json".into()];
         for h in headers {
             args.extend(["-H".into(), h.to_string()]);
         }
         args.extend(["--data-binary".into(), format!("@{}", file.display())]);
-        self.request(path, &args)
+        let answer = self.request(path, &args);
+        let _ = fs::remove_file(&file);
+        answer
     }
 
     pub fn get(&self, path: &str, headers: &[&str]) -> Answer {
@@ -130,7 +140,7 @@ impl Collector {
     }
 
     fn request(&self, path: &str, args: &[String]) -> Answer {
-        let out_file = self.dir.0.join("answer");
+        let out_file = self.request_file("answer");
         let url = if path.starts_with("http") { path.to_string() } else { format!("{}{path}", self.url) };
         let o = sh(self
             .command("curl")
@@ -140,7 +150,9 @@ impl Collector {
             .args(args)
             .arg(&url));
         let status = String::from_utf8_lossy(&o.stdout).trim().parse().expect("an HTTP status");
-        Answer { status, body: fs::read(&out_file).unwrap_or_default() }
+        let body = fs::read(&out_file).unwrap_or_default();
+        let _ = fs::remove_file(&out_file);
+        Answer { status, body }
     }
 
     /// Reports stored, as the collector counts them.
@@ -171,4 +183,83 @@ pub fn report(id: &str) -> serde_json::Value {
         }],
         "summary": {"verdicts": ["mptcp_ok"], "mptcp_usable": true}
     })
+}
+
+/// A throwaway PostgreSQL: a cluster made with initdb in a temporary directory, listening on a
+/// Unix socket there only, run as the `postgres` user (PostgreSQL refuses to run as root), shut
+/// down on drop.
+pub struct Postgres {
+    child: Child,
+    /// What `--db` takes.
+    pub url: String,
+    _dir: TempDir,
+}
+
+/// The newest installed PostgreSQL's programs.
+fn postgres_bin() -> anyhow::Result<PathBuf> {
+    let mut dirs: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "PostgreSQL is not installed (/usr/lib/postgresql: {e}); cargo xtask setup installs it"
+            )
+        })?
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    dirs.sort_by_key(|p| {
+        p.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok())
+    });
+    dirs.pop().ok_or_else(|| anyhow::anyhow!("no initdb under /usr/lib/postgresql"))
+}
+
+impl Postgres {
+    pub fn start() -> anyhow::Result<Self> {
+        let bin = postgres_bin()?;
+        let dir = TempDir::new("postgres");
+        let (data, sock) = (dir.0.join("data"), dir.0.join("sock"));
+        for d in [&data, &sock] {
+            fs::create_dir_all(d)?;
+        }
+        sh(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir.0));
+        sh(Command::new("chmod").arg("0755").arg(&dir.0));
+        let as_postgres = |program: &Path| {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=postgres", "--regid=postgres", "--init-groups"]).arg(program);
+            c
+        };
+        sh(as_postgres(&bin.join("initdb"))
+            .args(["-D"])
+            .arg(&data)
+            .args(["-A", "trust", "-U", "mpp", "-E", "UTF8", "--no-sync"])
+            .stdout(Stdio::null()));
+        let log = dir.0.join("postgres.log");
+        let mut cmd = as_postgres(&bin.join("postgres"));
+        cmd.arg("-D")
+            .arg(&data)
+            .arg("-k")
+            .arg(&sock)
+            .args(["-c", "listen_addresses=", "-c", "fsync=off"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log)?);
+        let child = Child::spawn(&mut cmd);
+        let start = Instant::now();
+        while !sock.join(".s.PGSQL.5432").exists() {
+            if start.elapsed() > Duration::from_secs(30) {
+                anyhow::bail!("PostgreSQL did not start:\n{}", fs::read_to_string(&log).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let url = format!("postgres:///postgres?host={}&user=mpp", sock.display());
+        Ok(Self { child, url, _dir: dir })
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // A fast shutdown: clients cut, the cluster closed cleanly.
+        self.child.signal(libc::SIGINT);
+        let _ = self.child.wait_exit(Duration::from_secs(20));
+    }
 }

@@ -4,7 +4,7 @@
 
 use mptcp_probe_model::Report;
 use mptcp_probe_tests::{
-    collect::{report, Collector},
+    collect::{report, Collector, Postgres},
     lab::{addr, Lab},
     matrix, probe_bin, skip_unless_e2e,
 };
@@ -16,10 +16,22 @@ fn body(v: &serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap()
 }
 
+/// Runs `test` against a collector on SQLite and on a throwaway PostgreSQL.
+fn on_each_backend(test: impl Fn(Option<&str>)) {
+    test(None);
+    let pg = Postgres::start().unwrap_or_else(|e| panic!("{e:#}"));
+    test(Some(&pg.url));
+}
+
 #[test]
 fn an_upload_comes_back_with_its_token_and_only_with_it_and_is_stored_once() {
-    skip_unless_e2e!(binaries);
-    let mut c = Collector::start(9811, &[]);
+    skip_unless_e2e!();
+    on_each_backend(upload_and_fetch);
+}
+
+fn upload_and_fetch(db: Option<&str>) {
+    let mut c = Collector::start(9811, db, &[]);
+    assert!(c.log().contains(&format!("reports in {}", c.db)), "{}", c.log());
     let up = c.post("/api/v1/reports", &body(&report(ID)), &[]);
     assert_eq!(up.status, 201, "{}", String::from_utf8_lossy(&up.body));
     let answer = up.json();
@@ -68,8 +80,12 @@ fn an_upload_comes_back_with_its_token_and_only_with_it_and_is_stored_once() {
 
 #[test]
 fn bad_uploads_are_refused_with_their_reason_and_nothing_is_stored() {
-    skip_unless_e2e!(binaries);
-    let c = Collector::start(9812, &["--max-report-bytes", "65536"]);
+    skip_unless_e2e!();
+    on_each_backend(bad_uploads);
+}
+
+fn bad_uploads(db: Option<&str>) {
+    let c = Collector::start(9812, db, &["--max-report-bytes", "65536"]);
     let with = |f: &dyn Fn(&mut serde_json::Value)| {
         let mut r = report(ID);
         f(&mut r);
@@ -117,7 +133,7 @@ fn bad_uploads_are_refused_with_their_reason_and_nothing_is_stored() {
 #[test]
 fn a_collector_with_upload_keys_takes_only_uploads_that_carry_one() {
     skip_unless_e2e!(binaries);
-    let c = Collector::start(9813, &["--upload-key", "k1", "--upload-key", "k2"]);
+    let c = Collector::start(9813, None, &["--upload-key", "k1", "--upload-key", "k2"]);
     let r = body(&report(ID));
     let none = c.post("/api/v1/reports", &r, &[]);
     assert_eq!(none.status, 401, "{}", none.error());
@@ -133,7 +149,8 @@ fn a_collector_with_upload_keys_takes_only_uploads_that_carry_one() {
 fn a_database_it_cannot_use_is_named() {
     skip_unless_e2e!(binaries);
     for (db, says) in [
-        ("postgres://localhost/x", "SQLite"),
+        ("mysql://localhost/x", "give sqlite://PATH or postgres://"),
+        ("postgres:///nowhere?host=/nonexistent-dir", "connecting to the PostgreSQL database"),
         ("sqlite:///nonexistent-dir/reports.db", "/nonexistent-dir/reports.db"),
     ] {
         let o = std::process::Command::new(mptcp_probe_tests::probe_bin())
@@ -152,7 +169,7 @@ fn check_uploads_to_a_collector_in_the_lab_and_the_url_it_prints_shows_the_repor
     let lab = Lab::up();
     let (_serve, _dir) = matrix::serve(&lab.s, &probe_bin()).unwrap_or_else(|e| panic!("{e:#}"));
     let listen = format!("{}:9815", addr::SERVER);
-    let c = Collector::start_in(Some(&lab.s), &listen, &[]);
+    let c = Collector::start_in(Some(&lab.s), &listen, None, &[]);
     let o = lab
         .c
         .cmd(probe_bin())
@@ -175,4 +192,44 @@ fn check_uploads_to_a_collector_in_the_lab_and_the_url_it_prints_shows_the_repor
     let stored: Report = serde_json::from_slice(&got.body).unwrap();
     assert_eq!(serde_json::to_value(&stored).unwrap(), serde_json::to_value(&printed).unwrap());
     assert_eq!(c.count(), 1);
+}
+
+#[test]
+fn two_collectors_on_one_postgresql_under_concurrent_uploads_lose_and_double_nothing() {
+    skip_unless_e2e!();
+    let pg = Postgres::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let dir = mptcp_probe_tests::probe::TempDir::new("collect-shared");
+    let secret = dir.0.join("secret").display().to_string();
+    let shared = ["--secret-file", secret.as_str()];
+    let a = Collector::start(9816, Some(&pg.url), &shared);
+    let b = Collector::start(9817, Some(&pg.url), &shared);
+    const REPORTS: u32 = 40;
+    let id = |i: u32| format!("2d1d7c74-8c5e-4f77-9fa0-{i:012}");
+    // Every report sent to both collectors at once, from 8 threads.
+    let tokens: Vec<(String, String, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8u32)
+            .map(|t| {
+                let (a, b) = (&a, &b);
+                s.spawn(move || {
+                    let mut got = Vec::new();
+                    for i in (t..REPORTS).step_by(8) {
+                        let r = body(&report(&id(i)));
+                        let (x, y) = (a.post("/api/v1/reports", &r, &[]), b.post("/api/v1/reports", &r, &[]));
+                        assert_eq!((x.status, y.status), (201, 201), "{} / {}", x.error(), y.error());
+                        let token = |v: serde_json::Value| v["token"].as_str().unwrap().to_string();
+                        got.push((id(i), token(x.json()), token(y.json())));
+                    }
+                    got
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(tokens.len(), REPORTS as usize);
+    assert_eq!(a.count(), u64::from(REPORTS), "nothing lost or doubled");
+    assert_eq!(b.count(), u64::from(REPORTS));
+    for (id, ta, tb) in &tokens {
+        assert_eq!(ta, tb, "both collectors answer {id} alike");
+        assert_eq!(b.get(&format!("/api/v1/reports/{id}?token={ta}"), &[]).status, 200);
+    }
 }

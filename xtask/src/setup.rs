@@ -37,6 +37,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "inspects the loaded eBPF programs and maps"),
     ("ethtool", "turns off segmentation offloads on test links"),
     ("prometheus", "scrapes the daemon in its tests; promtool checks its metrics and alerting rules"),
+    ("postgresql", "the collector's PostgreSQL backend, tested against a throwaway cluster"),
 ];
 
 /// dpkg's status for a package that is fully installed.

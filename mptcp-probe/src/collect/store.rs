@@ -1,13 +1,26 @@
-//! Where the collector keeps reports: SQLite (WAL; migrations in `migrations/sqlite`, applied
-//! at start). A report is one row, written in one statement: stored whole or not at all.
+//! Where the collector keeps reports: SQLite (WAL) on one machine, or PostgreSQL for several
+//! collectors in front of one database. Each has its migrations (`migrations/sqlite`,
+//! `migrations/postgres`), applied at start; the statements are the same for both. A report is
+//! one row, written in one statement: stored whole or not at all.
 
 use std::{str::FromStr as _, time::Duration};
 
 use anyhow::Context as _;
 use sqlx::{
+    postgres::PgPoolOptions,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
-    Row as _, SqlitePool,
+    PgPool, Row as _, SqlitePool,
 };
+
+/// Runs the same code on whichever pool the store has.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
 
 /// A report as it is stored.
 pub struct NewReport<'a> {
@@ -36,19 +49,30 @@ pub struct Stored {
 }
 
 #[derive(Clone)]
-pub struct Store {
-    pool: SqlitePool,
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
 }
 
 impl Store {
-    /// Opens the database named by `url` (`sqlite://PATH`, created when missing) and brings its
-    /// schema up to date.
+    /// Opens the database named by `url` (`sqlite://PATH`, created when missing, or
+    /// `postgres://...`) and brings its schema up to date.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await
+                .context("connecting to the PostgreSQL database (--db)")?;
+            sqlx::migrate!("./migrations/postgres")
+                .run(&pool)
+                .await
+                .context("bringing the database schema up to date")?;
+            return Ok(Self::Postgres(pool));
+        }
         let Some(path) = url.strip_prefix("sqlite://") else {
-            anyhow::bail!(
-                "--db {url:?}: this collector stores its reports in SQLite; give sqlite://PATH \
-                 (PostgreSQL is not supported yet)"
-            );
+            anyhow::bail!("--db {url:?}: give sqlite://PATH or postgres://...");
         };
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
             .with_context(|| format!("--db {url:?}"))?
@@ -65,52 +89,53 @@ impl Store {
             .run(&pool)
             .await
             .context("bringing the database schema up to date")?;
-        Ok(Self { pool })
+        Ok(Self::Sqlite(pool))
     }
 
     /// Stores a report unless its id is taken; says which.
     pub async fn insert(&self, r: &NewReport<'_>) -> anyhow::Result<Inserted> {
-        let done = sqlx::query(
-            "INSERT INTO reports (id, token_sha256, report_sha256, received_at, report, mptcp_usable, verdicts) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(r.id)
-        .bind(r.token_sha256)
-        .bind(r.report_sha256)
-        .bind(r.received_at)
-        .bind(r.report)
-        .bind(r.mptcp_usable)
-        .bind(r.verdicts)
-        .execute(&self.pool)
-        .await
-        .context("storing the report")?;
-        if done.rows_affected() == 1 {
+        const INSERT: &str = "INSERT INTO reports \
+             (id, token_sha256, report_sha256, received_at, report, mptcp_usable, verdicts) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING";
+        let inserted = on_pool!(self, pool => sqlx::query(INSERT)
+            .bind(r.id)
+            .bind(r.token_sha256)
+            .bind(r.report_sha256)
+            .bind(r.received_at)
+            .bind(r.report)
+            .bind(r.mptcp_usable)
+            .bind(r.verdicts)
+            .execute(pool)
+            .await
+            .context("storing the report")?
+            .rows_affected());
+        if inserted == 1 {
             return Ok(Inserted::New);
         }
-        let row = sqlx::query("SELECT report_sha256 FROM reports WHERE id = $1")
+        const STORED: &str = "SELECT report_sha256 FROM reports WHERE id = $1";
+        let stored: Vec<u8> = on_pool!(self, pool => sqlx::query(STORED)
             .bind(r.id)
-            .fetch_one(&self.pool)
+            .fetch_one(pool)
             .await
-            .context("reading the stored report")?;
-        let stored: Vec<u8> = row.try_get(0)?;
+            .context("reading the stored report")?
+            .try_get(0)?);
         Ok(if stored == r.report_sha256 { Inserted::Again } else { Inserted::Conflict })
     }
 
     pub async fn get(&self, id: &str) -> anyhow::Result<Option<Stored>> {
-        let row = sqlx::query("SELECT token_sha256, report FROM reports WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .context("reading the report")?;
-        row.map(|r| Ok(Stored { token_sha256: r.try_get(0)?, report: r.try_get(1)? })).transpose()
+        const GET: &str = "SELECT token_sha256, report FROM reports WHERE id = $1";
+        on_pool!(self, pool => {
+            let row = sqlx::query(GET).bind(id).fetch_optional(pool).await.context("reading the report")?;
+            row.map(|r| Ok(Stored { token_sha256: r.try_get(0)?, report: r.try_get(1)? })).transpose()
+        })
     }
 
     pub async fn count(&self) -> anyhow::Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) FROM reports").fetch_one(&self.pool).await?;
-        Ok(row.try_get(0)?)
+        const COUNT: &str = "SELECT COUNT(*) FROM reports";
+        on_pool!(self, pool => Ok(sqlx::query(COUNT).fetch_one(pool).await?.try_get(0)?))
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        on_pool!(self, pool => pool.close().await)
     }
 }
