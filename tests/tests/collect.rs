@@ -5,6 +5,7 @@
 use mptcp_probe_model::Report;
 use mptcp_probe_tests::{
     collect::{report, Collector, Postgres},
+    daemon::sample,
     lab::{addr, Lab},
     matrix, probe_bin, skip_unless_e2e,
 };
@@ -70,6 +71,18 @@ fn upload_and_fetch(db: Option<&str>) {
     assert_eq!(conflict.status, 409, "{}", conflict.error());
     assert_eq!(c.count(), 1);
 
+    // Its own metrics count all of that.
+    let m = String::from_utf8(c.get("/metrics", &[]).body).unwrap();
+    let v = |series: &str| sample(&m, &format!("mptcp_probe_collector_{series}"));
+    assert_eq!(v("uploads_total{result=\"stored\"}"), Some(1.0), "{m}");
+    assert_eq!(v("uploads_total{result=\"again\"}"), Some(1.0), "{m}");
+    assert_eq!(v("uploads_total{result=\"conflict\"}"), Some(1.0), "{m}");
+    assert_eq!(v("reports"), Some(1.0), "{m}");
+    assert_eq!(v("fetches_total{result=\"ok\"}"), Some(2.0), "{m}");
+    for r in ["unauthorized", "forbidden", "not_found"] {
+        assert_eq!(v(&format!("fetches_total{{result=\"{r}\"}}")), Some(1.0), "{r}: {m}");
+    }
+
     // A restart keeps the reports and the tokens.
     assert_eq!(c.stop(), Some(0), "{}", c.log());
     c.restart();
@@ -120,6 +133,7 @@ fn bad_uploads(db: Option<&str>) {
         ),
         ("too large", with(&|r| r["client"]["kernel"] = "x".repeat(70_000).into()), 413, ""),
     ];
+    let refused = cases.len();
     for (what, bytes, status, says) in cases {
         let a = c.post("/api/v1/reports", &bytes, &[]);
         assert_eq!(a.status, status, "{what}: {}", String::from_utf8_lossy(&a.body));
@@ -128,6 +142,10 @@ fn bad_uploads(db: Option<&str>) {
         }
         assert_eq!(c.count(), 0, "{what}: stored");
     }
+    let m = String::from_utf8(c.get("/metrics", &[]).body).unwrap();
+    // The body too large is refused before the collector reads it: not counted as an upload.
+    let counted = sample(&m, "mptcp_probe_collector_uploads_total{result=\"refused\"}");
+    assert_eq!(counted, Some((refused - 1) as f64), "{m}");
 }
 
 #[test]

@@ -18,6 +18,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::{
+    metrics::{CollectorMetrics, UploadResult},
     store::{Inserted, NewReport, Store},
     token::{self, Secret},
 };
@@ -35,6 +36,7 @@ pub struct Api {
     pub upload_keys: Vec<String>,
     /// Where the collector is reached from outside, for the URLs it answers with.
     pub public_url: String,
+    pub metrics: Arc<CollectorMetrics>,
 }
 
 fn error(status: StatusCode, why: impl std::fmt::Display) -> Response {
@@ -65,9 +67,22 @@ pub fn validate(r: &Report) -> Result<(), String> {
 }
 
 async fn upload(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (response, result) = store_upload(&api, &headers, &body).await;
+    api.metrics.upload(result);
+    if result == UploadResult::Stored {
+        match api.store.count().await {
+            Ok(n) => api.metrics.reports(n),
+            Err(e) => tracing::warn!("collect: counting the reports: {e:#}"),
+        }
+    }
+    response
+}
+
+async fn store_upload(api: &Api, headers: &HeaderMap, body: &[u8]) -> (Response, UploadResult) {
+    let refused = |status, why: &str| (error(status, why), UploadResult::Refused);
     if !api.upload_keys.is_empty() {
-        let Some(key) = bearer(&headers) else {
-            return error(
+        let Some(key) = bearer(headers) else {
+            return refused(
                 StatusCode::UNAUTHORIZED,
                 "this collector takes uploads with a key: Authorization: Bearer KEY",
             );
@@ -77,18 +92,21 @@ async fn upload(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) ->
             .iter()
             .fold(false, |found, k| found | bool::from(k.as_bytes().ct_eq(key.as_bytes())));
         if !known {
-            return error(StatusCode::FORBIDDEN, "the upload key is not one of this collector's");
+            return refused(StatusCode::FORBIDDEN, "the upload key is not one of this collector's");
         }
     }
-    let report: Report = match serde_json::from_slice(&body) {
+    let report: Report = match serde_json::from_slice(body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a report: {e}")),
+        Err(e) => return refused(StatusCode::BAD_REQUEST, &format!("not a report: {e}")),
     };
     if let Err(why) = validate(&report) {
-        return error(StatusCode::BAD_REQUEST, format!("not a valid report: {why}"));
+        return refused(StatusCode::BAD_REQUEST, &format!("not a valid report: {why}"));
     }
     let Ok(text) = serde_json::to_string(&report) else {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "the report could not be stored");
+        return (
+            error(StatusCode::INTERNAL_SERVER_ERROR, "the report could not be stored"),
+            UploadResult::Failed,
+        );
     };
     let token = api.secret.token(&report.id);
     let verdicts: Vec<&str> = report.summary.verdicts.iter().map(|v| v.as_str()).collect();
@@ -103,16 +121,20 @@ async fn upload(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) ->
         mptcp_usable: report.summary.mptcp_usable,
         verdicts: &verdicts.join(","),
     };
+    let created = || {
+        let url = format!("{}/api/v1/reports/{}?token={token}", api.public_url, report.id);
+        (StatusCode::CREATED, Json(json!({ "id": report.id, "token": token, "url": url }))).into_response()
+    };
     match api.store.insert(&new).await {
-        Ok(Inserted::New | Inserted::Again) => {
-            let url = format!("{}/api/v1/reports/{}?token={token}", api.public_url, report.id);
-            (StatusCode::CREATED, Json(json!({ "id": report.id, "token": token, "url": url })))
-                .into_response()
+        Ok(Inserted::New) => (created(), UploadResult::Stored),
+        Ok(Inserted::Again) => (created(), UploadResult::Again),
+        Ok(Inserted::Conflict) => {
+            (error(StatusCode::CONFLICT, "another report is stored under this id"), UploadResult::Conflict)
         }
-        Ok(Inserted::Conflict) => error(StatusCode::CONFLICT, "another report is stored under this id"),
         Err(e) => {
             tracing::error!("collect: {e:#}");
-            error(StatusCode::SERVICE_UNAVAILABLE, "the report could not be stored; try again")
+            let why = "the report could not be stored; try again";
+            (error(StatusCode::SERVICE_UNAVAILABLE, why), UploadResult::Failed)
         }
     }
 }
@@ -128,10 +150,16 @@ async fn fetch(
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(presented) = q.token.as_deref().or_else(|| bearer(&headers)) else {
+    let response = fetch_report(&api, &id, &q, &headers).await;
+    api.metrics.fetch(response.status().as_u16());
+    response
+}
+
+async fn fetch_report(api: &Api, id: &str, q: &TokenQuery, headers: &HeaderMap) -> Response {
+    let Some(presented) = q.token.as_deref().or_else(|| bearer(headers)) else {
         return error(StatusCode::UNAUTHORIZED, "a report is shown with its token: ?token=TOKEN");
     };
-    match api.store.get(&id).await {
+    match api.store.get(id).await {
         Ok(Some(stored)) if token::matches(presented, &stored.token_sha256) => {
             ([(header::CONTENT_TYPE, "application/json")], stored.report).into_response()
         }
@@ -154,12 +182,18 @@ async fn summary(State(api): State<Arc<Api>>) -> Response {
     }
 }
 
+async fn metrics(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
+    let (content_type, body) = api.metrics.render(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
 /// The routes, with uploads limited to `max_bytes` (413 beyond).
 pub fn router(api: Arc<Api>, max_bytes: usize) -> Router {
     Router::new()
         .route("/api/v1/reports", post(upload))
         .route("/api/v1/reports/{id}", get(fetch))
         .route("/api/v1/summary", get(summary))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(max_bytes))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .with_state(api)

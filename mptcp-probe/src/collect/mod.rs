@@ -3,6 +3,7 @@
 //! reports, [`token`] makes and checks the tokens.
 
 pub mod api;
+pub mod metrics;
 pub mod store;
 pub mod token;
 
@@ -11,7 +12,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 
-use self::{api::Api, store::Store, token::Secret};
+use self::{api::Api, metrics::CollectorMetrics, store::Store, token::Secret};
 
 pub struct CollectOptions {
     pub listen: SocketAddr,
@@ -31,7 +32,9 @@ pub async fn run(o: CollectOptions) -> anyhow::Result<()> {
     let store = Store::open(&o.db).await?;
     let secret = Secret::load_or_create(&o.secret_file)?;
     let public_url = o.public_url.unwrap_or_else(|| format!("http://{}", o.listen));
-    let api = Arc::new(Api { store: store.clone(), secret, upload_keys: o.upload_keys, public_url });
+    let metrics = CollectorMetrics::new();
+    metrics.reports(store.count().await?);
+    let api = Arc::new(Api { store: store.clone(), secret, upload_keys: o.upload_keys, public_url, metrics });
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     tracing::info!("collect: listening on http://{}; reports in {}", o.listen, o.db);
