@@ -311,7 +311,7 @@ fn the_report_is_uploaded_and_a_refused_upload_loses_nothing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("refused the report (400 Bad Request)"), "{err}");
+    assert!(err.contains("refused the report (400 Bad Request: "), "{err}");
     let (printed, _) = read_report(&out.stdout, &err);
     assert_eq!(printed.schema, SCHEMA, "the report is still printed");
 }
