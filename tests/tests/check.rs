@@ -386,3 +386,41 @@ fn an_unprivileged_user_still_gets_a_report_on_socket_and_server_evidence() {
     assert!(error.starts_with("not run: cannot configure the path manager"), "{join:#?}");
     assert!(join.verdicts.is_empty());
 }
+
+#[test]
+fn a_visitor_on_the_http_port_is_told_whether_their_connection_is_mptcp_and_why_not() {
+    skip_unless_e2e!();
+    let lab = Lab::up();
+    let _srv = serve(&lab);
+    let url = format!("http://{}/", addr::SERVER);
+    let curl = |mptcp: bool, accept: &str| {
+        let mut c = if mptcp {
+            let mut c = lab.c.cmd("mptcpize");
+            c.args(["run", "curl"]);
+            c
+        } else {
+            lab.c.cmd("curl")
+        };
+        let o =
+            c.args(["-sS", "--max-time", "20", "-H", &format!("Accept: {accept}"), &url]).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let yes = curl(true, "*/*");
+    assert!(yes.starts_with("You are using MPTCP: this connection has 1 subflow(s)."), "{yes}");
+    let no = curl(false, "*/*");
+    assert!(
+        no.starts_with("You are not using MPTCP.") && no.contains("Your SYN arrived without MP_CAPABLE"),
+        "{no}"
+    );
+    let page = curl(true, "text/html");
+    assert!(page.starts_with("<!doctype html>") && page.contains("You are using MPTCP"), "{page}");
+    // Through a router that strips MP_CAPABLE from SYNs, an MPTCP client is told so.
+    let _strip = apply(&lab, "syn-strip");
+    let stripped = curl(true, "*/*");
+    assert!(
+        stripped.starts_with("You are not using MPTCP.")
+            && stripped.contains("something on the path removed it"),
+        "{stripped}"
+    );
+}

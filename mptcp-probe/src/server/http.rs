@@ -3,7 +3,9 @@
 //!
 //! `GET /probe?bytes=N` answers N pattern bytes; `POST /probe` answers digests of the request's
 //! headers and body as they arrived, which is how `check` sees a proxy or an ALG that rewrites
-//! either. Every request names its test in the `x-mptcp-probe-test` header.
+//! either. Every such request names its test in the `x-mptcp-probe-test` header. `GET /` answers
+//! a visitor (`curl --mptcp`, a browser) whether their connection is MPTCP and, if not, what
+//! this server saw of it ([`visitor`]).
 //!
 //! A connection gets one view per test its requests name, holding for the last of them the
 //! digest "headers", "body" (POST) or "sent" (GET), and body bytes both ways: POST bodies in,
@@ -34,7 +36,7 @@ use super::{
     store::{self, Slot},
     Idle, Recorder, IDLE_TIMEOUT,
 };
-use mptcp_probe_model::Part;
+use mptcp_probe_model::{ConnectionView, Part};
 
 use crate::protocol::{fill_pattern, valid_test_id, HTTP_TEST_HEADER, MAX_BULK_BYTES};
 
@@ -108,9 +110,67 @@ fn json(status: StatusCode, text: &str) -> Response<ResBody> {
     r
 }
 
+/// What a visitor's connection is, in words: MPTCP or not, and why not as far as this end can
+/// tell.
+pub(super) fn visitor(v: &ConnectionView, observed: bool) -> String {
+    if v.is_mptcp == Some(true) && v.fallback != Some(true) {
+        let n = v.subflows.unwrap_or(1);
+        return format!("You are using MPTCP: this connection has {n} subflow(s).");
+    }
+    let mut out = if v.is_mptcp == Some(true) {
+        "You are not using MPTCP: your connection started as MPTCP and fell back to TCP.".to_string()
+    } else {
+        "You are not using MPTCP.".to_string()
+    };
+    for e in &v.fallback_evidence {
+        out.push_str(&format!(" {e}."));
+    }
+    match (&v.handshake, observed) {
+        (Some(h), _) if h.syn_mptcp.is_none() && v.is_mptcp != Some(true) => out.push_str(
+            " Your SYN arrived without MP_CAPABLE: either your system did not ask for MPTCP (try \
+             `curl --mptcp` or `mptcpize run curl`), or something on the path removed it.",
+        ),
+        (Some(h), _) if h.ack_mptcp_len == Some(0) => {
+            out.push_str(" Your third ACK arrived without MP_CAPABLE: something on the path removed it.")
+        }
+        (None, false) => out.push_str(" This server has no observer of its own, so it cannot say more."),
+        _ => {}
+    }
+    out
+}
+
+fn visitor_page(req: &Request<Incoming>, conn: &Conn) -> Response<ResBody> {
+    conn.rec.refresh(conn.fd);
+    let text = visitor(&conn.rec.view(), conn.rec.observed());
+    let html = req
+        .headers()
+        .get(hyper::header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    let (body, kind) = if html {
+        let escaped = text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        (
+            format!(
+                "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>mptcp-probe \
+                 serve</title></head><body><h1>MPTCP?</h1><p>{escaped}</p></body></html>\n"
+            ),
+            "text/html; charset=utf-8",
+        )
+    } else {
+        (format!("{text}\n"), "text/plain; charset=utf-8")
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+    r
+}
+
 async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<ResBody> {
+    if req.uri().path() == "/" && req.method() == Method::GET && !req.headers().contains_key(HTTP_TEST_HEADER)
+    {
+        return visitor_page(&req, conn);
+    }
     if req.uri().path() != "/probe" {
-        return error(StatusCode::NOT_FOUND, "not found: this server answers GET and POST /probe");
+        return error(StatusCode::NOT_FOUND, "not found: this server answers GET /, and GET and POST /probe");
     }
     let test_id = match req.headers().get(HTTP_TEST_HEADER).map(|v| v.to_str()) {
         Some(Ok(id)) if valid_test_id(id) => id.to_string(),
@@ -254,6 +314,43 @@ impl Body for PatternBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_visitor_is_told_whether_the_connection_is_mptcp_and_why_not() {
+        let mptcp = ConnectionView {
+            is_mptcp: Some(true),
+            fallback: Some(false),
+            subflows: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(visitor(&mptcp, true), "You are using MPTCP: this connection has 2 subflow(s).");
+        let stripped_syn = ConnectionView {
+            is_mptcp: Some(false),
+            handshake: Some(mptcp_probe_model::HandshakeView::default()),
+            ..Default::default()
+        };
+        let t = visitor(&stripped_syn, true);
+        assert!(
+            t.starts_with("You are not using MPTCP.") && t.contains("Your SYN arrived without MP_CAPABLE"),
+            "{t}"
+        );
+        let fell_back = ConnectionView {
+            is_mptcp: Some(true),
+            fallback: Some(true),
+            fallback_evidence: vec!["SYN and SYN/ACK carried MP_CAPABLE, third ACK received without".into()],
+            handshake: Some(mptcp_probe_model::HandshakeView {
+                syn_mptcp: Some(mptcp_probe_model::Subtype::MpCapable),
+                ack_mptcp_len: Some(0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t = visitor(&fell_back, true);
+        assert!(t.contains("fell back to TCP") && t.contains("third ACK received without."), "{t}");
+        assert!(t.contains("Your third ACK arrived without MP_CAPABLE"), "{t}");
+        let unobserved = ConnectionView { is_mptcp: Some(false), ..Default::default() };
+        assert!(visitor(&unobserved, false).contains("no observer of its own"));
+    }
 
     #[test]
     fn headers_are_canonical_lines_in_received_order() {

@@ -516,6 +516,16 @@ impl Recorder {
         }
     }
 
+    /// The connection's view as it is now (no test named).
+    fn view(&self) -> ConnectionView {
+        self.lock().base.clone()
+    }
+
+    /// Whether this server has an observer of its own.
+    fn observed(&self) -> bool {
+        self.state.source.is_some()
+    }
+
     /// Takes the socket's view again (fallback can happen mid-connection); the latest wins.
     /// Also the data segments received so far, as the observer counted them on the wire.
     fn refresh(&self, fd: RawFd) {
