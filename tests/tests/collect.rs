@@ -166,18 +166,31 @@ fn a_collector_with_upload_keys_takes_only_uploads_that_carry_one() {
 #[test]
 fn a_database_it_cannot_use_is_named() {
     skip_unless_e2e!(binaries);
-    for (db, says) in [
-        ("mysql://localhost/x", "give sqlite://PATH or postgres://"),
-        ("postgres:///nowhere?host=/nonexistent-dir", "connecting to the PostgreSQL database"),
-        ("sqlite:///nonexistent-dir/reports.db", "/nonexistent-dir/reports.db"),
+    let dir = mptcp_probe_tests::probe::TempDir::new("collect-bad-db");
+    let secret = dir.0.join("secret").display().to_string();
+    for (db, extra, says) in [
+        (
+            "mysql://me:pw@localhost/x",
+            &["--secret-file", secret.as_str()][..],
+            "give sqlite://PATH or postgres://",
+        ),
+        ("postgres:///nowhere?host=/nonexistent-dir", &[][..], "--secret-file is needed"),
+        (
+            "postgres://me:pw@/nowhere?host=/nonexistent-dir",
+            &["--secret-file", secret.as_str()][..],
+            "connecting to the PostgreSQL database postgres://me:***@",
+        ),
+        ("sqlite:///nonexistent-dir/reports.db", &[][..], "/nonexistent-dir/reports.db"),
     ] {
         let o = std::process::Command::new(mptcp_probe_tests::probe_bin())
             .args(["collect", "--listen", "127.0.0.1:9814", "--db", db])
+            .args(extra)
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{db}: {err}");
         assert!(err.contains(says), "{db}: {err}");
+        assert!(!err.contains(":pw@"), "a password shown: {err}");
     }
 }
 

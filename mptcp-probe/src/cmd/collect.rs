@@ -13,7 +13,8 @@ pub struct CollectArgs {
     #[arg(long)]
     pub db: String,
     /// The secret report tokens are derived with (32 bytes; made at first start when missing).
-    /// Default: the database's path with `.secret` appended.
+    /// Default with SQLite: the database's path with `.secret` appended; with PostgreSQL it must
+    /// be given (the same file for every collector of one database).
     #[arg(long, value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
     /// Accept uploads only with this key (`Authorization: Bearer KEY`; repeatable).
@@ -29,9 +30,14 @@ pub struct CollectArgs {
 }
 
 pub async fn run(a: CollectArgs) -> anyhow::Result<()> {
-    let secret_file = a.secret_file.unwrap_or_else(|| {
-        PathBuf::from(format!("{}.secret", a.db.strip_prefix("sqlite://").unwrap_or(&a.db)))
-    });
+    let secret_file = match (a.secret_file, a.db.strip_prefix("sqlite://")) {
+        (Some(f), _) => f,
+        (None, Some(path)) => PathBuf::from(format!("{path}.secret")),
+        (None, None) => anyhow::bail!(
+            "--secret-file is needed with a database other than SQLite (give every collector of \
+             one database the same file)"
+        ),
+    };
     collect::run(CollectOptions {
         listen: a.listen,
         db: a.db,

@@ -37,7 +37,7 @@ pub async fn run(o: CollectOptions) -> anyhow::Result<()> {
     let api = Arc::new(Api { store: store.clone(), secret, upload_keys: o.upload_keys, public_url, metrics });
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    tracing::info!("collect: listening on http://{}; reports in {}", o.listen, o.db);
+    tracing::info!("collect: listening on http://{}; reports in {}", o.listen, store::redacted(&o.db));
     axum::serve(listener, api::router(api, o.max_report_bytes))
         .with_graceful_shutdown(async move {
             tokio::select! {

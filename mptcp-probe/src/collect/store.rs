@@ -22,6 +22,18 @@ macro_rules! on_pool {
     };
 }
 
+/// A database URL as it may be shown: without the password of its user part.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    match rest.split_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{name}:***@{host}")
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// A report as it is stored.
 pub struct NewReport<'a> {
     pub id: &'a str,
@@ -64,7 +76,7 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect(url)
                 .await
-                .context("connecting to the PostgreSQL database (--db)")?;
+                .with_context(|| format!("connecting to the PostgreSQL database {}", redacted(url)))?;
             sqlx::migrate!("./migrations/postgres")
                 .run(&pool)
                 .await
@@ -72,7 +84,7 @@ impl Store {
             return Ok(Self::Postgres(pool));
         }
         let Some(path) = url.strip_prefix("sqlite://") else {
-            anyhow::bail!("--db {url:?}: give sqlite://PATH or postgres://...");
+            anyhow::bail!("--db {:?}: give sqlite://PATH or postgres://...", redacted(url));
         };
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
             .with_context(|| format!("--db {url:?}"))?
@@ -137,5 +149,20 @@ impl Store {
 
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_never_shows() {
+        assert_eq!(
+            redacted("postgres://mpp:s3cret@db.example/reports"),
+            "postgres://mpp:***@db.example/reports"
+        );
+        assert_eq!(redacted("postgres://mpp@db.example/reports"), "postgres://mpp@db.example/reports");
+        assert_eq!(redacted("sqlite:///var/lib/x.db"), "sqlite:///var/lib/x.db");
     }
 }

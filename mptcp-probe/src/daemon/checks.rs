@@ -1,7 +1,9 @@
-//! The daemon's periodic checks: one task a target, on a thread of their own (a check loads its
-//! own observer and may block a moment; the daemon's pipeline must not wait for it). A target's
-//! checks run one after the other, so never two at once against it; after a check that could
-//! not measure, the next waits twice as long, up to 16 times the interval.
+//! The daemon's periodic checks: one task a target, all of them (and the uploader) on one thread
+//! of their own, apart from the daemon's pipeline (a check loads its own observer and may block
+//! a moment, e.g. resolving a server's name; the pipeline must not wait for it, though the other
+//! targets do). A target's checks run one after the other, so never two at once against it;
+//! after a check that could not measure, the next waits twice as long, up to 16 times the
+//! interval.
 
 use std::{rc::Rc, thread::JoinHandle, time::Duration};
 

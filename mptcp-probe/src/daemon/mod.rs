@@ -80,7 +80,11 @@ const NAMESPACE_LOOK: Duration = Duration::from_secs(2);
 
 /// Runs until SIGINT or SIGTERM; SIGHUP re-reads `path`.
 pub async fn run(path: &Path, config: Config, log: LogReload) -> anyhow::Result<()> {
-    // The address first: one that is taken is named before anything is loaded.
+    // Signals first: a reload or a stop asked for while the rest starts is not fatal.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    // The address next: one that is taken is named before anything is loaded.
     let listener = tokio::net::TcpListener::bind(config.metrics.listen)
         .await
         .with_context(|| format!("listening for scrapes on {} (metrics.listen)", config.metrics.listen))?;
@@ -119,9 +123,6 @@ pub async fn run(path: &Path, config: Config, log: LogReload) -> anyhow::Result<
         );
     }
     let checks = Checks::start(config.checks.clone(), check_counted, uploader)?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
     let mut running = config;
     let mut look = tokio::time::interval(NAMESPACE_LOOK);
     pipeline

@@ -5,7 +5,8 @@
 //! then loads and attaches an observer as the daemon does in its own namespace. Its metrics carry
 //! the namespace's configured name. A namespace that goes away (its file gone, or another
 //! namespace under the same name) has its pipeline stopped, and one that comes back gets a new
-//! one; what was counted stays.
+//! one; what was counted stays. One that cannot be observed is tried again after 30 s. Starting
+//! a namespace's pipeline (an observer load, a few hundred ms) holds the daemon's loop meanwhile.
 
 use std::{
     collections::BTreeMap,
@@ -62,10 +63,18 @@ fn enter(ns: &File) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The inode of a namespace file, or None when it is not there.
-fn inode_of(path: &Path) -> Option<u64> {
-    std::fs::metadata(path).ok().map(|m| m.ino())
+/// The inode of a namespace file: None when it is not there; an error when it cannot be looked
+/// at (e.g. another user's /proc/PID/ns/net).
+fn inode_of(path: &Path) -> std::io::Result<Option<u64>> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Some(m.ino())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
+
+/// After a namespace could not be observed, the next try waits this long.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 
 struct Running {
     inode: u64,
@@ -83,6 +92,8 @@ impl Running {
 pub struct Namespaces {
     watched: Vec<NamespaceConfig>,
     running: BTreeMap<String, Running>,
+    /// Namespaces that could not be observed, and when to try again.
+    failed: BTreeMap<String, std::time::Instant>,
     counted: Counted,
     sources: LiveSources,
     opts: std::sync::Arc<PipelineOptions>,
@@ -95,14 +106,30 @@ impl Namespaces {
         sources: LiveSources,
         opts: PipelineOptions,
     ) -> Self {
-        Self { watched, running: BTreeMap::new(), counted, sources, opts: std::sync::Arc::new(opts) }
+        Self {
+            watched,
+            running: BTreeMap::new(),
+            failed: BTreeMap::new(),
+            counted,
+            sources,
+            opts: std::sync::Arc::new(opts),
+        }
     }
 
     /// Starts pipelines for the namespaces that are there (new, or replaced), stops those of
     /// the namespaces that are gone.
     pub fn reconcile(&mut self) {
         for w in &self.watched {
-            let now = inode_of(&w.path);
+            let now = match inode_of(&w.path) {
+                Ok(n) => n,
+                Err(e) => {
+                    if !self.failed.contains_key(&w.name) {
+                        tracing::warn!("namespace {}: cannot look at {}: {e}", w.name, w.path.display());
+                    }
+                    self.failed.insert(w.name.clone(), std::time::Instant::now() + RETRY_AFTER_FAILURE);
+                    None
+                }
+            };
             if let Some(r) = self.running.get(&w.name) {
                 if Some(r.inode) == now {
                     continue;
@@ -111,30 +138,38 @@ impl Namespaces {
                 if let Some(r) = self.running.remove(&w.name) {
                     r.stop();
                 }
-                lock_sources(&self.sources).remove(&w.name);
             }
             let Some(inode) = now else {
                 self.counted.namespace(&w.name, false);
                 continue;
             };
+            if self.failed.get(&w.name).is_some_and(|at| std::time::Instant::now() < *at) {
+                continue;
+            }
             match start(w, inode, self.counted.clone(), self.sources.clone(), self.opts.clone()) {
                 Ok(r) => {
+                    self.failed.remove(&w.name);
                     self.counted.namespace(&w.name, true);
                     tracing::info!("namespace {}: observing {} (inode {inode})", w.name, w.path.display());
                     self.running.insert(w.name.clone(), r);
                 }
                 Err(e) => {
                     self.counted.namespace(&w.name, false);
-                    tracing::warn!("namespace {}: cannot observe {}: {e:#}", w.name, w.path.display());
+                    self.failed.insert(w.name.clone(), std::time::Instant::now() + RETRY_AFTER_FAILURE);
+                    tracing::warn!(
+                        "namespace {}: cannot observe {}: {e:#}; trying again in {} s",
+                        w.name,
+                        w.path.display(),
+                        RETRY_AFTER_FAILURE.as_secs()
+                    );
                 }
             }
         }
     }
 
     pub fn stop_all(&mut self) {
-        for (name, r) in std::mem::take(&mut self.running) {
+        for (_, r) in std::mem::take(&mut self.running) {
             r.stop();
-            lock_sources(&self.sources).remove(&name);
         }
     }
 }
@@ -179,7 +214,13 @@ fn start(
         })) {
             tracing::error!("namespace {name}: {e:#}");
         }
-        lock_sources(&sources).remove(&name);
+        // Only its own entry: a pipeline started since for the same name keeps its own.
+        {
+            let mut all = lock_sources(&sources);
+            if all.get(&name).is_some_and(|s| std::sync::Arc::ptr_eq(&s.observer, &pipeline.observer())) {
+                all.remove(&name);
+            }
+        }
         if let Err(e) = pipeline.finish() {
             tracing::error!("namespace {name}: {e:#}");
         }
@@ -190,6 +231,7 @@ fn start(
             let _ = thread.join();
             bail!("{e}")
         }
+        // The thread, when it gets there, finds the stop signal gone and stops at once.
         Err(_) => bail!("its pipeline did not start within {} s", START_TIMEOUT.as_secs()),
     }
 }

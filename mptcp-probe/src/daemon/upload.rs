@@ -2,7 +2,7 @@
 //! ([`crate::export::spool`]), then sent oldest first with its id as the idempotency key and
 //! removed once the collector has it. While the collector is down or slow the uploader waits,
 //! twice as long after each failure (1 s up to 5 minutes); a report it refuses for good is set
-//! aside. What is spooled when the daemon stops is sent after it starts again.
+//! aside (see [`export::Answer`] for which answers are which). What is spooled when the daemon stops is sent after it starts again.
 
 use std::{rc::Rc, time::Duration};
 
@@ -92,6 +92,10 @@ impl Uploader {
     /// Sends the spool oldest first; false when the collector did not take one now.
     async fn drain(&self) -> bool {
         for e in self.spool.entries() {
+            // A full spool may have evicted it since the list was taken.
+            if !e.path.exists() {
+                continue;
+            }
             let report = match self.spool.read(&e) {
                 Ok(r) => r,
                 Err(err) => {
@@ -101,7 +105,7 @@ impl Uploader {
             };
             match export::send(&self.http, &self.url, self.key.as_deref(), &report).await {
                 Answer::Stored(_) => {
-                    if let Err(err) = self.spool.remove(&e) {
+                    if let Err(err) = self.spool.remove(&e).filter_not_found() {
                         tracing::error!("upload: {err:#}");
                     }
                     self.counted.attempt(UploadResult::Ok);
@@ -148,5 +152,24 @@ mod tests {
         assert_eq!(backoff(9), Duration::from_secs(256));
         assert_eq!(backoff(10), MAX_BACKOFF);
         assert_eq!(backoff(1000), MAX_BACKOFF);
+    }
+}
+
+/// A removal that found the file gone already (evicted meanwhile) is no error.
+trait FilterNotFound {
+    fn filter_not_found(self) -> anyhow::Result<()>;
+}
+
+impl FilterNotFound for anyhow::Result<()> {
+    fn filter_not_found(self) -> anyhow::Result<()> {
+        match self {
+            Err(e)
+                if e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
     }
 }

@@ -15,22 +15,28 @@ pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 /// What the collector made of an upload.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Answer {
-    /// Stored (or stored before: 409), with the collector's answer.
+    /// Stored (or stored before, the same report), with the collector's answer.
     Stored(String),
-    /// Refused for good (a 4xx other than 408 and 429): sending it again will not help.
+    /// Refused for good: not a report it takes (400, 413, 422) or another report under this id
+    /// (409). Sending it again will not help.
     Refused(String),
-    /// Not now (no answer, 5xx, 408, 429): try again later.
+    /// Not now (no answer, 5xx, 408, 429), or an answer that a fix on the collector's or the
+    /// sender's side may change (401, 403, 404, 405: a key or a URL wrong for now): try again
+    /// later.
     Unavailable(String),
 }
 
 /// How an HTTP status answers an upload.
 pub fn classify(status: StatusCode, body: String) -> Answer {
-    if status.is_success() || status == StatusCode::CONFLICT {
+    let permanent = [
+        StatusCode::BAD_REQUEST,
+        StatusCode::CONFLICT,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    ];
+    if status.is_success() {
         Answer::Stored(body)
-    } else if status.is_client_error()
-        && status != StatusCode::REQUEST_TIMEOUT
-        && status != StatusCode::TOO_MANY_REQUESTS
-    {
+    } else if permanent.contains(&status) {
         Answer::Refused(format!("{status}: {body}"))
     } else {
         Answer::Unavailable(format!("{status}: {body}"))
@@ -82,11 +88,11 @@ pub(crate) mod tests {
     fn answers_say_whether_to_try_again() {
         let c = |code: u16| classify(StatusCode::from_u16(code).unwrap(), "b".into());
         assert_eq!(c(201), Answer::Stored("b".into()));
-        assert_eq!(c(409), Answer::Stored("b".into()), "the collector has it already");
-        for code in [400, 401, 403, 413] {
+        for code in [400, 409, 413, 422] {
             assert!(matches!(c(code), Answer::Refused(_)), "{code}");
         }
-        for code in [408, 429, 500, 502, 503] {
+        // A wrong key or URL may be fixed on either side: the report waits.
+        for code in [401, 403, 404, 405, 408, 429, 500, 502, 503] {
             assert!(matches!(c(code), Answer::Unavailable(_)), "{code}");
         }
     }

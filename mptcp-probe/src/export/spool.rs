@@ -75,27 +75,38 @@ impl Spool {
         if size > self.max_bytes {
             bail!("report {} ({size} B) is larger than the whole spool ({} B)", report.id, self.max_bytes);
         }
-        let mut put = Put::default();
-        let mut entries = self.entries();
-        let mut used: u64 = entries.iter().map(|e| e.bytes).sum();
-        while used + size > self.max_bytes && !entries.is_empty() {
-            let oldest = entries.remove(0);
-            fs::remove_file(&oldest.path)
-                .with_context(|| format!("evicting {} from the spool", oldest.path.display()))?;
-            used -= oldest.bytes;
-            put.evicted += 1;
-        }
+        // Written and synced first: a report that cannot be kept evicts nothing.
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
         // The report id is a UUID the check made; anything else is kept out of the file name.
         let id: String =
             report.id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(64).collect();
         let name = format!("{nanos:024}-{id}{SUFFIX}");
         let tmp = self.dir.join(format!("{TEMP_PREFIX}{name}"));
-        let mut f = fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-        f.write_all(&body)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, self.dir.join(&name)).with_context(|| format!("renaming {}", tmp.display()))?;
+        let written = (|| -> std::io::Result<()> {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e).with_context(|| format!("writing {}", tmp.display()));
+        }
+        let mut put = Put::default();
+        let mut entries = self.entries();
+        let mut used: u64 = entries.iter().map(|e| e.bytes).sum();
+        while used + size > self.max_bytes && !entries.is_empty() {
+            let oldest = entries.remove(0);
+            if let Err(e) = fs::remove_file(&oldest.path) {
+                let _ = fs::remove_file(&tmp);
+                return Err(e).with_context(|| format!("evicting {} from the spool", oldest.path.display()));
+            }
+            used -= oldest.bytes;
+            put.evicted += 1;
+        }
+        if let Err(e) = fs::rename(&tmp, self.dir.join(&name)) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e).with_context(|| format!("renaming {}", tmp.display()));
+        }
         fs::File::open(&self.dir)?.sync_all()?;
         Ok(put)
     }

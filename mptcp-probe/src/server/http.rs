@@ -117,10 +117,15 @@ pub(super) fn visitor(v: &ConnectionView, observed: bool) -> String {
         let n = v.subflows.unwrap_or(1);
         return format!("You are using MPTCP: this connection has {n} subflow(s).");
     }
-    let mut out = if v.is_mptcp == Some(true) {
-        "You are not using MPTCP: your connection started as MPTCP and fell back to TCP.".to_string()
-    } else {
-        "You are not using MPTCP.".to_string()
+    let mut out = match v.is_mptcp {
+        Some(true) => {
+            "You are not using MPTCP: your connection started as MPTCP and fell back to TCP.".to_string()
+        }
+        Some(false) => "You are not using MPTCP.".to_string(),
+        None => {
+            return "This server cannot tell whether your connection is MPTCP (its socket did not say)."
+                .into()
+        }
     };
     for e in &v.fallback_evidence {
         out.push_str(&format!(" {e}."));
@@ -350,6 +355,7 @@ mod tests {
         assert!(t.contains("Your third ACK arrived without MP_CAPABLE"), "{t}");
         let unobserved = ConnectionView { is_mptcp: Some(false), ..Default::default() };
         assert!(visitor(&unobserved, false).contains("no observer of its own"));
+        assert!(visitor(&ConnectionView::default(), true).starts_with("This server cannot tell"));
     }
 
     #[test]
