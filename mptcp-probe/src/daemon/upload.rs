@@ -140,21 +140,6 @@ impl Uploader {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_wait_doubles_from_a_second_to_five_minutes() {
-        assert_eq!(backoff(1), Duration::from_secs(1));
-        assert_eq!(backoff(2), Duration::from_secs(2));
-        assert_eq!(backoff(5), Duration::from_secs(16));
-        assert_eq!(backoff(9), Duration::from_secs(256));
-        assert_eq!(backoff(10), MAX_BACKOFF);
-        assert_eq!(backoff(1000), MAX_BACKOFF);
-    }
-}
-
 /// A removal that found the file gone already (evicted meanwhile) is no error.
 trait FilterNotFound {
     fn filter_not_found(self) -> anyhow::Result<()>;
@@ -171,5 +156,20 @@ impl FilterNotFound for anyhow::Result<()> {
             }
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_doubles_from_a_second_to_five_minutes() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(5), Duration::from_secs(16));
+        assert_eq!(backoff(9), Duration::from_secs(256));
+        assert_eq!(backoff(10), MAX_BACKOFF);
+        assert_eq!(backoff(1000), MAX_BACKOFF);
     }
 }
