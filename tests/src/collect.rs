@@ -8,7 +8,7 @@ use std::{
 };
 
 use crate::{
-    lab::{sh, Child, Netns},
+    lab::{in_netns, sh, Child, Netns},
     probe::TempDir,
 };
 
@@ -100,11 +100,7 @@ impl Collector {
     /// A command run where the collector runs.
     fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         match &self.ns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(program);
-                c
-            }
+            Some(ns) => in_netns(ns, program),
             None => Command::new(program),
         }
     }

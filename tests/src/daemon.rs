@@ -9,7 +9,7 @@ use std::{
 };
 
 use crate::{
-    lab::{sh, Child, Netns},
+    lab::{in_netns, sh, Child, Netns},
     probe::TempDir,
 };
 
@@ -123,11 +123,10 @@ impl Daemon {
     }
 }
 
-/// curl in the namespace named `ns` (a [`Netns`] deletes its namespace on drop, so the
-/// processes in it keep only its name), failing fast.
+/// curl in the namespace named `ns`, failing fast.
 fn curl_in(ns: &str) -> std::process::Command {
-    let mut c = std::process::Command::new("ip");
-    c.args(["netns", "exec", ns, "curl", "-sS", "--max-time", "10"]);
+    let mut c = in_netns(ns, "curl");
+    c.args(["-sS", "--max-time", "10"]);
     c
 }
 

@@ -31,6 +31,14 @@ fn ip(args: &[&str]) {
     sh(Command::new("ip").args(args));
 }
 
+/// A command to run inside the namespace named `name`. For those that outlive no [`Netns`] of
+/// theirs (a [`Netns`] deletes its namespace on drop), so keep the name only.
+pub fn in_netns(name: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", name]).arg(program);
+    c
+}
+
 /// One network namespace, deleted on drop.
 pub struct Netns {
     pub name: String,
@@ -47,9 +55,7 @@ impl Netns {
 
     /// A command to run inside the namespace.
     pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]).arg(program);
-        c
+        in_netns(&self.name, program)
     }
 
     /// Runs a command inside the namespace, panicking on failure.
