@@ -92,6 +92,7 @@ struct Measured {
     mib_delta: BTreeMap<String, u64>,
     server_mib_delta: BTreeMap<String, u64>,
     server: Option<ConnectionView>,
+    server_others: Vec<ConnectionView>,
     wire: ClientWire,
     started: Instant,
 }
@@ -190,9 +191,12 @@ impl Checker {
                 report.as_ref().and_then(|r| r.connections.iter().filter_map(|c| c.add_addr_signal).max());
         }
         let local = run.connections.first().and_then(|c| c.local);
-        let server = report.as_ref().and_then(|r| server_view(r, local));
+        let (server, server_others) = match report.as_ref().and_then(|r| server_view(r, local)) {
+            Some((main, others)) => (Some(main), others),
+            None => (None, Vec::new()),
+        };
         let wire = self.client_wire(&run);
-        Measured { port, run, extra, mib_delta, server_mib_delta, server, wire, started }
+        Measured { port, run, extra, mib_delta, server_mib_delta, server, server_others, wire, started }
     }
 
     /// Runs a test over plain TCP (the baseline: does the path work at all for it?) and then over
@@ -282,21 +286,25 @@ fn progress_line(r: &TestResult) -> String {
 
 /// The server's view of the test's main connection: by the client's port when not rewritten,
 /// else the first connection of the test; with the digests of the test's other connections (FTP
-/// data, the second bulk direction) so that they are compared too.
-fn server_view(r: &ServerReport, client_local: Option<SocketAddr>) -> Option<ConnectionView> {
+/// data, the second bulk direction) so that they are compared too. Then those other connections.
+fn server_view(
+    r: &ServerReport,
+    client_local: Option<SocketAddr>,
+) -> Option<(ConnectionView, Vec<ConnectionView>)> {
     let port = client_local.map(|l| l.port());
-    let mut main = r
+    let at = r
         .connections
         .iter()
-        .find(|s| s.peer.map(|p| Some(p.port()) == port).unwrap_or(false))
-        .or_else(|| r.connections.first())
-        .cloned()?;
+        .position(|s| s.peer.map(|p| Some(p.port()) == port).unwrap_or(false))
+        .unwrap_or(0);
+    let mut main = r.connections.get(at).cloned()?;
     for other in &r.connections {
         for (part, d) in &other.digests {
             main.digests.entry(*part).or_insert_with(|| d.clone());
         }
     }
-    Some(main)
+    let others = r.connections.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, c)| c.clone()).collect();
+    Some((main, others))
 }
 
 /// Classifies a measured test and makes its result.
@@ -313,6 +321,7 @@ fn judge(test: TestName, transport: Transport, m: Measured, tcp_ok: Option<bool>
         client_rx_without_dss: m.wire.rx_without_dss,
         client_sent_segments: m.wire.sent_segments.clone(),
         server: m.server.clone(),
+        server_others: m.server_others.clone(),
         sent_digests: m.run.sent.clone(),
         received_digests: m.run.received.clone(),
         mib_delta: m.mib_delta.clone(),
@@ -510,13 +519,18 @@ mod tests {
         let mut down = conn("203.0.113.2:8001", "192.0.2.1:40002");
         down.digests.insert(Part::Sent, "down".into());
         let r = report(vec![up, down]);
-        let v = server_view(&r, Some("192.0.2.1:40002".parse().unwrap())).unwrap();
+        let (v, others) = server_view(&r, Some("192.0.2.1:40002".parse().unwrap())).unwrap();
         assert_eq!(v.peer, Some("192.0.2.1:40002".parse().unwrap()));
         assert_eq!(v.digests[&Part::Sent], "down");
         assert_eq!(v.digests[&Part::Data], "up", "the other connection's digests are compared too");
+        assert_eq!(
+            others.iter().map(|c| c.peer).collect::<Vec<_>>(),
+            vec![Some("192.0.2.1:40001".parse().unwrap())]
+        );
         // Behind NAT the port is another: the test's first connection.
-        let v = server_view(&r, Some("192.0.2.1:1".parse().unwrap())).unwrap();
+        let (v, others) = server_view(&r, Some("192.0.2.1:1".parse().unwrap())).unwrap();
         assert_eq!(v.peer, Some("192.0.2.1:40001".parse().unwrap()));
+        assert_eq!(others.len(), 1);
         assert!(server_view(&report(vec![]), None).is_none());
     }
 
@@ -533,6 +547,7 @@ mod tests {
             mib_delta: BTreeMap::new(),
             server_mib_delta: BTreeMap::new(),
             server: Some(server),
+            server_others: Vec::new(),
             wire: ClientWire::default(),
             started: Instant::now(),
         }

@@ -77,6 +77,14 @@ impl Recorded {
 
     fn push(&mut self, p: PacketEvent) {
         let c = self.entry(Tuple::of(&p.flow), p.flow);
+        // A SYN with another ISN is a new connection that reuses the ports of a recorded one:
+        // the old one's packets and summary are not this one's.
+        if is_syn(&p)
+            && c.packets.iter().find(|q| is_syn(q)).map(|q| q.seq) != Some(p.seq)
+            && !c.packets.is_empty()
+        {
+            *c = Connection { key: p.flow, packets: Vec::new(), summary: None };
+        }
         if c.packets.len() < MAX_PACKETS_PER_FLOW {
             c.packets.push(p);
         } else {
@@ -124,6 +132,11 @@ impl Sink for Recorder {
     }
 }
 
+/// A SYN without ACK: the start of a connection.
+fn is_syn(p: &PacketEvent) -> bool {
+    p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
+}
+
 /// The handshake as the recorded packets show it, from this host's point of view.
 pub fn handshake_of(packets: &[PacketEvent]) -> Option<HandshakeView> {
     let mut v = HandshakeView { source: ViewSource::Observer, ..Default::default() };
@@ -141,6 +154,10 @@ pub fn handshake_of(packets: &[PacketEvent]) -> Option<HandshakeView> {
         let syn = f & tcp_flags::SYN != 0;
         let ack = f & tcp_flags::ACK != 0;
         if syn && !ack {
+            if v.syn_isn.is_some_and(|isn| isn != p.seq) {
+                // Another connection on the same ports: only the latest one counts.
+                v = HandshakeView { source: ViewSource::Observer, ..Default::default() };
+            }
             seen = true;
             syn_dir = Some(p.direction);
             let m = mpc(p);
@@ -252,6 +269,53 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(in_order.ack_seq_offset, Some(0));
+    }
+
+    /// A new connection from the same port (the plain TCP run's, then the MPTCP run's): the
+    /// first flight of the new one is measured on its own, and the old one's summary is gone.
+    #[test]
+    fn a_connection_reusing_the_ports_of_an_earlier_one_is_recorded_afresh() {
+        let mut dss_only = pkt(direction::INGRESS, A, 9001 + 4485, None, 0);
+        dss_only.payload_len = 1424;
+        let old = [
+            pkt(direction::INGRESS, S, 1000, None, 1460),
+            pkt(direction::EGRESS, SA, 5000, None, 1460),
+            pkt(direction::INGRESS, A, 1001, None, 0),
+        ];
+        let new = [
+            pkt(direction::INGRESS, S, 9000, Some(4), 1460),
+            pkt(direction::EGRESS, SA, 7000, Some(12), 1460),
+            dss_only,
+            pkt(direction::INGRESS, A, 9001, Some(20), 0),
+        ];
+        let both: Vec<PacketEvent> = old.iter().chain(new.iter()).copied().collect();
+        let v = handshake_of(&both).unwrap();
+        assert_eq!((v.syn_isn, v.syn_mptcp), (Some(9000), Some(Subtype::MpCapable)));
+        assert_eq!(v.ack_seq_offset, Some(4485), "{v:?}");
+        assert_eq!(v.ack_mptcp_len, Some(20));
+        // The record keeps the new connection only.
+        let mut r = Recorded::default();
+        for p in old {
+            r.push(p);
+        }
+        let t = Tuple::of(&old[0].flow);
+        r.flows.get_mut(&t).unwrap().summary = Some(crate::pipeline::summary::summarize(
+            &old[0].flow,
+            &Default::default(),
+            &Default::default(),
+            "s-m",
+            1,
+        ));
+        // A retransmitted SYN is the same connection.
+        r.push(old[0]);
+        assert_eq!(r.get(&t).unwrap().packets.len(), 4);
+        for p in new {
+            r.push(p);
+        }
+        let c = r.get(&t).unwrap();
+        assert_eq!(c.packets.len(), 4);
+        assert_eq!(c.packets[0].seq, 9000);
+        assert!(c.summary.is_none(), "the old connection's summary is not the new one's");
     }
 
     #[test]

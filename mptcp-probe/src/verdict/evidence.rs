@@ -27,6 +27,8 @@ pub struct Evidence {
     pub client_sent_segments: Option<SegmentStats>,
     /// The server's view of the same connection (None: the server did not see it).
     pub server: Option<ConnectionView>,
+    /// The server's view of the test's other connections (FTP data, the second bulk direction).
+    pub server_others: Vec<ConnectionView>,
     /// Digests the client computed of what it sent, by part (compared with the server's).
     pub sent_digests: Vec<(Part, String)>,
     /// Digests the client computed of what it received, with what the server says it sent.

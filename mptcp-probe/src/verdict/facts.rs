@@ -37,8 +37,9 @@ pub struct Facts<'a> {
     pub mpc_syns_at_server: u64,
     /// MP_CAPABLE third ACKs it received (MPCapableACKRX), likewise.
     pub mpc_acks_at_server: u64,
-    /// The server's first segment after the SYN/ACK began this far beyond ISN + 1, and an intact
-    /// MP_CAPABLE arrived after it: the path reordered the first flight.
+    /// The server's first segment after the SYN/ACK began this far beyond ISN + 1, an intact
+    /// MP_CAPABLE arrived after it, and the connection fell back: the path reordered the first
+    /// flight.
     pub first_flight_reordered: Option<u32>,
     /// The SYN at the server echoes a timestamp: a box re-originated it after answering the
     /// client itself (a connection's first SYN echoes none).
@@ -63,10 +64,19 @@ impl<'a> Facts<'a> {
         let client_sent_mpc = client_wire.map(|w| w.syn_mptcp.is_some()).unwrap_or(false) && !syn_retried;
         let fallback_reason = fallback_reason(&e.mib_delta).or_else(|| fallback_reason(&server_counters));
         let server_wire = server.and_then(|s| s.handshake.as_ref());
-        let first_flight_reordered = server_wire
-            .filter(|w| w.ack_mptcp.is_some())
-            .and_then(|w| w.ack_seq_offset)
-            .filter(|offset| *offset > 0);
+        let reordered = |c: &ConnectionView| {
+            c.handshake
+                .as_ref()
+                .filter(|w| w.ack_mptcp.is_some())
+                .and_then(|w| w.ack_seq_offset)
+                .filter(|o| *o > 0)
+        };
+        // The main connection, when either end fell back; else another connection of the test
+        // (the second bulk direction) that fell back after its first flight was reordered.
+        let first_flight_reordered = server
+            .and_then(reordered)
+            .filter(|_| fell_back || server.is_some_and(ConnectionView::fell_back))
+            .or_else(|| e.server_others.iter().filter(|c| c.fell_back()).find_map(reordered));
         let syn_reoriginated = server_wire.and_then(|w| w.syn_ts_ecr).is_some_and(|ecr| ecr != 0);
         Self {
             mpc_syns_at_server: server_counters.get("MPCapableSYNRX").copied().unwrap_or(0),

@@ -2,7 +2,7 @@
 //! of [`RULES`]; [`SUPERSEDES`] says which verdict hides which when both are found; the
 //! conclusion (`mptcp_ok`, or an unexplained fallback) comes last, over what is left.
 
-use mptcp_probe_model::{ConnectionView, End, Finding, Outcome, Packet, Part, Subtype, Verdict};
+use mptcp_probe_model::{End, Finding, Outcome, Packet, Part, Subtype, Verdict};
 
 use super::facts::Facts;
 
@@ -228,10 +228,6 @@ fn mptcp_ack_dropped(f: &Facts, out: &mut Vec<Finding>) {
 /// both arrived with MP_CAPABLE intact; Linux falls back then by design (net/mptcp/subflow.c).
 fn first_flight_reordered(f: &Facts, out: &mut Vec<Finding>) {
     let Some(offset) = f.first_flight_reordered else { return };
-    let server_fell_back = f.server.is_some_and(ConnectionView::fell_back);
-    if !(f.fell_back || server_fell_back) {
-        return;
-    }
     out.push(Finding::new(
         Verdict::HandshakeReordered,
         Packet::ThirdAck,

@@ -370,6 +370,32 @@ fn a_reordered_first_flight_is_a_path_condition_not_a_stripped_option() {
     assert_eq!(verdicts(&e), vec!["ack_option_stripped"]);
 }
 
+/// The second bulk connection (down) had its first flight reordered and fell back while the
+/// first (up) came up: the client sees the server's data without DSS, and the path is to blame.
+#[test]
+fn a_reordered_first_flight_on_the_tests_second_connection_is_a_path_condition() {
+    let mut e = clean();
+    e.mib_delta = BTreeMap::from([("MPCapableDataFallback".to_string(), 1)]);
+    e.client_rx_without_dss = Some(1);
+    let mut down = conn("203.0.113.2:8001", "192.0.2.1:40001", false);
+    down.fallback = Some(true);
+    let mut h = hs(true, true, Some(true));
+    h.ack_seq_offset = Some(2896);
+    down.handshake = Some(h);
+    e.server_others = vec![down.clone()];
+    // The main connection stayed MPTCP: mptcp_ok, and the path's reordering beside it.
+    assert_eq!(classify(&e).verdicts(), vec![Verdict::MptcpOk, Verdict::HandshakeReordered]);
+    // The same connection in order, or reordered but still MPTCP: not the path's doing.
+    down.handshake.as_mut().unwrap().ack_seq_offset = Some(0);
+    e.server_others = vec![down.clone()];
+    assert_eq!(classify(&e).verdicts(), vec![Verdict::DssStripped]);
+    down.handshake.as_mut().unwrap().ack_seq_offset = Some(2896);
+    down.fallback = Some(false);
+    down.is_mptcp = Some(true);
+    e.server_others = vec![down];
+    assert_eq!(classify(&e).verdicts(), vec![Verdict::DssStripped]);
+}
+
 #[test]
 fn a_path_that_fails_plain_tcp_too_is_broken_not_an_mptcp_finding() {
     let mut e = clean();
