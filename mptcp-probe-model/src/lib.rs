@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod connection;
 pub mod flow;
+pub mod locate;
 pub mod report;
 pub mod verdict;
 pub mod watch;

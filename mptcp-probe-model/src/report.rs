@@ -170,6 +170,9 @@ pub struct Report {
     pub server: ServerSide,
     pub tests: Vec<TestResult>,
     pub summary: Summary,
+    /// Where on the path the changes happen (`check --locate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locate: Option<crate::locate::Locate>,
 }
 
 /// A JSON value of a sysctl: a number where it is one.

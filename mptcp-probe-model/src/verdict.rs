@@ -265,6 +265,9 @@ pub struct Finding {
     pub end: End,
     pub expected: String,
     pub seen: String,
+    /// Where on the path the change happens, in words (`check --locate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub located: Option<String>,
 }
 
 impl Finding {
@@ -275,7 +278,7 @@ impl Finding {
         expected: impl Into<String>,
         seen: impl Into<String>,
     ) -> Self {
-        Self { verdict, packet, end, expected: expected.into(), seen: seen.into() }
+        Self { verdict, packet, end, expected: expected.into(), seen: seen.into(), located: None }
     }
 }
 

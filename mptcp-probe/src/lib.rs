@@ -23,6 +23,7 @@ pub mod daemon;
 pub mod export;
 pub mod host;
 pub mod kernel;
+pub mod locate;
 pub mod output;
 pub mod pipeline;
 pub mod protocol;

@@ -111,6 +111,9 @@ pub fn remove(run: &str) {
     for role in ["c", "m", "s"] {
         remove_netns(&format!("mpp-{run}-{role}"));
     }
+    for k in 1..=MAX_CHAIN {
+        remove_netns(&format!("mpp-{run}-r{k}"));
+    }
 }
 
 /// Addresses of the lab (see the module docs).
@@ -253,6 +256,152 @@ impl Lab {
             ip(&["-n", &self.s.name, "mptcp", "endpoint", "add", a, "dev", ifname::S, "signal"]);
         }
     }
+}
+
+/// A chain of routers between one client and one server, to locate a box on the path:
+/// `c — r1 — r2 — … — rN — s`. The client has 192.0.2.1/26 and 2001:db8:1::1/64 towards r1
+/// (.2 / ::2), the routers link to each other over 198.51.100.4i/30 and 2001:db8:10:i::/64, rN
+/// reaches the server over 203.0.113.1/26 ↔ 203.0.113.2/26 (2001:db8:3::1 ↔ ::2): the
+/// server's address is the three-namespace lab's. Namespaces `mpp-<run>-c|r1..rN|s`.
+pub struct Chain {
+    pub run: String,
+    pub c: Netns,
+    pub routers: Vec<Netns>,
+    pub s: Netns,
+}
+
+/// The most routers a chain has.
+pub const MAX_CHAIN: usize = 8;
+
+impl Chain {
+    pub fn up(n: usize) -> Self {
+        assert!((1..=MAX_CHAIN).contains(&n), "a chain has 1 to {MAX_CHAIN} routers");
+        let run = loop {
+            let run = format!("{}-{}", std::process::id(), NEXT_RUN.fetch_add(1, Ordering::Relaxed));
+            if !std::path::Path::new(&format!("/run/netns/mpp-{run}-c")).exists() {
+                break run;
+            }
+        };
+        let c = Netns::new(&format!("mpp-{run}-c"));
+        let routers: Vec<Netns> = (1..=n).map(|i| Netns::new(&format!("mpp-{run}-r{i}"))).collect();
+        let s = Netns::new(&format!("mpp-{run}-s"));
+        let chain = Self { run, c, routers, s };
+        chain.wire();
+        chain
+    }
+
+    /// Router `k` (1-based: the k-th hop from the client).
+    pub fn router(&self, k: usize) -> &Netns {
+        &self.routers[k - 1]
+    }
+
+    /// The address hop `k` answers from (its interface towards the client), IPv4 or IPv6.
+    pub fn hop_address(&self, k: usize, v6: bool) -> String {
+        match (k, v6) {
+            (1, false) => addr::ROUTER1.into(),
+            (1, true) => addr::ROUTER1_V6.into(),
+            (k, false) => format!("198.51.100.{}", 4 * (k - 1) - 2),
+            (k, true) => format!("2001:db8:10:{}::2", k - 1),
+        }
+    }
+
+    fn wire(&self) {
+        use addr::*;
+        let n = self.routers.len();
+        // Link i joins node i and node i + 1 (node 0 is the client, node n + 1 the server).
+        let node = |i: usize| -> (&Netns, String) {
+            match i {
+                0 => (&self.c, "c".into()),
+                i if i == n + 1 => (&self.s, "s".into()),
+                i => (&self.routers[i - 1], format!("r{i}")),
+            }
+        };
+        for i in 0..=n {
+            let ((a, an), (b, bn)) = (node(i), node(i + 1));
+            let (a_if, b_if) = (format!("{an}-{bn}"), format!("{bn}-{an}"));
+            Lab::veth(a, &a_if, b, &b_if);
+            let (a4, b4, a6, b6) = match i {
+                0 => (
+                    CLIENT1.to_string() + "/26",
+                    ROUTER1.to_string() + "/26",
+                    CLIENT1_V6.to_string() + "/64",
+                    ROUTER1_V6.to_string() + "/64",
+                ),
+                i if i == n => (
+                    ROUTER_S.to_string() + "/26",
+                    SERVER.to_string() + "/26",
+                    ROUTER_S_V6.to_string() + "/64",
+                    SERVER_V6.to_string() + "/64",
+                ),
+                i => (
+                    format!("198.51.100.{}/30", 4 * i - 3),
+                    format!("198.51.100.{}/30", 4 * i - 2),
+                    format!("2001:db8:10:{i}::1/64"),
+                    format!("2001:db8:10:{i}::2/64"),
+                ),
+            };
+            for (ns, dev, a) in [(a, &a_if, a4), (b, &b_if, b4), (a, &a_if, a6), (b, &b_if, b6)] {
+                Lab::addr(ns, dev, &a);
+            }
+        }
+        // Towards the server by default; back to the client's link by a route of its own.
+        let next_hop = |i: usize, v6: bool| -> String {
+            // The address of node i + 1 on link i.
+            match (i, v6) {
+                (0, false) => ROUTER1.into(),
+                (0, true) => ROUTER1_V6.into(),
+                (i, false) => format!("198.51.100.{}", 4 * i - 2),
+                (i, true) => format!("2001:db8:10:{i}::2"),
+            }
+        };
+        let prev_hop = |i: usize, v6: bool| -> String {
+            // The address of node i - 1 on link i - 1.
+            match (i, v6) {
+                (1, false) => CLIENT1.into(),
+                (1, true) => CLIENT1_V6.into(),
+                (i, false) => format!("198.51.100.{}", 4 * (i - 1) - 3),
+                (i, true) => format!("2001:db8:10:{}::1", i - 1),
+            }
+        };
+        ip(&["-n", &self.c.name, "route", "add", "default", "via", ROUTER1]);
+        ip(&["-n", &self.c.name, "-6", "route", "add", "default", "via", ROUTER1_V6]);
+        ip(&["-n", &self.s.name, "route", "add", "default", "via", ROUTER_S]);
+        ip(&["-n", &self.s.name, "-6", "route", "add", "default", "via", ROUTER_S_V6]);
+        for (k, r) in self.routers.iter().enumerate().map(|(i, r)| (i + 1, r)) {
+            if k < n {
+                ip(&["-n", &r.name, "route", "add", "default", "via", &next_hop(k, false)]);
+                ip(&["-n", &r.name, "-6", "route", "add", "default", "via", &next_hop(k, true)]);
+            }
+            if k > 1 {
+                ip(&["-n", &r.name, "route", "add", "192.0.2.0/26", "via", &prev_hop(k, false)]);
+                ip(&["-n", &r.name, "-6", "route", "add", "2001:db8:1::/64", "via", &prev_hop(k, true)]);
+            }
+            r.sysctl("net.ipv4.ip_forward=1");
+            r.sysctl("net.ipv6.conf.all.forwarding=1");
+            // Every time exceeded answered: the probes of one trace come faster than Linux's
+            // default of one per second per destination after a burst.
+            r.sysctl("net.ipv4.icmp_ratelimit=0");
+            r.sysctl("net.ipv6.icmp.ratelimit=0");
+        }
+        for ns in [&self.c, &self.s] {
+            ns.sysctl("net.mptcp.enabled=1");
+        }
+    }
+}
+
+/// setpriv as an unprivileged user (nobody) keeping only these capabilities. `ip netns exec`
+/// gives its command a /sys of its own, where tracefs is not mounted (on a host it is); root
+/// mounts it first, as a host's boot does.
+pub fn as_nobody_with(caps: &str) -> Vec<String> {
+    let mut w: Vec<String> = ["sh", "-c", "mount -t tracefs nodev /sys/kernel/tracing && exec \"$0\" \"$@\""]
+        .map(String::from)
+        .to_vec();
+    w.extend(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"].map(String::from));
+    if !caps.is_empty() {
+        w.push(format!("--inh-caps={caps}"));
+        w.push(format!("--ambient-caps={caps}"));
+    }
+    w
 }
 
 /// A child process killed (and reaped) on drop.

@@ -12,6 +12,7 @@ pub mod oracle;
 pub mod peer;
 pub mod probe;
 pub mod scenario;
+pub mod schema;
 pub mod sys;
 pub mod text;
 pub mod workspace;

@@ -85,6 +85,8 @@ pub struct Run {
     pub problems: Vec<String>,
     /// What `check` reported for the MPTCP tests, in words (kept for disagreeing runs).
     pub evidence: Vec<String>,
+    /// Where `check --locate` placed each verdict's change.
+    pub located: BTreeMap<Verdict, String>,
 }
 
 /// All runs of one scenario.
@@ -177,6 +179,7 @@ impl Outcome {
                 "fallback": r.fallback,
                 "seconds": r.seconds,
                 "problems": r.problems,
+                "located": r.located,
                 "evidence": if r.problems.is_empty() { Value::Null } else { json!(r.evidence) },
             })).collect::<Vec<_>>(),
         })
@@ -262,6 +265,22 @@ pub fn judge(sc: &Scenario, report: &Report) -> Run {
             }
         }
     }
+    if let Some(l) = &report.locate {
+        for loc in &l.locations {
+            run.located.insert(loc.verdict, loc.text.clone());
+        }
+        if let Some(v) = sc.located {
+            let at_router = l
+                .location(v)
+                .is_some_and(|loc| loc.exact && loc.after.map(|h| h.ttl) == Some(1) && loc.before.is_none());
+            if !at_router {
+                let seen =
+                    run.located.get(&v).cloned().unwrap_or_else(|| format!("not located ({:?})", l.notes));
+                run.problems
+                    .push(format!("{v} located {seen} (expected between hop 1, the router, and the server)"));
+            }
+        }
+    }
     run.evidence = mptcp_tests().map(account).collect();
     run
 }
@@ -317,6 +336,9 @@ fn check(lab: &Lab, sc: &Scenario, opts: &Options) -> anyhow::Result<Run> {
         cmd.args(["--tests", &t]);
     }
     cmd.args(sc.check_args);
+    if sc.located.is_some() {
+        cmd.arg("--locate");
+    }
     let out = cmd.stdin(Stdio::null()).output().context("starting check in the client")?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     let tail = || {
@@ -519,7 +541,7 @@ fn run_inner(
 
 /// The matrix as a table for people, with the evidence of every disagreeing scenario under it.
 pub fn table(outcomes: &[Outcome]) -> String {
-    let header = ["scenario", "expected", "observed", "fallback reason", "oracle", "time", ""];
+    let header = ["scenario", "expected", "observed", "fallback reason", "located", "oracle", "time", ""];
     let mut rows: Vec<Vec<String>> = Vec::new();
     for o in outcomes {
         let sc = o.scenario;
@@ -551,11 +573,18 @@ pub fn table(outcomes: &[Outcome]) -> String {
             Some(Ok(_)) => "✓".into(),
             Some(Err(_)) => "✗".into(),
         };
+        let located = o
+            .runs
+            .first()
+            .and_then(|r| sc.located.and_then(|v| r.located.get(&v)))
+            .cloned()
+            .unwrap_or_else(|| "-".into());
         rows.push(vec![
             sc.name.into(),
             expected,
             observed,
             if reasons.is_empty() { "-".into() } else { reasons.join(", ") },
+            located,
             oracle,
             format!("{:.1}s", o.seconds),
             if o.ok() { "✓".into() } else { "✗".into() },
@@ -652,6 +681,46 @@ mod tests {
         assert!(reason.evidence[0].contains("SYN without MP_CAPABLE"), "{:?}", reason.evidence);
         assert!(reason.evidence[0].contains("[SYN at the server]"), "{:?}", reason.evidence);
         assert!(reason.evidence[0].contains("server: no record"), "{:?}", reason.evidence);
+    }
+
+    #[test]
+    fn a_located_scenario_needs_its_change_between_the_router_and_the_server() {
+        let sc = scenario::named("mss-clamp");
+        let mut r = report(&[Verdict::MptcpOk, Verdict::MssRewritten], None);
+        let not_run = judge(sc, &r);
+        assert!(not_run.problems.is_empty(), "no locate section: nothing to compare");
+        let hop = |ttl: u8| {
+            Some(mptcp_probe_model::locate::HopRef { ttl, address: Some("192.0.2.2".parse().unwrap()) })
+        };
+        let at = |after, before, exact| mptcp_probe_model::locate::Location {
+            verdict: Verdict::MssRewritten,
+            after,
+            before,
+            exact,
+            text: "between hop 1 (192.0.2.2) and the server (203.0.113.2)".into(),
+        };
+        r.locate = Some(mptcp_probe_model::locate::Locate {
+            locations: vec![at(hop(1), None, true)],
+            ..Default::default()
+        });
+        let ok = judge(sc, &r);
+        assert!(ok.problems.is_empty(), "{:?}", ok.problems);
+        assert_eq!(
+            ok.located[&Verdict::MssRewritten],
+            "between hop 1 (192.0.2.2) and the server (203.0.113.2)"
+        );
+        for wrong in [at(None, hop(1), true), at(hop(1), None, false)] {
+            r.locate =
+                Some(mptcp_probe_model::locate::Locate { locations: vec![wrong], ..Default::default() });
+            let p = judge(sc, &r).problems;
+            assert!(p.iter().any(|p| p.contains("expected between hop 1")), "{p:?}");
+        }
+        r.locate = Some(mptcp_probe_model::locate::Locate {
+            notes: vec!["no CAP_NET_RAW".into()],
+            ..Default::default()
+        });
+        let p = judge(sc, &r).problems;
+        assert!(p.iter().any(|p| p.contains("not located") && p.contains("no CAP_NET_RAW")), "{p:?}");
     }
 
     /// A report with one MPTCP and one plain-TCP result per test: (test, the MPTCP run's

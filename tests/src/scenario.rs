@@ -79,6 +79,9 @@ pub struct Scenario {
     /// The fallback the scenario causes (None: no test may fall back, except as `may` allows).
     pub fallback: Option<Fallback>,
     pub oracle: Option<Oracle>,
+    /// `check --locate` must place this verdict's change between the router (hop 1) and the
+    /// server, where the scenario's middlebox acts.
+    pub located: Option<Verdict>,
 }
 
 /// A fallback a scenario must cause: the MPTCP run of `test` names one of `reasons`, the
@@ -151,6 +154,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: None,
         oracle: None,
+        located: None,
     },
     Scenario {
         name: "clean-ipv6",
@@ -164,6 +168,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: None,
         oracle: None,
+        located: None,
     },
     Scenario {
         name: "clean-csum",
@@ -177,6 +182,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: None,
         oracle: None,
+        located: None,
     },
     Scenario {
         name: "syn-strip",
@@ -190,6 +196,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: Some(Fallback { test: TestName::Http, reasons: &["MPCapableFallbackSYNACK"] }),
         oracle: Some(Oracle { port: 80, packet: OraclePacket::Syn }),
+        located: Some(Verdict::SynOptionStripped),
     },
     Scenario {
         name: "syn-strip-ipv6",
@@ -203,6 +210,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: Some(Fallback { test: TestName::Http, reasons: &["MPCapableFallbackSYNACK"] }),
         oracle: Some(Oracle { port: 80, packet: OraclePacket::Syn }),
+        located: Some(Verdict::SynOptionStripped),
     },
     Scenario {
         name: "synack-strip",
@@ -216,6 +224,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: Some(Fallback { test: TestName::Http, reasons: &["MPCapableFallbackSYNACK"] }),
         oracle: Some(Oracle { port: 80, packet: OraclePacket::SynAck }),
+        located: None,
     },
     Scenario {
         name: "ack-strip",
@@ -232,6 +241,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: Some(Fallback { test: TestName::Http, reasons: &["MPCapableDataFallback"] }),
         oracle: Some(Oracle { port: 80, packet: OraclePacket::Ack }),
+        located: None,
     },
     Scenario {
         name: "dss-strip",
@@ -251,6 +261,7 @@ pub const SCENARIOS: &[Scenario] = &[
         // decides (both seen on Linux 6.18).
         fallback: Some(Fallback { test: TestName::Bulk, reasons: &["DssFallback", "DSSCorruptionFallback"] }),
         oracle: Some(Oracle { port: 8001, packet: OraclePacket::Data }),
+        located: None,
     },
     Scenario {
         name: "syn-drop",
@@ -264,6 +275,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: Some(Fallback { test: TestName::Http, reasons: &["MPCapableSYNTXDrop"] }),
         oracle: None,
+        located: None,
     },
     Scenario {
         name: "syn-reset",
@@ -277,6 +289,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: None,
         oracle: None,
+        located: None,
     },
     Scenario {
         name: "mss-clamp",
@@ -290,6 +303,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: None,
         oracle: None,
+        located: Some(Verdict::MssRewritten),
     },
     Scenario {
         name: "seq-rewrite",
@@ -303,6 +317,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: None,
         oracle: None,
+        located: None,
     },
     Scenario {
         name: "split",
@@ -316,6 +331,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: None,
         oracle: None,
+        located: None,
     },
     Scenario {
         name: "coalesce",
@@ -329,6 +345,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: None,
         oracle: None,
+        located: None,
     },
     Scenario {
         name: "payload-rewrite",
@@ -342,6 +359,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: None,
         oracle: None,
+        located: None,
     },
     Scenario {
         name: "payload-rewrite-csum",
@@ -355,6 +373,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: Some(Fallback { test: TestName::Http, reasons: &["DssFallback"] }),
         oracle: None,
+        located: None,
     },
     Scenario {
         name: "nat",
@@ -370,6 +389,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: None,
         oracle: None,
+        located: None,
     },
     Scenario {
         name: "ftp-alg",
@@ -383,6 +403,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: Some(Fallback { test: TestName::Ftp, reasons: &["DssFallback"] }),
         oracle: None,
+        located: None,
     },
     Scenario {
         name: "ftp-alg-csum",
@@ -396,6 +417,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: Some(Fallback { test: TestName::Ftp, reasons: &["DssFallback"] }),
         oracle: None,
+        located: None,
     },
     Scenario {
         name: "proxy",
@@ -409,6 +431,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: Some(Fallback { test: TestName::Http, reasons: &["MPCapableFallbackSYNACK"] }),
         oracle: None,
+        located: None,
     },
     Scenario {
         name: "join-drop",
@@ -422,6 +445,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: None,
         oracle: None,
+        located: None,
     },
     Scenario {
         name: "add-addr-drop",
@@ -435,6 +459,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: None,
         oracle: None,
+        located: None,
     },
     Scenario {
         name: "lossy",
@@ -449,6 +474,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[Verdict::HandshakeReordered],
         fallback: None,
         oracle: None,
+        located: None,
     },
     Scenario {
         name: "reordering",
@@ -462,6 +488,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[Verdict::HandshakeReordered],
         fallback: None,
         oracle: None,
+        located: None,
     },
     Scenario {
         name: "first-flight-reordered",
@@ -481,6 +508,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: Some(Fallback { test: TestName::Bulk, reasons: &["MPCapableDataFallback"] }),
         oracle: None,
+        located: None,
     },
     Scenario {
         name: "pmtu-blackhole",
@@ -498,6 +526,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: None,
         oracle: None,
+        located: None,
     },
     Scenario {
         name: "synproxy",
@@ -517,6 +546,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: Some(Fallback { test: TestName::Http, reasons: &["MPCapableFallbackSYNACK"] }),
         oracle: None,
+        located: None,
     },
     Scenario {
         name: "synack-drop",
@@ -532,6 +562,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: None,
         oracle: None,
+        located: None,
     },
     Scenario {
         name: "options-drop",
@@ -546,6 +577,7 @@ pub const SCENARIOS: &[Scenario] = &[
         may: &[],
         fallback: None,
         oracle: None,
+        located: None,
     },
 ];
 

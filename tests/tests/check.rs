@@ -37,7 +37,7 @@ fn read_report(stdout: &[u8], stderr: &str) -> (Report, Value) {
     let json: Value = serde_json::from_slice(stdout).unwrap_or_else(|e| {
         panic!("check printed no JSON report ({e}):\n{}\n{stderr}", String::from_utf8_lossy(stdout))
     });
-    validate(&json);
+    mptcp_probe_tests::schema::validate(&json);
     let report = serde_json::from_value(json.clone())
         .unwrap_or_else(|e| panic!("the data model does not read the report ({e}):\n{json:#}"));
     (report, json)
@@ -55,14 +55,6 @@ fn check(ns: &Netns, server: &str, extra: &[&str]) -> Checked {
     assert_eq!(out.status.code(), Some(0), "check failed:\n{stderr}");
     let (report, json) = read_report(&out.stdout, &stderr);
     Checked { report, json, stderr }
-}
-
-fn validate(report: &Value) {
-    let schema: Value = serde_json::from_str(include_str!("../../docs/report.schema.json")).unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let msgs: Vec<String> =
-        validator.iter_errors(report).map(|e| format!("{} at {}", e, e.instance_path)).collect();
-    assert!(msgs.is_empty(), "report does not match docs/report.schema.json:\n{}", msgs.join("\n"));
 }
 
 fn mptcp_test(report: &Report, name: TestName) -> &TestResult {

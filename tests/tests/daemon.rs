@@ -10,7 +10,7 @@ use std::{
 
 use mptcp_probe_tests::{
     daemon::{sample, Daemon, Prometheus},
-    lab::{addr, attached_programs, ifname, sh, Lab, Netns},
+    lab::{addr, as_nobody_with, attached_programs, ifname, sh, Lab, Netns},
     matrix, peer, probe_bin, scenario, skip_unless_e2e,
     workspace::MIDDLEBOX,
 };
@@ -233,21 +233,6 @@ fn the_shipped_alerting_rules_are_valid_and_pass_their_unit_tests() {
         assert!(o.status.success(), "promtool {}: {said}", args.join(" "));
         assert!(said.contains("SUCCESS"), "promtool {}: {said}", args.join(" "));
     }
-}
-
-/// setpriv as an unprivileged user (nobody) keeping only these capabilities. `ip netns exec`
-/// gives its command a /sys of its own, where tracefs is not mounted (on a host it is); root
-/// mounts it first, as a host's boot does.
-fn as_nobody_with(caps: &str) -> Vec<String> {
-    let mut w: Vec<String> = ["sh", "-c", "mount -t tracefs nodev /sys/kernel/tracing && exec \"$0\" \"$@\""]
-        .map(String::from)
-        .to_vec();
-    w.extend(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"].map(String::from));
-    if !caps.is_empty() {
-        w.push(format!("--inh-caps={caps}"));
-        w.push(format!("--ambient-caps={caps}"));
-    }
-    w
 }
 
 #[test]

@@ -47,6 +47,8 @@ pub struct CheckOptions {
     /// How long the whole check may take: tests that would run past it are cut short or not
     /// run, and the report says which.
     pub budget: Duration,
+    /// Locate the hops behind the verdicts a SYN can show (`--locate`).
+    pub locate: Option<crate::locate::LocateOptions>,
 }
 
 /// Runs of a test made again after its MPTCP run fell back because the path reordered the
@@ -467,6 +469,22 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Report> {
         o.stop();
     }
     let cut_short = std::mem::take(&mut *checker.cut_short.lock().unwrap_or_else(|p| p.into_inner()));
+    let locate = match checker.opts.locate.clone() {
+        Some(lo) => {
+            eprintln!("locating the hops behind the verdicts ...");
+            // A minute past the budget at most: the probes are bounded by hops and tries too.
+            let deadline = deadline.max(Instant::now()) + Duration::from_secs(60);
+            let mut moved = std::mem::take(&mut tests);
+            let (l, back) = tokio::task::spawn_blocking(move || {
+                let l = crate::locate::run(ip, &mut moved, &lo, deadline);
+                (l, moved)
+            })
+            .await?;
+            tests = back;
+            Some(l)
+        }
+        None => None,
+    };
     Ok(Report {
         schema: SCHEMA.into(),
         id,
@@ -490,6 +508,7 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Report> {
         },
         summary: summarize(&tests),
         tests,
+        locate,
     })
 }
 

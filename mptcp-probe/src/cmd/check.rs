@@ -6,6 +6,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use mptcp_probe::{
     active::{self, CheckOptions},
     export,
+    locate::LocateOptions,
     output::table,
     protocol,
 };
@@ -50,6 +51,14 @@ pub struct CheckArgs {
     /// Bytes each way in the bulk test.
     #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(0..=protocol::MAX_BULK_BYTES))]
     pub bulk_bytes: u64,
+    /// Find the hop that interferes: for verdicts a SYN can show (syn_option_stripped,
+    /// mss_rewritten, seq_rewritten, mptcp_syn_dropped), probe the path with TTL-limited copies
+    /// of the SYN on raw sockets (needs CAP_NET_RAW) and compare the routers' ICMP quotes.
+    #[arg(long)]
+    pub locate: bool,
+    /// The most hops `--locate` probes.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=64))]
+    pub locate_hops: u8,
 }
 
 pub async fn run(a: CheckArgs) -> anyhow::Result<()> {
@@ -62,6 +71,7 @@ pub async fn run(a: CheckArgs) -> anyhow::Result<()> {
         timeout: Duration::from_secs(a.timeout),
         bulk_bytes: a.bulk_bytes,
         budget: Duration::from_secs(a.budget),
+        locate: a.locate.then(|| LocateOptions { max_hops: a.locate_hops, ..LocateOptions::default() }),
     })
     .await?;
     // The report first: a refused upload loses nothing.

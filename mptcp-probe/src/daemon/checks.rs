@@ -44,6 +44,7 @@ fn options(c: &CheckConfig) -> CheckOptions {
         timeout: Duration::from_secs(c.timeout_seconds),
         bulk_bytes: c.bulk_bytes,
         budget: Duration::from_secs(c.budget_seconds),
+        locate: None,
     }
 }
 

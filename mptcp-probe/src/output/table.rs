@@ -1,6 +1,9 @@
 //! The report of a `check` as a table for people.
 
-use mptcp_probe_model::{Report, Verdict};
+use mptcp_probe_model::{
+    locate::{Answer, Locate, Quoted},
+    Report, Verdict,
+};
 
 fn names(v: &[Verdict]) -> String {
     if v.is_empty() {
@@ -15,6 +18,9 @@ fn names(v: &[Verdict]) -> String {
 pub fn table(r: &Report) -> String {
     let mut out = grid(r);
     findings(r, &mut out);
+    if let Some(l) = &r.locate {
+        located(l, &mut out);
+    }
     out.push('\n');
     answer(r, &mut out);
     out
@@ -41,27 +47,30 @@ fn grid(r: &Report) -> String {
             ]
         })
         .collect();
+    columns(&header, &rows, "")
+}
+
+/// Rows under a header, each column padded to its widest cell, every line indented.
+fn columns(header: &[&str], rows: &[Vec<String>], indent: &str) -> String {
     let widths: Vec<usize> = (0..header.len())
         .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([header[i].len()]).max().unwrap_or(0))
         .collect();
     let line = |cells: &[&str]| -> String {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
+        let l = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ");
+        format!("{indent}{}\n", l.trim_end())
     };
-    let mut out = String::new();
-    out.push_str(&line(&header));
-    out.push('\n');
-    out.push_str(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
-    out.push('\n');
-    for row in &rows {
+    let mut out = line(header);
+    out.push_str(&line(
+        &widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    ));
+    for row in rows {
         out.push_str(&line(&row.iter().map(String::as_str).collect::<Vec<_>>()));
-        out.push('\n');
     }
     out
 }
@@ -79,7 +88,68 @@ fn findings(r: &Report, out: &mut String) {
                 f.expected,
                 f.seen
             ));
+            if let Some(l) = &f.located {
+                out.push_str(&format!("    located: {l}\n"));
+            }
         }
+    }
+}
+
+/// Each trace of `--locate`, one row per hop, and the locations it gave.
+fn located(l: &Locate, out: &mut String) {
+    let dash = || "-".to_string();
+    for t in &l.traces {
+        out.push_str(&format!("\nlocate: {} to {}\n", t.probe.as_str(), t.destination));
+        let rows: Vec<Vec<String>> = t
+            .hops
+            .iter()
+            .map(|h| {
+                let quoted = matches!(h.answer, Answer::TimeExceeded | Answer::Unreachable);
+                let seq = h.seq.map(|s| {
+                    if s == t.sent.seq.wrapping_add(h.ttl as u32 - 1) {
+                        "as sent".to_string()
+                    } else {
+                        s.to_string()
+                    }
+                });
+                vec![
+                    h.ttl.to_string(),
+                    h.from.map(|a| a.to_string()).unwrap_or_else(|| "*".into()),
+                    answer_word(h.answer).into(),
+                    h.quoted_tcp_bytes.map(|b| b.to_string()).unwrap_or_else(dash),
+                    if quoted { quoted_word(h.mptcp).into() } else { dash() },
+                    h.mss.map(|m| m.to_string()).unwrap_or_else(dash),
+                    seq.unwrap_or_else(dash),
+                ]
+            })
+            .collect();
+        let header = ["hop", "from", "answer", "TCP bytes quoted", "MP_CAPABLE", "MSS", "seq"];
+        out.push_str(&columns(&header, &rows, "  "));
+    }
+    for loc in &l.locations {
+        out.push_str(&format!("  {}: {}\n", loc.verdict.as_str(), loc.text));
+    }
+    for n in &l.notes {
+        out.push_str(&format!("  locate: {n}\n"));
+    }
+}
+
+fn answer_word(a: Answer) -> &'static str {
+    match a {
+        Answer::TimeExceeded => "time exceeded",
+        Answer::Unreachable => "unreachable",
+        Answer::SynAck => "SYN/ACK (the server)",
+        Answer::Reset => "RST",
+        Answer::Silent => "no answer",
+    }
+}
+
+fn quoted_word(q: Quoted) -> &'static str {
+    match q {
+        Quoted::Intact => "as sent",
+        Quoted::Changed => "changed",
+        Quoted::Absent => "absent",
+        Quoted::NotQuoted => "not quoted",
     }
 }
 
@@ -191,6 +261,7 @@ mod tests {
             server: ServerSide { address: "203.0.113.2".into(), version: "0.1.0".into(), observer: true },
             summary: summarize(&tests),
             tests,
+            locate: None,
         }
     }
 

@@ -13,6 +13,8 @@
 //! - `netem`: the path emulation the kernel's netem qdisc would give (this kernel has none):
 //!   delay with jitter, loss and reordering, each decision drawn from a seeded generator and made
 //!   as `sch_netem` makes it (see [`netem`]); packets are held and given their verdicts late;
+//! - `cut-quotes`: cuts the quote of each ICMP / ICMPv6 error it forwards (time exceeded,
+//!   unreachable) to the quoted IP header and 8 bytes, as RFC 792 routers quote;
 //! - `proxy`: not a queue user but a transparent TCP proxy for an iptables `REDIRECT` rule: it
 //!   terminates each connection and opens its own to the original destination, relaying bytes.
 //!
@@ -74,6 +76,8 @@ enum Mode {
     },
     /// Delay, jitter, loss and reordering of every queued packet, as the netem qdisc does them.
     Netem(NetemArgs),
+    /// Cut the quotes of forwarded ICMP errors to the quoted IP header and 8 bytes (RFC 792).
+    CutQuotes,
     /// Transparent TCP proxy (IPv4) on PORT for connections an iptables REDIRECT sends there.
     Proxy {
         #[arg(long)]
@@ -334,6 +338,14 @@ impl Middlebox {
             }
             return Ok(q.verdict(msg)?);
         }
+        if let Mode::CutQuotes = mode {
+            if let Some(cut) = quotes::cut(msg.get_payload()) {
+                msg.set_payload(cut);
+                self.n.modified += 1;
+            }
+            msg.set_verdict(Verdict::Accept);
+            return Ok(q.verdict(msg)?);
+        }
         let Some(mut p) = Pkt::parse(msg.get_payload()) else {
             self.n.unparsed += 1;
             msg.set_verdict(Verdict::Accept);
@@ -407,7 +419,7 @@ impl Middlebox {
                     return Ok(());
                 }
             }
-            Mode::Proxy { .. } | Mode::Netem(_) => {}
+            Mode::Proxy { .. } | Mode::Netem(_) | Mode::CutQuotes => {}
             Mode::Rewrite { port, ref find, ref replace } => {
                 if dir == Dir::Initiator
                     && p.tcp.destination_port == port
@@ -675,6 +687,79 @@ fn main() -> anyhow::Result<()> {
     }
     eprintln!("{counters}");
     Ok(())
+}
+
+/// ICMP errors as an RFC 792 router sends them: the quote holds the original IP header and the
+/// first 8 bytes of its payload (for TCP: the ports and the sequence number), no more.
+mod quotes {
+    use etherparse::{
+        Icmpv4Header, Icmpv4Slice, Icmpv4Type, Icmpv6Header, Icmpv6Slice, Icmpv6Type, Ipv4Header, Ipv6Header,
+    };
+
+    /// Bytes of the quoted packet's payload an RFC 792 quote keeps.
+    const KEPT: usize = 8;
+    const ICMP: u8 = 1;
+    const ICMPV6: u8 = 58;
+
+    /// The packet with its quote cut, or None when it is not an ICMP error with a longer quote.
+    pub fn cut(packet: &[u8]) -> Option<Vec<u8>> {
+        match packet.first()? >> 4 {
+            4 => cut_v4(packet),
+            6 => cut_v6(packet),
+            _ => None,
+        }
+    }
+
+    fn cut_v4(packet: &[u8]) -> Option<Vec<u8>> {
+        let (mut ip, rest) = Ipv4Header::from_slice(packet).ok()?;
+        if ip.protocol.0 != ICMP {
+            return None;
+        }
+        let icmp = Icmpv4Slice::from_slice(rest).ok()?;
+        let t = icmp.icmp_type();
+        if !matches!(t, Icmpv4Type::TimeExceeded(_) | Icmpv4Type::DestinationUnreachable(_)) {
+            return None;
+        }
+        let quote = icmp.payload();
+        let ihl = (*quote.first()? & 0x0f) as usize * 4;
+        let keep = (ihl + KEPT).min(quote.len());
+        if keep == quote.len() {
+            return None;
+        }
+        let quote = &quote[..keep];
+        // Rebuilt from its type alone: RFC 4884's length (extensions) goes with the cut.
+        let h = Icmpv4Header::with_checksum(t, quote);
+        ip.set_payload_len(h.header_len() + quote.len()).ok()?;
+        ip.header_checksum = ip.calc_header_checksum();
+        let mut out = ip.to_bytes().to_vec();
+        out.extend_from_slice(&h.to_bytes());
+        out.extend_from_slice(quote);
+        Some(out)
+    }
+
+    fn cut_v6(packet: &[u8]) -> Option<Vec<u8>> {
+        let (mut ip, rest) = Ipv6Header::from_slice(packet).ok()?;
+        if ip.next_header.0 != ICMPV6 {
+            return None;
+        }
+        let icmp = Icmpv6Slice::from_slice(rest).ok()?;
+        let t = icmp.icmp_type();
+        if !matches!(t, Icmpv6Type::TimeExceeded(_) | Icmpv6Type::DestinationUnreachable(_)) {
+            return None;
+        }
+        let quote = icmp.payload();
+        let keep = (40 + KEPT).min(quote.len());
+        if keep == quote.len() {
+            return None;
+        }
+        let quote = &quote[..keep];
+        let h = Icmpv6Header::with_checksum(t, ip.source, ip.destination, quote).ok()?;
+        ip.set_payload_length(h.header_len() + quote.len()).ok()?;
+        let mut out = ip.to_bytes().to_vec();
+        out.extend_from_slice(&h.to_bytes());
+        out.extend_from_slice(quote);
+        Some(out)
+    }
 }
 
 /// The decisions of Linux's netem qdisc (net/sched/sch_netem.c), made from a seeded generator so

@@ -1,0 +1,246 @@
+//! What a hop's ICMP message quotes of a probe, and how that compares with what was sent.
+//!
+//! A router that drops a packet for its TTL answers with ICMP time exceeded (ICMPv6 for IPv6)
+//! and quotes the packet as it arrived there: Linux quotes up to 576 bytes (IPv4) or the minimum
+//! MTU (IPv6), so the whole TCP header with its options; RFC 792 asks only for the IP header and
+//! 8 bytes of TCP (ports and sequence number). RFC 4884 routers put a length of the quote in the
+//! ICMP header when extensions (MPLS labels) follow it.
+
+use std::net::IpAddr;
+
+use etherparse::{Icmpv4Slice, Icmpv4Type, Icmpv6Slice, Icmpv6Type, Ipv4HeaderSlice, Ipv6HeaderSlice};
+use mptcp_probe_common::options::{option_area, parse_tcp_options, subtype, TcpOptions};
+use mptcp_probe_model::locate::{Answer, Quoted};
+
+/// IP protocol number of TCP.
+const IPPROTO_TCP: u8 = 6;
+/// A TCP header without options.
+const TCP_HEADER: usize = 20;
+
+/// The probe's TCP header as a hop quoted it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotedTcp {
+    pub source_port: u16,
+    pub destination_port: u16,
+    pub seq: Option<u32>,
+    /// TCP bytes the quote holds.
+    pub tcp_bytes: usize,
+    /// The option area, when the quote holds all of it.
+    pub options: Option<TcpOptions>,
+}
+
+/// An ICMP error about one of our probes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IcmpQuote {
+    pub answer: Answer,
+    /// The destination the quoted packet was sent to.
+    pub destination: IpAddr,
+    pub tcp: QuotedTcp,
+}
+
+/// Why an ICMP message is not a quote of a TCP probe.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotAQuote {
+    #[error("not an ICMP error message (type {0})")]
+    NotAnError(u8),
+    #[error("the ICMP message is too short: {0}")]
+    Short(String),
+    #[error("the quoted packet is not TCP (protocol {0})")]
+    NotTcp(u8),
+}
+
+/// An ICMPv4 message as a raw IPv4 socket receives it (the IP header first).
+pub fn parse_v4(packet: &[u8]) -> Result<IcmpQuote, NotAQuote> {
+    let outer = Ipv4HeaderSlice::from_slice(packet).map_err(|e| NotAQuote::Short(e.to_string()))?;
+    let icmp = Icmpv4Slice::from_slice(&packet[outer.slice().len()..])
+        .map_err(|e| NotAQuote::Short(e.to_string()))?;
+    let answer = match icmp.icmp_type() {
+        Icmpv4Type::TimeExceeded(_) => Answer::TimeExceeded,
+        Icmpv4Type::DestinationUnreachable(_) => Answer::Unreachable,
+        _ => return Err(NotAQuote::NotAnError(icmp.type_u8())),
+    };
+    // RFC 4884: the length of the original datagram in 32-bit words, in the sixth byte.
+    let words = icmp.bytes5to8()[1] as usize;
+    let quote = rfc4884_quote(icmp.payload(), words * 4);
+    let inner = Ipv4HeaderSlice::from_slice(quote)
+        .map_err(|e| NotAQuote::Short(format!("quoted IPv4 header: {e}")))?;
+    if inner.protocol().0 != IPPROTO_TCP {
+        return Err(NotAQuote::NotTcp(inner.protocol().0));
+    }
+    let tcp = quoted_tcp(&quote[inner.slice().len()..])?;
+    Ok(IcmpQuote { answer, destination: IpAddr::V4(inner.destination_addr()), tcp })
+}
+
+/// An ICMPv6 message as a raw ICMPv6 socket receives it (no IPv6 header).
+pub fn parse_v6(message: &[u8]) -> Result<IcmpQuote, NotAQuote> {
+    let icmp = Icmpv6Slice::from_slice(message).map_err(|e| NotAQuote::Short(e.to_string()))?;
+    let answer = match icmp.icmp_type() {
+        Icmpv6Type::TimeExceeded(_) => Answer::TimeExceeded,
+        Icmpv6Type::DestinationUnreachable(_) => Answer::Unreachable,
+        _ => return Err(NotAQuote::NotAnError(icmp.type_u8())),
+    };
+    // RFC 4884: the length in 64-bit words, in the fifth byte.
+    let words = icmp.bytes5to8()[0] as usize;
+    let quote = rfc4884_quote(icmp.payload(), words * 8);
+    let inner = Ipv6HeaderSlice::from_slice(quote)
+        .map_err(|e| NotAQuote::Short(format!("quoted IPv6 header: {e}")))?;
+    if inner.next_header().0 != IPPROTO_TCP {
+        return Err(NotAQuote::NotTcp(inner.next_header().0));
+    }
+    let tcp = quoted_tcp(&quote[inner.slice().len()..])?;
+    Ok(IcmpQuote { answer, destination: IpAddr::V6(inner.destination_addr()), tcp })
+}
+
+/// The original datagram of an ICMP error: all of it, or its first `len` bytes when an RFC 4884
+/// length says extensions follow.
+fn rfc4884_quote(payload: &[u8], len: usize) -> &[u8] {
+    if len > 0 && len <= payload.len() {
+        &payload[..len]
+    } else {
+        payload
+    }
+}
+
+/// The fields of a (possibly cut) TCP header.
+fn quoted_tcp(b: &[u8]) -> Result<QuotedTcp, NotAQuote> {
+    if b.len() < 4 {
+        return Err(NotAQuote::Short(format!("{} bytes of TCP quoted, not even the ports", b.len())));
+    }
+    let seq = b.get(4..8).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]));
+    let header_len = b.get(12).map(|d| (d >> 4) as usize * 4);
+    let options = match header_len {
+        Some(h) if h >= TCP_HEADER && b.len() >= h => {
+            let (buf, len) = option_area(&b[TCP_HEADER..h]);
+            Some(parse_tcp_options(&buf, len, false))
+        }
+        _ => None,
+    };
+    Ok(QuotedTcp {
+        source_port: u16::from_be_bytes([b[0], b[1]]),
+        destination_port: u16::from_be_bytes([b[2], b[3]]),
+        seq,
+        tcp_bytes: b.len(),
+        options,
+    })
+}
+
+/// The probe's MP_CAPABLE as quoted: `sent_len` is the option length sent (None: sent without).
+pub fn mptcp_state(q: &QuotedTcp, sent_len: Option<u8>) -> Quoted {
+    let Some(opts) = &q.options else { return Quoted::NotQuoted };
+    match (opts.find(subtype::MP_CAPABLE), sent_len) {
+        (Some(o), Some(len)) if o.len == len => Quoted::Intact,
+        (Some(_), _) => Quoted::Changed,
+        (None, Some(_)) => Quoted::Absent,
+        (None, None) => Quoted::Intact,
+    }
+}
+
+/// The MSS the quote shows (None: not quoted, or no MSS option).
+pub fn mss(q: &QuotedTcp) -> Option<u16> {
+    q.options.as_ref().map(|o| o.mss).filter(|m| *m != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        hex::decode(s).unwrap()
+    }
+
+    // Recorded in the lab (tcpdump at the client): hop 1 answers a probe SYN with MP_CAPABLE to
+    // 203.0.113.2:8001 with time exceeded, the outer IPv4 header first as a raw socket gives it;
+    // Linux quotes the whole SYN.
+    const V4_FULL: &str = "45c0 005c f5e2 0000 4001 fffa c000 0202 c000 0201
+        0b00 f336 0000 0000
+        4500 0040 f1b6 4000 0106 89fd c000 0201 cb00 7102
+        869d 1f41 fac1 2795 0000 0000 b002 faf0 57cb 0000
+        0204 05b4 0402 080a 0000 0001 0000 0000 0103 0307 1e04 0101";
+
+    #[test]
+    fn a_full_ipv4_quote_shows_the_options_as_they_reached_the_hop() {
+        let q = parse_v4(&hex(V4_FULL)).unwrap();
+        assert_eq!(q.answer, Answer::TimeExceeded);
+        assert_eq!(q.destination, "203.0.113.2".parse::<IpAddr>().unwrap());
+        assert_eq!((q.tcp.source_port, q.tcp.destination_port, q.tcp.seq), (34461, 8001, Some(0xfac1_2795)));
+        assert_eq!(q.tcp.tcp_bytes, 44);
+        assert_eq!(mptcp_state(&q.tcp, Some(4)), Quoted::Intact);
+        assert_eq!(mptcp_state(&q.tcp, Some(12)), Quoted::Changed);
+        assert_eq!(mptcp_state(&q.tcp, None), Quoted::Changed);
+        assert_eq!(mss(&q.tcp), Some(1460));
+    }
+
+    #[test]
+    fn a_stripped_option_is_absent_and_an_rfc792_quote_shows_nothing_of_the_options() {
+        // TCPOPTSTRIP writes NOPs over the option.
+        let stripped = V4_FULL.replace("1e04 0101", "0101 0101");
+        let q = parse_v4(&hex(&stripped)).unwrap();
+        assert_eq!(mptcp_state(&q.tcp, Some(4)), Quoted::Absent);
+        // The IP header and 8 bytes of TCP only.
+        let short: String = hex(V4_FULL)[..20 + 8 + 20 + 8].iter().map(|b| format!("{b:02x}")).collect();
+        let q = parse_v4(&hex(&short)).unwrap();
+        assert_eq!((q.tcp.tcp_bytes, q.tcp.seq), (8, Some(0xfac1_2795)));
+        assert_eq!(mptcp_state(&q.tcp, Some(4)), Quoted::NotQuoted);
+        assert_eq!(mss(&q.tcp), None);
+    }
+
+    #[test]
+    fn an_rfc4884_length_cuts_the_quote_before_the_extensions() {
+        // Length 17 words (68 bytes: the 20-byte IP header and 48 of TCP, padding included),
+        // then an extension structure (version 2, a checksum, an MPLS object).
+        let mut b = hex(V4_FULL);
+        b[20 + 5] = 17;
+        b.extend_from_slice(&[0, 0, 0, 0]);
+        b.extend_from_slice(&hex("2000 0000 0008 0101 0001 41ff"));
+        let q = parse_v4(&b).unwrap();
+        assert_eq!(q.tcp.tcp_bytes, 48);
+        assert_eq!(mptcp_state(&q.tcp, Some(4)), Quoted::Intact);
+    }
+
+    // Recorded likewise over IPv6: the ICMPv6 message (a raw ICMPv6 socket gives no IPv6 header)
+    // quoting a probe SYN to [2001:db8:3::2]:8001 with MSS 1440 and MP_CAPABLE.
+    const V6_FULL: &str = "0300 27e2 0000 0000
+        6008 130d 002c 0601 2001 0db8 0001 0000 0000 0000 0000 0001
+        2001 0db8 0003 0000 0000 0000 0000 0002
+        af19 1f41 d54e b7e7 0000 0000 b002 faf0 670f 0000
+        0204 05a0 0402 080a 0000 0001 0000 0000 0103 0307 1e04 0101";
+
+    #[test]
+    fn ipv6_quotes_and_their_rfc4884_length() {
+        let q = parse_v6(&hex(V6_FULL)).unwrap();
+        assert_eq!(q.answer, Answer::TimeExceeded);
+        assert_eq!(q.destination, "2001:db8:3::2".parse::<IpAddr>().unwrap());
+        assert_eq!(mss(&q.tcp), Some(1440));
+        assert_eq!(mptcp_state(&q.tcp, Some(4)), Quoted::Intact);
+        // Length 11 words of 8 bytes: 40 of IPv6 and 48 of TCP, then extensions.
+        let mut b = hex(V6_FULL);
+        b[4] = 11;
+        b.extend_from_slice(&[0, 0, 0, 0]);
+        b.extend_from_slice(&hex("2000 0000 0008 0101 0001 41ff"));
+        let q = parse_v6(&b).unwrap();
+        assert_eq!(q.tcp.tcp_bytes, 48);
+        assert_eq!(mptcp_state(&q.tcp, Some(4)), Quoted::Intact);
+    }
+
+    #[test]
+    fn messages_that_are_not_quotes_of_tcp_are_errors_not_panics() {
+        // An echo request.
+        let mut echo = hex(V6_FULL);
+        echo[0] = 128;
+        assert_eq!(parse_v6(&echo), Err(NotAQuote::NotAnError(128)));
+        // Cut anywhere: an error, never a panic.
+        let full = hex(V4_FULL);
+        for n in 0..full.len() {
+            let _ = parse_v4(&full[..n]);
+        }
+        let full = hex(V6_FULL);
+        for n in 0..full.len() {
+            let _ = parse_v6(&full[..n]);
+        }
+        // A quote of UDP.
+        let mut udp = hex(V4_FULL);
+        udp[20 + 8 + 9] = 17;
+        assert_eq!(parse_v4(&udp), Err(NotAQuote::NotTcp(17)));
+    }
+}

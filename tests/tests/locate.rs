@@ -1,0 +1,281 @@
+//! `check --locate` in a chain of routers (root needed): the box that strips MP_CAPABLE or clamps
+//! the MSS is named by its hop, for each place it can take in the chain, over IPv4 and IPv6; a
+//! hop that quotes as RFC 792 routers do makes it say it cannot tell past that hop, a silent
+//! hop makes the location a range; without raw sockets it says so and the check still runs.
+
+use std::time::Duration;
+
+use mptcp_probe_model::{
+    locate::{Answer, Location},
+    Report, TestName, Transport, Verdict,
+};
+use mptcp_probe_tests::{
+    lab::{addr, as_nobody_with, Chain, Child, Netns},
+    matrix, probe_bin, schema, skip_unless_e2e,
+    workspace::MIDDLEBOX,
+};
+
+const ROUTERS: usize = 3;
+const CLAMPED_MSS: &str = "1300";
+
+fn serve(chain: &Chain) -> (Child, mptcp_probe_tests::probe::TempDir) {
+    matrix::serve(&chain.s, &probe_bin()).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// Runs `check --tests handshake --locate --json` from the client; its report.
+fn check(ns: &Netns, server: &str, extra: &[&str]) -> (Report, String) {
+    let out = ns
+        .cmd(probe_bin())
+        .args([
+            "check",
+            "--server",
+            server,
+            "--tests",
+            "handshake",
+            "--locate",
+            "--locate-hops",
+            "6",
+            "--json",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "check failed:\n{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no report ({e}):\n{}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
+    schema::validate(&json);
+    let report =
+        serde_json::from_value(json).unwrap_or_else(|e| panic!("the data model does not read it: {e}"));
+    (report, stderr)
+}
+
+fn both(r: &Netns, args: &[&str]) {
+    for tool in ["iptables", "ip6tables"] {
+        r.run(tool, args);
+    }
+}
+
+fn flush(chain: &Chain) {
+    for r in &chain.routers {
+        both(r, &["-t", "mangle", "-F"]);
+        both(r, &["-F"]);
+    }
+}
+
+fn location(r: &Report, v: Verdict) -> &Location {
+    let l = r.locate.as_ref().unwrap_or_else(|| panic!("no locate section: {r:#?}"));
+    l.location(v).unwrap_or_else(|| panic!("{v} not located: {l:#?}"))
+}
+
+/// Asserts that the change was located between hop `k` and the next hop (or the server, past
+/// the last router), exactly.
+fn assert_between(chain: &Chain, l: &Location, k: usize, v6: bool) {
+    let after = l.after.unwrap_or_else(|| panic!("no hop before the change: {l:?}"));
+    assert_eq!(after.ttl as usize, k, "{l:?}");
+    assert_eq!(after.address.map(|a| a.to_string()), Some(chain.hop_address(k, v6)), "{l:?}");
+    if k < ROUTERS {
+        let before = l.before.unwrap_or_else(|| panic!("no hop after the change: {l:?}"));
+        assert_eq!(before.ttl as usize, k + 1, "{l:?}");
+        assert_eq!(before.address.map(|a| a.to_string()), Some(chain.hop_address(k + 1, v6)), "{l:?}");
+        assert!(l.text.starts_with(&format!("between hop {k} (")), "{}", l.text);
+    } else {
+        assert_eq!(l.before, None, "past the last router: the server");
+        assert!(l.text.contains("and the server ("), "{}", l.text);
+    }
+    assert!(l.exact, "{l:?}");
+}
+
+#[test]
+fn the_hop_that_strips_or_clamps_is_named_wherever_it_is_over_ipv4_and_ipv6() {
+    skip_unless_e2e!();
+    let chain = Chain::up(ROUTERS);
+    let (_server, _dir) = serve(&chain);
+    for k in 1..=ROUTERS {
+        flush(&chain);
+        // MP_CAPABLE stripped at router k, the MSS clamped at another one.
+        let clamp = k % ROUTERS + 1;
+        both(
+            chain.router(k),
+            &[
+                "-t",
+                "mangle",
+                "-A",
+                "FORWARD",
+                "-p",
+                "tcp",
+                "--tcp-flags",
+                "SYN,ACK",
+                "SYN",
+                "-j",
+                "TCPOPTSTRIP",
+                "--strip-options",
+                "30",
+            ],
+        );
+        both(
+            chain.router(clamp),
+            &[
+                "-t",
+                "mangle",
+                "-A",
+                "FORWARD",
+                "-p",
+                "tcp",
+                "--tcp-flags",
+                "SYN,RST",
+                "SYN",
+                "-j",
+                "TCPMSS",
+                "--set-mss",
+                CLAMPED_MSS,
+            ],
+        );
+        for (server, v6) in [(addr::SERVER, false), (addr::SERVER_V6, true)] {
+            let (r, stderr) = check(&chain.c, server, &[]);
+            let t = r
+                .tests
+                .iter()
+                .find(|t| t.name == TestName::Handshake && t.transport == Transport::Mptcp)
+                .unwrap();
+            for v in [Verdict::SynOptionStripped, Verdict::MssRewritten] {
+                assert!(
+                    t.verdicts.contains(&v),
+                    "strip at {k}, clamp at {clamp}, {server}: {:?}\n{stderr}",
+                    t.verdicts
+                );
+            }
+            assert_between(&chain, location(&r, Verdict::SynOptionStripped), k, v6);
+            assert_between(&chain, location(&r, Verdict::MssRewritten), clamp, v6);
+            // The hops quote the whole SYN, and the finding carries the location.
+            let trace = &r.locate.as_ref().unwrap().traces[0];
+            assert!(trace.reached, "{trace:?}");
+            assert_eq!(trace.hops.len(), ROUTERS + 1, "{trace:?}");
+            assert!(trace.hops[..ROUTERS]
+                .iter()
+                .all(|h| h.answer == Answer::TimeExceeded && h.quoted_tcp_bytes >= Some(40)));
+            let f = t.evidence.findings.iter().find(|f| f.verdict == Verdict::SynOptionStripped).unwrap();
+            assert_eq!(f.located.as_deref(), Some(location(&r, Verdict::SynOptionStripped).text.as_str()));
+        }
+    }
+    // The table shows it in the verdict's row, and the hops under it.
+    let out = chain
+        .c
+        .cmd(probe_bin())
+        .args(["check", "--server", addr::SERVER, "--tests", "handshake", "--locate", "--locate-hops", "6"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let row = table
+        .lines()
+        .position(|l| l.contains("handshake syn_option_stripped:"))
+        .unwrap_or_else(|| panic!("{table}"));
+    let next = table.lines().nth(row + 1).unwrap();
+    let last = chain.hop_address(ROUTERS, false);
+    assert_eq!(
+        next.trim(),
+        format!("located: between hop {ROUTERS} ({last}) and the server ({})", addr::SERVER)
+    );
+    assert!(table.contains("locate: SYN with MP_CAPABLE to 203.0.113.2:"), "{table}");
+}
+
+#[test]
+fn short_quotes_and_silent_hops_are_said_and_give_a_range_not_a_guess() {
+    skip_unless_e2e!();
+    let chain = Chain::up(ROUTERS);
+    let (_server, _dir) = serve(&chain);
+    let strip = [
+        "-t",
+        "mangle",
+        "-A",
+        "FORWARD",
+        "-p",
+        "tcp",
+        "--tcp-flags",
+        "SYN,ACK",
+        "SYN",
+        "-j",
+        "TCPOPTSTRIP",
+        "--strip-options",
+        "30",
+    ];
+    chain.router(2).run("iptables", &strip);
+    // Router 1 cuts the quotes of the ICMP errors it forwards to 8 bytes of TCP: those of hops
+    // 2 and 3 reach the client so.
+    chain.router(1).run("iptables", &["-A", "FORWARD", "-p", "icmp", "-j", "NFQUEUE", "--queue-num", "0"]);
+    let log = std::env::temp_dir().join(format!("mptcp-probe-cut-quotes-{}.log", std::process::id()));
+    let mut mb = Child::spawn(
+        chain
+            .router(1)
+            .cmd(MIDDLEBOX.path())
+            .args(["--queue", "0", "cut-quotes"])
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    mb.wait_ready(&log, "ready", Duration::from_secs(10), "mptcp-middlebox").unwrap();
+    let (r, _) = check(&chain.c, addr::SERVER, &[]);
+    let l = location(&r, Verdict::SynOptionStripped);
+    let hops = &r.locate.as_ref().unwrap().traces[0].hops;
+    assert_eq!(hops[1].quoted_tcp_bytes, Some(8), "{hops:?}");
+    assert_eq!((l.after.map(|h| h.ttl), l.before, l.exact), (Some(1), None, false), "{l:?}");
+    assert!(l.text.contains("cannot tell past hop 1"), "{}", l.text);
+    assert!(l.text.contains("hop 2 (8 bytes of TCP), 3 (8 bytes of TCP) quoted too little"), "{}", l.text);
+    drop(mb);
+    let _ = std::fs::remove_file(&log);
+    // Router 2 sends no time exceeded: the change is somewhere between hops 1 and 3.
+    chain.router(1).run("iptables", &["-F"]);
+    chain
+        .router(2)
+        .run("iptables", &["-A", "OUTPUT", "-p", "icmp", "--icmp-type", "time-exceeded", "-j", "DROP"]);
+    let (r, _) = check(&chain.c, addr::SERVER, &[]);
+    let l = location(&r, Verdict::SynOptionStripped);
+    assert_eq!(
+        (l.after.map(|h| h.ttl), l.before.map(|h| h.ttl), l.exact),
+        (Some(1), Some(3), false),
+        "{l:?}"
+    );
+    assert!(l.text.contains("hop 2 did not answer"), "{}", l.text);
+    let hops = &r.locate.as_ref().unwrap().traces[0].hops;
+    assert_eq!((hops[1].answer, hops[1].from), (Answer::Silent, None), "{hops:?}");
+}
+
+#[test]
+fn without_raw_sockets_locate_says_so_and_the_check_still_runs() {
+    skip_unless_e2e!();
+    let chain = Chain::up(1);
+    let (_server, _dir) = serve(&chain);
+    both(
+        chain.router(1),
+        &[
+            "-t",
+            "mangle",
+            "-A",
+            "FORWARD",
+            "-p",
+            "tcp",
+            "--tcp-flags",
+            "SYN,ACK",
+            "SYN",
+            "-j",
+            "TCPOPTSTRIP",
+            "--strip-options",
+            "30",
+        ],
+    );
+    // The observer's capabilities, not CAP_NET_RAW.
+    let wrapper = as_nobody_with("+bpf,+perfmon,+net_admin,+dac_read_search");
+    let out = chain
+        .c
+        .cmd(&wrapper[0])
+        .args(&wrapper[1..])
+        .arg(probe_bin())
+        .args(["check", "--server", addr::SERVER, "--tests", "handshake", "--locate", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let r: Report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert!(r.summary.verdicts.contains(&Verdict::SynOptionStripped), "{:?}\n{stderr}", r.summary.verdicts);
+    let l = r.locate.unwrap();
+    assert!(l.locations.is_empty() && l.traces.is_empty(), "{l:?}");
+    assert!(l.notes.iter().any(|n| n.contains("CAP_NET_RAW")), "{:?}", l.notes);
+}
