@@ -279,3 +279,46 @@ fn without_raw_sockets_locate_says_so_and_the_check_still_runs() {
     assert!(l.locations.is_empty() && l.traces.is_empty(), "{l:?}");
     assert!(l.notes.iter().any(|n| n.contains("CAP_NET_RAW")), "{:?}", l.notes);
 }
+
+#[test]
+fn dropped_mptcp_syns_are_located_where_the_plain_syn_gets_further() {
+    skip_unless_e2e!();
+    let chain = Chain::up(ROUTERS);
+    let (_server, _dir) = serve(&chain);
+    // Router 2 drops SYNs that carry an MPTCP option (kind 30).
+    chain.router(2).run(
+        "iptables",
+        &[
+            "-A",
+            "FORWARD",
+            "-p",
+            "tcp",
+            "--tcp-flags",
+            "SYN,ACK",
+            "SYN",
+            "-m",
+            "tcp",
+            "--tcp-option",
+            "30",
+            "-j",
+            "DROP",
+        ],
+    );
+    let (r, stderr) = check(&chain.c, addr::SERVER, &[]);
+    assert!(r.summary.verdicts.contains(&Verdict::MptcpSynDropped), "{:?}\n{stderr}", r.summary.verdicts);
+    let l = location(&r, Verdict::MptcpSynDropped);
+    assert_eq!((l.after.map(|h| h.ttl), l.before.map(|h| h.ttl), l.exact), (Some(2), Some(3), true), "{l:?}");
+    assert!(
+        l.text.contains("the SYN without MPTCP got there, the one with MP_CAPABLE did not"),
+        "{}",
+        l.text
+    );
+    let traces = &r.locate.as_ref().unwrap().traces;
+    let plain = traces.iter().find(|t| t.probe == mptcp_probe_model::locate::ProbeKind::SynPlain).unwrap();
+    assert!(plain.reached, "{plain:?}");
+    let mpc = &traces[0];
+    assert!(
+        !mpc.reached && mpc.hops.len() == 6 && mpc.hops[2..].iter().all(|h| h.answer == Answer::Silent),
+        "{mpc:?}"
+    );
+}
