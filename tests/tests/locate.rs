@@ -16,7 +16,38 @@ use mptcp_probe_tests::{
 };
 
 const ROUTERS: usize = 3;
-const CLAMPED_MSS: &str = "1300";
+/// MP_CAPABLE stripped from SYNs, as the lab's `syn-strip` scenario does it.
+const STRIP: &[&str] = &[
+    "-t",
+    "mangle",
+    "-A",
+    "FORWARD",
+    "-p",
+    "tcp",
+    "--tcp-flags",
+    "SYN,ACK",
+    "SYN",
+    "-j",
+    "TCPOPTSTRIP",
+    "--strip-options",
+    "30",
+];
+/// The SYN's MSS clamped.
+const CLAMP: &[&str] = &[
+    "-t",
+    "mangle",
+    "-A",
+    "FORWARD",
+    "-p",
+    "tcp",
+    "--tcp-flags",
+    "SYN,RST",
+    "SYN",
+    "-j",
+    "TCPMSS",
+    "--set-mss",
+    "1300",
+];
 
 fn serve(chain: &Chain) -> (Child, mptcp_probe_tests::probe::TempDir) {
     matrix::serve(&chain.s, &probe_bin()).unwrap_or_else(|e| panic!("{e:#}"))
@@ -95,42 +126,8 @@ fn the_hop_that_strips_or_clamps_is_named_wherever_it_is_over_ipv4_and_ipv6() {
         flush(&chain);
         // MP_CAPABLE stripped at router k, the MSS clamped at another one.
         let clamp = k % ROUTERS + 1;
-        both(
-            chain.router(k),
-            &[
-                "-t",
-                "mangle",
-                "-A",
-                "FORWARD",
-                "-p",
-                "tcp",
-                "--tcp-flags",
-                "SYN,ACK",
-                "SYN",
-                "-j",
-                "TCPOPTSTRIP",
-                "--strip-options",
-                "30",
-            ],
-        );
-        both(
-            chain.router(clamp),
-            &[
-                "-t",
-                "mangle",
-                "-A",
-                "FORWARD",
-                "-p",
-                "tcp",
-                "--tcp-flags",
-                "SYN,RST",
-                "SYN",
-                "-j",
-                "TCPMSS",
-                "--set-mss",
-                CLAMPED_MSS,
-            ],
-        );
+        both(chain.router(k), STRIP);
+        both(chain.router(clamp), CLAMP);
         for (server, v6) in [(addr::SERVER, false), (addr::SERVER_V6, true)] {
             let (r, stderr) = check(&chain.c, server, &[]);
             let t = r
@@ -184,22 +181,7 @@ fn short_quotes_and_silent_hops_are_said_and_give_a_range_not_a_guess() {
     skip_unless_e2e!();
     let chain = Chain::up(ROUTERS);
     let (_server, _dir) = serve(&chain);
-    let strip = [
-        "-t",
-        "mangle",
-        "-A",
-        "FORWARD",
-        "-p",
-        "tcp",
-        "--tcp-flags",
-        "SYN,ACK",
-        "SYN",
-        "-j",
-        "TCPOPTSTRIP",
-        "--strip-options",
-        "30",
-    ];
-    chain.router(2).run("iptables", &strip);
+    chain.router(2).run("iptables", STRIP);
     // Router 1 cuts the quotes of the ICMP errors it forwards to 8 bytes of TCP: those of hops
     // 2 and 3 reach the client so.
     chain.router(1).run("iptables", &["-A", "FORWARD", "-p", "icmp", "-j", "NFQUEUE", "--queue-num", "0"]);
@@ -243,24 +225,7 @@ fn without_raw_sockets_locate_says_so_and_the_check_still_runs() {
     skip_unless_e2e!();
     let chain = Chain::up(1);
     let (_server, _dir) = serve(&chain);
-    both(
-        chain.router(1),
-        &[
-            "-t",
-            "mangle",
-            "-A",
-            "FORWARD",
-            "-p",
-            "tcp",
-            "--tcp-flags",
-            "SYN,ACK",
-            "SYN",
-            "-j",
-            "TCPOPTSTRIP",
-            "--strip-options",
-            "30",
-        ],
-    );
+    both(chain.router(1), STRIP);
     // The observer's capabilities, not CAP_NET_RAW.
     let wrapper = as_nobody_with("+bpf,+perfmon,+net_admin,+dac_read_search");
     let out = chain
