@@ -16,38 +16,12 @@ use mptcp_probe_tests::{
 };
 
 const ROUTERS: usize = 3;
-/// MP_CAPABLE stripped from SYNs, as the lab's `syn-strip` scenario does it.
-const STRIP: &[&str] = &[
-    "-t",
-    "mangle",
-    "-A",
-    "FORWARD",
-    "-p",
-    "tcp",
-    "--tcp-flags",
-    "SYN,ACK",
-    "SYN",
-    "-j",
-    "TCPOPTSTRIP",
-    "--strip-options",
-    "30",
-];
-/// The SYN's MSS clamped.
-const CLAMP: &[&str] = &[
-    "-t",
-    "mangle",
-    "-A",
-    "FORWARD",
-    "-p",
-    "tcp",
-    "--tcp-flags",
-    "SYN,RST",
-    "SYN",
-    "-j",
-    "TCPMSS",
-    "--set-mss",
-    "1300",
-];
+/// MP_CAPABLE stripped from SYNs, as the lab's `syn-strip` scenario does it; the SYN's MSS
+/// clamped.
+#[rustfmt::skip]
+const STRIP: &[&str] = &["-t", "mangle", "-A", "FORWARD", "-p", "tcp", "--tcp-flags", "SYN,ACK", "SYN", "-j", "TCPOPTSTRIP", "--strip-options", "30"];
+#[rustfmt::skip]
+const CLAMP: &[&str] = &["-t", "mangle", "-A", "FORWARD", "-p", "tcp", "--tcp-flags", "SYN,RST", "SYN", "-j", "TCPMSS", "--set-mss", "1300"];
 
 fn serve(chain: &Chain) -> (Child, mptcp_probe_tests::probe::TempDir) {
     matrix::serve(&chain.s, &probe_bin()).unwrap_or_else(|e| panic!("{e:#}"))
