@@ -109,6 +109,9 @@ pub struct HopRef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Location {
     pub verdict: Verdict,
+    /// The destination port traced: the port of the tests that gave the verdict.
+    #[serde(default)]
+    pub port: Option<u16>,
     /// The last hop whose quote shows the probe as sent (None: this host).
     pub after: Option<HopRef>,
     /// The first hop whose quote shows the change (None: the server, which saw it).

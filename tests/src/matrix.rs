@@ -265,6 +265,9 @@ pub fn judge(sc: &Scenario, report: &Report) -> Run {
             }
         }
     }
+    if sc.located.is_some() && report.locate.is_none() {
+        run.problems.push("no locate section in the report (check ran with --locate)".into());
+    }
     if let Some(l) = &report.locate {
         for loc in &l.locations {
             run.located.insert(loc.verdict, loc.text.clone());
@@ -656,6 +659,10 @@ mod tests {
             "server": {"address": "203.0.113.2", "version": "0.1.0"},
             "tests": [test(Transport::Mptcp), test(Transport::Tcp)],
             "summary": {"verdicts": verdicts, "mptcp_usable": false},
+            // check --locate's account: each verdict's change between the router and the server.
+            "locate": {"traces": [], "locations": verdicts.iter().map(|v| json!({
+                "verdict": v, "port": 80, "after": {"ttl": 1, "address": "192.0.2.2"}, "before": null,
+                "exact": true, "text": "between hop 1 (192.0.2.2) and the server (203.0.113.2)"})).collect::<Vec<_>>()},
         });
         serde_json::from_value(v).unwrap_or_else(|e| panic!("the data model does not read the fixture: {e}"))
     }
@@ -687,13 +694,15 @@ mod tests {
     fn a_located_scenario_needs_its_change_between_the_router_and_the_server() {
         let sc = scenario::named("mss-clamp");
         let mut r = report(&[Verdict::MptcpOk, Verdict::MssRewritten], None);
-        let not_run = judge(sc, &r);
-        assert!(not_run.problems.is_empty(), "no locate section: nothing to compare");
+        r.locate = None;
+        let missing = judge(sc, &r).problems;
+        assert!(missing.iter().any(|p| p.contains("no locate section")), "{missing:?}");
         let hop = |ttl: u8| {
             Some(mptcp_probe_model::locate::HopRef { ttl, address: Some("192.0.2.2".parse().unwrap()) })
         };
         let at = |after, before, exact| mptcp_probe_model::locate::Location {
             verdict: Verdict::MssRewritten,
+            port: Some(8001),
             after,
             before,
             exact,

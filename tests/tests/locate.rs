@@ -212,7 +212,10 @@ fn without_raw_sockets_locate_says_so_and_the_check_still_runs() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let r: Report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    schema::validate(&json);
+    let r: Report = serde_json::from_value(json).unwrap();
     assert!(r.summary.verdicts.contains(&Verdict::SynOptionStripped), "{:?}\n{stderr}", r.summary.verdicts);
     let l = r.locate.unwrap();
     assert!(l.locations.is_empty() && l.traces.is_empty(), "{l:?}");

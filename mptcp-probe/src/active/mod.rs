@@ -19,8 +19,8 @@ use std::{
 use anyhow::Context as _;
 use mptcp_probe_common::{event::tcp_flags, options::subtype};
 use mptcp_probe_model::{
-    summarize, ClientEvidence, ClientInfo, ConnectionView, MptcpState, Outcome, Report, SegmentStats,
-    ServerSide, TestEvidence, TestName, TestResult, Transport, Verdict, SCHEMA,
+    locate::Locate, summarize, ClientEvidence, ClientInfo, ConnectionView, MptcpState, Outcome, Report,
+    SegmentStats, ServerSide, TestEvidence, TestName, TestResult, Transport, Verdict, SCHEMA,
 };
 
 use self::{control::Control, suite::Target};
@@ -474,13 +474,14 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Report> {
             eprintln!("locating the hops behind the verdicts ...");
             // A minute past the budget at most: the probes are bounded by hops and tries too.
             let deadline = deadline.max(Instant::now()) + Duration::from_secs(60);
-            let mut moved = std::mem::take(&mut tests);
-            let (l, back) = tokio::task::spawn_blocking(move || {
-                let l = crate::locate::run(ip, &mut moved, &lo, deadline);
-                (l, moved)
-            })
-            .await?;
-            tests = back;
+            let wanted = crate::locate::to_locate(&tests);
+            let l = tokio::task::spawn_blocking(move || crate::locate::probe(ip, &wanted, &lo, deadline))
+                .await
+                .unwrap_or_else(|e| Locate {
+                    notes: vec![format!("locating failed: {e}")],
+                    ..Default::default()
+                });
+            crate::locate::annotate(&mut tests, &l);
             Some(l)
         }
         None => None,

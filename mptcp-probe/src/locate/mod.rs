@@ -1,5 +1,5 @@
-//! `check --locate`: which hop interferes. Copies of the test's SYN go out with TTL (hop limit)
-//! 1, 2, 3, ... on raw sockets; each router that drops one for its TTL quotes it in an ICMP time
+//! `check --locate`: which hop interferes. SYNs built as Linux builds the test's (its options,
+//! MP_CAPABLE version 1 with HMAC-SHA256) go out with TTL (hop limit) 1, 2, 3, ... on raw sockets; each router that drops one for its TTL quotes it in an ICMP time
 //! exceeded, as the packet reached it. Comparing the quotes with what was sent tells after which
 //! hop MP_CAPABLE disappears, the MSS or the sequence number changes, or (against the same SYN
 //! without MPTCP) SYNs with MP_CAPABLE stop getting through. Bounded: one probe in flight, at
@@ -10,16 +10,17 @@ pub mod probe;
 pub mod quote;
 
 use std::{
+    collections::BTreeMap,
     net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
 use mptcp_probe_model::{
-    locate::{Answer, Hop, Locate, ProbeKind, Quoted, Sent, Trace},
+    locate::{Answer, Hop, Locate, Location, ProbeKind, Quoted, Sent, Trace},
     Subtype, TestResult, Transport, Verdict,
 };
 
-use self::probe::{Prober, Reply, Syn, MP_CAPABLE_SYN_LEN};
+use self::probe::{Prober, Reply, Syn, MP_CAPABLE_SYN_OPTION};
 
 /// How far and how hard to probe.
 #[derive(Clone, Debug)]
@@ -49,59 +50,88 @@ fn mss_for(ip: IpAddr) -> u16 {
     }
 }
 
+/// Which hop an ICMP answer belongs to, by the sequence number its quote shows: each TTL's
+/// probe has its own. Its TTL when the number is one of this trace's; the TTL in flight when the
+/// quote shows none of them (too short to hold it, or a box past which numbers are rewritten:
+/// one probe is in flight at a time, so it is most likely that one's).
+fn answered_ttl(quoted_seq: Option<u32>, base: u32, in_flight: u8) -> u8 {
+    quoted_seq
+        .map(|s| s.wrapping_sub(base))
+        .filter(|d| *d < in_flight as u32)
+        .map(|d| d as u8 + 1)
+        .unwrap_or(in_flight)
+}
+
+/// A hop before any answer.
+fn silent(ttl: u8) -> Hop {
+    Hop {
+        ttl,
+        answer: Answer::Silent,
+        from: None,
+        quoted_tcp_bytes: None,
+        mptcp: Quoted::NotQuoted,
+        mss: None,
+        seq: None,
+        rtt_us: None,
+    }
+}
+
 /// Probes towards `destination` with increasing TTL until the destination answers, a router
-/// says it is unreachable, `max_hops` is reached or `deadline` passes.
+/// says it is unreachable, `max_hops` is reached or `deadline` passes. A send that fails ends
+/// the trace with what it has and says why.
 pub fn trace(
     destination: SocketAddr,
     kind: ProbeKind,
     opts: &LocateOptions,
     deadline: Instant,
-) -> std::io::Result<Trace> {
+) -> std::io::Result<(Trace, Option<String>)> {
     let p = Prober::new(destination)?;
     let mptcp = kind == ProbeKind::SynMptcp;
+    let sent_mpc = mptcp.then_some(MP_CAPABLE_SYN_OPTION);
     let base: u32 = rand::random();
     let mss = mss_for(destination.ip());
     let seq_of = |ttl: u8| base.wrapping_add(ttl as u32 - 1);
-    let mut hops = Vec::new();
+    let mut hops: Vec<Hop> = Vec::new();
     let mut reached = false;
-    for ttl in 1..=opts.max_hops {
+    let mut stopped = None;
+    'ttls: for ttl in 1..=opts.max_hops {
         if Instant::now() >= deadline {
             break;
         }
         let syn = Syn { source: p.source, destination, seq: seq_of(ttl), mss, mptcp };
-        let mut hop = Hop {
-            ttl,
-            answer: Answer::Silent,
-            from: None,
-            quoted_tcp_bytes: None,
-            mptcp: Quoted::NotQuoted,
-            mss: None,
-            seq: None,
-            rtt_us: None,
-        };
+        hops.push(silent(ttl));
         'tries: for _ in 0..=opts.retries {
             if Instant::now() >= deadline {
                 break;
             }
             let sent_at = Instant::now();
-            p.send(&syn, ttl)?;
+            if let Err(e) = p.send(&syn, ttl) {
+                stopped = Some(format!("sending the probe with TTL {ttl} to {destination} failed: {e}"));
+                hops.pop();
+                break 'ttls;
+            }
             while let Some(reply) = p.receive(sent_at, opts.wait)? {
                 match reply {
                     Reply::Icmp { from, quote, after } => {
-                        // A late answer to an earlier TTL's probe: not this hop's.
-                        let earlier = quote.tcp.seq.is_some_and(|s| (1..ttl).any(|t| seq_of(t) == s));
-                        if earlier {
+                        let at = answered_ttl(quote.tcp.seq, base, ttl);
+                        let hop = &mut hops[at as usize - 1];
+                        if hop.answer != Answer::Silent {
                             continue;
                         }
                         hop.answer = quote.answer;
                         hop.from = Some(from);
                         hop.quoted_tcp_bytes = Some(quote.tcp.tcp_bytes as u16);
-                        hop.mptcp = quote::mptcp_state(&quote.tcp, mptcp.then_some(MP_CAPABLE_SYN_LEN));
+                        hop.mptcp = quote::mptcp_state(&quote.tcp, sent_mpc);
                         hop.mss = quote::mss(&quote.tcp);
                         hop.seq = quote.tcp.seq;
-                        hop.rtt_us = Some(after.as_micros() as u64);
+                        // A late answer of an earlier TTL fills its hop; this one waits on.
+                        hop.rtt_us = (at == ttl).then_some(after.as_micros() as u64);
+                        if at != ttl {
+                            continue;
+                        }
                     }
                     Reply::Destination { synack, after } => {
+                        let hop = hops.last_mut().expect("this TTL's hop");
                         hop.answer = if synack { Answer::SynAck } else { Answer::Reset };
                         hop.from = Some(destination.ip());
                         hop.rtt_us = Some(after.as_micros() as u64);
@@ -111,9 +141,8 @@ pub fn trace(
                 break 'tries;
             }
         }
-        let stop = reached || hop.answer == Answer::Unreachable;
-        hops.push(hop);
-        if stop {
+        let last = hops.last().map(|h| h.answer);
+        if reached || last == Some(Answer::Unreachable) {
             break;
         }
         std::thread::sleep(opts.gap);
@@ -121,67 +150,140 @@ pub fn trace(
     let sent = Sent {
         mss,
         mptcp: mptcp.then_some(Subtype::MpCapable),
-        mptcp_len: mptcp.then_some(MP_CAPABLE_SYN_LEN),
+        mptcp_len: mptcp.then_some(MP_CAPABLE_SYN_OPTION.0),
         seq: base,
     };
-    Ok(Trace { probe: kind, destination, sent, hops, reached })
+    Ok((Trace { probe: kind, destination, sent, hops, reached }, stopped))
 }
 
-/// The verdicts of a check's MPTCP runs that a trace can locate, each with the port of the
-/// first test that gave it.
-pub fn to_locate(tests: &[TestResult]) -> Vec<(Verdict, u16)> {
-    let mut out: Vec<(Verdict, u16)> = Vec::new();
+/// The verdicts of a check's MPTCP runs that a trace can locate, by the port of the tests that
+/// gave them: a box may act on one port only, so each port is traced on its own.
+pub fn to_locate(tests: &[TestResult]) -> BTreeMap<u16, Vec<Verdict>> {
+    let mut out: BTreeMap<u16, Vec<Verdict>> = BTreeMap::new();
     for t in tests.iter().filter(|t| t.transport == Transport::Mptcp && t.port != 0) {
         for v in t.verdicts.iter().filter(|v| path::LOCATABLE.contains(v)) {
-            if !out.iter().any(|(w, _)| w == v) {
-                out.push((*v, t.port));
+            let vs = out.entry(t.port).or_default();
+            if !vs.contains(v) {
+                vs.push(*v);
             }
         }
     }
     out
 }
 
-/// Traces towards the server for every locatable verdict of the tests, and where each change
-/// happens; the findings of those verdicts get the location in words.
-pub fn run(server: IpAddr, tests: &mut [TestResult], opts: &LocateOptions, deadline: Instant) -> Locate {
+/// Traces towards the server, per port, for the verdicts [`to_locate`] gives, and where each
+/// change happens. Blocking: raw sockets and waits.
+pub fn probe(
+    server: IpAddr,
+    wanted: &BTreeMap<u16, Vec<Verdict>>,
+    opts: &LocateOptions,
+    deadline: Instant,
+) -> Locate {
     let mut out = Locate::default();
-    let wanted = to_locate(tests);
     if wanted.is_empty() {
         out.notes.push("no verdict of this run is one a probe of the SYN can locate".into());
         return out;
     }
-    let port = wanted[0].1;
-    let destination = SocketAddr::new(server, port);
-    let mpc = match trace(destination, ProbeKind::SynMptcp, opts, deadline) {
-        Ok(t) => t,
-        Err(e) => {
-            out.notes.push(format!("cannot probe the path to {destination}: {e}"));
-            return out;
+    let trace_to = |destination: SocketAddr, kind: ProbeKind, out: &mut Locate| -> Option<Trace> {
+        match trace(destination, kind, opts, deadline) {
+            Ok((t, stopped)) => {
+                out.notes.extend(stopped);
+                Some(t)
+            }
+            Err(e) => {
+                out.notes.push(format!("cannot probe the path to {destination} ({}): {e}", kind.as_str()));
+                None
+            }
         }
     };
-    for (v, _) in &wanted {
-        let location = if *v == Verdict::MptcpSynDropped {
-            match trace(destination, ProbeKind::SynPlain, opts, deadline) {
-                Ok(plain) => {
-                    let l = path::locate_drop(&mpc, &plain);
-                    out.traces.push(plain);
-                    l
-                }
-                Err(e) => {
-                    out.notes.push(format!("cannot probe the path to {destination} with a plain SYN: {e}"));
-                    continue;
-                }
-            }
-        } else {
-            path::locate(*v, &mpc)
-        };
-        for t in tests.iter_mut().filter(|t| t.transport == Transport::Mptcp) {
-            for f in t.evidence.findings.iter_mut().filter(|f| f.verdict == *v) {
-                f.located = Some(location.text.clone());
+    for (port, verdicts) in wanted {
+        let destination = SocketAddr::new(server, *port);
+        let Some(mpc) = trace_to(destination, ProbeKind::SynMptcp, &mut out) else { continue };
+        let mut plain = None;
+        for v in verdicts {
+            let l = if *v == Verdict::MptcpSynDropped {
+                let Some(p) = trace_to(destination, ProbeKind::SynPlain, &mut out) else { continue };
+                path::locate_drop(&mpc, plain.insert(p))
+            } else {
+                path::locate(*v, &mpc)
+            };
+            out.locations.push(Location { port: Some(*port), ..l });
+        }
+        out.traces.push(mpc);
+        out.traces.extend(plain);
+    }
+    out
+}
+
+/// Gives each finding of a located verdict its location: the one traced on its test's port.
+pub fn annotate(tests: &mut [TestResult], l: &Locate) {
+    for t in tests.iter_mut().filter(|t| t.transport == Transport::Mptcp) {
+        for f in t.evidence.findings.iter_mut() {
+            if let Some(loc) =
+                l.locations.iter().find(|loc| loc.verdict == f.verdict && loc.port == Some(t.port))
+            {
+                f.located = Some(loc.text.clone());
             }
         }
-        out.locations.push(location);
     }
-    out.traces.insert(0, mpc);
-    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_belongs_to_the_ttl_its_quoted_sequence_number_names() {
+        let base = u32::MAX - 1;
+        // This TTL's, an earlier TTL's (across the wrap), and one the quote cannot name.
+        assert_eq!(answered_ttl(Some(base.wrapping_add(2)), base, 3), 3);
+        assert_eq!(answered_ttl(Some(base.wrapping_add(1)), base, 3), 2);
+        assert_eq!(answered_ttl(Some(base), base, 3), 1);
+        assert_eq!(answered_ttl(None, base, 3), 3, "too short a quote: the probe in flight");
+        assert_eq!(answered_ttl(Some(12345), base, 3), 3, "rewritten: the probe in flight");
+        // A number past the TTL in flight is no probe of this trace yet.
+        assert_eq!(answered_ttl(Some(base.wrapping_add(5)), base, 3), 3);
+    }
+
+    fn result(port: u16, transport: Transport, verdicts: Vec<Verdict>) -> TestResult {
+        serde_json::from_value(serde_json::json!({
+            "name": "http", "transport": transport, "port": port, "outcome": "ok", "mptcp": "fallback",
+            "verdicts": verdicts, "duration_ms": 1,
+            "evidence": {"client": {}, "server": null, "mib_delta": {}, "findings": verdicts.iter().map(|v| serde_json::json!({
+                "verdict": v, "packet": "SYN", "end": "server", "expected": "x", "seen": "y"})).collect::<Vec<_>>()},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn verdicts_are_traced_per_port_and_located_on_their_own_port_only() {
+        let mut tests = vec![
+            result(80, Transport::Mptcp, vec![Verdict::SynOptionStripped]),
+            result(8001, Transport::Mptcp, vec![Verdict::SynOptionStripped, Verdict::MssRewritten]),
+            result(8001, Transport::Tcp, vec![Verdict::MssRewritten]),
+            result(443, Transport::Mptcp, vec![Verdict::PayloadModified]),
+        ];
+        let wanted = to_locate(&tests);
+        assert_eq!(
+            wanted,
+            BTreeMap::from([
+                (80, vec![Verdict::SynOptionStripped]),
+                (8001, vec![Verdict::SynOptionStripped, Verdict::MssRewritten])
+            ])
+        );
+        let at = |port, text: &str| Location {
+            verdict: Verdict::SynOptionStripped,
+            port: Some(port),
+            after: None,
+            before: None,
+            exact: false,
+            text: text.into(),
+        };
+        let l = Locate { locations: vec![at(80, "on 80"), at(8001, "on 8001")], ..Default::default() };
+        annotate(&mut tests, &l);
+        assert_eq!(tests[0].evidence.findings[0].located.as_deref(), Some("on 80"));
+        assert_eq!(tests[1].evidence.findings[0].located.as_deref(), Some("on 8001"));
+        assert_eq!(tests[1].evidence.findings[1].located, None, "mss_rewritten was not located");
+        assert_eq!(tests[3].evidence.findings[0].located, None);
+    }
 }

@@ -33,7 +33,12 @@ fn seen(v: Verdict, t: &Trace, h: &Hop) -> Seen {
             Quoted::Changed | Quoted::Absent => Some(false),
             Quoted::NotQuoted => None,
         },
-        Verdict::MssRewritten => h.mss.map(|m| m == t.sent.mss),
+        // A quote that holds the options (MP_CAPABLE is known) and no MSS: the MSS was removed.
+        Verdict::MssRewritten => match h.mss {
+            Some(m) => Some(m == t.sent.mss),
+            None if h.mptcp != Quoted::NotQuoted => Some(false),
+            None => None,
+        },
         Verdict::SeqRewritten => h.seq.map(|s| s == sent_seq),
         _ => None,
     };
@@ -102,6 +107,7 @@ pub fn locate(v: Verdict, t: &Trace) -> Location {
     let a = after.map(hop_ref);
     let mk = |before: Option<HopRef>, exact: bool, text: String| Location {
         verdict: v,
+        port: None,
         after: a,
         before,
         exact,
@@ -149,6 +155,7 @@ pub fn locate_drop(mpc: &Trace, plain: &Trace) -> Location {
     if mpc.reached {
         return Location {
             verdict: v,
+            port: None,
             after: a,
             before: None,
             exact: false,
@@ -174,10 +181,11 @@ pub fn locate_drop(mpc: &Trace, plain: &Trace) -> Location {
             if !exact {
                 text.push_str(&format!("; the hops between cannot tell: {}", why_not(mpc, after_ttl, h.ttl)));
             }
-            Location { verdict: v, after: a, before, exact, text }
+            Location { verdict: v, port: None, after: a, before, exact, text }
         }
         None => Location {
             verdict: v,
+            port: None,
             after: a,
             before: None,
             exact: false,
@@ -251,6 +259,20 @@ mod tests {
         assert_eq!((l.after.unwrap().ttl, l.before), (3, None));
         assert!(l.exact);
         assert_eq!(l.text, "between hop 3 (198.51.100.3) and the server (203.0.113.2)");
+    }
+
+    #[test]
+    fn an_mss_removed_from_a_whole_quote_is_a_change_and_a_short_quote_tells_nothing() {
+        let t = trace(
+            vec![
+                hop(1, TimeExceeded, Intact, Some(1460)),
+                hop(2, TimeExceeded, NotQuoted, None),
+                hop(3, TimeExceeded, Intact, None),
+            ],
+            false,
+        );
+        let l = locate(Verdict::MssRewritten, &t);
+        assert_eq!((l.after.unwrap().ttl, l.before.unwrap().ttl, l.exact), (1, 3, false), "{l:?}");
     }
 
     #[test]

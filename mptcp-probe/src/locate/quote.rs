@@ -67,7 +67,8 @@ pub fn parse_v4(packet: &[u8]) -> Result<IcmpQuote, NotAQuote> {
     if inner.protocol().0 != IPPROTO_TCP {
         return Err(NotAQuote::NotTcp(inner.protocol().0));
     }
-    let tcp = quoted_tcp(&quote[inner.slice().len()..])?;
+    let end = (inner.total_len() as usize).clamp(inner.slice().len(), quote.len());
+    let tcp = quoted_tcp(&quote[inner.slice().len()..end])?;
     Ok(IcmpQuote { answer, destination: IpAddr::V4(inner.destination_addr()), tcp })
 }
 
@@ -87,14 +88,19 @@ pub fn parse_v6(message: &[u8]) -> Result<IcmpQuote, NotAQuote> {
     if inner.next_header().0 != IPPROTO_TCP {
         return Err(NotAQuote::NotTcp(inner.next_header().0));
     }
-    let tcp = quoted_tcp(&quote[inner.slice().len()..])?;
+    let end = (inner.slice().len() + inner.payload_length() as usize).min(quote.len());
+    let tcp = quoted_tcp(&quote[inner.slice().len()..end])?;
     Ok(IcmpQuote { answer, destination: IpAddr::V6(inner.destination_addr()), tcp })
 }
+
+/// RFC 4884: with extensions, the original datagram is padded to at least 128 bytes; a smaller
+/// length is no RFC 4884 length (a stray byte of an older router) and is not trusted.
+const RFC4884_MIN: usize = 128;
 
 /// The original datagram of an ICMP error: all of it, or its first `len` bytes when an RFC 4884
 /// length says extensions follow.
 fn rfc4884_quote(payload: &[u8], len: usize) -> &[u8] {
-    if len > 0 && len <= payload.len() {
+    if len >= RFC4884_MIN && len <= payload.len() {
         &payload[..len]
     } else {
         payload
@@ -124,11 +130,14 @@ fn quoted_tcp(b: &[u8]) -> Result<QuotedTcp, NotAQuote> {
     })
 }
 
-/// The probe's MP_CAPABLE as quoted: `sent_len` is the option length sent (None: sent without).
-pub fn mptcp_state(q: &QuotedTcp, sent_len: Option<u8>) -> Quoted {
+/// MP_CAPABLE as a probe carries it: length, version, flags (None: a probe without it).
+pub type SentMpc = Option<(u8, u8, u8)>;
+
+/// The probe's MP_CAPABLE as quoted, compared byte for byte with what was sent.
+pub fn mptcp_state(q: &QuotedTcp, sent: SentMpc) -> Quoted {
     let Some(opts) = &q.options else { return Quoted::NotQuoted };
-    match (opts.find(subtype::MP_CAPABLE), sent_len) {
-        (Some(o), Some(len)) if o.len == len => Quoted::Intact,
+    match (opts.find(subtype::MP_CAPABLE), sent) {
+        (Some(o), Some(s)) if (o.len, o.version, o.flags) == s => Quoted::Intact,
         (Some(_), _) => Quoted::Changed,
         (None, Some(_)) => Quoted::Absent,
         (None, None) => Quoted::Intact,
@@ -143,6 +152,9 @@ pub fn mss(q: &QuotedTcp) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// MP_CAPABLE version 1, flag H, as the probes send it.
+    const SENT: SentMpc = Some((4, 1, 0x01));
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
@@ -165,8 +177,9 @@ mod tests {
         assert_eq!(q.destination, "203.0.113.2".parse::<IpAddr>().unwrap());
         assert_eq!((q.tcp.source_port, q.tcp.destination_port, q.tcp.seq), (34461, 8001, Some(0xfac1_2795)));
         assert_eq!(q.tcp.tcp_bytes, 44);
-        assert_eq!(mptcp_state(&q.tcp, Some(4)), Quoted::Intact);
-        assert_eq!(mptcp_state(&q.tcp, Some(12)), Quoted::Changed);
+        assert_eq!(mptcp_state(&q.tcp, SENT), Quoted::Intact);
+        assert_eq!(mptcp_state(&q.tcp, Some((12, 1, 0x01))), Quoted::Changed);
+        assert_eq!(mptcp_state(&q.tcp, Some((4, 1, 0x81))), Quoted::Changed, "the checksum flag differs");
         assert_eq!(mptcp_state(&q.tcp, None), Quoted::Changed);
         assert_eq!(mss(&q.tcp), Some(1460));
     }
@@ -176,26 +189,33 @@ mod tests {
         // TCPOPTSTRIP writes NOPs over the option.
         let stripped = V4_FULL.replace("1e04 0101", "0101 0101");
         let q = parse_v4(&hex(&stripped)).unwrap();
-        assert_eq!(mptcp_state(&q.tcp, Some(4)), Quoted::Absent);
+        assert_eq!(mptcp_state(&q.tcp, SENT), Quoted::Absent);
         // The IP header and 8 bytes of TCP only.
         let short: String = hex(V4_FULL)[..20 + 8 + 20 + 8].iter().map(|b| format!("{b:02x}")).collect();
         let q = parse_v4(&hex(&short)).unwrap();
         assert_eq!((q.tcp.tcp_bytes, q.tcp.seq), (8, Some(0xfac1_2795)));
-        assert_eq!(mptcp_state(&q.tcp, Some(4)), Quoted::NotQuoted);
+        assert_eq!(mptcp_state(&q.tcp, SENT), Quoted::NotQuoted);
         assert_eq!(mss(&q.tcp), None);
+    }
+
+    /// Extensions after a quote padded to 128 bytes (RFC 4884), the length in the ICMP header.
+    fn with_extensions(mut b: Vec<u8>, at: usize, quote_start: usize, word: usize) -> Vec<u8> {
+        b.resize(quote_start + 128, 0);
+        b[at] = (128 / word) as u8;
+        b.extend_from_slice(&hex("2000 0000 0008 0101 0001 41ff"));
+        b
     }
 
     #[test]
     fn an_rfc4884_length_cuts_the_quote_before_the_extensions() {
-        // Length 17 words (68 bytes: the 20-byte IP header and 48 of TCP, padding included),
-        // then an extension structure (version 2, a checksum, an MPLS object).
-        let mut b = hex(V4_FULL);
-        b[20 + 5] = 17;
-        b.extend_from_slice(&[0, 0, 0, 0]);
-        b.extend_from_slice(&hex("2000 0000 0008 0101 0001 41ff"));
+        let b = with_extensions(hex(V4_FULL), 20 + 5, 28, 4);
         let q = parse_v4(&b).unwrap();
-        assert_eq!(q.tcp.tcp_bytes, 48);
-        assert_eq!(mptcp_state(&q.tcp, Some(4)), Quoted::Intact);
+        assert_eq!(q.tcp.tcp_bytes, 44, "the padding is not the SYN's");
+        assert_eq!(mptcp_state(&q.tcp, SENT), Quoted::Intact);
+        // A length under 128 bytes is no RFC 4884 length: the quote is taken whole.
+        let mut b = hex(V4_FULL);
+        b[20 + 5] = 2;
+        assert_eq!(parse_v4(&b).unwrap().tcp.tcp_bytes, 44);
     }
 
     // Recorded likewise over IPv6: the ICMPv6 message (a raw ICMPv6 socket gives no IPv6 header)
@@ -212,15 +232,10 @@ mod tests {
         assert_eq!(q.answer, Answer::TimeExceeded);
         assert_eq!(q.destination, "2001:db8:3::2".parse::<IpAddr>().unwrap());
         assert_eq!(mss(&q.tcp), Some(1440));
-        assert_eq!(mptcp_state(&q.tcp, Some(4)), Quoted::Intact);
-        // Length 11 words of 8 bytes: 40 of IPv6 and 48 of TCP, then extensions.
-        let mut b = hex(V6_FULL);
-        b[4] = 11;
-        b.extend_from_slice(&[0, 0, 0, 0]);
-        b.extend_from_slice(&hex("2000 0000 0008 0101 0001 41ff"));
-        let q = parse_v6(&b).unwrap();
-        assert_eq!(q.tcp.tcp_bytes, 48);
-        assert_eq!(mptcp_state(&q.tcp, Some(4)), Quoted::Intact);
+        assert_eq!(mptcp_state(&q.tcp, SENT), Quoted::Intact);
+        let q = parse_v6(&with_extensions(hex(V6_FULL), 4, 8, 8)).unwrap();
+        assert_eq!(q.tcp.tcp_bytes, 44);
+        assert_eq!(mptcp_state(&q.tcp, SENT), Quoted::Intact);
     }
 
     #[test]

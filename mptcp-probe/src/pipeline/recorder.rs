@@ -77,12 +77,10 @@ impl Recorded {
 
     fn push(&mut self, p: PacketEvent) {
         let c = self.entry(Tuple::of(&p.flow), p.flow);
-        // A SYN with another ISN is a new connection that reuses the ports of a recorded one:
+        // A SYN is a new connection that reuses the ports of a recorded one unless it is the
+        // recorded SYN again (same direction, same ISN) or the one a recorded SYN/ACK answers:
         // the old one's packets and summary are not this one's.
-        if is_syn(&p)
-            && c.packets.iter().find(|q| is_syn(q)).map(|q| q.seq) != Some(p.seq)
-            && !c.packets.is_empty()
-        {
+        if is_syn(&p) && !c.packets.is_empty() && !c.packets.iter().any(|q| same_connection(q, &p)) {
             *c = Connection { key: p.flow, packets: Vec::new(), summary: None };
         }
         if c.packets.len() < MAX_PACKETS_PER_FLOW {
@@ -137,6 +135,15 @@ fn is_syn(p: &PacketEvent) -> bool {
     p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
 }
 
+/// `q`, a recorded packet, says that the SYN `syn` belongs to its connection: it is that SYN
+/// (again), or the SYN/ACK that answers it. A SYN the other way (a simultaneous open) is the
+/// same connection too.
+fn same_connection(q: &PacketEvent, syn: &PacketEvent) -> bool {
+    let synack = q.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN | tcp_flags::ACK;
+    (is_syn(q) && (q.direction != syn.direction || q.seq == syn.seq))
+        || (synack && q.direction != syn.direction && q.ack == syn.seq.wrapping_add(1))
+}
+
 /// The handshake as the recorded packets show it, from this host's point of view.
 pub fn handshake_of(packets: &[PacketEvent]) -> Option<HandshakeView> {
     let mut v = HandshakeView { source: ViewSource::Observer, ..Default::default() };
@@ -154,7 +161,7 @@ pub fn handshake_of(packets: &[PacketEvent]) -> Option<HandshakeView> {
         let syn = f & tcp_flags::SYN != 0;
         let ack = f & tcp_flags::ACK != 0;
         if syn && !ack {
-            if v.syn_isn.is_some_and(|isn| isn != p.seq) {
+            if syn_dir == Some(p.direction) && v.syn_isn.is_some_and(|isn| isn != p.seq) {
                 // Another connection on the same ports: only the latest one counts.
                 v = HandshakeView { source: ViewSource::Observer, ..Default::default() };
             }
@@ -306,9 +313,17 @@ mod tests {
             "s-m",
             1,
         ));
-        // A retransmitted SYN is the same connection.
+        // A retransmitted SYN is the same connection: its record and summary stay.
         r.push(old[0]);
         assert_eq!(r.get(&t).unwrap().packets.len(), 4);
+        assert!(r.get(&t).unwrap().summary.is_some());
+        // So is a SYN again where only its SYN/ACK was recorded (the SYN came before the
+        // observer), and a SYN the other way (a simultaneous open).
+        let mut half = Recorded::default();
+        half.push(PacketEvent { ack: 1001, ..old[1] });
+        half.push(old[0]);
+        half.push(pkt(direction::EGRESS, S, 5000, None, 1460));
+        assert_eq!(half.get(&t).unwrap().packets.len(), 3);
         for p in new {
             r.push(p);
         }
