@@ -39,7 +39,9 @@ impl Capture {
         let dir = TempDir::new("pcap");
         let (file, log) = (dir.0.join("trace.pcap"), dir.0.join("tcpdump.log"));
         let mut cmd = ns.cmd("tcpdump");
-        cmd.args(["-i", iface, "-U", "-n", "-s", "256", "-w"])
+        // Immediate mode: each packet is handed over at once, not when a buffer block fills or
+        // times out, so that what arrived before the capture is stopped is in the file.
+        cmd.args(["-i", iface, "--immediate-mode", "-U", "-n", "-s", "256", "-w"])
             .arg(&file)
             .arg("tcp")
             .stdout(Stdio::null())
