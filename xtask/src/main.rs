@@ -3,6 +3,7 @@
 mod bench;
 mod lab;
 mod measure;
+mod package;
 mod setup;
 
 use std::{
@@ -38,6 +39,12 @@ enum Cmd {
         /// Seconds the fuzz target runs.
         #[arg(long, default_value_t = 20)]
         fuzz_seconds: u32,
+    },
+    /// Build the Debian package (cargo-deb) into target/deb and check it with lintian; with
+    /// --test also install it into a throwaway Debian root, verify its units and purge it.
+    Package {
+        #[arg(long)]
+        test: bool,
     },
     /// Set up, build, and run `serve` + `check` through every middlebox scenario of the namespace
     /// lab; prints expected against observed verdicts and fails if any scenario disagrees.
@@ -144,7 +151,7 @@ impl CurrentDir for Command {
     }
 }
 
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
@@ -228,6 +235,8 @@ enum TestStep {
     Build,
     Fuzz(u32),
     Tests,
+    /// The Debian package built, installed into a throwaway root, purged.
+    Package,
 }
 
 /// The steps in order: the gates that fail in seconds before the build and the long tests; the
@@ -239,6 +248,7 @@ fn test_plan(fuzz_seconds: u32) -> Vec<TestStep> {
         plan.push(TestStep::Fuzz(fuzz_seconds));
     }
     plan.push(TestStep::Tests);
+    plan.push(TestStep::Package);
     plan
 }
 
@@ -256,6 +266,7 @@ fn test(fuzz_seconds: u32) -> anyhow::Result<()> {
                     .current_dir(workspace_root().join("fuzz")))?
             }
             TestStep::Tests => run_tests()?,
+            TestStep::Package => package::run_package(&package::PackageOpts { test: true })?,
         }
     }
     Ok(())
@@ -311,6 +322,7 @@ fn parse_test_result(line: &str) -> Option<(u64, u64)> {
 fn main() -> ExitCode {
     let res = match Cli::parse().cmd {
         Cmd::Setup { with_test_tools } => setup::run(&setup::SetupOpts { with_test_tools }),
+        Cmd::Package { test } => package::run_package(&package::PackageOpts { test }),
         Cmd::Test { fuzz_seconds } => test(fuzz_seconds),
         Cmd::Measure { scenarios, json, keep, repeat, bulk_bytes } => {
             measure::run(measure::MeasureOpts { scenarios, json, keep, repeat, bulk_bytes })
@@ -355,10 +367,12 @@ mod tests {
             at(&TestStep::Setup) < at(&TestStep::Gate(&LINTS)),
             "clippy builds the kernel programs: {plan:?}"
         );
-        for long in [TestStep::Build, TestStep::Fuzz(20), TestStep::Tests] {
+        for long in [TestStep::Build, TestStep::Fuzz(20), TestStep::Tests, TestStep::Package] {
             assert!(at(&TestStep::Gate(&LINTS)) < at(&long), "{plan:?}");
         }
-        assert_eq!(plan.last(), Some(&TestStep::Tests));
+        // The package is built and installed once every test has passed.
+        assert_eq!(plan.last(), Some(&TestStep::Package));
+        assert_eq!(plan[plan.len() - 2], TestStep::Tests);
         assert!(!test_plan(0).iter().any(|s| matches!(s, TestStep::Fuzz(_))));
         assert_eq!(FORMATTING.args.join(" "), "fmt --all -- --check");
         assert_eq!(

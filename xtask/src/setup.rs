@@ -38,6 +38,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ethtool", "turns off segmentation offloads on test links"),
     ("prometheus", "scrapes the daemon in its tests; promtool checks its metrics and alerting rules"),
     ("postgresql", "the collector's PostgreSQL backend, tested against a throwaway cluster"),
+    ("lintian", "checks the Debian package `cargo xtask package` builds"),
+    ("help2man", "the package's man pages, from each command's --help"),
+    ("debootstrap", "a throwaway Debian root to install the package into (`cargo xtask package --test`)"),
 ];
 
 /// dpkg's status for a package that is fully installed.
@@ -326,6 +329,15 @@ fn install_bpf_linker() -> Result<()> {
 
 fn cargo_fuzz_present() -> Result<bool> {
     Ok(capture(tool("cargo").args(["fuzz", "--version"]))?.status.success())
+}
+
+/// cargo-deb, which `cargo xtask package` builds the Debian package with.
+pub fn ensure_cargo_deb() -> Result<()> {
+    if capture(tool("cargo").args(["deb", "--version"]))?.status.success() {
+        eprintln!("setup: cargo-deb: already present");
+        return Ok(());
+    }
+    cargo_install(&["cargo-deb"], &[])
 }
 
 fn install_cargo_fuzz() -> Result<()> {
