@@ -55,6 +55,20 @@ fn check(ns: &Netns, server: &str, extra: &[&str]) -> (Report, String) {
     (report, stderr)
 }
 
+/// The lab's NFQUEUE middlebox in `router` on queue 0, in `mode`, ready; stopped on drop.
+fn middlebox(router: &Netns, mode: &str) -> (Child, mptcp_probe_tests::probe::TempDir) {
+    let dir = mptcp_probe_tests::probe::TempDir::new("middlebox");
+    let log = dir.0.join("middlebox.log");
+    let mut mb = Child::spawn(
+        router
+            .cmd(MIDDLEBOX.path())
+            .args(["--queue", "0", mode])
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    mb.wait_ready(&log, "ready", Duration::from_secs(10), "mptcp-middlebox").unwrap();
+    (mb, dir)
+}
+
 fn both(r: &Netns, args: &[&str]) {
     for tool in ["iptables", "ip6tables"] {
         r.run(tool, args);
@@ -159,15 +173,7 @@ fn short_quotes_and_silent_hops_are_said_and_give_a_range_not_a_guess() {
     // Router 1 cuts the quotes of the ICMP errors it forwards to 8 bytes of TCP: those of hops
     // 2 and 3 reach the client so.
     chain.router(1).run("iptables", &["-A", "FORWARD", "-p", "icmp", "-j", "NFQUEUE", "--queue-num", "0"]);
-    let log = std::env::temp_dir().join(format!("mptcp-probe-cut-quotes-{}.log", std::process::id()));
-    let mut mb = Child::spawn(
-        chain
-            .router(1)
-            .cmd(MIDDLEBOX.path())
-            .args(["--queue", "0", "cut-quotes"])
-            .stderr(std::fs::File::create(&log).unwrap()),
-    );
-    mb.wait_ready(&log, "ready", Duration::from_secs(10), "mptcp-middlebox").unwrap();
+    let mb = middlebox(chain.router(1), "cut-quotes");
     let (r, _) = check(&chain.c, addr::SERVER, &[]);
     let l = location(&r, Verdict::SynOptionStripped);
     let hops = &r.locate.as_ref().unwrap().traces[0].hops;
@@ -176,7 +182,6 @@ fn short_quotes_and_silent_hops_are_said_and_give_a_range_not_a_guess() {
     assert!(l.text.contains("cannot tell past hop 1"), "{}", l.text);
     assert!(l.text.contains("hop 2 (8 bytes of TCP), 3 (8 bytes of TCP) quoted too little"), "{}", l.text);
     drop(mb);
-    let _ = std::fs::remove_file(&log);
     // Router 2 sends no time exceeded: the change is somewhere between hops 1 and 3.
     chain.router(1).run("iptables", &["-F"]);
     chain
@@ -263,4 +268,22 @@ fn dropped_mptcp_syns_are_located_where_the_plain_syn_gets_further() {
         !mpc.reached && mpc.hops.len() == 6 && mpc.hops[2..].iter().all(|h| h.answer == Answer::Silent),
         "{mpc:?}"
     );
+}
+
+#[test]
+fn a_box_that_rewrites_sequence_numbers_is_located_where_the_quotes_change() {
+    skip_unless_e2e!();
+    let chain = Chain::up(ROUTERS);
+    let (_server, _dir) = serve(&chain);
+    // Router 2 offsets the initiator's sequence numbers of every connection (an ISN randomiser).
+    chain.router(2).run("iptables", &["-A", "FORWARD", "-p", "tcp", "-j", "NFQUEUE", "--queue-num", "0"]);
+    let _mb = middlebox(chain.router(2), "seq");
+    let (r, stderr) = check(&chain.c, addr::SERVER, &[]);
+    assert!(r.summary.verdicts.contains(&Verdict::SeqRewritten), "{:?}\n{stderr}", r.summary.verdicts);
+    assert_between(&chain, location(&r, Verdict::SeqRewritten), 2, false);
+    // Past the box the quotes show numbers that are none of the probes': each is still the
+    // answer of the probe in flight, from its own hop.
+    let hops = &r.locate.as_ref().unwrap().traces[0].hops;
+    assert_eq!(hops[2].from.map(|a| a.to_string()), Some(chain.hop_address(3, false)), "{hops:?}");
+    assert_ne!(hops[2].seq, Some(r.locate.as_ref().unwrap().traces[0].sent.seq.wrapping_add(2)), "{hops:?}");
 }
