@@ -212,3 +212,26 @@ impl Prometheus {
         None
     }
 }
+
+/// Verifies a systemd unit with `systemd-analyze verify` as installed with its binary at
+/// `binary` (written to `dir` with `installed_at`, the path the unit names, replaced): it must
+/// pass without a word. Man pages are not looked for: they come with the package.
+pub fn verify_unit(
+    unit: &std::path::Path,
+    installed_at: &str,
+    binary: &std::path::Path,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let name = unit.file_name().ok_or_else(|| anyhow::anyhow!("{} names no unit", unit.display()))?;
+    let text = std::fs::read_to_string(unit)
+        .map_err(|e| anyhow::anyhow!("cannot read the unit {}: {e}", unit.display()))?;
+    let copy = dir.join(name);
+    std::fs::write(&copy, text.replace(installed_at, &binary.to_string_lossy()))?;
+    let o = std::process::Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&copy).output()?;
+    let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let _ = std::fs::remove_file(&copy);
+    if !o.status.success() || !said.trim().is_empty() {
+        anyhow::bail!("systemd-analyze verify {}: {said}", name.to_string_lossy());
+    }
+    Ok(())
+}

@@ -145,6 +145,17 @@ pub mod ifname {
     pub const S: &str = "s-m";
 }
 
+/// A lab's run name, unique on the host: this process's id and a counter, skipping any name a
+/// lab that is still up holds (a kept lab of an earlier process with the same id).
+fn new_run() -> String {
+    loop {
+        let run = format!("{}-{}", std::process::id(), NEXT_RUN.fetch_add(1, Ordering::Relaxed));
+        if !std::path::Path::new(&format!("/run/netns/mpp-{run}-c")).exists() {
+            return run;
+        }
+    }
+}
+
 /// Client, router/middlebox and server namespaces, wired as in the design.
 pub struct Lab {
     pub run: String,
@@ -156,14 +167,7 @@ pub struct Lab {
 impl Lab {
     /// Builds the topology with namespaces named `mpp-<run>-c|m|s`, unique per process and lab.
     pub fn up() -> Self {
-        // Unique on the host: this process's id and a counter, skipping any name a lab that is
-        // still up holds (a kept lab of an earlier process with the same id).
-        let run = loop {
-            let run = format!("{}-{}", std::process::id(), NEXT_RUN.fetch_add(1, Ordering::Relaxed));
-            if !std::path::Path::new(&format!("/run/netns/mpp-{run}-c")).exists() {
-                break run;
-            }
-        };
+        let run = new_run();
         let c = Netns::new(&format!("mpp-{run}-c"));
         let m = Netns::new(&format!("mpp-{run}-m"));
         let s = Netns::new(&format!("mpp-{run}-s"));
@@ -276,12 +280,7 @@ pub const MAX_CHAIN: usize = 8;
 impl Chain {
     pub fn up(n: usize) -> Self {
         assert!((1..=MAX_CHAIN).contains(&n), "a chain has 1 to {MAX_CHAIN} routers");
-        let run = loop {
-            let run = format!("{}-{}", std::process::id(), NEXT_RUN.fetch_add(1, Ordering::Relaxed));
-            if !std::path::Path::new(&format!("/run/netns/mpp-{run}-c")).exists() {
-                break run;
-            }
-        };
+        let run = new_run();
         let c = Netns::new(&format!("mpp-{run}-c"));
         let routers: Vec<Netns> = (1..=n).map(|i| Netns::new(&format!("mpp-{run}-r{i}"))).collect();
         let s = Netns::new(&format!("mpp-{run}-s"));
@@ -344,16 +343,8 @@ impl Chain {
                 Lab::addr(ns, dev, &a);
             }
         }
-        // Towards the server by default; back to the client's link by a route of its own.
-        let next_hop = |i: usize, v6: bool| -> String {
-            // The address of node i + 1 on link i.
-            match (i, v6) {
-                (0, false) => ROUTER1.into(),
-                (0, true) => ROUTER1_V6.into(),
-                (i, false) => format!("198.51.100.{}", 4 * i - 2),
-                (i, true) => format!("2001:db8:10:{i}::2"),
-            }
-        };
+        // Towards the server by default (router k + 1's address towards the client); back to the
+        // client's link by a route of its own.
         let prev_hop = |i: usize, v6: bool| -> String {
             // The address of node i - 1 on link i - 1.
             match (i, v6) {
@@ -369,8 +360,8 @@ impl Chain {
         ip(&["-n", &self.s.name, "-6", "route", "add", "default", "via", ROUTER_S_V6]);
         for (k, r) in self.routers.iter().enumerate().map(|(i, r)| (i + 1, r)) {
             if k < n {
-                ip(&["-n", &r.name, "route", "add", "default", "via", &next_hop(k, false)]);
-                ip(&["-n", &r.name, "-6", "route", "add", "default", "via", &next_hop(k, true)]);
+                ip(&["-n", &r.name, "route", "add", "default", "via", &self.hop_address(k + 1, false)]);
+                ip(&["-n", &r.name, "-6", "route", "add", "default", "via", &self.hop_address(k + 1, true)]);
             }
             if k > 1 {
                 ip(&["-n", &r.name, "route", "add", "192.0.2.0/26", "via", &prev_hop(k, false)]);

@@ -10,7 +10,7 @@ use mptcp_probe_model::{
 };
 use mptcp_probe_tests::{
     lab::{addr, Child, Lab, Netns},
-    matrix, probe_bin, scenario, skip_unless_e2e,
+    matrix, probe_bin, scenario, schema, skip_unless_e2e,
     workspace::MIDDLEBOX,
 };
 use serde_json::Value;
@@ -32,17 +32,6 @@ struct Checked {
     stderr: String,
 }
 
-/// Reads a printed report: it must match docs/report.schema.json and the data model.
-fn read_report(stdout: &[u8], stderr: &str) -> (Report, Value) {
-    let json: Value = serde_json::from_slice(stdout).unwrap_or_else(|e| {
-        panic!("check printed no JSON report ({e}):\n{}\n{stderr}", String::from_utf8_lossy(stdout))
-    });
-    mptcp_probe_tests::schema::validate(&json);
-    let report = serde_json::from_value(json.clone())
-        .unwrap_or_else(|e| panic!("the data model does not read the report ({e}):\n{json:#}"));
-    (report, json)
-}
-
 /// Runs `check --json` in the client namespace; it must succeed.
 fn check(ns: &Netns, server: &str, extra: &[&str]) -> Checked {
     let out = ns
@@ -53,7 +42,7 @@ fn check(ns: &Netns, server: &str, extra: &[&str]) -> Checked {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(0), "check failed:\n{stderr}");
-    let (report, json) = read_report(&out.stdout, &stderr);
+    let (report, json) = schema::read_report(&out.stdout, &stderr);
     Checked { report, json, stderr }
 }
 
@@ -304,7 +293,7 @@ fn the_report_is_uploaded_and_a_refused_upload_loses_nothing() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refused the report (400 Bad Request: "), "{err}");
-    let (printed, _) = read_report(&out.stdout, &err);
+    let (printed, _) = schema::read_report(&out.stdout, &err);
     assert_eq!(printed.schema, SCHEMA, "the report is still printed");
 }
 
@@ -367,7 +356,7 @@ fn an_unprivileged_user_still_gets_a_report_on_socket_and_server_evidence() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("without the eBPF observer") && stderr.contains("CAP_BPF"), "{stderr}");
-    let (report, _) = read_report(&out.stdout, &stderr);
+    let (report, _) = schema::read_report(&out.stdout, &stderr);
     assert_eq!(report.client.observer, ObserverKind::None);
     assert!(!report.client.cannot_establish.is_empty());
     assert_eq!(mptcp_test(&report, TestName::Http).verdicts, vec![Verdict::MptcpOk]);

@@ -291,22 +291,14 @@ fn the_shipped_systemd_units_verify() {
     let root = mptcp_probe_tests::workspace::workspace_root();
     let dir = mptcp_probe_tests::probe::TempDir::new("unit");
     for name in ["mptcp-probe.service", "mptcp-probe-serve.service", "mptcp-probe-collect.service"] {
-        let unit = std::fs::read_to_string(root.join("deploy").join(name)).unwrap();
-        // The unit as installed, with the binary where this build has it; its man page is the
-        // package's, not installed here.
-        let path = dir.0.join(name);
-        std::fs::write(
-            &path,
-            unit.replace("/usr/local/bin/mptcp-probe", &mptcp_probe_tests::probe_bin().to_string_lossy()),
+        // The unit as installed, with the binary where this build has it.
+        mptcp_probe_tests::daemon::verify_unit(
+            &root.join("deploy").join(name),
+            "/usr/local/bin/mptcp-probe",
+            &mptcp_probe_tests::probe_bin(),
+            &dir.0,
         )
-        .unwrap();
-        let o = Command::new("systemd-analyze")
-            .args(["verify", "--man=no"])
-            .arg(&path)
-            .output()
-            .expect("systemd-analyze runs");
-        let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        assert!(o.status.success() && said.trim().is_empty(), "systemd-analyze verify {name}: {said}");
+        .unwrap_or_else(|e| panic!("{e:#}"));
     }
 }
 

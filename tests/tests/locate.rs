@@ -47,11 +47,7 @@ fn check(ns: &Netns, server: &str, extra: &[&str]) -> (Report, String) {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(0), "check failed:\n{stderr}");
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("no report ({e}):\n{}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
-    schema::validate(&json);
-    let report =
-        serde_json::from_value(json).unwrap_or_else(|e| panic!("the data model does not read it: {e}"));
+    let (report, _) = schema::read_report(&out.stdout, &stderr);
     (report, stderr)
 }
 
@@ -217,10 +213,7 @@ fn without_raw_sockets_locate_says_so_and_the_check_still_runs() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let json: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
-    schema::validate(&json);
-    let r: Report = serde_json::from_value(json).unwrap();
+    let (r, _) = schema::read_report(&out.stdout, &stderr);
     assert!(r.summary.verdicts.contains(&Verdict::SynOptionStripped), "{:?}\n{stderr}", r.summary.verdicts);
     let l = r.locate.unwrap();
     assert!(l.locations.is_empty() && l.traces.is_empty(), "{l:?}");

@@ -224,19 +224,12 @@ fn install_test(deb: &Path) -> anyhow::Result<()> {
     // The installed units verify, with the binary where the root has it (systemd-analyze runs
     // on this host: the minimal root has no systemd); their man pages are checked above.
     for u in UNITS {
-        let installed = root.join("usr/lib/systemd/system").join(u);
-        let text = fs::read_to_string(&installed).with_context(|| format!("the package installed no {u}"))?;
-        let copy = workspace_root().join("target/deb").join(u);
-        fs::write(
-            &copy,
-            text.replace("/usr/bin/mptcp-probe", &root.join("usr/bin/mptcp-probe").to_string_lossy()),
+        mptcp_probe_tests::daemon::verify_unit(
+            &root.join("usr/lib/systemd/system").join(u),
+            "/usr/bin/mptcp-probe",
+            &root.join("usr/bin/mptcp-probe"),
+            &workspace_root().join("target/deb"),
         )?;
-        let o = Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&copy).output()?;
-        let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        fs::remove_file(&copy)?;
-        if !o.status.success() || !said.trim().is_empty() {
-            bail!("systemd-analyze verify {u}: {said}");
-        }
     }
     // Nothing was enabled.
     let wants = root.join("etc/systemd/system/multi-user.target.wants");
