@@ -20,8 +20,8 @@ pub use flow::{
     Subflow,
 };
 pub use report::{
-    summarize, ClientEvidence, ClientInfo, MptcpState, ObserverKind, Outcome, Report, Reruns, ServerSide,
-    Summary, SysctlValue, TestEvidence, TestName, TestResult, Transport, SCHEMA,
+    summarize, ClientEvidence, ClientInfo, MptcpState, NetworkKind, ObserverKind, Outcome, Report, Reruns,
+    ServerSide, Summary, SysctlValue, TestEvidence, TestName, TestResult, Transport, MAX_NOTE_CHARS, SCHEMA,
 };
 pub use verdict::{End, Finding, Kind, Packet, UnknownName, Verdict};
 pub use watch::{Counters, Event, FallbackSource, WatchLine};

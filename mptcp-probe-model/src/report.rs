@@ -160,6 +160,61 @@ pub enum ObserverKind {
     None,
 }
 
+/// The kind of network a check ran from, as its user says (`check --network-kind`): the
+/// collector counts paths by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkKind {
+    Home,
+    Campus,
+    Enterprise,
+    Hotspot,
+    Mobile,
+    Other,
+}
+
+impl NetworkKind {
+    pub const ALL: [NetworkKind; 6] = [
+        NetworkKind::Home,
+        NetworkKind::Campus,
+        NetworkKind::Enterprise,
+        NetworkKind::Hotspot,
+        NetworkKind::Mobile,
+        NetworkKind::Other,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            NetworkKind::Home => "home",
+            NetworkKind::Campus => "campus",
+            NetworkKind::Enterprise => "enterprise",
+            NetworkKind::Hotspot => "hotspot",
+            NetworkKind::Mobile => "mobile",
+            NetworkKind::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for NetworkKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for NetworkKind {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        NetworkKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownName::new("network kind", s))
+    }
+}
+
+/// The longest note a report carries (`check --note`), in characters.
+pub const MAX_NOTE_CHARS: usize = 500;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     pub schema: String,
@@ -212,6 +267,12 @@ pub struct ClientInfo {
     /// Tests the time budget cut short or left out (not judged).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cut_short: Vec<TestName>,
+    /// The kind of network the check ran from, when its user said (`--network-kind`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_kind: Option<NetworkKind>,
+    /// The user's own words about where and how it ran (`--note`), at most [`MAX_NOTE_CHARS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -435,6 +496,11 @@ mod tests {
             assert_eq!(serde_json::to_value(n).unwrap(), n.as_str());
         }
         assert!("ping".parse::<TestName>().is_err());
+        for k in NetworkKind::ALL {
+            assert_eq!(k.as_str().parse::<NetworkKind>(), Ok(k));
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+        assert!("office".parse::<NetworkKind>().is_err());
         assert_eq!(serde_json::to_value(ObserverKind::TcTracepointsFentry).unwrap(), "tc+tracepoints+fentry");
         assert_eq!(serde_json::to_value(MptcpState::NotApplicable).unwrap(), "not_applicable");
         assert_eq!(serde_json::to_value(SysctlValue::parse("1")).unwrap(), 1);

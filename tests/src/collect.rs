@@ -118,9 +118,19 @@ impl Collector {
 
     /// POSTs `body` to `path` with these extra headers.
     pub fn post(&self, path: &str, body: &[u8], headers: &[&str]) -> Answer {
+        self.send("POST", path, body, "application/json", headers)
+    }
+
+    /// PUTs `body` to `path` with these extra headers.
+    pub fn put(&self, path: &str, body: &[u8], headers: &[&str]) -> Answer {
+        self.send("PUT", path, body, "application/octet-stream", headers)
+    }
+
+    fn send(&self, method: &str, path: &str, body: &[u8], content_type: &str, headers: &[&str]) -> Answer {
         let file = self.request_file("body");
         fs::write(&file, body).expect("write the body");
-        let mut args = vec!["-H".to_string(), "Content-Type: application/json".into()];
+        let mut args =
+            vec!["-X".to_string(), method.into(), "-H".into(), format!("Content-Type: {content_type}")];
         for h in headers {
             args.extend(["-H".into(), h.to_string()]);
         }
@@ -128,6 +138,11 @@ impl Collector {
         let answer = self.request(path, &args);
         let _ = fs::remove_file(&file);
         answer
+    }
+
+    /// A request with curl's own arguments (e.g. `--limit-rate`).
+    pub fn curl(&self, path: &str, args: &[&str]) -> Answer {
+        self.request(path, &args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
     }
 
     pub fn get(&self, path: &str, headers: &[&str]) -> Answer {
@@ -179,6 +194,20 @@ pub fn report(id: &str) -> serde_json::Value {
         }],
         "summary": {"verdicts": ["mptcp_ok"], "mptcp_usable": true}
     })
+}
+
+/// A report from a path that strips MP_CAPABLE from SYNs, from this kind of network.
+pub fn stripped_report(id: &str, network_kind: &str) -> serde_json::Value {
+    let mut r = report(id);
+    r["client"]["network_kind"] = network_kind.into();
+    r["tests"][0]["mptcp"] = "not_negotiated".into();
+    r["tests"][0]["verdicts"] = serde_json::json!(["syn_option_stripped"]);
+    r["tests"][0]["evidence"]["findings"] = serde_json::json!([{
+        "verdict": "syn_option_stripped", "packet": "SYN", "end": "server",
+        "expected": "MP_CAPABLE in the SYN", "seen": "the SYN arrived without MP_CAPABLE"
+    }]);
+    r["summary"] = serde_json::json!({"verdicts": ["syn_option_stripped"], "path_conditions": [], "mptcp_usable": false});
+    r
 }
 
 /// A throwaway PostgreSQL: a cluster made with initdb in a temporary directory, listening on a

@@ -2,6 +2,7 @@
 //! guards that always clean up, MPTCP test peers and helpers to run the probe inside a namespace.
 //! Used by the end-to-end tests and by `cargo xtask measure`.
 
+pub mod browser;
 pub mod collect;
 pub mod daemon;
 pub mod e2e;

@@ -2,12 +2,18 @@
 //! needed): uploads and fetches with the token, idempotent uploads, upload keys, and bad input
 //! refused with its reason and nothing stored.
 
+use std::{
+    io::{Read as _, Write as _},
+    time::{Duration, Instant},
+};
+
 use mptcp_probe_model::Report;
 use mptcp_probe_tests::{
-    collect::{report, Collector, Postgres},
+    browser,
+    collect::{report, stripped_report, Collector, Postgres},
     daemon::sample,
     lab::{addr, Lab},
-    matrix, probe_bin, skip_unless_e2e,
+    matrix, probe_bin, skip_unless_e2e, target_dir,
 };
 
 const ID: &str = "0b9b5a52-6a3c-4d55-9d8e-4f1e2a3b4c5d";
@@ -40,10 +46,14 @@ fn upload_and_fetch(db: Option<&str>) {
     let token = answer["token"].as_str().unwrap().to_string();
     assert_eq!(token.len(), 32, "128 bits as hex: {token}");
     let url = answer["url"].as_str().unwrap().to_string();
-    assert!(url.starts_with(&c.url) && url.contains(ID) && url.contains(&token), "{url}");
+    assert_eq!(url, format!("{}/reports/{ID}?token={token}", c.url));
 
-    // The URL shows the report, read back through the data model.
-    let got = c.get(&url, &[]);
+    // The URL is the report's page; the API gives it back as JSON, read through the data model.
+    let page = c.get(&url, &[]);
+    assert_eq!(page.status, 200);
+    let html = String::from_utf8_lossy(&page.body);
+    assert!(html.contains(ID) && html.contains("data-verdict=\"mptcp_ok\""), "{html}");
+    let got = c.get(&format!("/api/v1/reports/{ID}?token={token}"), &[]);
     assert_eq!(got.status, 200);
     let back: Report = serde_json::from_slice(&got.body).unwrap();
     let sent: Report = serde_json::from_value(report(ID)).unwrap();
@@ -78,7 +88,7 @@ fn upload_and_fetch(db: Option<&str>) {
     assert_eq!(v("uploads_total{result=\"again\"}"), Some(1.0), "{m}");
     assert_eq!(v("uploads_total{result=\"conflict\"}"), Some(1.0), "{m}");
     assert_eq!(v("reports"), Some(1.0), "{m}");
-    assert_eq!(v("fetches_total{result=\"ok\"}"), Some(2.0), "{m}");
+    assert_eq!(v("fetches_total{result=\"ok\"}"), Some(3.0), "{m}");
     for r in ["unauthorized", "forbidden", "not_found"] {
         assert_eq!(v(&format!("fetches_total{{result=\"{r}\"}}")), Some(1.0), "{r}: {m}");
     }
@@ -87,6 +97,7 @@ fn upload_and_fetch(db: Option<&str>) {
     assert_eq!(c.stop(), Some(0), "{}", c.log());
     c.restart();
     assert_eq!(c.get(&url, &[]).status, 200);
+    assert_eq!(c.get(&format!("/api/v1/reports/{ID}?token={token}"), &[]).status, 200);
     assert_eq!(c.count(), 1);
     assert!(!c.log().contains(&token), "a token in the log:\n{}", c.log());
 }
@@ -131,7 +142,24 @@ fn bad_uploads(db: Option<&str>) {
             400,
             "65 tests, more than 64",
         ),
-        ("too large", with(&|r| r["client"]["kernel"] = "x".repeat(70_000).into()), 413, ""),
+        (
+            "an unknown network kind",
+            with(&|r| r["client"]["network_kind"] = "office".into()),
+            400,
+            "unknown variant `office`",
+        ),
+        (
+            "a note too long",
+            with(&|r| r["client"]["note"] = "n".repeat(501).into()),
+            400,
+            "a note of 501 characters, more than 500",
+        ),
+        (
+            "too large",
+            with(&|r| r["client"]["kernel"] = "x".repeat(70_000).into()),
+            413,
+            "larger than 65536 bytes",
+        ),
     ];
     let refused = cases.len();
     for (what, bytes, status, says) in cases {
@@ -142,10 +170,218 @@ fn bad_uploads(db: Option<&str>) {
         }
         assert_eq!(c.count(), 0, "{what}: stored");
     }
+    // A body longer than announced is cut at the limit too, without a length announced.
+    let chunked = c.curl(
+        "/api/v1/reports",
+        &[
+            "-H",
+            "Transfer-Encoding: chunked",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &"x".repeat(70_000),
+        ],
+    );
+    assert_eq!(chunked.status, 413, "{}", String::from_utf8_lossy(&chunked.body));
+    assert_eq!(c.count(), 0);
     let m = String::from_utf8(c.get("/metrics", &[]).body).unwrap();
-    // The body too large is refused before the collector reads it: not counted as an upload.
     let counted = sample(&m, "mptcp_probe_collector_uploads_total{result=\"refused\"}");
-    assert_eq!(counted, Some((refused - 1) as f64), "{m}");
+    assert_eq!(counted, Some((refused + 1) as f64), "{m}");
+}
+
+/// A header-only pcapng of one packet with `bytes` captured (as `check --pcap` writes them).
+fn pcapng(bytes: usize, stamp: u64) -> Vec<u8> {
+    let mut b = Vec::new();
+    let block = |b: &mut Vec<u8>, kind: u32, body: &[u8]| {
+        let len = (12 + body.len().div_ceil(4) * 4) as u32;
+        b.extend(kind.to_le_bytes());
+        b.extend(len.to_le_bytes());
+        b.extend(body);
+        b.resize(b.len() + (4 - body.len() % 4) % 4, 0);
+        b.extend(len.to_le_bytes());
+    };
+    // Section header: byte-order magic, version 1.0, section length unknown.
+    let mut shb = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+    shb.extend([1, 0, 0, 0]);
+    shb.extend((-1i64).to_le_bytes());
+    block(&mut b, 0x0a0d_0d0a, &shb);
+    // Interface: raw IP, snaplen 128.
+    let mut idb = 101u16.to_le_bytes().to_vec();
+    idb.extend([0, 0]);
+    idb.extend(128u32.to_le_bytes());
+    block(&mut b, 1, &idb);
+    let mut epb = 0u32.to_le_bytes().to_vec();
+    epb.extend(((stamp >> 32) as u32).to_le_bytes());
+    epb.extend((stamp as u32).to_le_bytes());
+    epb.extend((bytes as u32).to_le_bytes());
+    epb.extend(1500u32.to_le_bytes());
+    epb.extend(vec![0x45; bytes]);
+    block(&mut b, 6, &epb);
+    b
+}
+
+#[test]
+fn a_trace_is_attached_once_with_the_report_token_and_counted_paths_name_no_client() {
+    skip_unless_e2e!();
+    on_each_backend(traces_and_counts);
+}
+
+fn traces_and_counts(db: Option<&str>) {
+    let c = Collector::start(9818, db, &["--max-trace-bytes", "4096"]);
+    let up = c.post("/api/v1/reports", &body(&report(ID)), &[]).json();
+    let token = up["token"].as_str().unwrap().to_string();
+    let trace_path = format!("/api/v1/reports/{ID}/trace");
+    let with_token = format!("{trace_path}?token={token}");
+    let trace = pcapng(60, 1);
+
+    // The report's token is needed; the trace must be a header-only pcapng, and not too large.
+    assert_eq!(c.put(&trace_path, &trace, &[]).status, 401);
+    assert_eq!(c.put(&format!("{trace_path}?token={}", "0".repeat(32)), &trace, &[]).status, 403);
+    assert_eq!(c.put(&format!("/api/v1/reports/{OTHER_ID}/trace?token={token}"), &trace, &[]).status, 404);
+    let payload = c.put(&with_token, &pcapng(1400, 1), &[]);
+    assert_eq!(payload.status, 400, "{}", payload.error());
+    assert!(payload.error().contains("headers only"), "{}", payload.error());
+    let text = c.put(&with_token, b"not a trace at all", &[]);
+    assert_eq!(text.status, 400);
+    assert!(text.error().starts_with("not a pcapng trace"), "{}", text.error());
+    let big: Vec<u8> = (0..100).flat_map(|i| pcapng(100, i)).collect();
+    assert_eq!(c.put(&with_token, &big, &[]).status, 413);
+    assert_eq!(c.get(&with_token, &[]).status, 404, "no trace stored yet");
+
+    // Stored once: the same trace again is fine, another is refused.
+    let stored = c.put(&with_token, &trace, &[&format!("Authorization: Bearer {token}")]);
+    assert_eq!(stored.status, 201, "{}", String::from_utf8_lossy(&stored.body));
+    assert_eq!(stored.json()["packets"], 1);
+    assert_eq!(c.put(&with_token, &trace, &[]).status, 200);
+    assert_eq!(c.put(&with_token, &pcapng(60, 2), &[]).status, 409);
+    let got = c.get(&with_token, &[]);
+    assert_eq!((got.status, got.body.as_slice()), (200, trace.as_slice()));
+    assert_eq!(c.get(&trace_path, &[]).status, 401);
+    let page = String::from_utf8(c.get(&format!("/reports/{ID}?token={token}"), &[]).body).unwrap();
+    assert!(page.contains(&format!("href=\"{with_token}\"")), "the page links the trace: {page}");
+
+    // Counted by network kind and verdict; what is shown and exported names no client.
+    for (i, kind) in ["home", "campus"].into_iter().enumerate() {
+        let id = format!("3e2e8d85-9d6f-4a88-8ab1-{i:012}");
+        assert_eq!(c.post("/api/v1/reports", &body(&stripped_report(&id, kind)), &[]).status, 201);
+    }
+    let s = c.get("/api/v1/summary", &[]).json();
+    assert_eq!(s["reports"], 3, "{s}");
+    assert_eq!(s["networks"], 1, "all from 127.0.0.0/24: {s}");
+    assert_eq!(s["mptcp_usable"], 1, "{s}");
+    assert_eq!(s["verdicts"]["syn_option_stripped"], 2, "{s}");
+    assert_eq!(s["verdicts"]["mptcp_ok"], 1, "{s}");
+    let csv = String::from_utf8(c.get("/data/paths.csv", &[]).body).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "day,network_kind,mptcp_usable,verdicts");
+    assert_eq!(lines.len(), 4, "{csv}");
+    assert_eq!(lines.iter().filter(|l| l.ends_with(",false,syn_option_stripped")).count(), 2, "{csv}");
+    let json = c.get("/data/paths.json", &[]).json();
+    assert_eq!(json["paths"].as_array().unwrap().len(), 3);
+    let front = String::from_utf8(c.get("/", &[]).body).unwrap();
+    assert!(front.contains("<dd id=\"reports\">3</dd>"), "{front}");
+    for shown in [&front, &csv, &json.to_string(), &s.to_string()] {
+        assert!(!shown.contains("127.0.0"), "a client address shown: {shown}");
+        assert!(!shown.contains(ID) && !shown.contains(&token), "a report id or token shown: {shown}");
+    }
+}
+
+#[test]
+fn a_collector_keeping_no_prefix_counts_no_network() {
+    skip_unless_e2e!(binaries);
+    let c = Collector::start(9819, None, &["--client-prefix-v4", "0"]);
+    assert_eq!(c.post("/api/v1/reports", &body(&report(ID)), &[]).status, 201);
+    assert_eq!(c.get("/api/v1/summary", &[]).json()["networks"], 0);
+}
+
+#[test]
+fn uploads_over_the_rate_wait_slow_requests_time_out_and_old_reports_go() {
+    skip_unless_e2e!(binaries);
+    // Three uploads a minute from one source: the fourth is told when to come back.
+    let c = Collector::start(9820, None, &["--uploads-per-minute", "3"]);
+    for i in 0..3 {
+        let id = format!("4f3f9e96-ae70-4b99-9bc2-{i:012}");
+        assert_eq!(c.post("/api/v1/reports", &body(&report(&id)), &[]).status, 201);
+    }
+    let limited = c.post("/api/v1/reports", &body(&report(ID)), &[]);
+    assert_eq!(limited.status, 429, "{}", String::from_utf8_lossy(&limited.body));
+    assert!(limited.error().contains("try again in"), "{}", limited.error());
+    assert_eq!(c.count(), 3);
+    let m = String::from_utf8(c.get("/metrics", &[]).body).unwrap();
+    assert_eq!(sample(&m, "mptcp_probe_collector_uploads_total{result=\"limited\"}"), Some(1.0), "{m}");
+    drop(c);
+
+    // A client that sends half its upload and stops is answered 408 when the time is up.
+    let c = Collector::start(9821, None, &["--request-timeout", "1s"]);
+    let mut s = std::net::TcpStream::connect("127.0.0.1:9821").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let started = Instant::now();
+    s.write_all(b"POST /api/v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"schema\"").unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert_eq!(c.count(), 0);
+    drop(c);
+
+    // Reports older than the retention are removed, with their verdicts.
+    let c = Collector::start(9822, None, &["--retention", "2s"]);
+    let token =
+        c.post("/api/v1/reports", &body(&report(ID)), &[]).json()["token"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.count() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(c.count(), 0, "{}", c.log());
+    assert_eq!(c.get(&format!("/api/v1/reports/{ID}?token={token}"), &[]).status, 404);
+    assert_eq!(c.get("/api/v1/summary", &[]).json()["verdicts"], serde_json::json!({}));
+    let m = String::from_utf8(c.get("/metrics", &[]).body).unwrap();
+    assert_eq!(sample(&m, "mptcp_probe_collector_reports_removed_total"), Some(1.0), "{m}");
+    assert!(c.log().contains("removed 1 reports older than 2s"), "{}", c.log());
+}
+
+#[test]
+fn the_pages_render_in_a_browser_with_the_report_and_every_path_counted() {
+    skip_unless_e2e!(binaries);
+    let c = Collector::start(9823, None, &[]);
+    let mut r = stripped_report(ID, "hotspot");
+    r["client"]["note"] = "café on the corner".into();
+    let token = c.post("/api/v1/reports", &body(&r), &[]).json()["token"].as_str().unwrap().to_string();
+    assert_eq!(c.put(&format!("/api/v1/reports/{ID}/trace?token={token}"), &pcapng(60, 1), &[]).status, 201);
+    for (i, kind) in ["home", "home", "mobile"].into_iter().enumerate() {
+        let mut ok = report(&format!("5a4aaf07-bf81-4caa-8cd3-{i:012}"));
+        ok["client"]["network_kind"] = kind.into();
+        assert_eq!(c.post("/api/v1/reports", &body(&ok), &[]).status, 201);
+    }
+    let shots = target_dir().join("collect-pages");
+
+    let report_url = format!("{}/reports/{ID}?token={token}", c.url);
+    let dom = browser::dom(&report_url);
+    assert!(dom.contains("MPTCP on the path to 203.0.113.2"), "{dom}");
+    assert!(dom.contains("data-usable=\"false\""), "{dom}");
+    assert!(dom.contains("<dd id=\"network-kind\">hotspot</dd>"), "{dom}");
+    assert!(dom.contains("<dd id=\"note\">café on the corner</dd>"), "{dom}");
+    assert!(dom.contains("the SYN arrived without MP_CAPABLE"), "the evidence: {dom}");
+    assert!(dom.contains("data-test=\"http\""), "{dom}");
+    assert!(dom.contains("the header-only trace"), "{dom}");
+    let bytes = browser::screenshot(&report_url, &shots.join("report.png"), 1200, 1600);
+    assert!(bytes > 10_000, "a blank report page? {bytes} bytes");
+
+    let front = format!("{}/", c.url);
+    let dom = browser::dom(&front);
+    assert!(dom.contains("<dd id=\"reports\">4</dd>"), "{dom}");
+    assert!(dom.contains("<dd id=\"networks\">1</dd>"), "{dom}");
+    assert!(dom.contains("75.0 % of the paths (3)"), "{dom}");
+    assert!(dom.contains("data-label=\"syn_option_stripped\" data-count=\"1\""), "{dom}");
+    assert!(dom.contains("<tr data-kind=\"home\"><td>home</td><td>2</td><td>100.0 %</td>"), "{dom}");
+    assert!(dom.contains("data-name=\"MPTCP usable\""), "the chart over time: {dom}");
+    assert!(!dom.contains("café") && !dom.contains(ID), "a note or id on the public page: {dom}");
+    let bytes = browser::screenshot(&front, &shots.join("aggregate.png"), 1200, 1400);
+    assert!(bytes > 10_000, "a blank aggregate page? {bytes} bytes");
+
+    // Without the token the page says how to get it, in the browser too.
+    let dom = browser::dom(&format!("{}/reports/{ID}", c.url));
+    assert!(dom.contains("A report is shown with its token"), "{dom}");
 }
 
 #[test]
@@ -201,27 +437,52 @@ fn check_uploads_to_a_collector_in_the_lab_and_the_url_it_prints_shows_the_repor
     let (_serve, _dir) = matrix::serve(&lab.s, &probe_bin()).unwrap_or_else(|e| panic!("{e:#}"));
     let listen = format!("{}:9815", addr::SERVER);
     let c = Collector::start_in(Some(&lab.s), &listen, None, &[]);
+    let trace = c.dir().join("check.pcapng");
     let o = lab
         .c
         .cmd(probe_bin())
-        .args(["check", "--server", addr::SERVER, "--tests", "handshake", "--json", "--upload"])
+        .args([
+            "check",
+            "--server",
+            addr::SERVER,
+            "--tests",
+            "handshake",
+            "--json",
+            "--network-kind",
+            "campus",
+        ])
+        .args(["--note", "lab run", "--pcap"])
+        .arg(&trace)
+        .arg("--upload")
         .arg(format!("http://{listen}/api/v1/reports"))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("its trace is not"), "{stderr}");
     let printed: Report = serde_json::from_slice(&o.stdout).unwrap();
-    let answer = stderr
+    assert_eq!(printed.client.network_kind.map(|k| k.as_str()), Some("campus"));
+    assert_eq!(printed.client.note.as_deref(), Some("lab run"));
+    let url = stderr
         .lines()
         .find_map(|l| l.strip_prefix("uploaded: "))
         .unwrap_or_else(|| panic!("no upload answer:\n{stderr}"));
-    let answer: serde_json::Value = serde_json::from_str(answer).unwrap();
-    assert_eq!(answer["id"], printed.id.as_str());
-    let url = answer["url"].as_str().unwrap();
-    let got = c.get(url, &[]);
-    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+    let token = url.rsplit_once("token=").map(|(_, t)| t.to_string()).unwrap_or_else(|| panic!("{url}"));
+    assert_eq!(url, format!("http://{listen}/reports/{}?token={token}", printed.id));
+    // The URL it prints is the report's page; the API has the report as printed, and its trace.
+    let page = c.get(url, &[]);
+    assert_eq!(page.status, 200, "{}", String::from_utf8_lossy(&page.body));
+    let html = String::from_utf8_lossy(&page.body);
+    assert!(
+        html.contains(&printed.id) && html.contains("campus") && html.contains("the header-only trace"),
+        "{html}"
+    );
+    let got = c.get(&format!("/api/v1/reports/{}?token={token}", printed.id), &[]);
     let stored: Report = serde_json::from_slice(&got.body).unwrap();
     assert_eq!(serde_json::to_value(&stored).unwrap(), serde_json::to_value(&printed).unwrap());
+    let stored_trace = c.get(&format!("/api/v1/reports/{}/trace?token={token}", printed.id), &[]);
+    assert_eq!(stored_trace.status, 200);
+    assert_eq!(stored_trace.body, std::fs::read(&trace).unwrap(), "the trace as written");
     assert_eq!(c.count(), 1);
 }
 

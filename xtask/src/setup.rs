@@ -38,6 +38,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ethtool", "turns off segmentation offloads on test links"),
     ("prometheus", "scrapes the daemon in its tests; promtool checks its metrics and alerting rules"),
     ("postgresql", "the collector's PostgreSQL backend, tested against a throwaway cluster"),
+    ("chromium", "renders the collector's pages headless in its tests (DOM and screenshots)"),
     ("lintian", "checks the Debian package `cargo xtask package` builds"),
     ("help2man", "the package's man pages, from each command's --help"),
     ("debootstrap", "a throwaway Debian root to install the package into (`cargo xtask package --test`)"),

@@ -19,8 +19,8 @@ use std::{
 use anyhow::Context as _;
 use mptcp_probe_common::{event::tcp_flags, options::subtype};
 use mptcp_probe_model::{
-    locate::Locate, summarize, ClientEvidence, ClientInfo, ConnectionView, MptcpState, Outcome, Report,
-    SegmentStats, ServerSide, TestEvidence, TestName, TestResult, Transport, Verdict, SCHEMA,
+    locate::Locate, summarize, ClientEvidence, ClientInfo, ConnectionView, MptcpState, NetworkKind, Outcome,
+    Report, SegmentStats, ServerSide, TestEvidence, TestName, TestResult, Transport, Verdict, SCHEMA,
 };
 
 use self::{control::Control, suite::Target};
@@ -49,6 +49,10 @@ pub struct CheckOptions {
     pub budget: Duration,
     /// Locate the hops behind the verdicts a SYN can show (`--locate`).
     pub locate: Option<crate::locate::LocateOptions>,
+    /// The kind of network the check runs from, as its user says (`--network-kind`).
+    pub network_kind: Option<NetworkKind>,
+    /// The user's note (`--note`).
+    pub note: Option<String>,
 }
 
 /// Runs of a test made again after its MPTCP run fell back because the path reordered the
@@ -501,6 +505,8 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Report> {
             host_state,
             time_budget_s: Some(checker.opts.budget.as_secs()),
             cut_short,
+            network_kind: checker.opts.network_kind,
+            note: checker.opts.note.clone(),
         },
         server: ServerSide {
             address: ip.to_string(),

@@ -10,7 +10,7 @@ use mptcp_probe::{
     output::table,
     protocol,
 };
-use mptcp_probe_model::TestName;
+use mptcp_probe_model::{NetworkKind, TestName, MAX_NOTE_CHARS};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
@@ -29,9 +29,14 @@ pub struct CheckArgs {
     /// The report as JSON (schema mptcp-probe/report/v1) instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Post the report to a collector at this URL.
+    /// Post the report to a collector at this URL (its /api/v1/reports), with the trace when
+    /// --pcap is given.
     #[arg(long, value_name = "URL")]
     pub upload: Option<String>,
+    /// The collector's upload key, for a collector that asks for one; read from this file (the
+    /// key's line) so that it shows in no process list.
+    #[arg(long, value_name = "FILE", requires = "upload")]
+    pub upload_key_file: Option<PathBuf>,
     /// Write a header-only pcapng trace of the test connections.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
@@ -59,9 +64,42 @@ pub struct CheckArgs {
     /// The most hops `--locate` probes.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=64))]
     pub locate_hops: u8,
+    /// The kind of network this runs from, in the report: the collector counts paths by it.
+    #[arg(
+        long,
+        value_parser = PossibleValuesParser::new(NetworkKind::ALL.map(NetworkKind::as_str))
+            .map(|s| s.parse::<NetworkKind>().expect("one of the possible values")),
+    )]
+    pub network_kind: Option<NetworkKind>,
+    /// A few words about where and how this runs (at most 500 characters), in the report; a
+    /// collector shows it only with the report's token.
+    #[arg(long, value_parser = note)]
+    pub note: Option<String>,
+}
+
+fn note(s: &str) -> Result<String, String> {
+    let n = s.chars().count();
+    if n > MAX_NOTE_CHARS {
+        return Err(format!("{n} characters, more than {MAX_NOTE_CHARS}"));
+    }
+    if s.chars().any(|c| c.is_control() && c != '\n') {
+        return Err("control characters are not taken".into());
+    }
+    Ok(s.to_string())
 }
 
 pub async fn run(a: CheckArgs) -> anyhow::Result<()> {
+    // A key that cannot be read is said before the tests run.
+    let key = match &a.upload_key_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| anyhow::anyhow!("reading the upload key {}: {e}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let pcap = a.pcap.clone();
     let report = active::run(CheckOptions {
         server: a.server,
         tests: a.tests,
@@ -72,6 +110,8 @@ pub async fn run(a: CheckArgs) -> anyhow::Result<()> {
         bulk_bytes: a.bulk_bytes,
         budget: Duration::from_secs(a.budget),
         locate: a.locate.then(|| LocateOptions { max_hops: a.locate_hops, ..LocateOptions::default() }),
+        network_kind: a.network_kind,
+        note: a.note,
     })
     .await?;
     // The report first: a refused upload loses nothing.
@@ -82,8 +122,15 @@ pub async fn run(a: CheckArgs) -> anyhow::Result<()> {
     }
     if let Some(url) = &a.upload {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy().build()?;
-        let answer = export::upload(&http, url, &report).await?;
-        eprintln!("uploaded: {answer}");
+        let uploaded = export::upload(&http, url, key.as_deref(), &report).await?;
+        if let Some(path) = &pcap {
+            let trace = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("reading the trace {}: {e}", path.display()))?;
+            if let Err(e) = export::upload_trace(&http, url, &uploaded, trace).await {
+                eprintln!("the report is uploaded, its trace is not: {e:#}");
+            }
+        }
+        eprintln!("uploaded: {}", uploaded.url);
     }
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! `mptcp-probe collect`.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
 
-use mptcp_probe::collect::{self, CollectOptions};
+use mptcp_probe::collect::{self, api::Limits, client::PrefixPolicy, CollectOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct CollectArgs {
@@ -27,9 +27,35 @@ pub struct CollectArgs {
     /// The largest report accepted, bytes (413 beyond).
     #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=256 * 1024 * 1024))]
     pub max_report_bytes: u64,
+    /// The largest trace accepted, bytes (413 beyond).
+    #[arg(long, default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024 * 1024))]
+    pub max_trace_bytes: u64,
+    /// How long a request may take, e.g. 30s (408 past it).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Uploads a minute from one source (an IPv4 address, an IPv6 /64), reports and traces
+    /// together (429 beyond); 0: no limit.
+    #[arg(long, default_value_t = 60)]
+    pub uploads_per_minute: u32,
+    /// Bits of an IPv4 client's address kept with its reports, to count distinct networks
+    /// (never shown); 0 keeps nothing.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u8).range(0..=32))]
+    pub client_prefix_v4: u8,
+    /// Bits of an IPv6 client's address kept; 0 keeps nothing.
+    #[arg(long, default_value_t = 48, value_parser = clap::value_parser!(u8).range(0..=128))]
+    pub client_prefix_v6: u8,
+    /// Remove reports (and their traces) this old, e.g. 365d; default: keep them.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub retention: Option<Duration>,
 }
 
 pub async fn run(a: CollectArgs) -> anyhow::Result<()> {
+    if a.request_timeout < Duration::from_millis(100) {
+        anyhow::bail!("--request-timeout {:?} is too short (at least 100ms)", a.request_timeout);
+    }
+    if a.retention.is_some_and(|r| r < Duration::from_secs(1)) {
+        anyhow::bail!("--retention must be at least 1s");
+    }
     let secret_file = match (a.secret_file, a.db.strip_prefix("sqlite://")) {
         (Some(f), _) => f,
         (None, Some(path)) => PathBuf::from(format!("{path}.secret")),
@@ -44,7 +70,14 @@ pub async fn run(a: CollectArgs) -> anyhow::Result<()> {
         secret_file,
         upload_keys: a.upload_keys,
         public_url: a.public_url.map(|u| u.trim_end_matches('/').to_string()),
-        max_report_bytes: usize::try_from(a.max_report_bytes).unwrap_or(usize::MAX),
+        limits: Limits {
+            max_report_bytes: usize::try_from(a.max_report_bytes).unwrap_or(usize::MAX),
+            max_trace_bytes: usize::try_from(a.max_trace_bytes).unwrap_or(usize::MAX),
+            request_timeout: a.request_timeout,
+            uploads_per_minute: NonZeroU32::new(a.uploads_per_minute),
+        },
+        prefixes: PrefixPolicy { v4: a.client_prefix_v4, v6: a.client_prefix_v6 },
+        retention: a.retention,
     })
     .await
 }

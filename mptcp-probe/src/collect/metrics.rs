@@ -15,6 +15,8 @@ pub mod name {
     pub const UPLOADS: &str = "collector_uploads";
     pub const FETCHES: &str = "collector_fetches";
     pub const REPORTS: &str = "collector_reports";
+    pub const TRACES: &str = "collector_trace_uploads";
+    pub const REMOVED: &str = "collector_reports_removed";
 }
 
 /// How an upload ended.
@@ -27,16 +29,19 @@ pub enum UploadResult {
     Conflict,
     /// Not a valid report, too large, or without a good upload key.
     Refused,
+    /// The source uploaded too often (429).
+    Limited,
     /// The database did not take it.
     Failed,
 }
 
 impl UploadResult {
-    pub const ALL: [UploadResult; 5] = [
+    pub const ALL: [UploadResult; 6] = [
         UploadResult::Stored,
         UploadResult::Again,
         UploadResult::Conflict,
         UploadResult::Refused,
+        UploadResult::Limited,
         UploadResult::Failed,
     ];
 
@@ -46,8 +51,25 @@ impl UploadResult {
             UploadResult::Again => "again",
             UploadResult::Conflict => "conflict",
             UploadResult::Refused => "refused",
+            UploadResult::Limited => "limited",
             UploadResult::Failed => "failed",
         }
+    }
+}
+
+/// A bounded label for an HTTP status.
+fn status_result(status: u16) -> &'static str {
+    match status {
+        200 => "ok",
+        201 => "stored",
+        400 => "refused",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        409 => "conflict",
+        413 => "too_large",
+        429 => "limited",
+        _ => "failed",
     }
 }
 
@@ -60,7 +82,9 @@ pub struct CollectorMetrics {
     registry: Registry,
     uploads: Family<ResultLabels, Counter>,
     fetches: Family<ResultLabels, Counter>,
+    traces: Family<ResultLabels, Counter>,
     reports: Gauge,
+    removed: Counter,
 }
 
 impl CollectorMetrics {
@@ -71,15 +95,19 @@ impl CollectorMetrics {
             let _ = uploads.get_or_create(&ResultLabels { result: r.as_str() });
         }
         let fetches = Family::<ResultLabels, Counter>::default();
+        let traces = Family::<ResultLabels, Counter>::default();
         let reports = Gauge::default();
+        let removed = Counter::default();
         registry.register(
             name::UPLOADS,
-            "Uploads by result: stored, again (stored before), conflict, refused, failed",
+            "Uploads by result: stored, again (stored before), conflict, refused, limited (429), failed",
             uploads.clone(),
         );
-        registry.register(name::FETCHES, "Reports asked for, by HTTP status", fetches.clone());
-        registry.register(name::REPORTS, "Reports stored", reports.clone());
-        Arc::new(Self { registry, uploads, fetches, reports })
+        registry.register(name::FETCHES, "Reports asked for (API and page), by HTTP status", fetches.clone());
+        registry.register(name::TRACES, "Trace uploads, by HTTP status", traces.clone());
+        registry.register(name::REPORTS, "Reports stored (counted at scrape)", reports.clone());
+        registry.register(name::REMOVED, "Reports removed for their age (--retention)", removed.clone());
+        Arc::new(Self { registry, uploads, fetches, traces, reports, removed })
     }
 
     pub fn upload(&self, r: UploadResult) {
@@ -87,14 +115,15 @@ impl CollectorMetrics {
     }
 
     pub fn fetch(&self, status: u16) {
-        let result = match status {
-            200 => "ok",
-            401 => "unauthorized",
-            403 => "forbidden",
-            404 => "not_found",
-            _ => "failed",
-        };
-        self.fetches.get_or_create(&ResultLabels { result }).inc();
+        self.fetches.get_or_create(&ResultLabels { result: status_result(status) }).inc();
+    }
+
+    pub fn trace(&self, status: u16) {
+        self.traces.get_or_create(&ResultLabels { result: status_result(status) }).inc();
+    }
+
+    pub fn removed(&self, n: u64) {
+        self.removed.inc_by(n);
     }
 
     pub fn reports(&self, n: i64) {

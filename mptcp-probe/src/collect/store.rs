@@ -42,7 +42,50 @@ pub struct NewReport<'a> {
     pub received_at: i64,
     pub report: &'a str,
     pub mptcp_usable: bool,
-    pub verdicts: &'a str,
+    /// The summary's verdicts (not its path conditions).
+    pub verdicts: &'a [&'a str],
+    /// The summary's verdicts and path conditions: a row each, for the aggregate.
+    pub counted: &'a [&'a str],
+    pub network_kind: Option<&'a str>,
+    /// The client's network as the operator keeps it (a truncated prefix), or nothing.
+    pub client_prefix: Option<&'a str>,
+}
+
+/// What [`Store::put_trace`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TracePut {
+    New,
+    /// This very trace was stored before.
+    Again,
+    /// The report has another trace.
+    Conflict,
+    /// No such report.
+    NoReport,
+}
+
+/// Counts across every stored report, for the aggregate page: `(verdict, reports)`,
+/// `(network kind, verdict, reports)`, `(day, verdict, reports)`, and the reports of each kind
+/// and day with how many of them found MPTCP usable. Days are UTC days since 1970.
+#[derive(Debug, Default)]
+pub struct Aggregate {
+    pub reports: i64,
+    pub networks: i64,
+    pub usable: i64,
+    pub by_verdict: Vec<(String, i64)>,
+    pub kinds: Vec<(Option<String>, i64, i64)>,
+    pub by_kind: Vec<(Option<String>, String, i64)>,
+    pub days: Vec<(i64, i64, i64)>,
+    pub by_day: Vec<(i64, String, i64)>,
+}
+
+/// A stored report's row for the open data: when (the UTC day), from which kind of network,
+/// whether MPTCP was usable, its verdicts. Nothing that names the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathRow {
+    pub day: i64,
+    pub network_kind: Option<String>,
+    pub mptcp_usable: bool,
+    pub verdicts: Vec<String>,
 }
 
 /// What [`Store::insert`] found.
@@ -58,6 +101,9 @@ pub enum Inserted {
 pub struct Stored {
     pub token_sha256: Vec<u8>,
     pub report: String,
+    pub received_at: i64,
+    /// The size of its trace, when one is attached.
+    pub trace_bytes: Option<i64>,
 }
 
 #[derive(Clone)]
@@ -104,23 +150,38 @@ impl Store {
         Ok(Self::Sqlite(pool))
     }
 
-    /// Stores a report unless its id is taken; says which.
+    /// Stores a report unless its id is taken; says which. The report and its verdict rows are
+    /// written in one transaction.
     pub async fn insert(&self, r: &NewReport<'_>) -> anyhow::Result<Inserted> {
         const INSERT: &str = "INSERT INTO reports \
-             (id, token_sha256, report_sha256, received_at, report, mptcp_usable, verdicts) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING";
-        let inserted = on_pool!(self, pool => sqlx::query(INSERT)
-            .bind(r.id)
-            .bind(r.token_sha256)
-            .bind(r.report_sha256)
-            .bind(r.received_at)
-            .bind(r.report)
-            .bind(r.mptcp_usable)
-            .bind(r.verdicts)
-            .execute(pool)
-            .await
-            .context("storing the report")?
-            .rows_affected());
+             (id, token_sha256, report_sha256, received_at, report, mptcp_usable, verdicts, network_kind, client_prefix) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING";
+        const VERDICT: &str =
+            "INSERT INTO report_verdicts (report_id, verdict) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+        let inserted = on_pool!(self, pool => {
+            let mut tx = pool.begin().await.context("storing the report")?;
+            let n = sqlx::query(INSERT)
+                .bind(r.id)
+                .bind(r.token_sha256)
+                .bind(r.report_sha256)
+                .bind(r.received_at)
+                .bind(r.report)
+                .bind(r.mptcp_usable)
+                .bind(r.verdicts.join(","))
+                .bind(r.network_kind)
+                .bind(r.client_prefix)
+                .execute(&mut *tx)
+                .await
+                .context("storing the report")?
+                .rows_affected();
+            if n == 1 {
+                for v in r.counted {
+                    sqlx::query(VERDICT).bind(r.id).bind(v).execute(&mut *tx).await.context("storing the report")?;
+                }
+            }
+            tx.commit().await.context("storing the report")?;
+            n
+        });
         if inserted == 1 {
             return Ok(Inserted::New);
         }
@@ -134,11 +195,142 @@ impl Store {
         Ok(if stored == r.report_sha256 { Inserted::Again } else { Inserted::Conflict })
     }
 
+    /// Attaches a trace to a stored report, once: the same trace again is [`TracePut::Again`].
+    pub async fn put_trace(&self, id: &str, received_at: i64, trace: &[u8]) -> anyhow::Result<TracePut> {
+        const INSERT: &str = "INSERT INTO traces (report_id, received_at, trace_sha256, trace) \
+             SELECT id, $2, $3, $4 FROM reports WHERE id = $1 ON CONFLICT (report_id) DO NOTHING";
+        const STORED: &str = "SELECT trace_sha256 FROM traces WHERE report_id = $1";
+        let digest = super::token::sha256(trace);
+        let n = on_pool!(self, pool => sqlx::query(INSERT)
+            .bind(id)
+            .bind(received_at)
+            .bind(&digest[..])
+            .bind(trace)
+            .execute(pool)
+            .await
+            .context("storing the trace")?
+            .rows_affected());
+        if n == 1 {
+            return Ok(TracePut::New);
+        }
+        let stored: Option<Vec<u8>> = on_pool!(self, pool => sqlx::query(STORED)
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .context("reading the stored trace")?
+            .map(|row| row.try_get(0))
+            .transpose()?);
+        Ok(match stored {
+            Some(d) if d[..] == digest[..] => TracePut::Again,
+            Some(_) => TracePut::Conflict,
+            None => TracePut::NoReport,
+        })
+    }
+
+    pub async fn trace(&self, id: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        const GET: &str = "SELECT trace FROM traces WHERE report_id = $1";
+        on_pool!(self, pool => {
+            let row = sqlx::query(GET).bind(id).fetch_optional(pool).await.context("reading the trace")?;
+            row.map(|r| Ok(r.try_get(0)?)).transpose()
+        })
+    }
+
+    /// Removes the reports received before `before` (seconds since 1970), with their verdict
+    /// rows and traces; how many.
+    pub async fn remove_older_than(&self, before: i64) -> anyhow::Result<u64> {
+        const DELETE: &str = "DELETE FROM reports WHERE received_at < $1";
+        on_pool!(self, pool => Ok(sqlx::query(DELETE)
+            .bind(before)
+            .execute(pool)
+            .await
+            .context("removing old reports")?
+            .rows_affected()))
+    }
+
+    /// The counts of the aggregate page, in SQL: the reports themselves are not read.
+    pub async fn aggregate(&self) -> anyhow::Result<Aggregate> {
+        const TOTALS: &str = "SELECT COUNT(*), COUNT(DISTINCT client_prefix), \
+             COALESCE(SUM(CASE WHEN mptcp_usable THEN 1 ELSE 0 END), 0) FROM reports";
+        const BY_VERDICT: &str =
+            "SELECT verdict, COUNT(*) FROM report_verdicts GROUP BY verdict ORDER BY COUNT(*) DESC, verdict";
+        const KINDS: &str = "SELECT network_kind, COUNT(*), SUM(CASE WHEN mptcp_usable THEN 1 ELSE 0 END) \
+             FROM reports GROUP BY network_kind ORDER BY network_kind";
+        const BY_KIND: &str = "SELECT r.network_kind, v.verdict, COUNT(*) FROM report_verdicts v \
+             JOIN reports r ON r.id = v.report_id GROUP BY r.network_kind, v.verdict";
+        const DAYS: &str =
+            "SELECT received_at / 86400 AS day, COUNT(*), SUM(CASE WHEN mptcp_usable THEN 1 ELSE 0 END) \
+             FROM reports GROUP BY day ORDER BY day";
+        const BY_DAY: &str =
+            "SELECT r.received_at / 86400 AS day, v.verdict, COUNT(*) FROM report_verdicts v \
+             JOIN reports r ON r.id = v.report_id GROUP BY day, v.verdict";
+        on_pool!(self, pool => {
+            let t = sqlx::query(TOTALS).fetch_one(pool).await.context("counting the reports")?;
+            let mut a = Aggregate {
+                reports: t.try_get(0)?,
+                networks: t.try_get(1)?,
+                usable: t.try_get(2)?,
+                ..Default::default()
+            };
+            for row in sqlx::query(BY_VERDICT).fetch_all(pool).await.context("counting the verdicts")? {
+                a.by_verdict.push((row.try_get(0)?, row.try_get(1)?));
+            }
+            for row in sqlx::query(KINDS).fetch_all(pool).await.context("counting the network kinds")? {
+                a.kinds.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+            }
+            for row in sqlx::query(BY_KIND).fetch_all(pool).await.context("counting the verdicts by kind")? {
+                a.by_kind.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+            }
+            for row in sqlx::query(DAYS).fetch_all(pool).await.context("counting the days")? {
+                a.days.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+            }
+            for row in sqlx::query(BY_DAY).fetch_all(pool).await.context("counting the verdicts by day")? {
+                a.by_day.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+            }
+            Ok(a)
+        })
+    }
+
+    /// Every stored report as a row of the open data, oldest first.
+    pub async fn paths(&self) -> anyhow::Result<Vec<PathRow>> {
+        const ROWS: &str = "SELECT r.id, r.received_at / 86400, r.network_kind, r.mptcp_usable, v.verdict \
+             FROM reports r LEFT JOIN report_verdicts v ON v.report_id = r.id \
+             ORDER BY r.received_at, r.id, v.verdict";
+        let mut out: Vec<PathRow> = Vec::new();
+        let mut last: Option<String> = None;
+        on_pool!(self, pool => {
+            for row in sqlx::query(ROWS).fetch_all(pool).await.context("reading the reports")? {
+                let id: String = row.try_get(0)?;
+                if last.as_deref() != Some(id.as_str()) {
+                    out.push(PathRow {
+                        day: row.try_get(1)?,
+                        network_kind: row.try_get(2)?,
+                        mptcp_usable: row.try_get(3)?,
+                        verdicts: Vec::new(),
+                    });
+                    last = Some(id);
+                }
+                if let (Some(p), Some(v)) = (out.last_mut(), row.try_get::<Option<String>, _>(4)?) {
+                    p.verdicts.push(v);
+                }
+            }
+        });
+        Ok(out)
+    }
+
     pub async fn get(&self, id: &str) -> anyhow::Result<Option<Stored>> {
-        const GET: &str = "SELECT token_sha256, report FROM reports WHERE id = $1";
+        const GET: &str = "SELECT r.token_sha256, r.report, r.received_at, CAST(LENGTH(t.trace) AS BIGINT) \
+             FROM reports r LEFT JOIN traces t ON t.report_id = r.id WHERE r.id = $1";
         on_pool!(self, pool => {
             let row = sqlx::query(GET).bind(id).fetch_optional(pool).await.context("reading the report")?;
-            row.map(|r| Ok(Stored { token_sha256: r.try_get(0)?, report: r.try_get(1)? })).transpose()
+            row.map(|r| {
+                Ok(Stored {
+                    token_sha256: r.try_get(0)?,
+                    report: r.try_get(1)?,
+                    received_at: r.try_get(2)?,
+                    trace_bytes: r.try_get(3)?,
+                })
+            })
+            .transpose()
         })
     }
 

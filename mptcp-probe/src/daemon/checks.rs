@@ -45,6 +45,8 @@ fn options(c: &CheckConfig) -> CheckOptions {
         bulk_bytes: c.bulk_bytes,
         budget: Duration::from_secs(c.budget_seconds),
         locate: None,
+        network_kind: c.network_kind,
+        note: None,
     }
 }
 

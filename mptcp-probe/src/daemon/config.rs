@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use mptcp_probe_model::TestName;
+use mptcp_probe_model::{NetworkKind, TestName};
 use serde::Deserialize;
 
 use crate::protocol;
@@ -138,6 +138,8 @@ pub struct CheckConfig {
     /// Observe the check's connections with eBPF (false: socket-level and server-side evidence
     /// only, as `check --no-observer`).
     pub observer: bool,
+    /// The kind of network this host checks from, in its reports (as `check --network-kind`).
+    pub network_kind: Option<NetworkKind>,
 }
 
 /// The shortest interval between two checks of one target.
@@ -156,6 +158,7 @@ impl Default for CheckConfig {
             timeout_seconds: 10,
             bulk_bytes: 4 * 1024 * 1024,
             observer: true,
+            network_kind: None,
         }
     }
 }

@@ -59,12 +59,52 @@ pub async fn send(http: &reqwest::Client, url: &str, key: Option<&str>, report: 
 }
 
 /// Posts a report once; a refused or failed upload is an error naming the collector's answer.
-pub async fn upload(http: &reqwest::Client, url: &str, report: &Report) -> anyhow::Result<String> {
-    match send(http, url, None, report).await {
-        Answer::Stored(body) => Ok(body),
+pub async fn upload(
+    http: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    report: &Report,
+) -> anyhow::Result<Uploaded> {
+    match send(http, url, key, report).await {
+        Answer::Stored(body) => serde_json::from_str(&body).map_err(|e| {
+            anyhow::anyhow!("the collector at {url} stored the report but answered {body:?}: {e}")
+        }),
         Answer::Refused(why) => bail!("the collector at {url} refused the report ({why})"),
         Answer::Unavailable(why) => bail!("uploading the report to {url}: {why}"),
     }
+}
+
+/// A collector's answer to a stored upload.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Uploaded {
+    pub id: String,
+    pub token: String,
+    /// The report's page.
+    pub url: String,
+}
+
+/// Attaches a header-only trace to a report uploaded to `reports_url` (its
+/// `/api/v1/reports/{id}/trace`), with the report's token.
+pub async fn upload_trace(
+    http: &reqwest::Client,
+    reports_url: &str,
+    uploaded: &Uploaded,
+    trace: Vec<u8>,
+) -> anyhow::Result<()> {
+    let url = format!("{}/{}/trace", reports_url.trim_end_matches('/'), uploaded.id);
+    let resp = http
+        .put(&url)
+        .bearer_auth(&uploaded.token)
+        .header(reqwest::header::CONTENT_TYPE, "application/x-pcapng")
+        .body(trace)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("uploading the trace to {url}: {e}"))?;
+    let status = resp.status();
+    if !status.is_success() {
+        bail!("the collector refused the trace ({status}: {})", resp.text().await.unwrap_or_default());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -155,7 +155,7 @@ fn quoted_word(q: Quoted) -> &'static str {
 
 /// Whether MPTCP works on the path, the path's conditions, what the run could not establish or
 /// cut short, and what it did to the host.
-fn answer(r: &Report, out: &mut String) {
+pub fn answer(r: &Report, out: &mut String) {
     if r.summary.mptcp_usable {
         out.push_str(&format!(
             "MPTCP works on this path to {} ({}).\n",
@@ -174,6 +174,12 @@ fn answer(r: &Report, out: &mut String) {
             r.server.address,
             names(&r.summary.verdicts)
         ));
+    }
+    match (r.client.network_kind, &r.client.note) {
+        (Some(k), Some(n)) => out.push_str(&format!("Run from a {k} network: {n}\n")),
+        (Some(k), None) => out.push_str(&format!("Run from a {k} network.\n")),
+        (None, Some(n)) => out.push_str(&format!("Note: {n}\n")),
+        (None, None) => {}
     }
     if !r.client.cannot_establish.is_empty() {
         out.push_str(&format!(
@@ -257,6 +263,8 @@ mod tests {
                 host_state: vec![],
                 time_budget_s: Some(300),
                 cut_short: vec![TestName::Ftp],
+                network_kind: None,
+                note: None,
             },
             server: ServerSide { address: "203.0.113.2".into(), version: "0.1.0".into(), observer: true },
             summary: summarize(&tests),

@@ -1,0 +1,31 @@
+-- The kind of network a report was made from (as its user said), and the client's network as
+-- the operator keeps it (a truncated prefix, or nothing): never shown, only counted.
+ALTER TABLE reports ADD COLUMN network_kind TEXT;
+ALTER TABLE reports ADD COLUMN client_prefix TEXT;
+
+-- One row a verdict or path condition of a report's summary: the aggregate page counts them.
+CREATE TABLE report_verdicts (
+    report_id TEXT NOT NULL REFERENCES reports (id) ON DELETE CASCADE,
+    verdict TEXT NOT NULL,
+    PRIMARY KEY (report_id, verdict)
+) STRICT;
+
+CREATE INDEX report_verdicts_verdict ON report_verdicts (verdict);
+
+-- The reports stored before: their summary's verdicts, from the comma-separated column.
+WITH RECURSIVE split (id, verdict, rest) AS (
+    SELECT id, '', verdicts || ',' FROM reports WHERE verdicts <> ''
+    UNION ALL
+    SELECT id, substr(rest, 1, instr(rest, ',') - 1), substr(rest, instr(rest, ',') + 1)
+    FROM split WHERE rest <> ''
+)
+INSERT OR IGNORE INTO report_verdicts (report_id, verdict)
+SELECT id, verdict FROM split WHERE verdict <> '';
+
+-- The header-only pcapng trace of a report, when its submitter attached one.
+CREATE TABLE traces (
+    report_id TEXT PRIMARY KEY NOT NULL REFERENCES reports (id) ON DELETE CASCADE,
+    received_at INTEGER NOT NULL,
+    trace_sha256 BLOB NOT NULL,
+    trace BLOB NOT NULL
+) STRICT;
