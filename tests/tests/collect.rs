@@ -397,6 +397,15 @@ fn a_collector_with_upload_keys_takes_only_uploads_that_carry_one() {
     let right = c.post("/api/v1/reports", &r, &["Authorization: Bearer k2"]);
     assert_eq!(right.status, 201, "{}", String::from_utf8_lossy(&right.body));
     assert_eq!(c.count(), 1);
+    // check names a key file it cannot read before it runs a test.
+    let o = std::process::Command::new(probe_bin())
+        .args(["check", "--server", "192.0.2.1", "--upload", &format!("{}/api/v1/reports", c.url)])
+        .args(["--upload-key-file", "/nonexistent/upload.key"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("reading the upload key /nonexistent/upload.key"), "{err}");
 }
 
 #[test]
@@ -436,8 +445,10 @@ fn check_uploads_to_a_collector_in_the_lab_and_the_url_it_prints_shows_the_repor
     let lab = Lab::up();
     let (_serve, _dir) = matrix::serve(&lab.s, &probe_bin()).unwrap_or_else(|e| panic!("{e:#}"));
     let listen = format!("{}:9815", addr::SERVER);
-    let c = Collector::start_in(Some(&lab.s), &listen, None, &[]);
+    let c = Collector::start_in(Some(&lab.s), &listen, None, &["--upload-key", "k-lab"]);
     let trace = c.dir().join("check.pcapng");
+    let key = c.dir().join("upload.key");
+    std::fs::write(&key, "k-lab\n").unwrap();
     let o = lab
         .c
         .cmd(probe_bin())
@@ -455,6 +466,8 @@ fn check_uploads_to_a_collector_in_the_lab_and_the_url_it_prints_shows_the_repor
         .arg(&trace)
         .arg("--upload")
         .arg(format!("http://{listen}/api/v1/reports"))
+        .arg("--upload-key-file")
+        .arg(&key)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);

@@ -9,6 +9,7 @@ use std::{
 };
 
 use mptcp_probe_tests::{
+    collect::Collector,
     daemon::{sample, Daemon, Prometheus},
     lab::{addr, as_nobody_with, attached_programs, ifname, sh, Lab, Netns},
     matrix, peer, probe_bin, scenario, skip_unless_e2e,
@@ -404,27 +405,6 @@ fn the_shipped_alert_fires_when_a_router_starts_stripping_mp_capable() {
     );
 }
 
-/// A stand-in for the collector: stores nothing, appends what each upload carried (its
-/// idempotency key, the report's id, the authorization) to `log` as a JSON line, answers 201.
-const STAND_IN: &str = r#"
-import http.server, json, sys
-port, log = int(sys.argv[1]), sys.argv[2]
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        report = json.loads(body)
-        with open(log, "a") as f:
-            f.write(json.dumps({"key": self.headers.get("Idempotency-Key"), "id": report["id"],
-                                "auth": self.headers.get("Authorization"), "path": self.path}) + "\n")
-        self.send_response(201)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(json.dumps({"id": report["id"]}).encode())
-    def log_message(self, *args):
-        pass
-http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
-"#;
-
 #[test]
 fn reports_spool_while_the_collector_is_down_and_arrive_once_each_after_restarts() {
     skip_unless_e2e!();
@@ -465,20 +445,9 @@ fn reports_spool_while_the_collector_is_down_and_arrive_once_each_after_restarts
     let first: serde_json::Value = serde_json::from_slice(&std::fs::read(&spooled[0]).unwrap()).unwrap();
     let first_id = first["id"].as_str().unwrap().to_string();
 
-    // The collector is back, and so is the daemon: the spooled report goes, then the new one.
-    let script = dir.0.join("collector.py");
-    std::fs::write(&script, STAND_IN).unwrap();
-    let received = dir.0.join("received.jsonl");
-    let _collector = mptcp_probe_tests::lab::Child::spawn(
-        lab.c
-            .cmd("python3")
-            .arg(&script)
-            .arg("9800")
-            .arg(&received)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    peer::wait_listening(&lab.c, "127.0.0.1:9800");
+    // The collector is back (one that takes uploads with the daemon's key only), and so is the
+    // daemon: the spooled report goes, then the new one.
+    let collector = Collector::start_in(Some(&lab.c), "127.0.0.1:9800", None, &["--upload-key", "k1"]);
     let daemon = Daemon::start(&lab.c, LISTEN, &conf);
     let text = daemon.scrape_until(Duration::from_secs(60), |t| {
         m(t, "uploads_total{result=\"ok\"}") == Some(2.0) && m(t, "upload_spool_reports") == Some(0.0)
@@ -488,19 +457,13 @@ fn reports_spool_while_the_collector_is_down_and_arrive_once_each_after_restarts
     let stopped = daemon.stop();
     assert_eq!(stopped.exit_code, Some(0), "{}", stopped.log);
 
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&received)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 2, "every report exactly once: {lines:?}");
-    assert_eq!(lines[0]["id"], first_id.as_str(), "the spooled report first: {lines:?}");
-    assert_ne!(lines[0]["id"], lines[1]["id"], "{lines:?}");
-    for l in &lines {
-        assert_eq!(l["key"], l["id"], "keyed by the report's id: {l}");
-        assert_eq!(l["auth"], "Bearer k1", "{l}");
-        assert_eq!(l["path"], "/api/v1/reports", "{l}");
-    }
+    // Every report exactly once, the spooled one among them (a stored report without its token
+    // is 401, an unknown one 404).
+    assert_eq!(collector.count(), 2, "{}", collector.log());
+    let c = String::from_utf8(collector.get("/metrics", &[]).body).unwrap();
+    assert_eq!(sample(&c, "mptcp_probe_collector_uploads_total{result=\"stored\"}"), Some(2.0), "{c}");
+    assert_eq!(sample(&c, "mptcp_probe_collector_uploads_total{result=\"refused\"}"), Some(0.0), "{c}");
+    assert_eq!(collector.get(&format!("/api/v1/reports/{first_id}"), &[]).status, 401, "the spooled report");
     assert!(std::fs::read_dir(&spool).unwrap().flatten().all(|e| e.path().is_dir()), "spool not empty");
 }
 

@@ -72,7 +72,7 @@ enum Cmd {
     },
     /// Set up, build, and measure what observing costs in a namespace lab (a few minutes):
     /// throughput and CPU against tcpdump, per-packet cost, short connections, flow-table
-    /// overflow, bytes kept, ring-buffer drops.
+    /// overflow, bytes kept, ring-buffer drops, the daemon, the collector.
     Bench {
         /// Tiny sizes (well under a minute), still every figure: the smoke mode.
         #[arg(long)]
@@ -83,6 +83,9 @@ enum Cmd {
         /// Repetitions of each bulk configuration (default 5; 3 with --quick).
         #[arg(long)]
         repeat: Option<u32>,
+        /// Measure the collector alone (uploads per second, latency, the aggregate page).
+        #[arg(long)]
+        collector: bool,
     },
 }
 
@@ -333,7 +336,7 @@ fn main() -> ExitCode {
             LabCmd::Exec { role, run, cmd } => lab::LabCmd::Exec { role, run, cmd },
             LabCmd::List => lab::LabCmd::List,
         }),
-        Cmd::Bench { quick, json, repeat } => bench::run(quick, json, repeat),
+        Cmd::Bench { quick, json, repeat, collector } => bench::run(quick, json, repeat, collector),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,18 +3,21 @@
 ALTER TABLE reports ADD COLUMN network_kind TEXT;
 ALTER TABLE reports ADD COLUMN client_prefix TEXT;
 
--- One row a verdict or path condition of a report's summary: the aggregate page counts them.
+-- One row a verdict or path condition of a report's summary: the aggregate page counts them,
+-- by network kind and by day (the report's, copied here so that counting needs no join).
 CREATE TABLE report_verdicts (
     report_id TEXT NOT NULL REFERENCES reports (id) ON DELETE CASCADE,
     verdict TEXT NOT NULL,
+    network_kind TEXT,
+    received_day BIGINT NOT NULL,
     PRIMARY KEY (report_id, verdict)
 );
 
 CREATE INDEX report_verdicts_verdict ON report_verdicts (verdict);
 
 -- The reports stored before: their summary's verdicts, from the comma-separated column.
-INSERT INTO report_verdicts (report_id, verdict)
-SELECT id, v FROM reports, unnest(string_to_array(verdicts, ',')) AS v
+INSERT INTO report_verdicts (report_id, verdict, received_day)
+SELECT id, v, received_at / 86400 FROM reports, unnest(string_to_array(verdicts, ',')) AS v
 WHERE v <> ''
 ON CONFLICT DO NOTHING;
 

@@ -3,24 +3,27 @@
 ALTER TABLE reports ADD COLUMN network_kind TEXT;
 ALTER TABLE reports ADD COLUMN client_prefix TEXT;
 
--- One row a verdict or path condition of a report's summary: the aggregate page counts them.
+-- One row a verdict or path condition of a report's summary: the aggregate page counts them,
+-- by network kind and by day (the report's, copied here so that counting needs no join).
 CREATE TABLE report_verdicts (
     report_id TEXT NOT NULL REFERENCES reports (id) ON DELETE CASCADE,
     verdict TEXT NOT NULL,
+    network_kind TEXT,
+    received_day INTEGER NOT NULL,
     PRIMARY KEY (report_id, verdict)
 ) STRICT;
 
 CREATE INDEX report_verdicts_verdict ON report_verdicts (verdict);
 
 -- The reports stored before: their summary's verdicts, from the comma-separated column.
-WITH RECURSIVE split (id, verdict, rest) AS (
-    SELECT id, '', verdicts || ',' FROM reports WHERE verdicts <> ''
+WITH RECURSIVE split (id, day, verdict, rest) AS (
+    SELECT id, received_at / 86400, '', verdicts || ',' FROM reports WHERE verdicts <> ''
     UNION ALL
-    SELECT id, substr(rest, 1, instr(rest, ',') - 1), substr(rest, instr(rest, ',') + 1)
+    SELECT id, day, substr(rest, 1, instr(rest, ',') - 1), substr(rest, instr(rest, ',') + 1)
     FROM split WHERE rest <> ''
 )
-INSERT OR IGNORE INTO report_verdicts (report_id, verdict)
-SELECT id, verdict FROM split WHERE verdict <> '';
+INSERT OR IGNORE INTO report_verdicts (report_id, verdict, received_day)
+SELECT id, verdict, day FROM split WHERE verdict <> '';
 
 -- The header-only pcapng trace of a report, when its submitter attached one.
 CREATE TABLE traces (

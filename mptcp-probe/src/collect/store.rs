@@ -156,8 +156,8 @@ impl Store {
         const INSERT: &str = "INSERT INTO reports \
              (id, token_sha256, report_sha256, received_at, report, mptcp_usable, verdicts, network_kind, client_prefix) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING";
-        const VERDICT: &str =
-            "INSERT INTO report_verdicts (report_id, verdict) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+        const VERDICT: &str = "INSERT INTO report_verdicts (report_id, verdict, network_kind, received_day) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
         let inserted = on_pool!(self, pool => {
             let mut tx = pool.begin().await.context("storing the report")?;
             let n = sqlx::query(INSERT)
@@ -176,7 +176,14 @@ impl Store {
                 .rows_affected();
             if n == 1 {
                 for v in r.counted {
-                    sqlx::query(VERDICT).bind(r.id).bind(v).execute(&mut *tx).await.context("storing the report")?;
+                    sqlx::query(VERDICT)
+                        .bind(r.id)
+                        .bind(v)
+                        .bind(r.network_kind)
+                        .bind(r.received_at / 86_400)
+                        .execute(&mut *tx)
+                        .await
+                        .context("storing the report")?;
                 }
             }
             tx.commit().await.context("storing the report")?;
@@ -255,35 +262,42 @@ impl Store {
             "SELECT verdict, COUNT(*) FROM report_verdicts GROUP BY verdict ORDER BY COUNT(*) DESC, verdict";
         const KINDS: &str = "SELECT network_kind, COUNT(*), SUM(CASE WHEN mptcp_usable THEN 1 ELSE 0 END) \
              FROM reports GROUP BY network_kind ORDER BY network_kind";
-        const BY_KIND: &str = "SELECT r.network_kind, v.verdict, COUNT(*) FROM report_verdicts v \
-             JOIN reports r ON r.id = v.report_id GROUP BY r.network_kind, v.verdict";
+        const BY_KIND: &str =
+            "SELECT network_kind, verdict, COUNT(*) FROM report_verdicts GROUP BY network_kind, verdict";
         const DAYS: &str =
             "SELECT received_at / 86400 AS day, COUNT(*), SUM(CASE WHEN mptcp_usable THEN 1 ELSE 0 END) \
              FROM reports GROUP BY day ORDER BY day";
         const BY_DAY: &str =
-            "SELECT r.received_at / 86400 AS day, v.verdict, COUNT(*) FROM report_verdicts v \
-             JOIN reports r ON r.id = v.report_id GROUP BY day, v.verdict";
+            "SELECT received_day, verdict, COUNT(*) FROM report_verdicts GROUP BY received_day, verdict";
+        // The counts at once, each on a connection of its own.
         on_pool!(self, pool => {
-            let t = sqlx::query(TOTALS).fetch_one(pool).await.context("counting the reports")?;
+            let (t, by_verdict, kinds, by_kind, days, by_day) = tokio::try_join!(
+                async { sqlx::query(TOTALS).fetch_one(pool).await.context("counting the reports") },
+                async { sqlx::query(BY_VERDICT).fetch_all(pool).await.context("counting the verdicts") },
+                async { sqlx::query(KINDS).fetch_all(pool).await.context("counting the network kinds") },
+                async { sqlx::query(BY_KIND).fetch_all(pool).await.context("counting the verdicts by kind") },
+                async { sqlx::query(DAYS).fetch_all(pool).await.context("counting the days") },
+                async { sqlx::query(BY_DAY).fetch_all(pool).await.context("counting the verdicts by day") },
+            )?;
             let mut a = Aggregate {
                 reports: t.try_get(0)?,
                 networks: t.try_get(1)?,
                 usable: t.try_get(2)?,
                 ..Default::default()
             };
-            for row in sqlx::query(BY_VERDICT).fetch_all(pool).await.context("counting the verdicts")? {
+            for row in by_verdict {
                 a.by_verdict.push((row.try_get(0)?, row.try_get(1)?));
             }
-            for row in sqlx::query(KINDS).fetch_all(pool).await.context("counting the network kinds")? {
+            for row in kinds {
                 a.kinds.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
             }
-            for row in sqlx::query(BY_KIND).fetch_all(pool).await.context("counting the verdicts by kind")? {
+            for row in by_kind {
                 a.by_kind.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
             }
-            for row in sqlx::query(DAYS).fetch_all(pool).await.context("counting the days")? {
+            for row in days {
                 a.days.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
             }
-            for row in sqlx::query(BY_DAY).fetch_all(pool).await.context("counting the verdicts by day")? {
+            for row in by_day {
                 a.by_day.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
             }
             Ok(a)

@@ -18,6 +18,8 @@
 //! - [`storage`]: bytes kept per connection; [`ring_buffer`]: drops in every observed run;
 //!   [`targets`]: the promised figures, each with its must and its aim, against the measured
 //!   ones.
+//! - [`collector`]: `mptcp-probe collect` on loopback: uploads per second for SQLite and
+//!   PostgreSQL, their latency, nothing lost or doubled, the aggregate page's render time.
 //! - [`report`]: the typed report every part contributes to, as tables or as JSON.
 //!
 //! Every loop is bounded in count and time; the namespaces and files go away on return or panic.
@@ -25,6 +27,7 @@
 
 mod bpf_stats;
 mod bulk;
+mod collector;
 mod daemon;
 mod empty_classifier;
 mod host;
@@ -48,7 +51,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use mptcp_probe_tests::lab::{ifname, Lab};
 
-use self::report::{Mode, Report, ReportConfig, Skipped};
+use self::report::{Mode, Report, ReportConfig};
 
 /// Sizes and counts of one bench run.
 #[derive(Clone, Debug)]
@@ -123,10 +126,9 @@ const GB: f64 = 1e9;
 const COLLAPSE_SHARE: f64 = 0.1;
 /// The warm-up transfer at most this long: the first transfer in a fresh namespace is slower.
 const WARM_UP: Duration = Duration::from_millis(500);
-const COLLECTOR_SKIPPED: &str = "the collector's upload rate and page render time are not measured yet";
 
 /// `cargo xtask bench`.
-pub fn run(quick: bool, json_out: bool, repeat: Option<u32>) -> anyhow::Result<()> {
+pub fn run(quick: bool, json_out: bool, repeat: Option<u32>, collector_only: bool) -> anyhow::Result<()> {
     if !mptcp_probe_tests::is_root() {
         bail!("cargo xtask bench needs root (it creates network namespaces and loads eBPF programs)");
     }
@@ -141,6 +143,15 @@ pub fn run(quick: bool, json_out: bool, repeat: Option<u32>) -> anyhow::Result<(
     let mut cfg = if quick { Config::quick() } else { Config::full() };
     if let Some(n) = repeat {
         cfg.repeat = n.clamp(1, 50);
+    }
+    if collector_only {
+        let c = collector::run(&cfg)?;
+        if json_out {
+            println!("{}", serde_json::to_string(&c).context("serialising the report")?);
+        } else {
+            print!("{}", report::render_collector(&c));
+        }
+        return Ok(());
     }
     let report = bench(&cfg, &bins)?;
     if json_out {
@@ -230,6 +241,7 @@ pub fn bench(cfg: &Config, bins: &Bins) -> anyhow::Result<Report> {
     progress("the daemon: idle, short connections with and without it, scrapes");
     let daemon = daemon::run(&lab, bins, cfg)?;
     drop(lab);
+    let collector = collector::run(cfg)?;
 
     let per_packet = per_packet::PerPacket::of(&prog_test_run);
     let real_vs_test_run = bpf_stats::RealVsTestRun::of(&bpf_stats, &per_packet);
@@ -258,6 +270,7 @@ pub fn bench(cfg: &Config, bins: &Bins) -> anyhow::Result<Report> {
         memory: &kernel_memory,
         ring: &ring_buffer,
         daemon: &daemon,
+        collector: &collector,
     });
     Ok(Report {
         mode: if cfg.quick { Mode::Quick } else { Mode::Full },
@@ -295,7 +308,7 @@ pub fn bench(cfg: &Config, bins: &Bins) -> anyhow::Result<Report> {
         storage,
         ring_buffer,
         daemon,
-        collector: Skipped { skipped: COLLECTOR_SKIPPED },
+        collector,
         targets,
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -351,6 +364,11 @@ mod tests {
         "/daemon/process_cpu_ms_per_connection/median",
         "/daemon/scrape/ms/median",
         "/daemon/scrape/bytes",
+        "/collector/backends/0/per_second",
+        "/collector/backends/0/latency_ms_p99",
+        "/collector/backends/0/page_ms/median",
+        "/collector/backends/1/per_second",
+        "/collector/backends/1/page_ms/median",
         "/short_connections/watch/flows_only/per_second/median",
         "/short_connections/watch/flows_only/over_off/median",
         "/short_connections/watch/default/over_off/median",
@@ -441,5 +459,10 @@ mod tests {
         // The daemon counted every short connection, and all it saw when its scrapes were timed.
         assert_eq!(r.daemon.counted_share_min, 1.0, "{v:#}");
         assert_eq!(r.daemon.scrape.connections_seen, u64::from(Config::quick().short_connections), "{v:#}");
+        // The collector answered and stored every upload once, on each backend.
+        for b in &r.collector.backends {
+            assert_eq!((b.failed, b.lost, b.doubled), (0, 0, 0), "{v:#}");
+            assert_eq!(b.retried_same_answer, b.retried, "{v:#}");
+        }
     }
 }

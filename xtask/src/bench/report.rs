@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::{
     bpf_stats::{Accounting, BpfStats, ConnectionRunTime, ProgramKind, RealVsTestRun},
     bulk::{ObserverFigures, Ratios},
+    collector::CollectorFigures,
     daemon::DaemonFigures,
     host::{Source, StorageKind},
     kernel_memory::KernelMemory,
@@ -57,7 +58,7 @@ pub struct Report {
     pub storage: Storage,
     pub ring_buffer: RingBuffer,
     pub daemon: DaemonFigures,
-    pub collector: Skipped,
+    pub collector: CollectorFigures,
     pub targets: Vec<Target>,
     /// Wall-clock time of the whole bench.
     pub seconds: f64,
@@ -79,12 +80,6 @@ pub struct ReportConfig {
     pub client_sysctls: [&'static str; 3],
     pub capture_dir: StorageKind,
     pub collapsed_below_mbytes_per_s: f64,
-}
-
-/// A part that could not be measured, and why.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct Skipped {
-    pub skipped: &'static str,
 }
 
 // The tables are written into a String: fmt::Write into a String cannot fail.
@@ -142,7 +137,7 @@ pub fn render(r: &Report) -> String {
     storage(&mut out, &r.storage);
     ring_buffer(&mut out, &r.ring_buffer);
     daemon(&mut out, &r.daemon);
-    let _ = writeln!(out, "Collector: {}\n", r.collector.skipped);
+    collector(&mut out, &r.collector);
     targets(&mut out, &r.targets);
     out
 }
@@ -592,6 +587,52 @@ fn daemon(out: &mut String, d: &DaemonFigures) {
         sp(&d.scrape.ms, 2),
         d.scrape.bytes,
     );
+}
+
+/// The collector's table and targets alone (`cargo xtask bench --collector`).
+pub fn render_collector(c: &CollectorFigures) -> String {
+    let mut out = String::new();
+    collector(&mut out, c);
+    targets(&mut out, &super::targets::collector(c));
+    out
+}
+
+fn collector(out: &mut String, c: &CollectorFigures) {
+    let _ = writeln!(out, "Collector ({})", c.config);
+    let rows: Vec<Vec<String>> = c
+        .backends
+        .iter()
+        .map(|b| {
+            vec![
+                b.backend.to_string(),
+                format!("{} × {}", b.uploads, b.concurrency),
+                f(b.per_second, 0),
+                format!(
+                    "{} / {} / {}",
+                    f(b.latency_ms_p50, 1),
+                    f(b.latency_ms_p99, 1),
+                    f(b.latency_ms_max, 1)
+                ),
+                format!("{} / {} / {}", b.failed, b.lost, b.doubled),
+                format!("{} of {}", b.retried_same_answer, b.retried),
+                format!("{} ({} reports, {} B)", sp(&b.page_ms, 1), b.page_reports, b.page_bytes),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &[
+            "backend",
+            "uploads",
+            "uploads/s",
+            "ms p50 / p99 / max",
+            "failed / lost / doubled",
+            "retries answered alike",
+            "aggregate page, ms",
+        ],
+        &rows,
+    );
+    let _ = writeln!(out);
 }
 
 /// A measured figure: small ones in scientific notation.

@@ -9,6 +9,7 @@ use serde::{Serialize, Serializer};
 use super::{
     bpf_stats::{BpfStats, RealVsTestRun},
     bulk::Ratios,
+    collector::CollectorFigures,
     daemon::DaemonFigures,
     kernel_memory::KernelMemory,
     per_packet::{PerPacket, Worst, OTHER_STEADY_FRAMES},
@@ -106,6 +107,7 @@ pub struct Inputs<'a> {
     pub memory: &'a KernelMemory,
     pub ring: &'a RingBuffer,
     pub daemon: &'a DaemonFigures,
+    pub collector: &'a CollectorFigures,
 }
 
 /// `x` with `prec` decimals, `-` when not measured.
@@ -140,6 +142,7 @@ pub fn judge(i: &Inputs) -> Vec<Target> {
     targets.push(kernel_memory(i.memory));
     targets.push(ring_drops(i.ring));
     targets.push(daemon_connections(i.daemon));
+    targets.extend(collector(i.collector));
     targets
 }
 
@@ -311,6 +314,65 @@ fn daemon_connections(d: &DaemonFigures) -> Target {
         ))
 }
 
+/// The collector: nothing lost, doubled or refused on either backend; SQLite's upload rate (a
+/// collector takes one report per host and check interval: 100 a second serves 360,000 hosts
+/// checking hourly); the aggregate page a person waits for, with 100,000 reports stored.
+pub fn collector(c: &CollectorFigures) -> Vec<Target> {
+    use Bound::{AtLeast, AtMost, Exactly};
+    let wrong: u64 = c
+        .backends
+        .iter()
+        .map(|b| u64::from(b.failed) + b.lost + b.doubled + u64::from(b.retried - b.retried_same_answer))
+        .sum();
+    let measured = if c.backends.is_empty() { f64::NAN } else { wrong as f64 };
+    let each: Vec<String> = c
+        .backends
+        .iter()
+        .map(|b| {
+            format!(
+                "{}: {} uploads, {} failed, {} lost, {} doubled, {} of {} retries answered alike",
+                b.backend, b.uploads, b.failed, b.lost, b.doubled, b.retried_same_answer, b.retried
+            )
+        })
+        .collect();
+    let mut out = vec![Target::judge(
+        "collector uploads failed, lost or doubled (SQLite and PostgreSQL)",
+        Exactly(0.0),
+        Some(Exactly(0.0)),
+        measured,
+    )
+    .detail(each.join("; "))];
+    let sqlite = c.backend("sqlite");
+    let rate = sqlite.map_or(f64::NAN, |b| b.per_second);
+    out.push(
+        Target::judge("collector uploads/s, SQLite, 64 at once", AtLeast(100.0), Some(AtLeast(1000.0)), rate)
+            .detail(c.backend("postgres").map_or_else(String::new, |p| {
+                format!(
+                    "PostgreSQL {} /s; p99 {} ms (SQLite)",
+                    n(p.per_second, 0),
+                    n(sqlite.map_or(f64::NAN, |b| b.latency_ms_p99), 1)
+                )
+            })),
+    );
+    let slowest = c.backends.iter().max_by(|a, b| a.page_ms.median.total_cmp(&b.page_ms.median));
+    out.push(match slowest {
+        Some(b) => Target::of_spread(
+            "aggregate page render, ms, slower backend",
+            AtMost(1000.0),
+            Some(AtMost(250.0)),
+            b.page_ms,
+        )
+        .detail(format!("{} with {} reports stored", b.backend, b.page_reports)),
+        None => Target::judge(
+            "aggregate page render, ms, slower backend",
+            AtMost(1000.0),
+            Some(AtMost(250.0)),
+            f64::NAN,
+        ),
+    });
+    out
+}
+
 fn ring_drops(ring: &RingBuffer) -> Target {
     use Bound::Exactly;
     Target::judge(
@@ -338,6 +400,7 @@ mod tests {
     use crate::bench::{
         bpf_stats::{ProgramKind, ProgramRunTime},
         bulk::Observed,
+        collector::BackendFigures,
         kernel_memory::MapMemory,
         observer::{Kept, PerWatchMode},
         per_packet::tests::frame,
@@ -374,6 +437,7 @@ mod tests {
         memory: KernelMemory,
         ring: RingBuffer,
         daemon: DaemonFigures,
+        collector: CollectorFigures,
     }
 
     impl Fixture {
@@ -468,7 +532,21 @@ mod tests {
                 counted_share_min: 1.0,
                 ..Default::default()
             };
-            Self { per_packet, real, stats, ratios, short, storage, memory, ring, daemon }
+            let backend = |name, per_second, page| BackendFigures {
+                backend: name,
+                uploads: 100,
+                retried: 10,
+                retried_same_answer: 10,
+                stored: 100,
+                per_second,
+                page_ms: Spread::of(&[page]),
+                ..Default::default()
+            };
+            let collector = CollectorFigures {
+                config: String::new(),
+                backends: vec![backend("sqlite", 1200.0, 120.0), backend("postgres", 800.0, 300.0)],
+            };
+            Self { per_packet, real, stats, ratios, short, storage, memory, ring, daemon, collector }
         }
 
         fn judge(&self) -> Vec<Target> {
@@ -482,6 +560,7 @@ mod tests {
                 memory: &self.memory,
                 ring: &self.ring,
                 daemon: &self.daemon,
+                collector: &self.collector,
             })
         }
     }
@@ -493,7 +572,7 @@ mod tests {
     #[test]
     fn every_target_of_the_table_is_judged_from_its_figure() {
         let ts = Fixture::new().judge();
-        assert_eq!(ts.len(), 13);
+        assert_eq!(ts.len(), 16);
         let dss = find(&ts, "DSS data segment");
         assert_eq!((dss.measured, dss.must_met, dss.aim_met), (28.0, Some(true), Some(false)));
         assert!(dss.detail.starts_with("tc_egress on data_dss"), "{}", dss.detail);
@@ -530,6 +609,13 @@ mod tests {
         let ring = find(&ts, "ring-buffer drops");
         assert_eq!((ring.must_met, ring.aim_met), (Some(true), Some(true)));
         assert!(ring.detail.contains("watch --events --json at 90000 events/s"), "{}", ring.detail);
+        let lost = find(&ts, "collector uploads failed, lost or doubled (SQLite and PostgreSQL)");
+        assert_eq!((lost.measured, lost.must_met), (0.0, Some(true)));
+        let rate = find(&ts, "collector uploads/s, SQLite, 64 at once");
+        assert_eq!((rate.measured, rate.must_met, rate.aim_met), (1200.0, Some(true), Some(true)));
+        let page = find(&ts, "aggregate page render, ms, slower backend");
+        assert_eq!((page.measured, page.must_met, page.aim_met), (300.0, Some(true), Some(false)));
+        assert!(page.detail.starts_with("postgres"), "{}", page.detail);
         let daemon = find(&ts, "short connections/s, daemon / none");
         assert_eq!((daemon.measured, daemon.must_met, daemon.aim_met), (0.955, Some(true), Some(false)));
         assert!(daemon.detail.contains("7600 vs 8000 connections/s; counted 1.000"), "{}", daemon.detail);
@@ -547,6 +633,7 @@ mod tests {
             memory: &KernelMemory { marginal_bytes_per_flow: f64::NAN, ..Default::default() },
             ring: &RingBuffer::of(Vec::new(), 0),
             daemon: &DaemonFigures::default(),
+            collector: &CollectorFigures::default(),
         };
         let bpf_default = BpfStats { tracepoints_over_tc: f64::NAN, ..Default::default() };
         let ratios = Ratios {
