@@ -6,6 +6,7 @@ mod cmd;
 use std::{io::IsTerminal as _, process::ExitCode};
 
 use clap::{Parser, Subcommand};
+use mptcp_probe::daemon::config::{LogConfig, LogFormat};
 
 #[derive(Debug, Parser)]
 #[command(name = "mptcp-probe", version, about = "Multipath TCP middlebox observer and measurement tool")]
@@ -57,6 +58,13 @@ fn main() -> ExitCode {
                 eprintln!("error: {e:#}");
                 return ExitCode::from(1);
             }
+        }
+    } else if let Command::Collect(args) = &cli.command {
+        let format = if args.log_format == "json" { LogFormat::Json } else { LogFormat::Text };
+        let level = std::env::var("MPTCP_PROBE_LOG").unwrap_or_else(|_| "info".into());
+        if let Err(e) = mptcp_probe::daemon::init_logging(&LogConfig { level, format }, ansi) {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(1);
         }
     } else {
         tracing_subscriber::fmt()

@@ -93,6 +93,13 @@ impl Collector {
         child.wait_exit(Duration::from_secs(30))
     }
 
+    /// Sends it a signal without waiting for it.
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            c.signal(sig);
+        }
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }

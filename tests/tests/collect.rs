@@ -341,6 +341,42 @@ fn uploads_over_the_rate_wait_slow_requests_time_out_and_old_reports_go() {
 }
 
 #[test]
+fn a_collector_told_to_stop_finishes_the_upload_under_way_and_logs_json_without_tokens() {
+    skip_unless_e2e!(binaries);
+    let mut c = Collector::start(9824, None, &["--log-format", "json"]);
+    let body = body(&report(ID));
+    let (head, tail) = body.split_at(body.len() / 2);
+    let mut s = std::net::TcpStream::connect("127.0.0.1:9824").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    write!(
+        s,
+        "POST /api/v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(head).unwrap();
+    s.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Told to stop while half the report is in: it takes the rest, answers, then exits.
+    c.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(tail).unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer:?}\n{}", c.log());
+    assert_eq!(c.stop(), Some(0), "{}", c.log());
+    let token = answer.split("\"token\":\"").nth(1).and_then(|t| t.split('"').next()).unwrap().to_string();
+    let log = c.log();
+    let lines: Vec<serde_json::Value> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert!(lines.iter().any(|l| l["fields"]["result"] == "stored" && l["fields"]["status"] == 201), "{log}");
+    let client = format!(":{}", s.local_addr().unwrap().port());
+    assert!(!log.contains(&token) && !log.contains(&client), "a token or the client's address logged: {log}");
+    c.restart();
+    assert_eq!(c.count(), 1, "the upload under way at the stop was kept");
+}
+
+#[test]
 fn the_pages_render_in_a_browser_with_the_report_and_every_path_counted() {
     skip_unless_e2e!(binaries);
     let c = Collector::start(9823, None, &[]);

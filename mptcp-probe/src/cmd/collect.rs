@@ -44,6 +44,10 @@ pub struct CollectArgs {
     /// Bits of an IPv6 client's address kept; 0 keeps nothing.
     #[arg(long, default_value_t = 48, value_parser = clap::value_parser!(u8).range(0..=128))]
     pub client_prefix_v6: u8,
+    /// Log lines as text or as JSON objects (one a line, for a log collector); the level from
+    /// MPTCP_PROBE_LOG (default info).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
     /// Remove reports (and their traces) this old, e.g. 365d; default: keep them.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub retention: Option<Duration>,

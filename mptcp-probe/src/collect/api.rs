@@ -221,6 +221,8 @@ async fn upload(
         Err((response, result)) => (response, result),
     };
     api.metrics.upload(result);
+    // No address and no token: what the upload came to, for the operator.
+    tracing::info!(result = result.as_str(), status = response.status().as_u16(), "collect: upload");
     response
 }
 
