@@ -132,6 +132,12 @@ fn bad_uploads(db: Option<&str>) {
             "mptcp_great",
         ),
         ("an id that is not a UUID", with(&|r| r["id"] = "../x".into()), 400, "is not a UUID"),
+        (
+            "a UUID spelled otherwise",
+            with(&|r| r["id"] = ID.to_uppercase().into()),
+            400,
+            "lower-case, hyphenated",
+        ),
         ("a field out of range", with(&|r| r["tests"][0]["port"] = 70000.into()), 400, "not a report"),
         (
             "too many tests",
@@ -555,7 +561,11 @@ fn two_collectors_on_one_postgresql_under_concurrent_uploads_lose_and_double_not
                     let mut got = Vec::new();
                     for i in (t..REPORTS).step_by(8) {
                         let r = body(&report(&id(i)));
-                        let (x, y) = (a.post("/api/v1/reports", &r, &[]), b.post("/api/v1/reports", &r, &[]));
+                        // Both at once: the two collectors race on one id in the database.
+                        let (x, y) = std::thread::scope(|both| {
+                            let y = both.spawn(|| b.post("/api/v1/reports", &r, &[]));
+                            (a.post("/api/v1/reports", &r, &[]), y.join().unwrap())
+                        });
                         assert_eq!((x.status, y.status), (201, 201), "{} / {}", x.error(), y.error());
                         let token = |v: serde_json::Value| v["token"].as_str().unwrap().to_string();
                         got.push((id(i), token(x.json()), token(y.json())));

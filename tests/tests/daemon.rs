@@ -405,6 +405,71 @@ fn the_shipped_alert_fires_when_a_router_starts_stripping_mp_capable() {
     );
 }
 
+/// An MPTCP server that accepts and holds every connection; and a client that connects, says
+/// "up", and holds its connection until killed (a Python MPTCP socket, any program's).
+const HOLD: &str = r#"
+import socket, sys, time
+role, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+if role == "server":
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+    s.listen(16)
+    held = []
+    while True:
+        held.append(s.accept()[0])
+else:
+    s.connect((host, port))
+    s.sendall(b"x")
+    print("up", flush=True)
+    time.sleep(120)
+"#;
+
+#[test]
+fn open_connections_are_read_from_sock_diag_at_scrape_with_their_fallback_and_subflows() {
+    skip_unless_e2e!();
+    let lab = Lab::up();
+    let dir = mptcp_probe_tests::probe::TempDir::new("hold");
+    let script = dir.0.join("hold.py");
+    std::fs::write(&script, HOLD).unwrap();
+    let hold = |ns: &Netns, role: &str| {
+        let mut cmd = ns.cmd("python3");
+        cmd.arg(&script).args([role, addr::SERVER, "8090"]).stdout(Stdio::piped()).stderr(Stdio::null());
+        mptcp_probe_tests::lab::Child::spawn(&mut cmd)
+    };
+    let _server = hold(&lab.s, "server");
+    peer::wait_listening(&lab.s, &format!("{}:8090", addr::SERVER));
+    let daemon = Daemon::start(&lab.c, LISTEN, &config(""));
+    let sockets = |t: &str, outcome: &str| {
+        sample(t, &format!("mptcp_probe_sockets{{outcome=\"{outcome}\",namespace=\"host\"}}"))
+    };
+
+    // Nothing open: both counts are there, at zero.
+    let text = daemon.scrape_until(Duration::from_secs(10), |t| sockets(t, "mptcp").is_some());
+    assert_eq!((sockets(&text, "mptcp"), sockets(&text, "fallback")), (Some(0.0), Some(0.0)), "{text}");
+    // One connection open over a clean path, then one through a router that strips MP_CAPABLE:
+    // the kernel's own view of each, while they are open.
+    let _clean = hold(&lab.c, "client");
+    let text = daemon.scrape_until(Duration::from_secs(15), |t| sockets(t, "mptcp") == Some(1.0));
+    assert_eq!(sockets(&text, "mptcp"), Some(1.0), "{text}\n{}", daemon.log());
+    assert_eq!(sample(&text, "mptcp_probe_socket_subflows{namespace=\"host\"}"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "mptcp_probe_sockets_retransmitting{namespace=\"host\"}"), Some(0.0), "{text}");
+    {
+        let _strip = scenario::apply(&lab, scenario::named("syn-strip"), &MIDDLEBOX.path()).unwrap();
+        let _stripped = hold(&lab.c, "client");
+        let text = daemon.scrape_until(Duration::from_secs(15), |t| sockets(t, "fallback") == Some(1.0));
+        assert_eq!(sockets(&text, "fallback"), Some(1.0), "{text}\n{}", daemon.log());
+        assert_eq!(sockets(&text, "mptcp"), Some(1.0), "{text}");
+    }
+    // Closed: no longer counted.
+    drop(_clean);
+    let text = daemon.scrape_until(Duration::from_secs(15), |t| sockets(t, "mptcp") == Some(0.0));
+    assert_eq!(sockets(&text, "mptcp"), Some(0.0), "{text}");
+    assert_eq!(promtool_check(&text), "", "promtool check metrics on:\n{text}");
+    let stopped = daemon.stop();
+    assert_eq!(stopped.exit_code, Some(0), "{}", stopped.log);
+}
+
 #[test]
 fn reports_spool_while_the_collector_is_down_and_arrive_once_each_after_restarts() {
     skip_unless_e2e!();

@@ -33,7 +33,7 @@ use super::{
     client::{self, PrefixPolicy},
     metrics::{CollectorMetrics, UploadResult},
     pages,
-    store::{Inserted, NewReport, Store, Stored, TracePut},
+    store::{Aggregate, Inserted, NewReport, Store, Stored, TracePut},
     token::{self, Secret},
 };
 
@@ -66,7 +66,13 @@ pub struct Api {
     /// What is kept of a client's address.
     pub prefixes: PrefixPolicy,
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// The aggregate as last counted, kept a few seconds (or until this collector stores a
+    /// report): the public pages do not count the whole database for every visitor.
+    aggregate: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Aggregate>)>>,
 }
+
+/// How long the aggregate is kept.
+const AGGREGATE_FOR: Duration = Duration::from_secs(10);
 
 impl Api {
     #[allow(clippy::too_many_arguments)]
@@ -80,7 +86,35 @@ impl Api {
         prefixes: PrefixPolicy,
     ) -> Arc<Self> {
         let limiter = limits.uploads_per_minute.map(|n| RateLimiter::keyed(Quota::per_minute(n)));
-        Arc::new(Self { store, secret, upload_keys, public_url, metrics, limits, prefixes, limiter })
+        Arc::new(Self {
+            store,
+            secret,
+            upload_keys,
+            public_url,
+            metrics,
+            limits,
+            prefixes,
+            limiter,
+            aggregate: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The counts of the public pages: counted at most every few seconds, one count at a time.
+    pub async fn aggregate(&self) -> anyhow::Result<Arc<Aggregate>> {
+        let mut cached = self.aggregate.lock().await;
+        if let Some((at, a)) = cached.as_ref() {
+            if at.elapsed() < AGGREGATE_FOR {
+                return Ok(a.clone());
+            }
+        }
+        let a = Arc::new(self.store.aggregate().await?);
+        *cached = Some((std::time::Instant::now(), a.clone()));
+        Ok(a)
+    }
+
+    /// Counts anew at the next ask (after reports were stored or removed here).
+    pub async fn forget_aggregate(&self) {
+        *self.aggregate.lock().await = None;
     }
 
     /// Forgets the sources that have not uploaded lately (bounds the limiter's memory).
@@ -166,8 +200,13 @@ pub fn validate(r: &Report) -> Result<(), String> {
     if r.schema != SCHEMA {
         return Err(format!("schema is {:?}, not {SCHEMA:?}", r.schema));
     }
-    if uuid::Uuid::parse_str(&r.id).is_err() {
-        return Err(format!("id {:?} is not a UUID", r.id));
+    // One spelling of a UUID only (lower-case, hyphenated), so that one id is one report.
+    match uuid::Uuid::parse_str(&r.id) {
+        Ok(u) if u.hyphenated().to_string() == r.id => {}
+        Ok(_) => {
+            return Err(format!("id {:?} is not a UUID as check writes one (lower-case, hyphenated)", r.id))
+        }
+        Err(_) => return Err(format!("id {:?} is not a UUID", r.id)),
     }
     if r.tests.len() > MAX_TESTS {
         return Err(format!("{} tests, more than {MAX_TESTS}", r.tests.len()));
@@ -268,7 +307,10 @@ async fn store_upload(api: &Api, peer: IpAddr, headers: &HeaderMap, body: Body) 
         (error(StatusCode::SERVICE_UNAVAILABLE, why), UploadResult::Failed)
     };
     match api.store.insert(&new).await {
-        Ok(Inserted::New) => Ok((created(), UploadResult::Stored)),
+        Ok(Inserted::New) => {
+            api.forget_aggregate().await;
+            Ok((created(), UploadResult::Stored))
+        }
         // Stored before, maybe by another collector of the same database: its token is this one
         // only if the two share their secret.
         Ok(Inserted::Again) => match api.store.get(&report.id).await {
@@ -326,11 +368,18 @@ pub fn check_trace(bytes: &[u8]) -> Result<u64, String> {
     let mut reader = PcapNgReader::new(bytes).map_err(|e| format!("not a pcapng trace: {e}"))?;
     let mut packets = 0u64;
     while let Some(block) = reader.next_block() {
+        // The blocks a header-only trace is made of, nothing else (no comments, names or
+        // blocks of unknown kinds that could carry anything).
         let captured = match block.map_err(|e| format!("not a pcapng trace: {e}"))? {
-            Block::EnhancedPacket(p) => p.data.len(),
+            Block::EnhancedPacket(p) if p.options.len() <= 4 => p.data.len(),
             Block::SimplePacket(p) => p.data.len(),
-            Block::Packet(p) => p.data.len(),
-            _ => continue,
+            Block::SectionHeader(_) | Block::InterfaceDescription(_) => continue,
+            other => {
+                return Err(format!(
+                    "a block the collector does not keep ({:?}): a trace keeps packet headers only",
+                    std::mem::discriminant(&other)
+                ))
+            }
         };
         if captured > HEADER_BYTES {
             return Err(format!(
@@ -410,7 +459,7 @@ async fn get_trace(
 }
 
 async fn summary(State(api): State<Arc<Api>>) -> Response {
-    match api.store.aggregate().await {
+    match api.aggregate().await {
         Ok(a) => {
             let verdicts: serde_json::Map<String, serde_json::Value> =
                 a.by_verdict.iter().map(|(v, n)| (v.clone(), json!(n))).collect();

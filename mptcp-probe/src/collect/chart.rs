@@ -50,7 +50,25 @@ pub struct Series {
     pub values: Vec<f64>,
 }
 
-/// Lines of shares (0..=1) over the labelled points of the x axis (dates), with a legend.
+/// The runs of points with a value (not NaN), as indices: each is one stretch of line.
+fn runs(values: &[f64]) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut current = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        if v.is_finite() {
+            current.push(i);
+        } else if !current.is_empty() {
+            out.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// Lines of shares (0..=1) over the labelled points of the x axis (dates), with a legend; a
+/// point without a value (NaN) is a gap.
 pub fn lines(title: &str, x_labels: &[String], series: &[Series]) -> Markup {
     const WIDTH: f64 = 640.0;
     const HEIGHT: f64 = 240.0;
@@ -85,11 +103,14 @@ pub fn lines(title: &str, x_labels: &[String], series: &[Series]) -> Markup {
             }
             @for (k, s) in series.iter().enumerate() {
                 @let colour = PALETTE[k % PALETTE.len()];
-                @let points = s.values.iter().enumerate().map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v))).collect::<Vec<_>>().join(" ");
                 g class="series" data-name=(s.name) {
-                    polyline points=(points) fill="none" stroke=(colour) stroke-width="2" {}
+                    @for run in runs(&s.values) {
+                        polyline points=(run.iter().map(|i| format!("{:.1},{:.1}", x(*i), y(s.values[*i]))).collect::<Vec<_>>().join(" ")) fill="none" stroke=(colour) stroke-width="2" {}
+                    }
                     @for (i, v) in s.values.iter().enumerate() {
-                        circle cx=(format!("{:.1}", x(i))) cy=(format!("{:.1}", y(*v))) r="2.5" fill=(colour) {}
+                        @if v.is_finite() {
+                            circle cx=(format!("{:.1}", x(i))) cy=(format!("{:.1}", y(*v))) r="2.5" fill=(colour) {}
+                        }
                     }
                     rect x=(LEFT) y=(HEIGHT + 18.0 * k as f64) width="12" height="12" fill=(colour) {}
                     text x=(LEFT + 18.0) y=(HEIGHT + 18.0 * k as f64 + 11.0) { (s.name) }
@@ -126,5 +147,13 @@ mod tests {
         assert_eq!(l.matches("<circle").count(), 2);
         assert!(l.contains("2026-12-01") && l.contains("usable"));
         assert!(bars("none", &[]).into_string().contains("nothing yet"));
+        let gap = lines(
+            "gap",
+            &["a".into(), "b".into(), "c".into(), "d".into()],
+            &[Series { name: "s".into(), values: vec![0.5, f64::NAN, 1.0, 0.25] }],
+        )
+        .into_string();
+        assert_eq!(gap.matches("<polyline").count(), 2, "a gap splits the line: {gap}");
+        assert_eq!(gap.matches("<circle").count(), 3);
     }
 }

@@ -62,6 +62,7 @@ async fn housekeeping(api: Arc<Api>, retention: Option<Duration>) {
             Ok(0) => {}
             Ok(n) => {
                 api.metrics.removed(n);
+                api.forget_aggregate().await;
                 tracing::info!("collect: removed {n} reports older than {}", humantime::format_duration(r));
             }
             Err(e) => tracing::warn!("collect: {e:#}"),

@@ -209,7 +209,9 @@ pub async fn report(
                 let json_url = format!("/api/v1/reports/{id}?token={token}");
                 let trace =
                     stored.trace_bytes.map(|n| (n, format!("/api/v1/reports/{id}/trace?token={token}")));
-                report_page(&r, stored.received_at, trace, &json_url).into_response()
+                // The page holds the token and the note: not kept by caches, not told to others.
+                let headers = [(header::CACHE_CONTROL, "no-store"), (header::REFERRER_POLICY, "no-referrer")];
+                (headers, report_page(&r, stored.received_at, trace, &json_url)).into_response()
             }
             Err(e) => {
                 tracing::error!("collect: report {id} as stored does not parse: {e}");
@@ -221,13 +223,23 @@ pub async fn report(
     response
 }
 
-/// The x axis of the chart over time: days, or weeks when there are many days.
-fn buckets(a: &Aggregate) -> (i64, Vec<i64>) {
-    let (Some(first), Some(last)) = (a.days.first(), a.days.last()) else { return (1, vec![]) };
-    let width = if last.0 - first.0 > 120 { 7 } else { 1 };
-    let mut keys: Vec<i64> = a.days.iter().map(|d| d.0 / width).collect();
-    keys.dedup();
-    (width, keys)
+/// The x axis of the chart over time: every day from the first report's to the last's, or
+/// every week (from Monday) when that is more than 120 days. A bucket of the axis is `(key,
+/// first day)`; [`bucket_of`] gives a day's key.
+fn buckets(a: &Aggregate) -> (bool, Vec<(i64, i64)>) {
+    let (Some(first), Some(last)) = (a.days.first(), a.days.last()) else { return (false, vec![]) };
+    let weeks = last.0 - first.0 > 120;
+    let (from, to) = (bucket_of(weeks, first.0), bucket_of(weeks, last.0));
+    (weeks, (from..=to).map(|k| (k, if weeks { k * 7 - 3 } else { k })).collect())
+}
+
+/// The bucket of a day (days since 1970-01-01, a Thursday: weeks from Monday are `(d + 3) / 7`).
+fn bucket_of(weeks: bool, day: i64) -> i64 {
+    if weeks {
+        (day + 3).div_euclid(7)
+    } else {
+        day
+    }
 }
 
 /// The aggregate page's content.
@@ -245,16 +257,18 @@ pub fn aggregate_page(a: &Aggregate) -> Markup {
     }
     // Over time: the share of the bucket's reports that found MPTCP usable, and of the most
     // frequent problem verdicts.
-    let (width, keys) = buckets(a);
-    let index: BTreeMap<i64, usize> = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+    let (weeks, keys) = buckets(a);
+    let index: BTreeMap<i64, usize> = keys.iter().enumerate().map(|(i, (k, _))| (*k, i)).collect();
     let mut totals = vec![0i64; keys.len()];
     let mut usable = vec![0i64; keys.len()];
     for (d, n, u) in &a.days {
-        if let Some(&i) = index.get(&(d / width)) {
+        if let Some(&i) = index.get(&bucket_of(weeks, *d)) {
             totals[i] += n;
             usable[i] += u;
         }
     }
+    // A bucket without reports has no share: a gap in the line, not a zero.
+    let of_bucket = |n: i64, t: i64| if t > 0 { n as f64 / t as f64 } else { f64::NAN };
     let problems: Vec<&String> = a
         .by_verdict
         .iter()
@@ -264,23 +278,23 @@ pub fn aggregate_page(a: &Aggregate) -> Markup {
         .collect();
     let mut series = vec![Series {
         name: "MPTCP usable".into(),
-        values: usable.iter().zip(&totals).map(|(u, t)| share(*u, *t)).collect(),
+        values: usable.iter().zip(&totals).map(|(u, t)| of_bucket(*u, *t)).collect(),
     }];
     for p in &problems {
         let mut counts = vec![0i64; keys.len()];
         for (d, v, n) in &a.by_day {
             if v == *p {
-                if let Some(&i) = index.get(&(d / width)) {
+                if let Some(&i) = index.get(&bucket_of(weeks, *d)) {
                     counts[i] += n;
                 }
             }
         }
         series.push(Series {
             name: (*p).clone(),
-            values: counts.iter().zip(&totals).map(|(c, t)| share(*c, *t)).collect(),
+            values: counts.iter().zip(&totals).map(|(c, t)| of_bucket(*c, *t)).collect(),
         });
     }
-    let labels: Vec<String> = keys.iter().map(|k| day(k * width)).collect();
+    let labels: Vec<String> = keys.iter().map(|(_, first)| day(*first)).collect();
     let body = html! {
         h1 { "MPTCP across networks" }
         p {
@@ -311,7 +325,7 @@ pub fn aggregate_page(a: &Aggregate) -> Markup {
                 }
             }
         }
-        h2 { "Over time (" (if width == 7 { "weeks" } else { "days" }) ", UTC)" }
+        h2 { "Over time (" (if weeks { "weeks from Monday" } else { "days" }) ", UTC)" }
         div id="over-time" { (chart::lines("share of paths over time", &labels, &series)) }
         h2 { "Open data" }
         p {
@@ -330,7 +344,7 @@ pub fn aggregate_page(a: &Aggregate) -> Markup {
 
 /// `GET /`.
 pub async fn aggregate(State(api): State<Arc<Api>>) -> Response {
-    match api.store.aggregate().await {
+    match api.aggregate().await {
         Ok(a) => aggregate_page(&a).into_response(),
         Err(e) => {
             tracing::error!("collect: {e:#}");

@@ -261,9 +261,10 @@ impl Store {
         const BY_VERDICT: &str =
             "SELECT verdict, COUNT(*) FROM report_verdicts GROUP BY verdict ORDER BY COUNT(*) DESC, verdict";
         const KINDS: &str = "SELECT network_kind, COUNT(*), SUM(CASE WHEN mptcp_usable THEN 1 ELSE 0 END) \
-             FROM reports GROUP BY network_kind ORDER BY network_kind";
+             FROM reports GROUP BY network_kind ORDER BY network_kind IS NULL, network_kind";
         const BY_KIND: &str =
-            "SELECT network_kind, verdict, COUNT(*) FROM report_verdicts GROUP BY network_kind, verdict";
+            "SELECT network_kind, verdict, COUNT(*) FROM report_verdicts GROUP BY network_kind, verdict \
+             ORDER BY COUNT(*) DESC, verdict";
         const DAYS: &str =
             "SELECT received_at / 86400 AS day, COUNT(*), SUM(CASE WHEN mptcp_usable THEN 1 ELSE 0 END) \
              FROM reports GROUP BY day ORDER BY day";

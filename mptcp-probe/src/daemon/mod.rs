@@ -99,7 +99,7 @@ pub async fn run(path: &Path, config: Config, log: LogReload) -> anyhow::Result<
     let sources = LiveSources::default();
     lock_sources(&sources).insert(
         OWN_NAMESPACE.into(),
-        LiveSource { observer: pipeline.observer(), netstat: "/proc/thread-self/net/netstat".into() },
+        LiveSource::here(pipeline.observer(), "/proc/thread-self/net/netstat".into(), OWN_NAMESPACE),
     );
     // The other namespaces: every interface of theirs that is up, the rest as here.
     let mut others_opts = pipeline_options(&config);

@@ -198,7 +198,7 @@ fn start(
             let tid = unsafe { libc::gettid() };
             let netstat = PathBuf::from(format!("/proc/self/task/{tid}/net/netstat"));
             lock_sources(&sources)
-                .insert(name.clone(), LiveSource { observer: pipeline.observer(), netstat });
+                .insert(name.clone(), LiveSource::here(pipeline.observer(), netstat, &name));
             Ok((rt, pipeline))
         })();
         let (rt, mut pipeline) = match started {

@@ -16,7 +16,7 @@ use prometheus_client::{
     metrics::{
         counter::{ConstCounter, Counter},
         family::Family,
-        gauge::Gauge,
+        gauge::{ConstGauge, Gauge},
         histogram::{exponential_buckets, Histogram},
         MetricType,
     },
@@ -44,6 +44,11 @@ pub mod name {
     pub const RINGBUF_DROPPED: &str = "ringbuf_dropped_events";
     pub const FLOW_TABLE_EVICTIONS: &str = "flow_table_evictions";
     pub const PACKETS_INSPECTED: &str = "packets_inspected";
+    pub const SOCKETS: &str = "sockets";
+    pub const SOCKET_SUBFLOWS: &str = "socket_subflows";
+    pub const SOCKETS_RETRANSMITTING: &str = "sockets_retransmitting";
+    pub const SOCKET_RETRANSMITTED_BYTES: &str = "socket_retransmitted_bytes";
+    pub const CONNECTIONS_RETRANSMITTING: &str = "connections_retransmitting";
     pub const BPF_RUN_TIME: &str = "bpf_run_time_seconds";
     pub const BPF_RUNS: &str = "bpf_runs";
     pub const SCRAPE_DURATION: &str = "scrape_duration_seconds";
@@ -382,11 +387,100 @@ impl Sink for MetricsSink {
     }
 }
 
-/// What an observed namespace offers at scrape time: its observer, and the netstat file of a
-/// thread inside it.
+/// What an observed namespace offers at scrape time: its observer, the netstat file of a
+/// thread inside it, and a sock_diag socket opened there (None: it could not be opened, said
+/// once in the log).
 pub struct LiveSource {
     pub observer: Arc<Mutex<Observer>>,
     pub netstat: std::path::PathBuf,
+    pub diag: Option<Mutex<crate::host::diag::Diag>>,
+}
+
+impl LiveSource {
+    /// The source of the calling thread's namespace, `label` for the log.
+    pub fn here(observer: Arc<Mutex<Observer>>, netstat: std::path::PathBuf, label: &str) -> Self {
+        let diag = match crate::host::diag::Diag::open() {
+            Ok(d) => Some(Mutex::new(d)),
+            Err(e) => {
+                tracing::warn!(
+                    "namespace {label}: no sock_diag socket ({e}): the sockets_* metrics are left out"
+                );
+                None
+            }
+        };
+        Self { observer, netstat, diag }
+    }
+}
+
+/// A connection sent again at the MPTCP level more than this share of what it sent ...
+pub const RETRANSMITTING_SHARE: f64 = 0.05;
+/// ... and at least this many bytes, is named in the log and counted, once.
+pub const RETRANSMITTING_BYTES: u64 = 1 << 20;
+
+/// One figure of a namespace's sockets.
+type SocketsFigure = fn(&SocketsNow) -> u64;
+
+/// What a namespace's sock_diag dump says now.
+#[derive(Clone, Debug, Default)]
+struct SocketsNow {
+    namespace: String,
+    mptcp: u64,
+    fallback: u64,
+    subflows: u64,
+    retransmitting: u64,
+    retransmitted_bytes: u64,
+    /// Tokens of the connections open now that retransmit heavily, with what to say of them.
+    heavy: Vec<(u32, String)>,
+}
+
+fn sockets_now(namespace: &str, diag: &Mutex<crate::host::diag::Diag>) -> Option<SocketsNow> {
+    match diag.lock().unwrap_or_else(|p| p.into_inner()).mptcp_sockets() {
+        Ok(s) => Some(summarize_sockets(namespace, &s)),
+        Err(e) => {
+            tracing::debug!("namespace {namespace}: sock_diag: {e}");
+            None
+        }
+    }
+}
+
+/// The figures of a namespace's MPTCP sockets.
+fn summarize_sockets(namespace: &str, sockets: &[crate::host::diag::MptcpSocket]) -> SocketsNow {
+    let mut now = SocketsNow { namespace: namespace.to_string(), ..Default::default() };
+    // Established ones only: a closed connection's socket may linger in FIN_WAIT2 for a minute.
+    for s in sockets.iter().filter(|s| s.state == crate::host::diag::TCP_ESTABLISHED) {
+        if s.fallback() {
+            now.fallback += 1;
+            continue;
+        }
+        now.mptcp += 1;
+        // The initial subflow is not in mptcpi_subflows; mptcpi_subflows_total (6.10) counts all.
+        now.subflows += if s.info.subflows_total > 0 {
+            u64::from(s.info.subflows_total)
+        } else {
+            u64::from(s.info.subflows) + 1
+        };
+        if s.info.retransmits > 0 {
+            now.retransmitting += 1;
+            now.retransmitted_bytes += s.info.bytes_retrans;
+        }
+        let sent = s.info.bytes_sent.max(1);
+        if s.info.bytes_retrans >= RETRANSMITTING_BYTES
+            && s.info.bytes_retrans as f64 >= RETRANSMITTING_SHARE * sent as f64
+        {
+            now.heavy.push((
+                s.info.token,
+                format!(
+                    "{} -> {}: {} MPTCP-level retransmissions, {:.1} MB of {:.1} MB sent again",
+                    s.local,
+                    s.remote,
+                    s.info.retransmits,
+                    s.info.bytes_retrans as f64 / 1e6,
+                    s.info.bytes_sent as f64 / 1e6
+                ),
+            ));
+        }
+    }
+    now
 }
 
 /// The observed namespaces by label; they come and go while the daemon runs.
@@ -396,6 +490,9 @@ pub type LiveSources = Arc<Mutex<std::collections::BTreeMap<String, LiveSource>>
 /// the kernel programs' counters, their run time when `kernel.bpf_stats_enabled` is on.
 pub struct Live {
     sources: LiveSources,
+    /// Per namespace: the connections named for their retransmissions that are still open, and
+    /// how many were named in all.
+    named: Mutex<std::collections::BTreeMap<String, (std::collections::BTreeSet<u32>, u64)>>,
 }
 
 impl std::fmt::Debug for Live {
@@ -431,6 +528,68 @@ fn per_namespace(
     Ok(())
 }
 
+impl Live {
+    fn new(sources: LiveSources) -> Self {
+        Self { sources, named: Mutex::default() }
+    }
+
+    /// The MPTCP connections open now, from each namespace's sock_diag dump; the ones that
+    /// retransmit heavily are named in the log once and counted.
+    fn sockets(&self, enc: &mut DescriptorEncoder, sockets: &[&SocketsNow]) -> std::fmt::Result {
+        let mut named = self.named.lock().unwrap_or_else(|p| p.into_inner());
+        for now in sockets {
+            let (open, total) = named.entry(now.namespace.clone()).or_default();
+            let heavy: std::collections::BTreeSet<u32> = now.heavy.iter().map(|(t, _)| *t).collect();
+            for (token, what) in &now.heavy {
+                if open.insert(*token) {
+                    *total += 1;
+                    tracing::warn!("namespace {}: {what}", now.namespace);
+                }
+            }
+            // Forget the closed ones: the set stays as small as the connections open now.
+            open.retain(|t| heavy.contains(t));
+        }
+        let mut m = enc.encode_descriptor(
+            name::SOCKETS,
+            "MPTCP connections established now (sock_diag, read at scrape), by whether they fell back",
+            None,
+            MetricType::Gauge,
+        )?;
+        for now in sockets {
+            for (outcome, v) in [("mptcp", now.mptcp), ("fallback", now.fallback)] {
+                let labels = [("outcome", outcome), ("namespace", now.namespace.as_str())];
+                ConstGauge::new(v as i64).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        let gauges: [(&str, &str, SocketsFigure); 3] = [
+            (name::SOCKET_SUBFLOWS, "Subflows of the MPTCP connections open now", |n| n.subflows),
+            (
+                name::SOCKETS_RETRANSMITTING,
+                "MPTCP connections open now that retransmitted at the MPTCP level",
+                |n| n.retransmitting,
+            ),
+            (
+                name::SOCKET_RETRANSMITTED_BYTES,
+                "Bytes the MPTCP connections open now sent again at the MPTCP level",
+                |n| n.retransmitted_bytes,
+            ),
+        ];
+        for (metric, help, f) in gauges {
+            let mut g = enc.encode_descriptor(metric, help, None, MetricType::Gauge)?;
+            for now in sockets {
+                ConstGauge::new(f(now) as i64)
+                    .encode(g.encode_family(&[("namespace", now.namespace.as_str())])?)?;
+            }
+        }
+        per_namespace(
+            enc,
+            name::CONNECTIONS_RETRANSMITTING,
+            "MPTCP connections named in the log for retransmitting at the MPTCP level (over 5 % of what they sent, at least 1 MiB), once each",
+            named.iter().map(|(ns, (_, total))| (ns.clone(), *total)),
+        )
+    }
+}
+
 impl Collector for Live {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let stats = bpf_stats_enabled();
@@ -438,7 +597,11 @@ impl Collector for Live {
         let (mibs, programs): (Vec<_>, Vec<_>) = lock_sources(&self.sources)
             .iter()
             .map(|(ns, src)| {
-                let mib = (ns.clone(), mib::read_from(&src.netstat));
+                let mib = (
+                    ns.clone(),
+                    mib::read_from(&src.netstat),
+                    src.diag.as_ref().and_then(|d| sockets_now(ns, d)),
+                );
                 let mut obs = lock(&src.observer);
                 let run_times = if stats { obs.run_times() } else { Vec::new() };
                 let now = ProgramsNow {
@@ -456,12 +619,14 @@ impl Collector for Live {
             None,
             MetricType::Counter,
         )?;
-        for (ns, counters) in &mibs {
+        for (ns, counters, _) in &mibs {
             for (counter_name, v) in counters {
                 let labels = [("counter", counter_name.as_str()), ("namespace", ns.as_str())];
                 ConstCounter::new(*v).encode(m.encode_family(&labels)?)?;
             }
         }
+        let sockets: Vec<&SocketsNow> = mibs.iter().filter_map(|(_, _, s)| s.as_ref()).collect();
+        self.sockets(&mut enc, &sockets)?;
         let each = |f: fn(&ProgramsNow) -> u64| programs.iter().map(move |p| (p.namespace.clone(), f(p)));
         per_namespace(
             &mut enc,
@@ -546,7 +711,7 @@ impl Metrics {
             scrape_duration.clone(),
         );
         if let Some(sources) = sources {
-            registry.register_collector(Box::new(Live { sources }));
+            registry.register_collector(Box::new(Live::new(sources)));
         }
         Self { registry, scrape_duration }
     }
@@ -590,6 +755,86 @@ mod tests {
             v[k] = val.clone();
         }
         serde_json::from_value(v).unwrap()
+    }
+
+    fn socket(
+        port: u16,
+        fallback: bool,
+        subflows_total: u8,
+        sent: u64,
+        retrans: u64,
+    ) -> crate::host::diag::MptcpSocket {
+        let info = crate::host::sock::MptcpInfo {
+            flags: if fallback { crate::host::sock::MPTCP_INFO_FLAG_FALLBACK } else { 0 },
+            token: u32::from(port),
+            subflows_total,
+            bytes_sent: sent,
+            bytes_retrans: retrans,
+            retransmits: u32::from(retrans > 0) * 7,
+            ..Default::default()
+        };
+        crate::host::diag::MptcpSocket {
+            local: format!("192.0.2.1:{port}").parse().unwrap(),
+            remote: "203.0.113.2:5201".parse().unwrap(),
+            state: 1,
+            info,
+        }
+    }
+
+    #[test]
+    fn open_sockets_are_counted_and_the_heavily_retransmitting_named_once_while_open() {
+        let mb = 1 << 20;
+        let open = [
+            socket(40001, false, 2, 10 * mb, 0),
+            socket(40002, true, 0, 0, 0),
+            // 20 % sent again: named. 2 % of a large transfer and 100 % of a small one: not.
+            socket(40003, false, 1, 10 * mb, 2 * mb),
+            socket(40004, false, 1, 100 * mb, 2 * mb),
+            socket(40005, false, 1, 1000, 1000),
+            crate::host::diag::MptcpSocket { state: 5, ..socket(40007, false, 1, 0, 0) },
+        ];
+        let now = summarize_sockets("host", &open);
+        assert_eq!((now.mptcp, now.fallback, now.subflows), (4, 1, 5));
+        assert_eq!(now.retransmitting, 3);
+        assert_eq!(now.retransmitted_bytes, 4 * mb + 1000);
+        assert_eq!(now.heavy.len(), 1);
+        assert!(
+            now.heavy[0].1.starts_with(
+                "192.0.2.1:40003 -> 203.0.113.2:5201: 7 MPTCP-level retransmissions, 2.1 MB of 10.5 MB"
+            ),
+            "{}",
+            now.heavy[0].1
+        );
+
+        #[derive(Debug)]
+        struct One(Arc<Live>, SocketsNow);
+        impl Collector for One {
+            fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+                self.0.sockets(&mut enc, &[&self.1])
+            }
+        }
+        let live = Arc::new(Live::new(LiveSources::default()));
+        let render = |now: &SocketsNow| {
+            let mut registry = Registry::with_prefix(PREFIX);
+            registry.register_collector(Box::new(One(live.clone(), now.clone())));
+            let mut out = String::new();
+            prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+            to_prometheus_text(&out)
+        };
+        let text = render(&now);
+        assert_eq!(
+            sample(&text, "mptcp_probe_sockets{outcome=\"fallback\",namespace=\"host\"}"),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(sample(&text, "mptcp_probe_socket_subflows{namespace=\"host\"}"), Some(5.0), "{text}");
+        let named = "mptcp_probe_connections_retransmitting_total{namespace=\"host\"}";
+        assert_eq!(sample(&text, named), Some(1.0), "{text}");
+        // Seen again at the next scrape: not named twice; closed and another one: counted.
+        assert_eq!(sample(&render(&now), named), Some(1.0));
+        let later = summarize_sockets("host", &[socket(40006, false, 1, 10 * mb, 5 * mb)]);
+        assert_eq!(sample(&render(&later), named), Some(2.0));
+        assert_eq!(sample(&render(&now), named), Some(3.0), "40003 closed in between: a new one to the set");
     }
 
     /// The value of one sample of the text exposition, by its name and labels as printed.

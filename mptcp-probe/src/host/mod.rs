@@ -2,6 +2,7 @@
 //! privileges.
 
 pub mod clock;
+pub mod diag;
 pub mod mib;
 pub mod pm;
 pub mod preflight;

@@ -106,7 +106,7 @@ fn located(l: &Locate, out: &mut String) {
             .map(|h| {
                 let quoted = matches!(h.answer, Answer::TimeExceeded | Answer::Unreachable);
                 let seq = h.seq.map(|s| {
-                    if s == t.sent.seq.wrapping_add(h.ttl as u32 - 1) {
+                    if s == t.sent.seq.wrapping_add(u32::from(h.ttl).saturating_sub(1)) {
                         "as sent".to_string()
                     } else {
                         s.to_string()
