@@ -15,10 +15,14 @@ CREATE TABLE report_verdicts (
 
 CREATE INDEX report_verdicts_verdict ON report_verdicts (verdict);
 
--- The reports stored before: their summary's verdicts, from the comma-separated column.
+-- The reports stored before: their summary's verdicts and path conditions, from the report.
 INSERT INTO report_verdicts (report_id, verdict, received_day)
-SELECT id, v, received_at / 86400 FROM reports, unnest(string_to_array(verdicts, ',')) AS v
-WHERE v <> ''
+SELECT r.id, v, r.received_at / 86400
+FROM reports r,
+     jsonb_array_elements_text(
+         COALESCE(r.report::jsonb -> 'summary' -> 'verdicts', '[]'::jsonb)
+         || COALESCE(r.report::jsonb -> 'summary' -> 'path_conditions', '[]'::jsonb)
+     ) AS v
 ON CONFLICT DO NOTHING;
 
 -- The header-only pcapng trace of a report, when its submitter attached one.

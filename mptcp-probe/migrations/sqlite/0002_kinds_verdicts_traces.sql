@@ -15,15 +15,11 @@ CREATE TABLE report_verdicts (
 
 CREATE INDEX report_verdicts_verdict ON report_verdicts (verdict);
 
--- The reports stored before: their summary's verdicts, from the comma-separated column.
-WITH RECURSIVE split (id, day, verdict, rest) AS (
-    SELECT id, received_at / 86400, '', verdicts || ',' FROM reports WHERE verdicts <> ''
-    UNION ALL
-    SELECT id, day, substr(rest, 1, instr(rest, ',') - 1), substr(rest, instr(rest, ',') + 1)
-    FROM split WHERE rest <> ''
-)
+-- The reports stored before: their summary's verdicts and path conditions, from the report.
 INSERT OR IGNORE INTO report_verdicts (report_id, verdict, received_day)
-SELECT id, verdict, day FROM split WHERE verdict <> '';
+SELECT r.id, v.value, r.received_at / 86400 FROM reports r, json_each(r.report, '$.summary.verdicts') v;
+INSERT OR IGNORE INTO report_verdicts (report_id, verdict, received_day)
+SELECT r.id, v.value, r.received_at / 86400 FROM reports r, json_each(r.report, '$.summary.path_conditions') v;
 
 -- The header-only pcapng trace of a report, when its submitter attached one.
 CREATE TABLE traces (
