@@ -1,6 +1,8 @@
-//! Project tasks: `cargo xtask setup | test | measure | lab | bench`.
+//! Project tasks: `cargo xtask setup | test | measure | lab | bench | package | image`.
 
 mod bench;
+mod image;
+mod image_test;
 mod lab;
 mod measure;
 mod package;
@@ -43,6 +45,13 @@ enum Cmd {
     /// Build the Debian package (cargo-deb) into target/deb and check it with lintian; with
     /// --test also install it into a throwaway Debian root, verify its units and purge it.
     Package {
+        #[arg(long)]
+        test: bool,
+    },
+    /// Build the VM image (Debian stable, its kernel, the package; `check` at boot against the
+    /// server its mptcp-probe.conf names) into target/image as raw, qcow2 and VMDK; with --test
+    /// also boot it with QEMU against the lab: clean path, SYN-option stripping, user-mode NAT.
+    Image {
         #[arg(long)]
         test: bool,
     },
@@ -326,6 +335,7 @@ fn main() -> ExitCode {
     let res = match Cli::parse().cmd {
         Cmd::Setup { with_test_tools } => setup::run(&setup::SetupOpts { with_test_tools }),
         Cmd::Package { test } => package::run_package(&package::PackageOpts { test }),
+        Cmd::Image { test } => image::run_image(&image::ImageOpts { test }),
         Cmd::Test { fuzz_seconds } => test(fuzz_seconds),
         Cmd::Measure { scenarios, json, keep, repeat, bulk_bytes } => {
             measure::run(measure::MeasureOpts { scenarios, json, keep, repeat, bulk_bytes })

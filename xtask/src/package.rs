@@ -18,8 +18,8 @@ const UNITS: [&str; 3] = ["mptcp-probe.service", "mptcp-probe-serve.service", "m
 /// The commands that get a man page of their own besides `mptcp-probe(1)`.
 const SUBCOMMANDS: [&str; 5] = ["watch", "check", "serve", "daemon", "collect"];
 /// Debian's stable release the throwaway root is made of (this machine's userland).
-const SUITE: &str = "bookworm";
-const MIRROR: &str = "http://deb.debian.org/debian";
+pub const SUITE: &str = "bookworm";
+pub const MIRROR: &str = "http://deb.debian.org/debian";
 
 pub struct PackageOpts {
     pub test: bool,
@@ -29,14 +29,19 @@ fn stage() -> PathBuf {
     workspace_root().join("target/deb/stage")
 }
 
-pub fn run_package(opts: &PackageOpts) -> anyhow::Result<()> {
+/// Builds the package (set-up, release build, staged units and man pages, cargo-deb): its path.
+pub fn build_deb() -> anyhow::Result<PathBuf> {
     setup::run(&setup::SetupOpts { with_test_tools: false })?;
     setup::ensure_cargo_deb()?;
     run(cargo().args(["build", "--release", "-p", "mptcp-probe"]))?;
     write_stage()?;
     let out = workspace_root().join("target/deb");
     run(cargo().args(["deb", "-p", "mptcp-probe", "--no-build", "--output"]).arg(&out))?;
-    let deb = newest_deb(&out)?;
+    newest_deb(&out)
+}
+
+pub fn run_package(opts: &PackageOpts) -> anyhow::Result<()> {
+    let deb = build_deb()?;
     lintian(&deb)?;
     eprintln!("package: {}", deb.display());
     if opts.test {
@@ -179,7 +184,7 @@ fn tree(root: &Path) -> anyhow::Result<BTreeSet<String>> {
     Ok(String::from_utf8_lossy(&out.stdout).lines().filter(|p| !backup(p)).map(str::to_string).collect())
 }
 
-fn chroot(root: &Path, args: &[&str]) -> Command {
+pub fn chroot(root: &Path, args: &[&str]) -> Command {
     let mut c = Command::new("chroot");
     c.arg(root).args(args).env("DEBIAN_FRONTEND", "noninteractive");
     c

@@ -42,6 +42,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("lintian", "checks the Debian package `cargo xtask package` builds"),
     ("help2man", "the package's man pages, from each command's --help"),
     ("debootstrap", "a throwaway Debian root to install the package into (`cargo xtask package --test`)"),
+    ("qemu-system-x86", "boots the VM image (`cargo xtask image --test`), with KVM where it works, else TCG"),
+    ("ovmf", "UEFI firmware for QEMU: the VM image boots as a laptop's VirtualBox or UTM boots it"),
+    ("dosfstools", "the VM image's EFI system partition (mkfs.vfat)"),
+    ("mtools", "fills the EFI system partition without mounting it (mcopy)"),
 ];
 
 /// dpkg's status for a package that is fully installed.
