@@ -37,7 +37,7 @@ const PACKAGES: &[&str] = &[
 /// Partition identities, fixed so that the boot entry and fstab can name them.
 const ESP_UUID: &str = "6f9a6c1e-7b1a-4c8e-9d0a-3a6d2f1b7c01";
 const ROOT_UUID: &str = "6f9a6c1e-7b1a-4c8e-9d0a-3a6d2f1b7c02";
-const ESP_MIB: u64 = 160;
+const ESP_MIB: u64 = 96;
 /// Kernel modules a VM does not need: graphics, sound, media, wireless, InfiniBand, staging.
 const PRUNED_MODULES: &[&str] = &[
     "kernel/drivers/gpu",
@@ -186,8 +186,8 @@ fn prepare_root(root: &Path, deb: &Path) -> anyhow::Result<String> {
         let _ = fs::remove_dir_all(modules.join(m));
     }
     run(&mut chroot(root, &["depmod", &version]))?;
-    // An initrd with what a VM's disk needs (virtio, AHCI, NVMe, SCSI), made after the pruning.
-    write(&root.join("etc/initramfs-tools/conf.d/mptcp-probe-vm"), "MODULES=dep\n")?;
+    // The initrd made again after the pruning (Debian's MODULES=most: any disk a VM may have),
+    // with the virtual disks' drivers named.
     write(
         &root.join("etc/initramfs-tools/modules"),
         "virtio_pci\nvirtio_blk\nvirtio_scsi\nahci\nnvme\nsd_mod\next4\n",
@@ -307,7 +307,7 @@ pub fn build(deb: &Path) -> anyhow::Result<Image> {
     let rootfs = dir().join("root.ext4");
     let _ = fs::remove_file(&rootfs);
     // Room to spare for the journal, logs and a report or two.
-    let size_mib = (du_bytes(&root)? as f64 * 1.25 / 1048576.0) as u64 + 64;
+    let size_mib = (du_bytes(&root)? as f64 * 1.08 / 1048576.0) as u64 + 48;
     run(Command::new("mkfs.ext4")
         .args(["-q", "-F", "-L", "mpp-root", "-E", "root_owner=0:0", "-d"])
         .arg(&root)

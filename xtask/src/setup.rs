@@ -46,6 +46,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ovmf", "UEFI firmware for QEMU: the VM image boots as a laptop's VirtualBox or UTM boots it"),
     ("dosfstools", "the VM image's EFI system partition (mkfs.vfat)"),
     ("mtools", "fills the EFI system partition without mounting it (mcopy)"),
+    ("fdisk", "sfdisk: the VM image's partition table"),
+    ("qemu-utils", "qemu-img: the VM image as qcow2 and VMDK"),
 ];
 
 /// dpkg's status for a package that is fully installed.
