@@ -33,6 +33,7 @@ const PACKAGES: &[&str] = &[
     "adduser",
     "procps",
     "ca-certificates",
+    "nano",
 ];
 /// Partition identities, fixed so that the boot entry and fstab can name them.
 const ESP_UUID: &str = "6f9a6c1e-7b1a-4c8e-9d0a-3a6d2f1b7c01";
@@ -94,7 +95,11 @@ pub fn run_image(opts: &ImageOpts) -> anyhow::Result<()> {
 
 /// The base root: debootstrap from Debian's archive once, kept as a tarball.
 fn base_root() -> anyhow::Result<PathBuf> {
-    let base = dir().join("base.tar.gz");
+    // Named by what it is made of: another list of packages is another root.
+    let id = PACKAGES
+        .iter()
+        .fold(0u64, |h, p| p.bytes().fold(h, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))));
+    let base = dir().join(format!("base-{SUITE}-{id:016x}.tar.gz"));
     if base.exists() {
         return Ok(base);
     }

@@ -336,24 +336,41 @@ async fn store_upload(api: &Api, peer: IpAddr, headers: &HeaderMap, body: Body) 
 }
 
 #[derive(Deserialize)]
-pub struct TokenQuery {
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// A request for one report: its id (the path's `{id}`) and the token presented with it, in
+/// the query (`?token=`) or as `Authorization: Bearer TOKEN`.
+pub struct ReportRequest {
+    pub id: String,
     pub token: Option<String>,
 }
 
-impl TokenQuery {
-    /// The token as given in the query or as `Authorization: Bearer TOKEN`.
-    pub fn presented<'a>(&'a self, headers: &'a HeaderMap) -> Option<&'a str> {
-        self.token.as_deref().or_else(|| bearer(headers))
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ReportRequest {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Response> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+        let Query(q) = Query::<TokenQuery>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+        let token = q.token.or_else(|| bearer(&parts.headers).map(str::to_string));
+        Ok(Self { id, token })
     }
 }
 
-async fn fetch(
-    State(api): State<Arc<Api>>,
-    Path(id): Path<String>,
-    Query(q): Query<TokenQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let response = match api.authorized(&id, q.presented(&headers)).await {
+impl ReportRequest {
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+}
+
+async fn fetch(State(api): State<Arc<Api>>, r: ReportRequest) -> Response {
+    let id = &r.id;
+    let response = match api.authorized(id, r.token()).await {
         Ok(stored) => ([(header::CONTENT_TYPE, "application/json")], stored.report).into_response(),
         Err(r) => r,
     };
@@ -394,12 +411,11 @@ pub fn check_trace(bytes: &[u8]) -> Result<u64, String> {
 async fn put_trace(
     State(api): State<Arc<Api>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-    Query(q): Query<TokenQuery>,
+    r: ReportRequest,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let response = store_trace(&api, peer.ip(), &id, &q, &headers, body).await.unwrap_or_else(|r| r);
+    let response = store_trace(&api, peer.ip(), &r, &headers, body).await.unwrap_or_else(|r| r);
     api.metrics.trace(response.status().as_u16());
     response
 }
@@ -407,13 +423,13 @@ async fn put_trace(
 async fn store_trace(
     api: &Api,
     peer: IpAddr,
-    id: &str,
-    q: &TokenQuery,
+    r: &ReportRequest,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, Response> {
+    let id = r.id.as_str();
     api.admit(peer)?;
-    api.authorized(id, q.presented(headers)).await?;
+    api.authorized(id, r.token()).await?;
     let body = read_body(headers, body, api.limits.max_trace_bytes, "a trace").await?;
     let packets = check_trace(&body).map_err(|why| error(StatusCode::BAD_REQUEST, why))?;
     let answer = |status| (status, Json(json!({ "id": id, "packets": packets, "bytes": body.len() })));
@@ -429,16 +445,12 @@ async fn store_trace(
     }
 }
 
-async fn get_trace(
-    State(api): State<Arc<Api>>,
-    Path(id): Path<String>,
-    Query(q): Query<TokenQuery>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = api.authorized(&id, q.presented(&headers)).await {
+async fn get_trace(State(api): State<Arc<Api>>, r: ReportRequest) -> Response {
+    let id = &r.id;
+    if let Err(r) = api.authorized(id, r.token()).await {
         return r;
     }
-    match api.store.trace(&id).await {
+    match api.store.trace(id).await {
         Ok(Some(bytes)) => {
             let disposition = format!("attachment; filename=\"mptcp-probe-{id}.pcapng\"");
             (

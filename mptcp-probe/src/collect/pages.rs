@@ -6,8 +6,8 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::{
-    extract::{Path, Query, State},
-    http::{header, HeaderMap, StatusCode},
+    extract::State,
+    http::{header, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
@@ -16,7 +16,7 @@ use mptcp_probe_model::{NetworkKind, Report, Verdict};
 use serde_json::json;
 
 use super::{
-    api::{Api, TokenQuery},
+    api::{Api, ReportRequest},
     chart::{self, Bar, Series},
     store::{Aggregate, PathRow},
 };
@@ -182,13 +182,9 @@ pub fn report_page(r: &Report, received_at: i64, trace: Option<(i64, String)>, j
 }
 
 /// `GET /reports/{id}?token=`.
-pub async fn report(
-    State(api): State<Arc<Api>>,
-    Path(id): Path<String>,
-    Query(q): Query<TokenQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let response = match api.authorized(&id, q.presented(&headers)).await {
+pub async fn report(State(api): State<Arc<Api>>, req: ReportRequest) -> Response {
+    let id = &req.id;
+    let response = match api.authorized(id, req.token()).await {
         Err(r) => {
             let status = r.status();
             let why = match status {
@@ -205,7 +201,7 @@ pub async fn report(
         }
         Ok(stored) => match serde_json::from_str::<Report>(&stored.report) {
             Ok(r) => {
-                let token = q.presented(&headers).unwrap_or_default();
+                let token = req.token().unwrap_or_default();
                 let json_url = format!("/api/v1/reports/{id}?token={token}");
                 let trace =
                     stored.trace_bytes.map(|n| (n, format!("/api/v1/reports/{id}/trace?token={token}")));

@@ -192,7 +192,10 @@ pub fn mss(fd: &impl AsRawFd) -> Option<(u32, u32)> {
 
 /// The socket-level facts both ends record about a connection.
 pub fn fill_view(fd: &impl AsRawFd, view: &mut mptcp_probe_model::ConnectionView) {
-    view.is_mptcp = is_mptcp(fd);
+    // Linux 6.1 answers TCP_IS_MPTCP on MPTCP sockets with EOPNOTSUPP: there MPTCP_INFO, which
+    // answers until the connection falls back, says it instead.
+    view.is_mptcp =
+        is_mptcp(fd).or_else(|| mptcp_info(fd).map(|info| info.flags & MPTCP_INFO_FLAG_FALLBACK == 0));
     if let Some(info) = mptcp_info(fd) {
         view.fallback = Some(info.flags & MPTCP_INFO_FLAG_FALLBACK != 0);
         // Keep the largest values seen: subflows come and go over a connection's life.
