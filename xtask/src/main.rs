@@ -41,6 +41,10 @@ enum Cmd {
         /// Seconds the fuzz target runs.
         #[arg(long, default_value_t = 20)]
         fuzz_seconds: u32,
+        /// Also build the VM image and boot it against the lab (`cargo xtask image --test`,
+        /// about 10 minutes more).
+        #[arg(long)]
+        vm: bool,
     },
     /// Build the Debian package (cargo-deb) into target/deb and check it with lintian; with
     /// --test also install it into a throwaway Debian root, verify its units and purge it.
@@ -249,11 +253,13 @@ enum TestStep {
     Tests,
     /// The Debian package built, installed into a throwaway root, purged.
     Package,
+    /// The VM image built and booted against the lab (`--vm`).
+    Image,
 }
 
 /// The steps in order: the gates that fail in seconds before the build and the long tests; the
 /// fuzz target before the tests, so that the test runner's summary closes the output.
-fn test_plan(fuzz_seconds: u32) -> Vec<TestStep> {
+fn test_plan(fuzz_seconds: u32, vm: bool) -> Vec<TestStep> {
     let mut plan =
         vec![TestStep::Gate(&FORMATTING), TestStep::Setup, TestStep::Gate(&LINTS), TestStep::Build];
     if fuzz_seconds > 0 {
@@ -261,12 +267,15 @@ fn test_plan(fuzz_seconds: u32) -> Vec<TestStep> {
     }
     plan.push(TestStep::Tests);
     plan.push(TestStep::Package);
+    if vm {
+        plan.push(TestStep::Image);
+    }
     plan
 }
 
-fn test(fuzz_seconds: u32) -> anyhow::Result<()> {
+fn test(fuzz_seconds: u32, vm: bool) -> anyhow::Result<()> {
     require_root("cargo xtask test")?;
-    for step in test_plan(fuzz_seconds) {
+    for step in test_plan(fuzz_seconds, vm) {
         match step {
             TestStep::Gate(g) => g.check()?,
             TestStep::Setup => setup::run(&setup::SetupOpts { with_test_tools: true })?,
@@ -279,6 +288,7 @@ fn test(fuzz_seconds: u32) -> anyhow::Result<()> {
             }
             TestStep::Tests => run_tests()?,
             TestStep::Package => package::run_package(&package::PackageOpts { test: true })?,
+            TestStep::Image => image::run_image(&image::ImageOpts { test: true })?,
         }
     }
     Ok(())
@@ -336,7 +346,7 @@ fn main() -> ExitCode {
         Cmd::Setup { with_test_tools } => setup::run(&setup::SetupOpts { with_test_tools }),
         Cmd::Package { test } => package::run_package(&package::PackageOpts { test }),
         Cmd::Image { test } => image::run_image(&image::ImageOpts { test }),
-        Cmd::Test { fuzz_seconds } => test(fuzz_seconds),
+        Cmd::Test { fuzz_seconds, vm } => test(fuzz_seconds, vm),
         Cmd::Measure { scenarios, json, keep, repeat, bulk_bytes } => {
             measure::run(measure::MeasureOpts { scenarios, json, keep, repeat, bulk_bytes })
         }
@@ -373,7 +383,7 @@ mod tests {
 
     #[test]
     fn formatting_and_lints_gate_the_build_and_the_tests() {
-        let plan = test_plan(20);
+        let plan = test_plan(20, false);
         let at = |s: &TestStep| plan.iter().position(|p| p == s).unwrap();
         assert_eq!(plan[0], TestStep::Gate(&FORMATTING), "{plan:?}");
         assert!(
@@ -386,7 +396,8 @@ mod tests {
         // The package is built and installed once every test has passed.
         assert_eq!(plan.last(), Some(&TestStep::Package));
         assert_eq!(plan[plan.len() - 2], TestStep::Tests);
-        assert!(!test_plan(0).iter().any(|s| matches!(s, TestStep::Fuzz(_))));
+        assert!(!test_plan(0, false).iter().any(|s| matches!(s, TestStep::Fuzz(_))));
+        assert_eq!(test_plan(20, true).last(), Some(&TestStep::Image), "--vm: the image last");
         assert_eq!(FORMATTING.args.join(" "), "fmt --all -- --check");
         assert_eq!(
             LINTS.args.join(" "),
