@@ -272,7 +272,7 @@ fn the_report_is_uploaded_and_a_refused_upload_loses_nothing() {
     let uploaded: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.0.join("upload.json")).unwrap()).unwrap();
     assert_eq!(uploaded, json, "the collector got the report as printed");
-    assert!(stderr.contains("\"token\""), "{stderr}");
+    assert!(stderr.contains("uploaded: /reports/r1\n"), "the report's page, as answered: {stderr}");
 
     let _refusing = fake_collector(&lab.c, 18082, 400, &dir.0);
     let out = lab

@@ -110,7 +110,10 @@ fn base_root() -> anyhow::Result<PathBuf> {
         .args(["--variant=minbase", &format!("--include={}", PACKAGES.join(",")), SUITE])
         .arg(&tmp)
         .arg(MIRROR))?;
-    run(Command::new("tar").arg("-czf").arg(&base).arg("-C").arg(&tmp).arg("."))?;
+    // Written aside and renamed: an interrupted build leaves no half tarball to be taken.
+    let part = base.with_extension("part");
+    run(Command::new("tar").arg("-czf").arg(&part).arg("-C").arg(&tmp).arg("."))?;
+    fs::rename(&part, &base)?;
     fs::remove_dir_all(&tmp)?;
     Ok(base)
 }

@@ -82,11 +82,24 @@ fn boot(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().context("starting qemu-system-x86_64 (Debian's qemu-system-x86)")?;
+    // Killed and reaped however this ends (an error, a panic).
+    struct Qemu(std::process::Child);
+    impl Drop for Qemu {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut qemu = Qemu(cmd.spawn().context("starting qemu-system-x86_64 (Debian's qemu-system-x86)")?);
+    let child = &mut qemu.0;
     let start = Instant::now();
-    let read = || fs::read_to_string(&console).unwrap_or_default();
+    let read = || fs::read(&console).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     let result = loop {
-        if let Some(status) = child.try_wait()? {
+        let exited = match child.try_wait() {
+            Ok(e) => e,
+            Err(e) => break Err(anyhow::anyhow!("waiting for QEMU: {e}")),
+        };
+        if let Some(status) = exited {
             let text = read();
             if text.contains("mptcp-probe-vm: done") {
                 break Ok(text);
@@ -110,8 +123,7 @@ fn boot(
         }
         std::thread::sleep(Duration::from_millis(500));
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(qemu);
     let _ = fs::remove_file(&vars);
     result
 }
@@ -179,7 +191,8 @@ pub fn run(image: &Image) -> anyhow::Result<()> {
     tap(&lab);
     let disk = |net: &Net, name: &str| -> anyhow::Result<PathBuf> {
         let d = dir.join(format!("{name}.raw"));
-        image::disk_with(&conf(net), " mptcp_probe.poweroff=1", &d)?;
+        // The kernel's messages on the console too: the KVM probe looks for them.
+        image::disk_with(&conf(net), " loglevel=6 mptcp_probe.poweroff=1", &d)?;
         Ok(d)
     };
     let clean = disk(&Net::Tap, "tap")?;

@@ -429,6 +429,11 @@ struct SocketsNow {
     subflows: u64,
     retransmitting: u64,
     retransmitted_bytes: u64,
+    /// The kernel counts MPTCP-level retransmissions (Linux 6.5 on); else those figures are
+    /// left out rather than shown as 0.
+    counts_retransmissions: bool,
+    /// Tokens of the connections established now.
+    open: std::collections::BTreeSet<u32>,
     /// Tokens of the connections open now that retransmit heavily, with what to say of them.
     heavy: Vec<(u32, String)>,
 }
@@ -445,9 +450,14 @@ fn sockets_now(namespace: &str, diag: &Mutex<crate::host::diag::Diag>) -> Option
 
 /// The figures of a namespace's MPTCP sockets.
 fn summarize_sockets(namespace: &str, sockets: &[crate::host::diag::MptcpSocket]) -> SocketsNow {
-    let mut now = SocketsNow { namespace: namespace.to_string(), ..Default::default() };
+    let mut now =
+        SocketsNow { namespace: namespace.to_string(), counts_retransmissions: true, ..Default::default() };
     // Established ones only: a closed connection's socket may linger in FIN_WAIT2 for a minute.
     for s in sockets.iter().filter(|s| s.state == crate::host::diag::TCP_ESTABLISHED) {
+        now.open.insert(s.info.token);
+        if s.info_len < crate::host::diag::INFO_WITH_BYTES {
+            now.counts_retransmissions = false;
+        }
         if s.fallback() {
             now.fallback += 1;
             continue;
@@ -546,8 +556,9 @@ impl Live {
                     tracing::warn!("namespace {}: {what}", now.namespace);
                 }
             }
-            // Forget the closed ones: the set stays as small as the connections open now.
-            open.retain(|t| heavy.contains(t));
+            // Forget the closed ones: the set stays as small as the connections open now. One
+            // that is still open stays named, even while below the threshold.
+            open.retain(|t| heavy.contains(t) || now.open.contains(t));
         }
         let mut m = enc.encode_descriptor(
             name::SOCKETS,
@@ -574,9 +585,10 @@ impl Live {
                 |n| n.retransmitted_bytes,
             ),
         ];
-        for (metric, help, f) in gauges {
+        for (i, (metric, help, f)) in gauges.into_iter().enumerate() {
             let mut g = enc.encode_descriptor(metric, help, None, MetricType::Gauge)?;
-            for now in sockets {
+            // The retransmission figures only where the kernel counts them.
+            for now in sockets.iter().filter(|n| i == 0 || n.counts_retransmissions) {
                 ConstGauge::new(f(now) as i64)
                     .encode(g.encode_family(&[("namespace", now.namespace.as_str())])?)?;
             }
@@ -778,6 +790,7 @@ mod tests {
             remote: "203.0.113.2:5201".parse().unwrap(),
             state: 1,
             info,
+            info_len: size_of::<crate::host::sock::MptcpInfo>(),
         }
     }
 
@@ -832,9 +845,21 @@ mod tests {
         assert_eq!(sample(&text, named), Some(1.0), "{text}");
         // Seen again at the next scrape: not named twice; closed and another one: counted.
         assert_eq!(sample(&render(&now), named), Some(1.0));
+        // Still open but below the threshold now (it sent much more since): not named again.
+        let calmer = summarize_sockets("host", &[socket(40003, false, 1, 100 * mb, 2 * mb)]);
+        assert_eq!(sample(&render(&calmer), named), Some(1.0));
+        assert_eq!(sample(&render(&now), named), Some(1.0), "40003 never closed");
         let later = summarize_sockets("host", &[socket(40006, false, 1, 10 * mb, 5 * mb)]);
         assert_eq!(sample(&render(&later), named), Some(2.0));
         assert_eq!(sample(&render(&now), named), Some(3.0), "40003 closed in between: a new one to the set");
+        // A kernel before 6.5 gives a shorter mptcp_info: no retransmission figures, not zeros.
+        let old = summarize_sockets(
+            "host",
+            &[crate::host::diag::MptcpSocket { info_len: 72, ..socket(40008, false, 1, 0, 0) }],
+        );
+        let text = render(&old);
+        assert_eq!(sample(&text, "mptcp_probe_socket_subflows{namespace=\"host\"}"), Some(1.0), "{text}");
+        assert_eq!(sample(&text, "mptcp_probe_sockets_retransmitting{namespace=\"host\"}"), None, "{text}");
     }
 
     /// The value of one sample of the text exposition, by its name and labels as printed.

@@ -44,7 +44,13 @@ pub struct MptcpSocket {
     /// The TCP state of the MPTCP socket (`TCP_ESTABLISHED` = 1, ...).
     pub state: u8,
     pub info: MptcpInfo,
+    /// Bytes of `mptcp_info` the kernel gave: the retransmission and byte counts are there from
+    /// [`INFO_WITH_BYTES`] (Linux 6.5) on.
+    pub info_len: usize,
 }
+
+/// `mptcp_info` up to `mptcpi_bytes_acked`: the kernel counts retransmissions and bytes.
+pub const INFO_WITH_BYTES: usize = 80;
 
 impl MptcpSocket {
     /// The connection fell back to TCP.
@@ -104,6 +110,7 @@ fn parse_socket(m: &[u8]) -> Option<MptcpSocket> {
     let local = addr(family, &m[8..24], sport)?;
     let remote = addr(family, &m[24..40], dport)?;
     let mut info = MptcpInfo::default();
+    let mut info_len = 0;
     let mut at = MSG_LEN;
     while at + 4 <= m.len() {
         let len = usize::from(u16::from_ne_bytes([m[at], m[at + 1]]));
@@ -114,6 +121,7 @@ fn parse_socket(m: &[u8]) -> Option<MptcpSocket> {
         if kind == INET_DIAG_INFO {
             let payload = &m[at + 4..at + len];
             let n = payload.len().min(size_of::<MptcpInfo>());
+            info_len = payload.len();
             // SAFETY: MptcpInfo is repr(C) plain data, every bit pattern valid; n bytes fit.
             unsafe {
                 std::ptr::copy_nonoverlapping(payload.as_ptr(), (&mut info as *mut MptcpInfo).cast::<u8>(), n)
@@ -121,7 +129,7 @@ fn parse_socket(m: &[u8]) -> Option<MptcpSocket> {
         }
         at += align4(len);
     }
-    Some(MptcpSocket { local, remote, state, info })
+    Some(MptcpSocket { local, remote, state, info, info_len })
 }
 
 impl Diag {
@@ -135,7 +143,20 @@ impl Diag {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: a descriptor just made and owned by nothing else.
-        Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) }, seq: 0 })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // A scrape waits for the dump: never more than a few seconds.
+        let timeout = libc::timeval { tv_sec: 3, tv_usec: 0 };
+        // SAFETY: setting SO_RCVTIMEO from a timeval of the right size.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        Ok(Self { fd, seq: 0 })
     }
 
     /// Every MPTCP socket of the namespace but the listening ones, IPv4 and IPv6.
@@ -184,13 +205,19 @@ impl Diag {
                 match kind {
                     NLMSG_DONE => return Ok(()),
                     NLMSG_ERROR => {
-                        let code =
-                            body.get(..4).map_or(0, |b| i32::from_ne_bytes(b.try_into().expect("4 bytes")));
+                        let Some(code) =
+                            body.get(..4).map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes")))
+                        else {
+                            return Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                "a truncated netlink error",
+                            ));
+                        };
                         if code == 0 {
                             return Ok(());
                         }
                         // A kernel without MPTCP diag (CONFIG_INET_MPTCP_DIAG off) answers ENOENT.
-                        return Err(io::Error::from_raw_os_error(-code));
+                        return Err(io::Error::from_raw_os_error(code.wrapping_neg()));
                     }
                     SOCK_DIAG_BY_FAMILY => out.extend(parse_socket(body)),
                     _ => {}

@@ -65,8 +65,16 @@ fn getsockopt<T: Default>(fd: RawFd, level: i32, name: i32) -> io::Result<(T, us
 }
 
 /// `TCP_IS_MPTCP`: true while the connection speaks MPTCP, false after fallback or for TCP.
+/// Kernels before 6.10 do not know it: there `MPTCP_INFO`, which an MPTCP socket answers until
+/// it falls back, says it instead.
 pub fn is_mptcp(fd: &impl AsRawFd) -> Option<bool> {
-    getsockopt::<i32>(fd.as_raw_fd(), libc::IPPROTO_TCP, TCP_IS_MPTCP).ok().map(|(v, _)| v == 1)
+    match getsockopt::<i32>(fd.as_raw_fd(), libc::IPPROTO_TCP, TCP_IS_MPTCP) {
+        Ok((v, _)) => Some(v == 1),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOPROTOOPT | libc::EOPNOTSUPP)) => {
+            Some(mptcp_info(fd).is_some_and(|info| info.flags & MPTCP_INFO_FLAG_FALLBACK == 0))
+        }
+        Err(_) => None,
+    }
 }
 
 /// `struct mptcp_info`, the fields this tool reads (the kernel fills what it has).
@@ -192,10 +200,7 @@ pub fn mss(fd: &impl AsRawFd) -> Option<(u32, u32)> {
 
 /// The socket-level facts both ends record about a connection.
 pub fn fill_view(fd: &impl AsRawFd, view: &mut mptcp_probe_model::ConnectionView) {
-    // Linux 6.1 answers TCP_IS_MPTCP on MPTCP sockets with EOPNOTSUPP: there MPTCP_INFO, which
-    // answers until the connection falls back, says it instead.
-    view.is_mptcp =
-        is_mptcp(fd).or_else(|| mptcp_info(fd).map(|info| info.flags & MPTCP_INFO_FLAG_FALLBACK == 0));
+    view.is_mptcp = is_mptcp(fd);
     if let Some(info) = mptcp_info(fd) {
         view.fallback = Some(info.flags & MPTCP_INFO_FLAG_FALLBACK != 0);
         // Keep the largest values seen: subflows come and go over a connection's life.
