@@ -101,6 +101,9 @@ pub enum Outcome {
     Timeout,
     Refused,
     Reset,
+    /// Not run on this host: it lacks what the test needs (a second local address, a server
+    /// announcing one, a path manager it may configure). Says nothing about the path.
+    NotRun,
 }
 
 impl Outcome {
@@ -111,6 +114,7 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::Refused => "refused",
             Outcome::Reset => "reset",
+            Outcome::NotRun => "not_run",
         }
     }
 }
@@ -128,7 +132,7 @@ pub enum MptcpState {
     Established,
     Fallback,
     NotNegotiated,
-    /// A plain-TCP test.
+    /// A plain-TCP test, or a test not run.
     NotApplicable,
 }
 
@@ -379,7 +383,8 @@ pub struct Summary {
 /// on the path as well as plain TCP does there: every MPTCP test whose plain-TCP baseline worked
 /// came up over MPTCP (most of the time, where the path reordered a first flight and the test
 /// was run again) and no problem was found. Tests the path fails for plain TCP too
-/// (`path_broken`) are listed apart and say nothing about MPTCP.
+/// (`path_broken`) are listed apart and say nothing about MPTCP; tests not run on this host
+/// (`not_run`: a single-homed laptop has no second address to join from) say nothing either.
 pub fn summarize(tests: &[TestResult]) -> Summary {
     let mut all: Vec<Verdict> = tests.iter().flat_map(|t| t.verdicts.iter().copied()).collect();
     all.sort();
@@ -394,8 +399,12 @@ pub fn summarize(tests: &[TestResult]) -> Summary {
     let up = |t: &&TestResult| {
         t.mptcp == MptcpState::Established || t.reruns.as_ref().is_some_and(Reruns::mostly_established)
     };
-    let comparable: Vec<&TestResult> =
-        tests.iter().filter(|t| t.transport == Transport::Mptcp && !broken_tests.contains(&t.name)).collect();
+    let comparable: Vec<&TestResult> = tests
+        .iter()
+        .filter(|t| {
+            t.transport == Transport::Mptcp && t.outcome != Outcome::NotRun && !broken_tests.contains(&t.name)
+        })
+        .collect();
     let usable = !comparable.is_empty() && !problems && comparable.iter().all(up);
     if problems || comparable.is_empty() {
         verdicts.retain(|v| *v != Verdict::MptcpOk);
@@ -482,6 +491,22 @@ mod tests {
         assert!(s.mptcp_usable, "2 of 3 runs were MPTCP");
         reordered.reruns = Some(Reruns { runs: 2, established: 1, ..Default::default() });
         assert!(!summarize(&[ok, reordered]).mptcp_usable, "1 of 3 runs was MPTCP");
+    }
+
+    #[test]
+    fn a_test_not_run_on_this_host_says_nothing_about_the_path() {
+        let ok = t(Transport::Mptcp, MptcpState::Established, vec![Verdict::MptcpOk]);
+        let mut join = t(Transport::Mptcp, MptcpState::NotApplicable, vec![]);
+        join.name = TestName::Join;
+        join.outcome = Outcome::NotRun;
+        let s = summarize(&[ok, join.clone()]);
+        assert!(s.mptcp_usable, "a single-homed host without a second address to join from");
+        assert_eq!(s.verdicts, vec![Verdict::MptcpOk]);
+        assert!(!summarize(&[join]).mptcp_usable, "nothing run is no claim");
+        let mut failed = t(Transport::Mptcp, MptcpState::NotNegotiated, vec![]);
+        failed.outcome = Outcome::Error;
+        let ok = t(Transport::Mptcp, MptcpState::Established, vec![Verdict::MptcpOk]);
+        assert!(!summarize(&[ok, failed]).mptcp_usable, "a test that ran and failed still counts");
     }
 
     #[test]

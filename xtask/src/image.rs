@@ -70,6 +70,42 @@ pub struct ImageOpts {
     pub test: bool,
 }
 
+/// The formats a raw disk is shipped in besides itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Raw,
+    /// QEMU, UTM: compressed.
+    Qcow2,
+    /// VirtualBox, VMware: stream-optimized (compressed, the kind OVA appliances carry).
+    Vmdk,
+}
+
+impl Format {
+    pub const fn qemu_name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+            Format::Vmdk => "vmdk",
+        }
+    }
+}
+
+/// `raw` written as `format` to `out` (qemu-img).
+pub fn convert(raw: &Path, format: Format, out: &Path) -> anyhow::Result<()> {
+    let mut cmd = Command::new("qemu-img");
+    match format {
+        Format::Raw => cmd.args(["convert", "-O", "raw"]),
+        Format::Qcow2 => cmd.args(["convert", "-c", "-O", "qcow2"]),
+        Format::Vmdk => cmd.args(["convert", "-O", "vmdk", "-o", "subformat=streamOptimized"]),
+    };
+    run(cmd.arg(raw).arg(out))
+}
+
+/// The version of the kernel the last built image boots (its `uname -r`).
+pub fn kernel_version() -> anyhow::Result<String> {
+    Ok(fs::read_to_string(dir().join("kernel-version")).context("build the image first")?.trim().to_string())
+}
+
 pub struct Image {
     pub raw: PathBuf,
     pub qcow2: PathBuf,
@@ -328,11 +364,8 @@ pub fn build(deb: &Path) -> anyhow::Result<Image> {
     // The partition files stay for the boot test to make its own disks from.
     let qcow2 = dir().join("mptcp-probe-vm.qcow2");
     let vmdk = dir().join("mptcp-probe-vm.vmdk");
-    run(Command::new("qemu-img").args(["convert", "-c", "-O", "qcow2"]).arg(&raw).arg(&qcow2))?;
-    run(Command::new("qemu-img")
-        .args(["convert", "-O", "vmdk", "-o", "subformat=streamOptimized"])
-        .arg(&raw)
-        .arg(&vmdk))?;
+    convert(&raw, Format::Qcow2, &qcow2)?;
+    convert(&raw, Format::Vmdk, &vmdk)?;
     fs::write(dir().join("kernel-version"), &version)?;
     Ok(Image { raw, qcow2, vmdk })
 }
@@ -340,9 +373,9 @@ pub fn build(deb: &Path) -> anyhow::Result<Image> {
 /// A disk like the image's, with `conf` as its configuration and `cmdline_extra` on the kernel
 /// command line (for the boot test: what a user edits, without editing the image itself).
 pub fn disk_with(conf: &str, cmdline_extra: &str, out: &Path) -> anyhow::Result<()> {
-    let version = fs::read_to_string(dir().join("kernel-version")).context("build the image first")?;
+    let version = kernel_version()?;
     let esp_file = out.with_extension("esp");
-    esp(&dir().join("root"), version.trim(), &esp_file, conf, cmdline_extra)?;
+    esp(&dir().join("root"), &version, &esp_file, conf, cmdline_extra)?;
     disk(&esp_file, &dir().join("root.ext4"), out)?;
     fs::remove_file(&esp_file)?;
     Ok(())

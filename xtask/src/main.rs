@@ -41,10 +41,10 @@ enum Cmd {
         /// Seconds the fuzz target runs.
         #[arg(long, default_value_t = 20)]
         fuzz_seconds: u32,
-        /// Also build the VM image and boot it against the lab (`cargo xtask image --test`,
-        /// about 10 minutes more).
+        /// Leave out the VM image, built and booted against the lab after every other test
+        /// (`cargo xtask image --test`, about 10 minutes).
         #[arg(long)]
-        vm: bool,
+        no_vm: bool,
     },
     /// Build the Debian package (cargo-deb) into target/deb and check it with lintian; with
     /// --test also install it into a throwaway Debian root, verify its units and purge it.
@@ -253,7 +253,7 @@ enum TestStep {
     Tests,
     /// The Debian package built, installed into a throwaway root, purged.
     Package,
-    /// The VM image built and booted against the lab (`--vm`).
+    /// The VM image built and booted against the lab (left out with `--no-vm`).
     Image,
 }
 
@@ -346,7 +346,7 @@ fn main() -> ExitCode {
         Cmd::Setup { with_test_tools } => setup::run(&setup::SetupOpts { with_test_tools }),
         Cmd::Package { test } => package::run_package(&package::PackageOpts { test }),
         Cmd::Image { test } => image::run_image(&image::ImageOpts { test }),
-        Cmd::Test { fuzz_seconds, vm } => test(fuzz_seconds, vm),
+        Cmd::Test { fuzz_seconds, no_vm } => test(fuzz_seconds, !no_vm),
         Cmd::Measure { scenarios, json, keep, repeat, bulk_bytes } => {
             measure::run(measure::MeasureOpts { scenarios, json, keep, repeat, bulk_bytes })
         }
@@ -397,7 +397,7 @@ mod tests {
         assert_eq!(plan.last(), Some(&TestStep::Package));
         assert_eq!(plan[plan.len() - 2], TestStep::Tests);
         assert!(!test_plan(0, false).iter().any(|s| matches!(s, TestStep::Fuzz(_))));
-        assert_eq!(test_plan(20, true).last(), Some(&TestStep::Image), "--vm: the image last");
+        assert_eq!(test_plan(20, true).last(), Some(&TestStep::Image), "the image last unless --no-vm");
         assert_eq!(FORMATTING.args.join(" "), "fmt --all -- --check");
         assert_eq!(
             LINTS.args.join(" "),

@@ -346,7 +346,9 @@ fn judge(test: TestName, transport: Transport, m: Measured, tcp_ok: Option<bool>
             None,
         ),
         Transport::Mptcp => {
-            let state = if main.mptcp_up() {
+            let state = if outcome == Outcome::NotRun {
+                MptcpState::NotApplicable
+            } else if main.mptcp_up() {
                 MptcpState::Established
             } else if outcome == Outcome::Ok {
                 MptcpState::Fallback

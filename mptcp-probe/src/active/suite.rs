@@ -191,7 +191,7 @@ impl Target<'_> {
 fn skipped(why: &str) -> client::Run {
     client::Run {
         skipped: true,
-        outcome: Some(Outcome::Error),
+        outcome: Some(Outcome::NotRun),
         error: Some(format!("not run: {why}")),
         ..Default::default()
     }

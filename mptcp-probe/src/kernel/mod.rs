@@ -231,11 +231,15 @@ impl Observer {
                 }
             }
         }
+        // aya attaches through TCX from Linux 6.6, through netlink under a clsact qdisc before.
+        let tcx =
+            aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
         tracing::info!(
-            "observing {} (ifindex {}, {})",
+            "observing {} (ifindex {}, {}, {})",
             iface.name,
             iface.index,
-            if iface.has_l2 { "ethernet" } else { "no link layer" }
+            if iface.has_l2 { "ethernet" } else { "no link layer" },
+            if tcx { "TCX" } else { "clsact" }
         );
         self.attached.insert(iface.name.clone(), Attached { ifindex: iface.index, links });
         Ok(())

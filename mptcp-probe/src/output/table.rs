@@ -2,7 +2,7 @@
 
 use mptcp_probe_model::{
     locate::{Answer, Locate, Quoted},
-    Report, Verdict,
+    Outcome, Report, Transport, Verdict,
 };
 
 fn names(v: &[Verdict]) -> String {
@@ -211,6 +211,19 @@ pub fn answer(r: &Report, out: &mut String) {
             other => out.push_str(&format!("Path condition: {other}.\n")),
         }
     }
+    let mut not_run: Vec<String> = r
+        .tests
+        .iter()
+        .filter(|t| t.transport == Transport::Mptcp && t.outcome == Outcome::NotRun)
+        .map(|t| {
+            let why = t.error.as_deref().unwrap_or_default();
+            format!("{} ({})", t.name, why.strip_prefix("not run: ").unwrap_or(why))
+        })
+        .collect();
+    not_run.dedup();
+    if !not_run.is_empty() {
+        out.push_str(&format!("Not run on this host: {}.\n", not_run.join("; ")));
+    }
     if !r.client.cut_short.is_empty() {
         out.push_str(&format!(
             "The time budget ({} s) cut short or left out: {}.\n",
@@ -293,5 +306,19 @@ mod tests {
             test(TestName::Bulk, Transport::Tcp, MptcpState::NotApplicable, vec![Verdict::PathBroken]);
         let t = super::table(&report(vec![broken]));
         assert!(t.contains("MPTCP cannot be said to work on this path to 203.0.113.2"), "{t}");
+    }
+
+    #[test]
+    fn a_test_not_run_on_this_host_is_said_and_does_not_stop_the_answer() {
+        let ok = test(TestName::Http, Transport::Mptcp, MptcpState::Established, vec![Verdict::MptcpOk]);
+        let mut join = test(TestName::Join, Transport::Mptcp, MptcpState::NotApplicable, vec![]);
+        join.outcome = Outcome::NotRun;
+        join.error = Some("not run: no second local address with a route to the server to join from".into());
+        let t = super::table(&report(vec![ok, join]));
+        assert!(t.contains("MPTCP works on this path to 203.0.113.2 (mptcp_ok)"), "{t}");
+        assert!(
+            t.contains("Not run on this host: join (no second local address with a route to the server to join from)."),
+            "{t}"
+        );
     }
 }
