@@ -16,6 +16,9 @@ pub enum ProbeKind {
     SynMptcp,
     /// The same SYN without MP_CAPABLE: the baseline for SYNs that carry it being dropped.
     SynPlain,
+    /// Copies of the latest data segment of a live MPTCP connection, with the DSS its data
+    /// carried: where DSS is stripped from data.
+    DataMptcp,
 }
 
 impl ProbeKind {
@@ -23,6 +26,7 @@ impl ProbeKind {
         match self {
             ProbeKind::SynMptcp => "SYN with MP_CAPABLE",
             ProbeKind::SynPlain => "SYN without MPTCP",
+            ProbeKind::DataMptcp => "data segment with DSS",
         }
     }
 }
@@ -67,7 +71,7 @@ pub struct Hop {
     pub from: Option<IpAddr>,
     /// Bytes of the probe's TCP header the quote holds (8 from RFC 792 routers).
     pub quoted_tcp_bytes: Option<u16>,
-    /// The MP_CAPABLE option of the probe.
+    /// The probe's MPTCP option: MP_CAPABLE in a SYN, DSS in a data segment.
     pub mptcp: Quoted,
     /// The MSS the quote shows.
     pub mss: Option<u16>,
@@ -80,6 +84,7 @@ pub struct Hop {
 /// The probe packets of one trace as they left this host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sent {
+    /// The MSS option of a SYN (0: a data segment, which has none).
     pub mss: u16,
     pub mptcp: Option<Subtype>,
     pub mptcp_len: Option<u8>,
@@ -96,6 +101,21 @@ pub struct Trace {
     pub hops: Vec<Hop>,
     /// The destination answered (the TTL at which it did is the last hop's).
     pub reached: bool,
+    /// The destination's hop when the trace stops short of it on purpose (data copies, which
+    /// must not reach the server): the hop its SYN trace reached it at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_hop: Option<u8>,
+}
+
+impl Trace {
+    /// The destination's hop: where the trace reached it, or where it is known to be.
+    pub fn destination_ttl(&self) -> Option<u8> {
+        if self.reached {
+            self.hops.last().map(|h| h.ttl)
+        } else {
+            self.destination_hop
+        }
+    }
 }
 
 /// A hop as a location names it.

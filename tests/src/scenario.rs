@@ -261,7 +261,7 @@ pub const SCENARIOS: &[Scenario] = &[
         // decides (both seen on Linux 6.18).
         fallback: Some(Fallback { test: TestName::Bulk, reasons: &["DssFallback", "DSSCorruptionFallback"] }),
         oracle: Some(Oracle { port: 8001, packet: OraclePacket::Data }),
-        located: None,
+        located: Some(Verdict::DssStripped),
     },
     Scenario {
         name: "syn-drop",

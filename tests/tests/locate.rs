@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use mptcp_probe_model::{
-    locate::{Answer, Location},
+    locate::{Answer, Location, Quoted},
     Report, TestName, Transport, Verdict,
 };
 use mptcp_probe_tests::{
@@ -279,4 +279,66 @@ fn a_box_that_rewrites_sequence_numbers_is_located_where_the_quotes_change() {
     let hops = &r.locate.as_ref().unwrap().traces[0].hops;
     assert_eq!(hops[2].from.map(|a| a.to_string()), Some(chain.hop_address(3, false)), "{hops:?}");
     assert_ne!(hops[2].seq, Some(r.locate.as_ref().unwrap().traces[0].sent.seq.wrapping_add(2)), "{hops:?}");
+}
+
+/// MPTCP options stripped from the client's data after 100 kB of a connection, as the lab's
+/// `dss-strip` scenario does it: a stateful box, which a segment of no connection would pass.
+#[rustfmt::skip]
+const DSS_STRIP: &[&str] = &["-t", "mangle", "-A", "FORWARD", "-p", "tcp", "-m", "connbytes", "--connbytes", "100000:", "--connbytes-dir", "original", "--connbytes-mode", "bytes", "-m", "length", "--length", "100:65535", "-j", "TCPOPTSTRIP", "--strip-options", "30"];
+
+#[test]
+fn the_hop_that_strips_dss_from_data_is_named_from_copies_of_a_live_connections_segment() {
+    skip_unless_e2e!();
+    let chain = Chain::up(ROUTERS);
+    let (_server, _dir) = serve(&chain);
+    for (k, server, v6) in [(2, addr::SERVER, false), (3, addr::SERVER_V6, true), (1, addr::SERVER, false)] {
+        flush(&chain);
+        both(chain.router(k), DSS_STRIP);
+        let out = chain
+            .c
+            .cmd(probe_bin())
+            .args([
+                "check",
+                "--server",
+                server,
+                "--tests",
+                "bulk",
+                "--bulk-bytes",
+                "300000",
+                "--timeout",
+                "3",
+            ])
+            .args(["--locate", "--locate-hops", "6", "--json"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(0), "check failed:\n{stderr}");
+        let (r, _) = schema::read_report(&out.stdout, &stderr);
+        assert!(
+            r.summary.verdicts.contains(&Verdict::DssStripped),
+            "strip at {k}, {server}: {:?}\n{stderr}",
+            r.summary.verdicts
+        );
+        let l = location(&r, Verdict::DssStripped);
+        assert_between(&chain, l, k, v6);
+        let locate = r.locate.as_ref().unwrap();
+        let copies = locate
+            .traces
+            .iter()
+            .find(|t| t.probe == mptcp_probe_model::locate::ProbeKind::DataMptcp)
+            .unwrap_or_else(|| panic!("no data trace: {locate:#?}"));
+        // The copies stop short of the server (its hop from the SYN trace), every router
+        // quotes them, DSS as sent up to the box, absent past it.
+        assert_eq!(copies.destination_hop, Some(ROUTERS as u8 + 1), "{copies:?}");
+        assert!(!copies.reached, "{copies:?}");
+        assert_eq!(copies.hops.len(), ROUTERS, "{copies:?}");
+        for h in &copies.hops {
+            assert_eq!(h.answer, Answer::TimeExceeded, "{copies:?}");
+            let want = if (h.ttl as usize) <= k { Quoted::Intact } else { Quoted::Absent };
+            assert_eq!(h.mptcp, want, "hop {} with the box at {k}: {copies:?}", h.ttl);
+        }
+        let t = r.tests.iter().find(|t| t.name == TestName::Bulk && t.transport == Transport::Mptcp).unwrap();
+        let f = t.evidence.findings.iter().find(|f| f.verdict == Verdict::DssStripped).unwrap();
+        assert_eq!(f.located.as_deref(), Some(l.text.as_str()));
+    }
 }

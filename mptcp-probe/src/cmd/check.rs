@@ -109,7 +109,11 @@ pub async fn run(a: CheckArgs) -> anyhow::Result<()> {
         timeout: Duration::from_secs(a.timeout),
         bulk_bytes: a.bulk_bytes,
         budget: Duration::from_secs(a.budget),
-        locate: a.locate.then(|| LocateOptions { max_hops: a.locate_hops, ..LocateOptions::default() }),
+        locate: a.locate.then(|| LocateOptions {
+            max_hops: a.locate_hops,
+            data_bytes: a.bulk_bytes,
+            ..LocateOptions::default()
+        }),
         network_kind: a.network_kind,
         note: a.note,
     })

@@ -5,6 +5,7 @@
 //! without MPTCP) SYNs with MP_CAPABLE stop getting through. Bounded: one probe in flight, at
 //! most `max_hops` TTLs, `retries` more tries of a silent TTL, a pause between probes.
 
+pub mod data;
 pub mod path;
 pub mod probe;
 pub mod quote;
@@ -17,7 +18,7 @@ use std::{
 
 use mptcp_probe_model::{
     locate::{Answer, Hop, Locate, Location, ProbeKind, Quoted, Sent, Trace},
-    Subtype, TestResult, Transport, Verdict,
+    End, Subtype, TestResult, Transport, Verdict,
 };
 
 use self::probe::{Prober, Reply, Syn, MP_CAPABLE_SYN_OPTION};
@@ -26,6 +27,8 @@ use self::probe::{Prober, Reply, Syn, MP_CAPABLE_SYN_OPTION};
 #[derive(Clone, Debug)]
 pub struct LocateOptions {
     pub max_hops: u8,
+    /// Bytes the connection whose data segments are copied carries first (the bulk test's).
+    pub data_bytes: u64,
     /// Further tries of a TTL that got no answer.
     pub retries: u8,
     /// How long to wait for an answer to one probe.
@@ -37,7 +40,13 @@ pub struct LocateOptions {
 
 impl Default for LocateOptions {
     fn default() -> Self {
-        Self { max_hops: 16, retries: 1, wait: Duration::from_millis(800), gap: Duration::from_millis(20) }
+        Self {
+            max_hops: 16,
+            data_bytes: 4 << 20,
+            retries: 1,
+            wait: Duration::from_millis(800),
+            gap: Duration::from_millis(20),
+        }
     }
 }
 
@@ -153,15 +162,21 @@ pub fn trace(
         mptcp_len: mptcp.then_some(MP_CAPABLE_SYN_OPTION.0),
         seq: base,
     };
-    Ok((Trace { probe: kind, destination, sent, hops, reached }, stopped))
+    Ok((Trace { probe: kind, destination, sent, hops, reached, destination_hop: None }, stopped))
 }
 
 /// The verdicts of a check's MPTCP runs that a trace can locate, by the port of the tests that
 /// gave them: a box may act on one port only, so each port is traced on its own.
+/// `dss_stripped` counts when the server saw the client's data without DSS: copies from here
+/// can show where that happened (not where the server's data lost it).
 pub fn to_locate(tests: &[TestResult]) -> BTreeMap<u16, Vec<Verdict>> {
     let mut out: BTreeMap<u16, Vec<Verdict>> = BTreeMap::new();
     for t in tests.iter().filter(|t| t.transport == Transport::Mptcp && t.port != 0) {
-        for v in t.verdicts.iter().filter(|v| path::LOCATABLE.contains(v)) {
+        let ours = |v: &&Verdict| {
+            **v != Verdict::DssStripped
+                || t.evidence.findings.iter().any(|f| f.verdict == **v && f.end == End::Server)
+        };
+        for v in t.verdicts.iter().filter(|v| path::LOCATABLE.contains(v)).filter(ours) {
             let vs = out.entry(t.port).or_default();
             if !vs.contains(v) {
                 vs.push(*v);
@@ -200,19 +215,61 @@ pub fn probe(
         let destination = SocketAddr::new(server, *port);
         let Some(mpc) = trace_to(destination, ProbeKind::SynMptcp, &mut out) else { continue };
         let mut plain = None;
+        let mut copies = None;
         for v in verdicts {
-            let l = if *v == Verdict::MptcpSynDropped {
-                let Some(p) = trace_to(destination, ProbeKind::SynPlain, &mut out) else { continue };
-                path::locate_drop(&mpc, plain.insert(p))
-            } else {
-                path::locate(*v, &mpc)
+            let l = match v {
+                Verdict::MptcpSynDropped => {
+                    let Some(p) = trace_to(destination, ProbeKind::SynPlain, &mut out) else { continue };
+                    path::locate_drop(&mpc, plain.insert(p))
+                }
+                Verdict::DssStripped => {
+                    let Some(d) = data_trace(destination, &mpc, opts, deadline, &mut out) else { continue };
+                    path::locate(*v, copies.insert(d))
+                }
+                _ => path::locate(*v, &mpc),
             };
             out.locations.push(Location { port: Some(*port), ..l });
         }
         out.traces.push(mpc);
         out.traces.extend(plain);
+        out.traces.extend(copies);
     }
     out
+}
+
+/// Copies of a data segment of a live connection to the bulk port, stopping short of the server
+/// (its hop from the SYN trace `mpc`); None, with a note, where they cannot be made.
+fn data_trace(
+    destination: SocketAddr,
+    mpc: &Trace,
+    opts: &LocateOptions,
+    deadline: Instant,
+    out: &mut Locate,
+) -> Option<Trace> {
+    if destination.port() != crate::protocol::port::BULK {
+        out.notes.push(format!(
+            "dss_stripped on port {}: data copies are made on a connection of the bulk test (port {}) only",
+            destination.port(),
+            crate::protocol::port::BULK
+        ));
+        return None;
+    }
+    let Some(server_hop) = mpc.destination_ttl() else {
+        out.notes.push(format!(
+            "dss_stripped: the SYN got no answer from {destination}, so copies of data could not be kept from reaching it"
+        ));
+        return None;
+    };
+    match data::trace(destination, opts.data_bytes, server_hop, opts, deadline) {
+        Ok((t, stopped)) => {
+            out.notes.extend(stopped);
+            Some(t)
+        }
+        Err(e) => {
+            out.notes.push(format!("cannot copy data segments to {destination}: {e}"));
+            None
+        }
+    }
 }
 
 /// Gives each finding of a located verdict its location: the one traced on its test's port.
@@ -285,5 +342,14 @@ mod tests {
         assert_eq!(tests[1].evidence.findings[0].located.as_deref(), Some("on 8001"));
         assert_eq!(tests[1].evidence.findings[1].located, None, "mss_rewritten was not located");
         assert_eq!(tests[3].evidence.findings[0].located, None);
+    }
+
+    #[test]
+    fn dss_stripped_is_traced_only_where_the_server_saw_the_clients_data_without_it() {
+        let at_server = result(8001, Transport::Mptcp, vec![Verdict::DssStripped]);
+        let mut at_client = result(8001, Transport::Mptcp, vec![Verdict::DssStripped]);
+        at_client.evidence.findings[0].end = End::Client;
+        assert_eq!(to_locate(&[at_server]), BTreeMap::from([(8001, vec![Verdict::DssStripped])]));
+        assert!(to_locate(&[at_client]).is_empty(), "copies from here cannot show the server's data");
     }
 }

@@ -18,9 +18,14 @@ enum Seen {
     CannotTell,
 }
 
-/// The verdicts a trace of the SYN can locate.
-pub const LOCATABLE: [Verdict; 4] =
-    [Verdict::SynOptionStripped, Verdict::MssRewritten, Verdict::SeqRewritten, Verdict::MptcpSynDropped];
+/// The verdicts a trace can locate: of the SYN, and (`dss_stripped`) of a data segment.
+pub const LOCATABLE: [Verdict; 5] = [
+    Verdict::SynOptionStripped,
+    Verdict::MssRewritten,
+    Verdict::SeqRewritten,
+    Verdict::MptcpSynDropped,
+    Verdict::DssStripped,
+];
 
 fn seen(v: Verdict, t: &Trace, h: &Hop) -> Seen {
     if !matches!(h.answer, Answer::TimeExceeded | Answer::Unreachable) {
@@ -28,7 +33,7 @@ fn seen(v: Verdict, t: &Trace, h: &Hop) -> Seen {
     }
     let sent_seq = t.sent.seq.wrapping_add(h.ttl as u32 - 1);
     let same = match v {
-        Verdict::SynOptionStripped => match h.mptcp {
+        Verdict::SynOptionStripped | Verdict::DssStripped => match h.mptcp {
             Quoted::Intact => Some(true),
             Quoted::Changed | Quoted::Absent => Some(false),
             Quoted::NotQuoted => None,
@@ -79,7 +84,7 @@ fn why_not(t: &Trace, after: u8, before: u8) -> String {
     let mut parts = Vec::new();
     if !short.is_empty() {
         parts.push(format!(
-            "hop {} quoted too little of the SYN to show it (RFC 792 routers quote 8 bytes of TCP)",
+            "hop {} quoted too little of the probe to show it (RFC 792 routers quote 8 bytes of TCP)",
             short.join(", ")
         ));
     }
@@ -122,18 +127,18 @@ pub fn locate(v: Verdict, t: &Trace) -> Location {
         return mk(Some(hop_ref(c)), exact, text);
     }
     let last = t.hops.last().map(|h| h.ttl).unwrap_or(0);
-    if t.reached {
+    if let Some(server_ttl) = t.destination_ttl() {
         // The server saw the change (that is the verdict): it happened past the last hop
-        // that quoted the SYN as sent.
-        let exact = last == after_ttl + 1;
+        // that quoted the probe as sent.
+        let exact = server_ttl == after_ttl + 1;
         let mut text = format!("between {} and {}", name(a), server(t));
         if !exact {
-            text.push_str(&format!("; cannot tell past {}: {}", name(a), why_not(t, after_ttl, last)));
+            text.push_str(&format!("; cannot tell past {}: {}", name(a), why_not(t, after_ttl, server_ttl)));
         }
         return mk(None, exact, text);
     }
     let text = format!(
-        "after {}; cannot tell past it: {}, and the SYN got no answer from {} within {last} hops",
+        "after {}; cannot tell past it: {}, and the probe got no answer from {} within {last} hops",
         name(a),
         why_not(t, after_ttl, last + 1),
         server(t)
@@ -231,6 +236,7 @@ mod tests {
             },
             hops,
             reached,
+            destination_hop: None,
         }
     }
 
@@ -354,5 +360,52 @@ mod tests {
         let l = locate_drop(&mpc, &plain);
         assert_eq!((l.after.unwrap().ttl, l.before), (2, None));
         assert!(l.text.contains("the server (203.0.113.2)"), "{}", l.text);
+    }
+
+    /// Data copies stop short of the server, whose hop the SYN trace gave.
+    fn copies(hops: Vec<Hop>, server_hop: u8) -> Trace {
+        Trace {
+            probe: ProbeKind::DataMptcp,
+            sent: Sent {
+                mss: 0,
+                mptcp: Some(mptcp_probe_model::Subtype::Dss),
+                mptcp_len: Some(20),
+                seq: 1000,
+            },
+            destination_hop: Some(server_hop),
+            ..trace(hops, false)
+        }
+    }
+
+    #[test]
+    fn dss_stripped_is_located_from_copies_that_never_reach_the_server() {
+        let at_box = copies(
+            vec![
+                hop(1, TimeExceeded, Intact, None),
+                hop(2, TimeExceeded, Absent, None),
+                hop(3, TimeExceeded, Absent, None),
+            ],
+            4,
+        );
+        let l = locate(Verdict::DssStripped, &at_box);
+        assert_eq!(
+            (l.after.map(|h| h.ttl), l.before.map(|h| h.ttl), l.exact),
+            (Some(1), Some(2), true),
+            "{l:?}"
+        );
+        // Every router saw the DSS: the change is on the last stretch, to the server.
+        let past = copies(vec![hop(1, TimeExceeded, Intact, None), hop(2, TimeExceeded, Intact, None)], 3);
+        let l = locate(Verdict::DssStripped, &past);
+        assert_eq!((l.after.map(|h| h.ttl), l.before, l.exact), (Some(2), None, true), "{l:?}");
+        assert_eq!(l.text, "between hop 2 (198.51.100.2) and the server (203.0.113.2)");
+        // The last router silent: a range up to the server.
+        let silent = copies(vec![hop(1, TimeExceeded, Intact, None), hop(2, Silent, NotQuoted, None)], 3);
+        let l = locate(Verdict::DssStripped, &silent);
+        assert_eq!((l.after.map(|h| h.ttl), l.before, l.exact), (Some(1), None, false), "{l:?}");
+        assert!(l.text.contains("hop 2 did not answer"), "{}", l.text);
+        // Without the server's hop nothing is claimed past the last answer.
+        let unknown = Trace { destination_hop: None, ..past };
+        let l = locate(Verdict::DssStripped, &unknown);
+        assert!(l.text.starts_with("after hop 2") && !l.exact, "{}", l.text);
     }
 }

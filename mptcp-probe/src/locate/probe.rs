@@ -69,7 +69,7 @@ impl Syn {
 pub enum Reply {
     Icmp {
         from: IpAddr,
-        quote: IcmpQuote,
+        quote: Box<IcmpQuote>,
         after: Duration,
     },
     /// The destination answered the SYN itself: SYN/ACK (true) or RST (false).
@@ -83,15 +83,16 @@ pub enum Reply {
 pub struct Prober {
     tcp: Socket,
     icmp: Socket,
-    /// Holds the probes' source port, so that no connection of this host uses it meanwhile.
-    _port: TcpListener,
+    /// Holds the probes' source port, so that no connection of this host uses it meanwhile
+    /// (None: the port is a live connection's, whose segments are copied).
+    _port: Option<TcpListener>,
     pub source: SocketAddr,
     destination: SocketAddr,
 }
 
-/// Raw sockets need CAP_NET_RAW: that, said plainly.
-fn raw(domain: Domain, protocol: Protocol) -> io::Result<Socket> {
-    Socket::new(domain, Type::RAW, Some(protocol)).map_err(|e| {
+/// Raw (and packet) sockets need CAP_NET_RAW: that, said plainly.
+pub(super) fn raw(domain: Domain, ty: Type, protocol: Protocol) -> io::Result<Socket> {
+    Socket::new(domain, ty, Some(protocol)).map_err(|e| {
         if e.raw_os_error() == Some(libc::EPERM) {
             io::Error::new(e.kind(), "raw sockets need CAP_NET_RAW, which this process does not have")
         } else {
@@ -111,24 +112,40 @@ impl Prober {
         udp.connect(destination)?;
         let port = TcpListener::bind(SocketAddr::new(udp.local_addr()?.ip(), 0))?;
         let source = port.local_addr()?;
+        Self::sockets(source, destination, Some(port))
+    }
+
+    /// Probes in the name of a live connection from `source` (its copies).
+    pub fn from(source: SocketAddr, destination: SocketAddr) -> io::Result<Self> {
+        Self::sockets(source, destination, None)
+    }
+
+    fn sockets(source: SocketAddr, destination: SocketAddr, port: Option<TcpListener>) -> io::Result<Self> {
         let (domain, icmp) = match destination {
             SocketAddr::V4(_) => (Domain::IPV4, Protocol::ICMPV4),
             SocketAddr::V6(_) => (Domain::IPV6, Protocol::ICMPV6),
         };
-        let tcp = raw(domain, Protocol::TCP)?;
-        let icmp = raw(domain, icmp)?;
+        let tcp = raw(domain, Type::RAW, Protocol::TCP)?;
+        // The copies leave from the connection's own address.
+        tcp.bind(&SockAddr::from(SocketAddr::new(source.ip(), 0)))?;
+        let icmp = raw(domain, Type::RAW, icmp)?;
         Ok(Self { tcp, icmp, _port: port, source, destination })
     }
 
-    /// Sends one probe with this TTL / hop limit.
+    /// Sends one probe SYN with this TTL / hop limit.
     pub fn send(&self, syn: &Syn, ttl: u8) -> io::Result<()> {
+        self.send_bytes(&syn.bytes(), ttl)
+    }
+
+    /// Sends a TCP segment (header and payload, checksummed) with this TTL / hop limit.
+    pub fn send_bytes(&self, tcp: &[u8], ttl: u8) -> io::Result<()> {
         match self.destination {
             SocketAddr::V4(_) => self.tcp.set_ttl_v4(ttl as u32)?,
             SocketAddr::V6(_) => self.tcp.set_unicast_hops_v6(ttl as u32)?,
         }
         // Raw sockets take no port: the TCP header carries it.
         let to = SockAddr::from(SocketAddr::new(self.destination.ip(), 0));
-        self.tcp.send_to(&syn.bytes(), &to)?;
+        self.tcp.send_to(tcp, &to)?;
         Ok(())
     }
 
@@ -186,7 +203,7 @@ impl Prober {
         let ours = q.destination == self.destination.ip()
             && q.tcp.source_port == self.source.port()
             && q.tcp.destination_port == self.destination.port();
-        ours.then_some(Reply::Icmp { from, quote: q, after })
+        ours.then(|| Reply::Icmp { from, quote: Box::new(q), after })
     }
 
     /// The destination's SYN/ACK or RST to this trace's source port.

@@ -9,7 +9,9 @@
 use std::net::IpAddr;
 
 use etherparse::{Icmpv4Slice, Icmpv4Type, Icmpv6Slice, Icmpv6Type, Ipv4HeaderSlice, Ipv6HeaderSlice};
-use mptcp_probe_common::options::{option_area, parse_tcp_options, subtype, TcpOptions};
+use mptcp_probe_common::options::{
+    option_area, parse_tcp_options, subtype, TcpOptions, TCPOPT_EOL, TCPOPT_MPTCP, TCPOPT_NOP,
+};
 use mptcp_probe_model::locate::{Answer, Quoted};
 
 /// IP protocol number of TCP.
@@ -27,6 +29,8 @@ pub struct QuotedTcp {
     pub tcp_bytes: usize,
     /// The option area, when the quote holds all of it.
     pub options: Option<TcpOptions>,
+    /// The same area's bytes.
+    pub option_bytes: Option<Vec<u8>>,
 }
 
 /// An ICMP error about one of our probes.
@@ -114,12 +118,12 @@ fn quoted_tcp(b: &[u8]) -> Result<QuotedTcp, NotAQuote> {
     }
     let seq = b.get(4..8).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]));
     let header_len = b.get(12).map(|d| (d >> 4) as usize * 4);
-    let options = match header_len {
+    let (options, option_bytes) = match header_len {
         Some(h) if h >= TCP_HEADER && b.len() >= h => {
             let (buf, len) = option_area(&b[TCP_HEADER..h]);
-            Some(parse_tcp_options(&buf, len, false))
+            (Some(parse_tcp_options(&buf, len, false)), Some(b[TCP_HEADER..h].to_vec()))
         }
-        _ => None,
+        _ => (None, None),
     };
     Ok(QuotedTcp {
         source_port: u16::from_be_bytes([b[0], b[1]]),
@@ -127,6 +131,7 @@ fn quoted_tcp(b: &[u8]) -> Result<QuotedTcp, NotAQuote> {
         seq,
         tcp_bytes: b.len(),
         options,
+        option_bytes,
     })
 }
 
@@ -141,6 +146,39 @@ pub fn mptcp_state(q: &QuotedTcp, sent: SentMpc) -> Quoted {
         (Some(_), _) => Quoted::Changed,
         (None, Some(_)) => Quoted::Absent,
         (None, None) => Quoted::Intact,
+    }
+}
+
+/// The MPTCP option of `subtype` in a TCP option area, whole.
+pub fn mptcp_option(area: &[u8], want: u8) -> Option<&[u8]> {
+    let mut at = 0;
+    while at < area.len() {
+        match area[at] {
+            TCPOPT_EOL => return None,
+            TCPOPT_NOP => at += 1,
+            kind => {
+                let len = *area.get(at + 1)? as usize;
+                if len < 2 || at + len > area.len() {
+                    return None;
+                }
+                if kind == TCPOPT_MPTCP && len >= 3 && area[at + 2] >> 4 == want {
+                    return Some(&area[at..at + len]);
+                }
+                at += len;
+            }
+        }
+    }
+    None
+}
+
+/// The probe's MPTCP option of `subtype` as quoted, compared byte for byte with `sent` (the
+/// whole option).
+pub fn option_state(q: &QuotedTcp, subtype: u8, sent: &[u8]) -> Quoted {
+    let Some(area) = &q.option_bytes else { return Quoted::NotQuoted };
+    match mptcp_option(area, subtype) {
+        Some(o) if o == sent => Quoted::Intact,
+        Some(_) => Quoted::Changed,
+        None => Quoted::Absent,
     }
 }
 

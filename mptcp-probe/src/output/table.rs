@@ -1,7 +1,7 @@
 //! The report of a `check` as a table for people.
 
 use mptcp_probe_model::{
-    locate::{Answer, Locate, Quoted},
+    locate::{Answer, Locate, ProbeKind, Quoted},
     Outcome, Report, Transport, Verdict,
 };
 
@@ -123,7 +123,8 @@ fn located(l: &Locate, out: &mut String) {
                 ]
             })
             .collect();
-        let header = ["hop", "from", "answer", "TCP bytes quoted", "MP_CAPABLE", "MSS", "seq"];
+        let option = if t.probe == ProbeKind::DataMptcp { "DSS" } else { "MP_CAPABLE" };
+        let header = ["hop", "from", "answer", "TCP bytes quoted", option, "MSS", "seq"];
         out.push_str(&columns(&header, &rows, "  "));
     }
     for loc in &l.locations {
