@@ -1,7 +1,8 @@
 //! `cargo xtask image --test`: the image booted with QEMU (UEFI, OVMF) against the lab, as a
 //! laptop would boot it: a tap link into the lab's client namespace (the client routes it on,
 //! masqueraded) with `mptcp-probe serve` behind the router: on a clean path the console shows
-//! `mptcp_ok`, through a router that strips MP_CAPABLE from SYNs `syn_option_stripped`, and
+//! `mptcp_ok` (and the report at the lab's collector, with the network kind the configuration
+//! chose), through a router that strips MP_CAPABLE from SYNs `syn_option_stripped`, and
 //! through QEMU's user-mode network (which terminates TCP in the host) `proxied`; each of the
 //! three shipped formats (VMDK, qcow2, raw) is booted once. On the kernel of the image (6.1) the
 //! observer attaches under clsact, and says so. KVM when it
@@ -16,6 +17,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use mptcp_probe_tests::{
+    collect::Collector,
     lab::{addr, sh, Lab, Netns},
     matrix, scenario,
     workspace::MIDDLEBOX,
@@ -166,12 +168,39 @@ fn tap(lab: &Lab) {
     ]));
 }
 
-fn conf(net: &Net) -> String {
+/// Where the lab's collector listens, in the server's namespace.
+const COLLECTOR_PORT: u16 = 8088;
+
+fn conf(net: &Net, upload: Option<&str>) -> String {
     let mut c = format!("server={}\nnetwork_kind=other\nnote=lab boot test\n", addr::SERVER);
     if matches!(net, Net::Tap) {
         c.push_str(&format!("address={VM_ADDRESS}\ngateway={VM_GATEWAY}\n"));
     }
+    if let Some(u) = upload {
+        c.push_str(&format!("upload={u}\n"));
+    }
     c
+}
+
+/// The report the VM uploaded, fetched back from the collector with the page URL the console
+/// showed: it must be there, with the network kind the configuration chose.
+fn uploaded(console: &str, collector: &Collector) -> anyhow::Result<()> {
+    let url = console
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("uploaded: "))
+        .with_context(|| format!("the console shows no upload:\n{console}"))?;
+    let path = url.trim().strip_prefix(&collector.url).context("the page URL is the lab collector's")?;
+    let json_path = path.replacen("/reports/", "/api/v1/reports/", 1);
+    let answer = collector.get(&json_path, &[]);
+    if answer.status != 200 {
+        bail!("the collector answers {} for the uploaded report {json_path}", answer.status);
+    }
+    let report = answer.json();
+    if report["client"]["network_kind"] != "other" || report["summary"]["mptcp_usable"] != true {
+        bail!("the uploaded report is not the clean path's from an `other` network: {report}");
+    }
+    eprintln!("image test: the report is at the collector: {url}");
+    Ok(())
 }
 
 /// The verdict line of a console: what `check` said of the path.
@@ -210,19 +239,22 @@ pub fn run(image: &Image) -> anyhow::Result<()> {
     tap(&lab);
     // Each shipped format is booted once: VMDK (VirtualBox) on the clean path, qcow2 (QEMU,
     // UTM) through the stripping router, raw through the user-mode network.
-    let disk = |net: &Net, name: &str, format: Format| -> anyhow::Result<(PathBuf, Format)> {
-        let raw = dir.join(format!("{name}.raw"));
-        // The kernel's messages on the console too: the KVM probe looks for them.
-        image::disk_with(&conf(net), " loglevel=6 mptcp_probe.poweroff=1", &raw)?;
-        if format == Format::Raw {
-            return Ok((raw, format));
-        }
-        let out = dir.join(format!("{name}.{}", format.qemu_name()));
-        image::convert(&raw, format, &out)?;
-        fs::remove_file(&raw)?;
-        Ok((out, format))
-    };
-    let vmdk = disk(&Net::Tap, "tap", Format::Vmdk)?;
+    let collector =
+        Collector::start_in(Some(&lab.s), &format!("{}:{COLLECTOR_PORT}", addr::SERVER), None, &[]);
+    let disk =
+        |net: &Net, name: &str, format: Format, upload: Option<&str>| -> anyhow::Result<(PathBuf, Format)> {
+            let raw = dir.join(format!("{name}.raw"));
+            // The kernel's messages on the console too: the KVM probe looks for them.
+            image::disk_with(&conf(net, upload), " loglevel=6 mptcp_probe.poweroff=1", &raw)?;
+            if format == Format::Raw {
+                return Ok((raw, format));
+            }
+            let out = dir.join(format!("{name}.{}", format.qemu_name()));
+            image::convert(&raw, format, &out)?;
+            fs::remove_file(&raw)?;
+            Ok((out, format))
+        };
+    let vmdk = disk(&Net::Tap, "tap", Format::Vmdk, Some(&collector.url))?;
     let clean = (vmdk.0.as_path(), vmdk.1);
     let started = Instant::now();
     let (accel, first) = pick_accel(&lab.c, clean, &dir)?;
@@ -246,8 +278,9 @@ pub fn run(image: &Image) -> anyhow::Result<()> {
         bail!("clean path: the answer is not that MPTCP works:\n{console}");
     }
     older_kernel_path(&console, &image::kernel_version()?)?;
+    uploaded(&console, &collector)?;
     results.push(("clean path, VMDK", started.elapsed()));
-    let qcow2 = disk(&Net::Tap, "tap", Format::Qcow2)?;
+    let qcow2 = disk(&Net::Tap, "tap", Format::Qcow2, None)?;
     {
         let _strip = scenario::apply(&lab, scenario::named("syn-strip"), &MIDDLEBOX.path())?;
         let t = Instant::now();
@@ -255,7 +288,7 @@ pub fn run(image: &Image) -> anyhow::Result<()> {
         expect("a router stripping MP_CAPABLE from SYNs", &console, "syn_option_stripped")?;
         results.push(("syn-strip, qcow2", t.elapsed()));
     }
-    let user = disk(&Net::User, "user", Format::Raw)?;
+    let user = disk(&Net::User, "user", Format::Raw, None)?;
     let t = Instant::now();
     let console = boot(&lab.c, (&user.0, user.1), &Net::User, accel, BOOT_DEADLINE, &dir)?;
     expect("QEMU's user-mode network", &console, "proxied")?;

@@ -476,7 +476,8 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Report> {
     }
     let cut_short = std::mem::take(&mut *checker.cut_short.lock().unwrap_or_else(|p| p.into_inner()));
     let locate = match checker.opts.locate.clone() {
-        Some(lo) => {
+        Some(mut lo) => {
+            lo.data_test_id = format!("{}-locate-data", checker.run_id);
             eprintln!("locating the hops behind the verdicts ...");
             // A minute past the budget at most: the probes are bounded by hops and tries too.
             let deadline = deadline.max(Instant::now()) + Duration::from_secs(60);

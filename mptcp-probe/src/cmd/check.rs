@@ -58,7 +58,8 @@ pub struct CheckArgs {
     pub bulk_bytes: u64,
     /// Find the hop that interferes: for verdicts a SYN can show (syn_option_stripped,
     /// mss_rewritten, seq_rewritten, mptcp_syn_dropped), probe the path with TTL-limited copies
-    /// of the SYN on raw sockets (needs CAP_NET_RAW) and compare the routers' ICMP quotes.
+    /// of the SYN on raw sockets (needs CAP_NET_RAW) and compare the routers' ICMP quotes; for
+    /// dss_stripped, copies of a data segment of a live MPTCP connection to the bulk port.
     #[arg(long)]
     pub locate: bool,
     /// The most hops `--locate` probes.

@@ -43,9 +43,19 @@ pub fn classify(status: StatusCode, body: String) -> Answer {
     }
 }
 
+/// The collector's reports endpoint for a URL a user gives: a collector's address alone
+/// (`https://collector.example.org`) means its `/api/v1/reports`; any other path is taken as is.
+pub fn reports_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) if u.path() == "/" && u.query().is_none() => format!("{}api/v1/reports", u.as_str()),
+        _ => url.to_string(),
+    }
+}
+
 /// Posts a report to a collector, keyed by its id, with the upload key when there is one.
 pub async fn send(http: &reqwest::Client, url: &str, key: Option<&str>, report: &Report) -> Answer {
-    let mut req = http.post(url).header(IDEMPOTENCY_KEY, &report.id).json(report);
+    let url = reports_url(url);
+    let mut req = http.post(&url).header(IDEMPOTENCY_KEY, &report.id).json(report);
     if let Some(key) = key {
         req = req.bearer_auth(key);
     }
@@ -91,7 +101,7 @@ pub async fn upload_trace(
     uploaded: &Uploaded,
     trace: Vec<u8>,
 ) -> anyhow::Result<()> {
-    let url = format!("{}/{}/trace", reports_url.trim_end_matches('/'), uploaded.id);
+    let url = format!("{}/{}/trace", self::reports_url(reports_url).trim_end_matches('/'), uploaded.id);
     let resp = http
         .put(&url)
         .bearer_auth(&uploaded.token)
@@ -110,6 +120,21 @@ pub async fn upload_trace(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn a_collectors_address_alone_means_its_reports_endpoint() {
+        assert_eq!(reports_url("http://203.0.113.2:8088"), "http://203.0.113.2:8088/api/v1/reports");
+        assert_eq!(reports_url("https://c.example.org/"), "https://c.example.org/api/v1/reports");
+        assert_eq!(
+            reports_url("https://c.example.org/api/v1/reports"),
+            "https://c.example.org/api/v1/reports"
+        );
+        assert_eq!(
+            reports_url("https://c.example.org/mpp/api/v1/reports"),
+            "https://c.example.org/mpp/api/v1/reports"
+        );
+        assert_eq!(reports_url("not a url"), "not a url", "left for the request to refuse");
+    }
 
     /// A report with this id and nothing in it.
     pub fn report(id: &str) -> Report {

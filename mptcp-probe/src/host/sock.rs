@@ -179,11 +179,10 @@ pub fn synchronized_subflows(fd: &impl AsRawFd) -> Option<u8> {
     Some(entries.iter().filter_map(|e| e.first()).filter(|state| !matches!(state, 2 | 3 | 7)).count() as u8)
 }
 
-/// Sending and receiving MSS from `TCP_INFO`.
-pub fn mss(fd: &impl AsRawFd) -> Option<(u32, u32)> {
+/// `TCP_INFO` of a socket (of an MPTCP socket: its first subflow's).
+pub fn tcp_info(fd: &impl AsRawFd) -> Option<libc::tcp_info> {
     // SAFETY: tcp_info is plain data; zero is a valid value.
-    let info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut v = info;
+    let mut v: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
     // SAFETY: valid fd, buffer and length.
     let r = unsafe {
@@ -195,7 +194,12 @@ pub fn mss(fd: &impl AsRawFd) -> Option<(u32, u32)> {
             &mut len,
         )
     };
-    (r == 0).then_some((v.tcpi_snd_mss, v.tcpi_rcv_mss))
+    (r == 0).then_some(v)
+}
+
+/// Sending and receiving MSS from `TCP_INFO`.
+pub fn mss(fd: &impl AsRawFd) -> Option<(u32, u32)> {
+    tcp_info(fd).map(|v| (v.tcpi_snd_mss, v.tcpi_rcv_mss))
 }
 
 /// The socket-level facts both ends record about a connection.

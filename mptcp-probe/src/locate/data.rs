@@ -25,18 +25,20 @@ use socket2::{Domain, Protocol, Socket, Type};
 use super::{
     answered_ttl,
     probe::{raw, Prober, Reply},
-    quote, silent, LocateOptions,
+    quote, record, silent, LocateOptions,
 };
 use crate::{
     host::sock,
-    protocol::{fill_pattern, BulkMode, Preamble},
+    protocol::{fill_pattern, BulkMode, Preamble, MAX_BULK_BYTES},
 };
 
 /// Payload bytes a copy carries: enough for boxes that act on segments of some size only, small
 /// enough for a router's quote (576 bytes for IPv4) to hold them with the headers.
 const COPY_PAYLOAD: usize = 256;
-/// The test id the connection announces to the server.
-const TEST_ID: &str = "locate-data";
+/// Packets one drain of the capture takes at most (it sees every packet of the host).
+const DRAIN_MAX: usize = 4096;
+/// What the connection announces beyond what it sends, so that it stays open to be copied.
+const HELD_OPEN: u64 = 1 << 20;
 /// `ETH_P_ALL`, `PACKET_OUTGOING` (linux/if_packet.h, linux/if_ether.h).
 const ETH_P_ALL: u16 = 0x0003;
 const PACKET_OUTGOING: u8 = 4;
@@ -167,10 +169,10 @@ impl Capture {
         Ok(Self(s))
     }
 
-    /// Every outgoing packet queued now, as `f` takes it.
+    /// The outgoing packets queued now (at most [`DRAIN_MAX`]), as `f` takes them.
     fn drain(&self, mut f: impl FnMut(&[u8])) -> io::Result<()> {
         let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
-        loop {
+        for _ in 0..DRAIN_MAX {
             // SAFETY: sockaddr_ll is plain data; all zeroes is a valid value.
             let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
             let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
@@ -198,10 +200,13 @@ impl Capture {
                 f(unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), n as usize) });
             }
         }
+        Ok(())
     }
 }
 
-/// The connection's segments seen so far: the DSS of its data, its latest data segment.
+/// The connection's segments seen so far: the DSS of its data, its latest data segment of
+/// [`COPY_PAYLOAD`] bytes or more (a short tail would make a copy smaller than what a box may
+/// act on).
 #[derive(Default)]
 struct Seen {
     dss: Option<Vec<u8>>,
@@ -215,7 +220,10 @@ impl Seen {
         if self.dss.is_none() {
             self.dss.clone_from(&s.dss);
         }
-        self.latest = Some(s);
+        let full = |x: &Segment| x.payload.len() >= COPY_PAYLOAD;
+        if self.latest.as_ref().is_none_or(|l| full(&s) || !full(l)) {
+            self.latest = Some(s);
+        }
     }
 }
 
@@ -224,6 +232,7 @@ impl Seen {
 /// `below` - 1 (the server's hop, from the SYN trace). The trace, and why it stopped early.
 pub fn trace(
     destination: SocketAddr,
+    test_id: &str,
     bytes: u64,
     below: u8,
     opts: &LocateOptions,
@@ -237,7 +246,8 @@ pub fn trace(
     let stream: TcpStream = socket.into();
     let local = sock::canonical(stream.local_addr()?);
     // More announced than sent: the server waits on, the connection stays open while probed.
-    let preamble = Preamble { test_id: TEST_ID.into(), mode: BulkMode::Up, bytes: bytes + (1 << 20) };
+    let bytes = bytes.min(MAX_BULK_BYTES - HELD_OPEN);
+    let preamble = Preamble { test_id: test_id.into(), mode: BulkMode::Up, bytes: bytes + HELD_OPEN };
     let mut seen = Seen::default();
     let sent = std::thread::scope(|scope| -> io::Result<()> {
         let writer = scope.spawn(|| -> io::Result<()> {
@@ -270,6 +280,7 @@ pub fn trace(
     // Let the last segments leave and be answered.
     std::thread::sleep(Duration::from_millis(300));
     capture.drain(|p| seen_packet(&mut seen, p, local, destination))?;
+    drop(capture);
     let probe = Sent { mss: 0, mptcp: Some(Subtype::Dss), mptcp_len: None, seq: 0 };
     let mut empty = Trace {
         probe: ProbeKind::DataMptcp,
@@ -307,20 +318,7 @@ fn seen_packet(seen: &mut Seen, packet: &[u8], local: SocketAddr, remote: Socket
 
 /// Whether the kernel still has the connection established.
 fn connection_open(stream: &TcpStream) -> bool {
-    // SAFETY: tcp_info is plain data; all zeroes is a valid value.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: a tcp_info and its length.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        )
-    };
-    rc == 0 && info.tcpi_state == 1
+    sock::tcp_info(stream).is_some_and(|i| i.tcpi_state == crate::host::diag::TCP_ESTABLISHED)
 }
 
 /// The copies, TTL by TTL, and what each hop quoted of them.
@@ -353,20 +351,22 @@ fn copies(
                 ));
             }
             while let Some(reply) = p.receive(sent_at, opts.wait)? {
-                // The connection's own segments from the server are no answer to a copy.
-                let Reply::Icmp { from, quote, after } = reply else { continue };
+                let (from, quote, after) = match reply {
+                    Reply::Icmp { from, quote, after } => (from, quote, after),
+                    // The box in the path may forget a connection that was reset: copies past
+                    // that would prove nothing.
+                    Reply::Destination { synack: false, .. } => {
+                        let why =
+                            format!("the server reset the connection to {destination} while it was copied");
+                        return Ok((hops, Some(why)));
+                    }
+                    Reply::Destination { synack: true, .. } => continue,
+                };
                 let at = answered_ttl(quote.tcp.seq, base, ttl);
-                let hop = &mut hops[at as usize - 1];
-                if hop.answer != Answer::Silent {
-                    continue;
-                }
-                hop.answer = quote.answer;
-                hop.from = Some(from);
-                hop.quoted_tcp_bytes = Some(quote.tcp.tcp_bytes as u16);
-                hop.mptcp = quote::option_state(&quote.tcp, subtype::DSS, dss);
-                hop.seq = quote.tcp.seq;
-                hop.rtt_us = (at == ttl).then_some(after.as_micros() as u64);
-                if at == ttl {
+                let state = quote::option_state(&quote.tcp, subtype::DSS, dss);
+                if record(&mut hops[at as usize - 1], from, &quote, state, (at == ttl).then_some(after))
+                    && at == ttl
+                {
                     break 'tries;
                 }
             }
@@ -470,5 +470,26 @@ mod tests {
         // A malformed area ends the walk instead of reading past it.
         assert_eq!(quote::mptcp_option(&[TCPOPT_MPTCP, 40, 0x20], subtype::DSS), None);
         assert_eq!(quote::mptcp_option(&[TCPOPT_NOP, TCPOPT_MPTCP], subtype::DSS), None);
+    }
+
+    #[test]
+    fn the_copy_is_made_of_the_latest_full_segment_with_the_first_dss() {
+        let seg = |seq: u32, len: usize, dss: bool| Segment {
+            seq,
+            ack: 1,
+            window: 1,
+            ts: None,
+            dss: dss.then(|| vec![TCPOPT_MPTCP, 4, subtype::DSS << 4, seq as u8]),
+            payload: vec![0; len],
+        };
+        let mut seen = Seen::default();
+        seen.take(seg(1, 10, false));
+        assert_eq!(seen.latest.as_ref().map(|s| s.seq), Some(1), "a short one until a full one comes");
+        seen.take(seg(2, COPY_PAYLOAD, true));
+        seen.take(seg(3, COPY_PAYLOAD, true));
+        seen.take(seg(4, 40, false));
+        assert_eq!(seen.latest.as_ref().map(|s| s.seq), Some(3), "not the short tail");
+        assert_eq!(seen.dss.as_deref().map(|d| d[3]), Some(2), "the first DSS seen");
+        assert_eq!(seen.segments, 4);
     }
 }

@@ -29,6 +29,8 @@ pub struct LocateOptions {
     pub max_hops: u8,
     /// Bytes the connection whose data segments are copied carries first (the bulk test's).
     pub data_bytes: u64,
+    /// The test id that connection announces to the server (the check's own).
+    pub data_test_id: String,
     /// Further tries of a TTL that got no answer.
     pub retries: u8,
     /// How long to wait for an answer to one probe.
@@ -43,6 +45,7 @@ impl Default for LocateOptions {
         Self {
             max_hops: 16,
             data_bytes: 4 << 20,
+            data_test_id: "locate-data".into(),
             retries: 1,
             wait: Duration::from_millis(800),
             gap: Duration::from_millis(20),
@@ -85,6 +88,29 @@ fn silent(ttl: u8) -> Hop {
     }
 }
 
+/// Fills a silent hop from an ICMP answer quoting its probe, the probe's MPTCP option found
+/// `mptcp`; `rtt` only when the answer is to the probe in flight. False when the hop was
+/// answered already (a duplicate).
+fn record(
+    hop: &mut Hop,
+    from: IpAddr,
+    quote: &quote::IcmpQuote,
+    mptcp: Quoted,
+    rtt: Option<Duration>,
+) -> bool {
+    if hop.answer != Answer::Silent {
+        return false;
+    }
+    hop.answer = quote.answer;
+    hop.from = Some(from);
+    hop.quoted_tcp_bytes = Some(quote.tcp.tcp_bytes as u16);
+    hop.mptcp = mptcp;
+    hop.mss = quote::mss(&quote.tcp);
+    hop.seq = quote.tcp.seq;
+    hop.rtt_us = rtt.map(|d| d.as_micros() as u64);
+    true
+}
+
 /// Probes towards `destination` with increasing TTL until the destination answers, a router
 /// says it is unreachable, `max_hops` is reached or `deadline` passes. A send that fails ends
 /// the trace with what it has and says why.
@@ -123,19 +149,10 @@ pub fn trace(
                 match reply {
                     Reply::Icmp { from, quote, after } => {
                         let at = answered_ttl(quote.tcp.seq, base, ttl);
+                        let state = quote::mptcp_state(&quote.tcp, sent_mpc);
                         let hop = &mut hops[at as usize - 1];
-                        if hop.answer != Answer::Silent {
-                            continue;
-                        }
-                        hop.answer = quote.answer;
-                        hop.from = Some(from);
-                        hop.quoted_tcp_bytes = Some(quote.tcp.tcp_bytes as u16);
-                        hop.mptcp = quote::mptcp_state(&quote.tcp, sent_mpc);
-                        hop.mss = quote::mss(&quote.tcp);
-                        hop.seq = quote.tcp.seq;
                         // A late answer of an earlier TTL fills its hop; this one waits on.
-                        hop.rtt_us = (at == ttl).then_some(after.as_micros() as u64);
-                        if at != ttl {
+                        if !record(hop, from, &quote, state, (at == ttl).then_some(after)) || at != ttl {
                             continue;
                         }
                     }
@@ -196,7 +213,7 @@ pub fn probe(
 ) -> Locate {
     let mut out = Locate::default();
     if wanted.is_empty() {
-        out.notes.push("no verdict of this run is one a probe of the SYN can locate".into());
+        out.notes.push("no verdict of this run is one a probe of the SYN or of data can locate".into());
         return out;
     }
     let trace_to = |destination: SocketAddr, kind: ProbeKind, out: &mut Locate| -> Option<Trace> {
@@ -260,9 +277,15 @@ fn data_trace(
         ));
         return None;
     };
-    match data::trace(destination, opts.data_bytes, server_hop, opts, deadline) {
+    match data::trace(destination, &opts.data_test_id, opts.data_bytes, server_hop, opts, deadline) {
         Ok((t, stopped)) => {
+            let why = stopped.clone().unwrap_or_else(|| "no copy was sent".into());
             out.notes.extend(stopped);
+            if t.hops.is_empty() {
+                // Nothing was copied: no location, only the note.
+                out.notes.push(format!("dss_stripped not located: {why}"));
+                return None;
+            }
             Some(t)
         }
         Err(e) => {
@@ -275,7 +298,10 @@ fn data_trace(
 /// Gives each finding of a located verdict its location: the one traced on its test's port.
 pub fn annotate(tests: &mut [TestResult], l: &Locate) {
     for t in tests.iter_mut().filter(|t| t.transport == Transport::Mptcp) {
-        for f in t.evidence.findings.iter_mut() {
+        // Data copies from here show the client's data only: the server's stays unlocated.
+        let located =
+            |f: &mptcp_probe_model::Finding| f.verdict != Verdict::DssStripped || f.end == End::Server;
+        for f in t.evidence.findings.iter_mut().filter(|f| located(f)) {
             if let Some(loc) =
                 l.locations.iter().find(|loc| loc.verdict == f.verdict && loc.port == Some(t.port))
             {

@@ -74,6 +74,12 @@ fn server(t: &Trace) -> String {
 fn why_not(t: &Trace, after: u8, before: u8) -> String {
     let mut silent = Vec::new();
     let mut short = Vec::new();
+    let mut unprobed = Vec::new();
+    for ttl in (after + 1)..before {
+        if !t.hops.iter().any(|h| h.ttl == ttl) {
+            unprobed.push(ttl.to_string());
+        }
+    }
     for h in t.hops.iter().filter(|h| h.ttl > after && h.ttl < before) {
         match (h.answer, h.quoted_tcp_bytes) {
             (Answer::Silent, _) => silent.push(h.ttl.to_string()),
@@ -90,6 +96,9 @@ fn why_not(t: &Trace, after: u8, before: u8) -> String {
     }
     if !silent.is_empty() {
         parts.push(format!("hop {} did not answer (silent, or rate-limiting ICMP)", silent.join(", ")));
+    }
+    if !unprobed.is_empty() {
+        parts.push(format!("hop {} not probed (the trace stopped before)", unprobed.join(", ")));
     }
     parts.join("; ")
 }

@@ -2,7 +2,7 @@
 
 use mptcp_probe_model::{
     locate::{Answer, Locate, ProbeKind, Quoted},
-    Outcome, Report, Transport, Verdict,
+    NetworkKind, Outcome, Report, Transport, Verdict,
 };
 
 fn names(v: &[Verdict]) -> String {
@@ -154,6 +154,15 @@ fn quoted_word(q: Quoted) -> &'static str {
     }
 }
 
+/// "a home network", "an enterprise network", "a network of another kind".
+fn network_words(k: NetworkKind) -> String {
+    match k {
+        NetworkKind::Other => "a network of another kind".into(),
+        NetworkKind::Enterprise => format!("an {k} network"),
+        _ => format!("a {k} network"),
+    }
+}
+
 /// Whether MPTCP works on the path, the path's conditions, what the run could not establish or
 /// cut short, and what it did to the host.
 pub fn answer(r: &Report, out: &mut String) {
@@ -177,8 +186,8 @@ pub fn answer(r: &Report, out: &mut String) {
         ));
     }
     match (r.client.network_kind, &r.client.note) {
-        (Some(k), Some(n)) => out.push_str(&format!("Run from a {k} network: {n}\n")),
-        (Some(k), None) => out.push_str(&format!("Run from a {k} network.\n")),
+        (Some(k), Some(n)) => out.push_str(&format!("Run from {}: {n}\n", network_words(k))),
+        (Some(k), None) => out.push_str(&format!("Run from {}.\n", network_words(k))),
         (None, Some(n)) => out.push_str(&format!("Note: {n}\n")),
         (None, None) => {}
     }
@@ -240,8 +249,8 @@ pub fn answer(r: &Report, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use mptcp_probe_model::{
-        summarize, ClientInfo, MptcpState, ObserverKind, Outcome, Report, Reruns, ServerSide, TestEvidence,
-        TestName, TestResult, Transport, Verdict,
+        summarize, ClientInfo, MptcpState, NetworkKind, ObserverKind, Outcome, Report, Reruns, ServerSide,
+        TestEvidence, TestName, TestResult, Transport, Verdict,
     };
 
     fn test(name: TestName, transport: Transport, mptcp: MptcpState, verdicts: Vec<Verdict>) -> TestResult {
@@ -315,8 +324,13 @@ mod tests {
         let mut join = test(TestName::Join, Transport::Mptcp, MptcpState::NotApplicable, vec![]);
         join.outcome = Outcome::NotRun;
         join.error = Some("not run: no second local address with a route to the server to join from".into());
-        let t = super::table(&report(vec![ok, join]));
+        let mut r = report(vec![ok, join]);
+        r.client.network_kind = Some(NetworkKind::Other);
+        let t = super::table(&r);
         assert!(t.contains("MPTCP works on this path to 203.0.113.2 (mptcp_ok)"), "{t}");
+        assert!(t.contains("Run from a network of another kind.\n"), "{t}");
+        r.client.network_kind = Some(NetworkKind::Enterprise);
+        assert!(super::table(&r).contains("Run from an enterprise network.\n"));
         assert!(
             t.contains("Not run on this host: join (no second local address with a route to the server to join from)."),
             "{t}"
