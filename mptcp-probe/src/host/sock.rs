@@ -68,10 +68,16 @@ fn getsockopt<T: Default>(fd: RawFd, level: i32, name: i32) -> io::Result<(T, us
 /// Kernels before 6.10 do not know it: there `MPTCP_INFO`, which an MPTCP socket answers until
 /// it falls back, says it instead.
 pub fn is_mptcp(fd: &impl AsRawFd) -> Option<bool> {
+    is_mptcp_or(fd, || mptcp_info(fd))
+}
+
+/// [`is_mptcp`], with `info` giving `MPTCP_INFO` where `TCP_IS_MPTCP` is not known (a caller
+/// that has read it already passes it on).
+fn is_mptcp_or(fd: &impl AsRawFd, info: impl FnOnce() -> Option<MptcpInfo>) -> Option<bool> {
     match getsockopt::<i32>(fd.as_raw_fd(), libc::IPPROTO_TCP, TCP_IS_MPTCP) {
         Ok((v, _)) => Some(v == 1),
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOPROTOOPT | libc::EOPNOTSUPP)) => {
-            Some(mptcp_info(fd).is_some_and(|info| info.flags & MPTCP_INFO_FLAG_FALLBACK == 0))
+            Some(info().is_some_and(|info| info.flags & MPTCP_INFO_FLAG_FALLBACK == 0))
         }
         Err(_) => None,
     }
@@ -204,8 +210,9 @@ pub fn mss(fd: &impl AsRawFd) -> Option<(u32, u32)> {
 
 /// The socket-level facts both ends record about a connection.
 pub fn fill_view(fd: &impl AsRawFd, view: &mut mptcp_probe_model::ConnectionView) {
-    view.is_mptcp = is_mptcp(fd);
-    if let Some(info) = mptcp_info(fd) {
+    let info = mptcp_info(fd);
+    view.is_mptcp = is_mptcp_or(fd, || info);
+    if let Some(info) = info {
         view.fallback = Some(info.flags & MPTCP_INFO_FLAG_FALLBACK != 0);
         // Keep the largest values seen: subflows come and go over a connection's life.
         // `subflows` counts the subflows beyond the first; `subflows_total` (Linux 6.10+)

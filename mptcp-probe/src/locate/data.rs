@@ -15,7 +15,9 @@ use std::{
 };
 
 use etherparse::{Ipv4HeaderSlice, Ipv6HeaderSlice, TcpHeader, TcpHeaderSlice};
-use mptcp_probe_common::options::{subtype, TCPOPT_EOL, TCPOPT_NOP, TCPOPT_TIMESTAMP};
+use mptcp_probe_common::options::{
+    opt_flags, option_area, parse_tcp_options, subtype, TCPOPT_NOP, TCPOPT_TIMESTAMP,
+};
 use mptcp_probe_model::{
     locate::{Answer, Hop, ProbeKind, Sent, Trace},
     Subtype, Transport,
@@ -102,29 +104,11 @@ pub fn parse_segment(packet: &[u8], local: SocketAddr, remote: SocketAddr) -> Op
     })
 }
 
+/// The timestamp option's (value, echo reply), read by the project's option parser.
 fn timestamps(area: &[u8]) -> Option<(u32, u32)> {
-    let mut at = 0;
-    while at + 1 < area.len() {
-        match area[at] {
-            TCPOPT_EOL => return None,
-            TCPOPT_NOP => at += 1,
-            kind => {
-                let len = area[at + 1] as usize;
-                if len < 2 || at + len > area.len() {
-                    return None;
-                }
-                if kind == TCPOPT_TIMESTAMP && len == 10 {
-                    let b = &area[at + 2..at + 10];
-                    return Some((
-                        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-                        u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
-                    ));
-                }
-                at += len;
-            }
-        }
-    }
-    None
+    let (buf, len) = option_area(area);
+    let o = parse_tcp_options(&buf, len, false);
+    (o.flags & opt_flags::TIMESTAMPS != 0).then_some((o.ts_val, o.ts_ecr))
 }
 
 /// The copy from `local` to `remote`: the latest segment's numbers, NOP NOP TS and the DSS its

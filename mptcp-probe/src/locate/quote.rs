@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use etherparse::{Icmpv4Slice, Icmpv4Type, Icmpv6Slice, Icmpv6Type, Ipv4HeaderSlice, Ipv6HeaderSlice};
 use mptcp_probe_common::options::{
-    option_area, parse_tcp_options, subtype, TcpOptions, TCPOPT_EOL, TCPOPT_MPTCP, TCPOPT_NOP,
+    option_area, parse_tcp_options, subtype, OptionWalk, Step, TcpOptions, TCPOPT_MPTCP,
 };
 use mptcp_probe_model::locate::{Answer, Quoted};
 
@@ -149,26 +149,15 @@ pub fn mptcp_state(q: &QuotedTcp, sent: SentMpc) -> Quoted {
     }
 }
 
-/// The MPTCP option of `subtype` in a TCP option area, whole.
+/// The MPTCP option of `subtype` in a TCP option area, whole (the walk ends at EOL or at a
+/// malformed option).
 pub fn mptcp_option(area: &[u8], want: u8) -> Option<&[u8]> {
-    let mut at = 0;
-    while at < area.len() {
-        match area[at] {
-            TCPOPT_EOL => return None,
-            TCPOPT_NOP => at += 1,
-            kind => {
-                let len = *area.get(at + 1)? as usize;
-                if len < 2 || at + len > area.len() {
-                    return None;
-                }
-                if kind == TCPOPT_MPTCP && len >= 3 && area[at + 2] >> 4 == want {
-                    return Some(&area[at..at + len]);
-                }
-                at += len;
-            }
+    OptionWalk::new(area).find_map(|step| match step {
+        Step::Option { kind: TCPOPT_MPTCP, start, len } if len >= 3 && area[start + 2] >> 4 == want => {
+            Some(&area[start..start + len])
         }
-    }
-    None
+        _ => None,
+    })
 }
 
 /// The probe's MPTCP option of `subtype` as quoted, compared byte for byte with `sent` (the

@@ -221,7 +221,7 @@ pub fn answer(r: &Report, out: &mut String) {
             other => out.push_str(&format!("Path condition: {other}.\n")),
         }
     }
-    let mut not_run: Vec<String> = r
+    let not_run: Vec<String> = r
         .tests
         .iter()
         .filter(|t| t.transport == Transport::Mptcp && t.outcome == Outcome::NotRun)
@@ -230,7 +230,6 @@ pub fn answer(r: &Report, out: &mut String) {
             format!("{} ({})", t.name, why.strip_prefix("not run: ").unwrap_or(why))
         })
         .collect();
-    not_run.dedup();
     if !not_run.is_empty() {
         out.push_str(&format!("Not run on this host: {}.\n", not_run.join("; ")));
     }
