@@ -282,6 +282,17 @@ fn install_packages() -> Result<()> {
         run_cmd(&mut apt_get(&["update"]), None)?;
         run_cmd(&mut apt_install(&missing), None)?;
     }
+    // Resolving a conflict, apt may remove an installed package of the list (a newer build of
+    // it from another suite that the archive's versions of the others break): install what is
+    // missing now, at the archive's version.
+    let removed = missing_packages()?;
+    if !removed.is_empty() {
+        eprintln!(
+            "setup: apt removed {} while installing the others; installing it again",
+            removed.join(" ")
+        );
+        run_cmd(&mut apt_install(&removed), None)?;
+    }
     Ok(())
 }
 
