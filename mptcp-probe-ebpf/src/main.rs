@@ -122,6 +122,41 @@ fn coarse_ns() -> u64 {
     unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() }
 }
 
+/// The tick count: the verifier inlines this helper as one load on 64-bit kernels, where a
+/// helper call (and its return, through the return thunk on CPUs that need one) costs more
+/// than the rest of a steady segment's work.
+#[inline(always)]
+fn jiffies() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { aya_ebpf::helpers::bpf_jiffies64() }
+}
+
+/// Each CPU's last reading of the coarse clock and the tick it was read at.
+#[repr(C)]
+pub struct TickClock {
+    pub jiffies: u64,
+    pub ns: u64,
+}
+
+#[map]
+static TICK_CLOCK: PerCpuArray<TickClock> = PerCpuArray::with_max_entries(1, 0);
+
+/// The coarse clock (`bpf_ktime_get_coarse_ns`), read from the kernel once per tick and CPU: it
+/// moves only when `jiffies` does, so within a tick the last reading is its value. For "when was
+/// this flow last seen", where a tick is precise enough.
+#[inline(always)]
+fn tick_ns() -> u64 {
+    let Some(c) = TICK_CLOCK.get_ptr_mut(0) else { return coarse_ns() };
+    // SAFETY: this CPU's slot; only this program invocation touches it while it runs.
+    let c = unsafe { &mut *c };
+    let j = jiffies();
+    if j != c.jiffies {
+        c.jiffies = j;
+        c.ns = coarse_ns();
+    }
+    c.ns
+}
+
 #[inline(always)]
 fn cpu() -> u16 {
     // SAFETY: helper without arguments.

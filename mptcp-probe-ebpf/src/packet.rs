@@ -23,7 +23,7 @@ use mptcp_probe_common::{
 };
 
 use crate::{
-    coarse_ns, count, count_n, cpu, event_level, now_ns, ring_output, Scratch, FLOWS, FLOW_ACC, FLOW_INIT,
+    count, count_n, cpu, event_level, now_ns, ring_output, tick_ns, Scratch, FLOWS, FLOW_ACC, FLOW_INIT,
     SCRATCH,
 };
 
@@ -83,7 +83,9 @@ fn observe<const DIR: u8, const L2: bool>(ctx: &TcContext) {
     if parse::<DIR, L2>(ctx, proto, sc).is_none() {
         return;
     }
-    if absorb::<DIR>(ctx, sc) {
+    // The flow's entry when the fast path looked it up already.
+    let mut entry = None;
+    if absorb::<DIR>(ctx, sc, &mut entry) {
         return;
     }
     // The slow path: this CPU's totals of the flow go to the table first, so that the state the
@@ -94,7 +96,7 @@ fn observe<const DIR: u8, const L2: bool>(ctx: &TcContext) {
     let opt_len = reload(&sc.opt_len) as usize;
     sc.ev.opts = TcpOptions::empty();
     parse_tcp_options_in(&sc.buf, copied, copied < opt_len, &mut sc.ev.opts, &mut sc.walk);
-    let w = track::<DIR>(&mut sc.ev);
+    let w = track::<DIR>(&mut sc.ev, entry);
     let level = event_level();
     if w != 0 && (level == level::ALL || w & why::FLOWS_LEVEL != 0) {
         emit::<L2>(ctx, sc, w, level == level::ALL);
@@ -104,9 +106,9 @@ fn observe<const DIR: u8, const L2: bool>(ctx: &TcContext) {
 /// The fast path: a steady segment (see [`FlowAcc`]) is added to this CPU's totals for its flow,
 /// without the option walk, the flow-table lookup or an atomic add. True when it was. Steady: one
 /// well-formed DSS on an MPTCP flow past its handshake and first DSS this way, or no MPTCP option
-/// at all on a plain TCP flow.
+/// at all on a plain TCP flow. `entry` is set to the flow's entry when it was looked up.
 #[inline(always)]
-fn absorb<const DIR: u8>(ctx: &TcContext, sc: &mut Scratch) -> bool {
+fn absorb<const DIR: u8>(ctx: &TcContext, sc: &mut Scratch, entry: &mut Option<*mut FlowState>) -> bool {
     if sc.ev.tcp_flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) != 0 {
         return false;
     }
@@ -119,9 +121,10 @@ fn absorb<const DIR: u8>(ctx: &TcContext, sc: &mut Scratch) -> bool {
         // Another flow: the totals so far go to the table; this one is taken on only when the
         // table says it is past its handshake and first DSS this way.
         flush(acc);
-        let Some(st) = FLOWS.get_ptr(&sc.ev.flow) else { return false };
-        // SAFETY: a map value, read only.
-        let st = unsafe { &*st };
+        let Some(p) = FLOWS.get_ptr_mut(&sc.ev.flow) else { return false };
+        *entry = Some(p);
+        // SAFETY: a map value, read only here.
+        let st = unsafe { &*p };
         let handshake_done = st.handshake[HS_THIRD_ACK].seen != 0 || st.handshake[HS_SYN_ACK].seen == 0;
         let steady = if dss == 0 {
             // Data without DSS on an MPTCP flow is for the slow path to count and report.
@@ -138,7 +141,7 @@ fn absorb<const DIR: u8>(ctx: &TcContext, sc: &mut Scratch) -> bool {
     } else if (dss == 0) != (acc.mptcp == 0) {
         // A segment without DSS on this MPTCP flow, or with one on this plain flow.
         return false;
-    } else if coarse_ns().wrapping_sub(acc.last_ns) > FLOW_ACC_STALE_NS {
+    } else if tick_ns().wrapping_sub(acc.last_ns) > FLOW_ACC_STALE_NS {
         // After a pause the flow may have been evicted meanwhile: see whether it is still there
         // before adding to it (if not, this packet takes the slow path and tracks it anew).
         flush(acc);
@@ -166,7 +169,7 @@ fn absorb<const DIR: u8>(ctx: &TcContext, sc: &mut Scratch) -> bool {
             }
         }
     }
-    acc.last_ns = coarse_ns();
+    acc.last_ns = tick_ns();
     acc.pending += 1;
     count(counters::FAST_PATH);
     if acc.pending >= FLOW_ACC_FLUSH_EVERY {
@@ -588,16 +591,21 @@ fn handshake_opt(opts: &TcpOptions, dir: u8, payload: bool) -> HandshakeOpt {
     h
 }
 
-/// Updates the flow's state; returns why the packet is worth an event (0: it is not).
+/// Updates the flow's state (`entry`, when already looked up in this run); returns why the
+/// packet is worth an event (0: it is not).
 #[inline(always)]
-fn track<const DIR: u8>(seg: &mut PacketEvent) -> u16 {
-    let st = match flow_state(seg) {
+fn track<const DIR: u8>(seg: &mut PacketEvent, entry: Option<*mut FlowState>) -> u16 {
+    let found = match entry {
+        Some(p) => Ok(p),
+        None => flow_state(seg),
+    };
+    let st = match found {
         Ok(st) => st,
         Err(why) => return why,
     };
     // SAFETY: st points into the LRU map value for this flow; fields are plain integers.
     let s = unsafe { &mut *st };
-    s.last_ns = now_ns();
+    s.last_ns = tick_ns();
     let mut w = count_segment::<DIR>(s, seg);
     w |= handshake::<DIR>(s, seg);
     let (why_opts, carries_mapping) = mptcp_options::<DIR>(s, seg);
