@@ -1235,3 +1235,29 @@ fn parse_mptcp_directly_at_an_offset() {
     // Too short to hold a subtype.
     assert_eq!(parse_mptcp(&buf, 2, 2).status, mptcp_status::BAD_LENGTH);
 }
+
+/// The kernel programs clear their scratch options with word stores of zero and then set
+/// `wscale` and `malformed_at` (see `clear_options` in the eBPF crate): that is `empty()` only
+/// while every other byte of it is zero.
+#[test]
+fn empty_options_are_zero_but_the_two_absent_markers() {
+    let e = TcpOptions::empty();
+    let mut cleared = e;
+    // SAFETY: TcpOptions is plain data; zeroing all of its bytes makes a valid value.
+    unsafe {
+        std::ptr::write_bytes(
+            &mut cleared as *mut TcpOptions as *mut u8,
+            0,
+            std::mem::size_of::<TcpOptions>(),
+        )
+    };
+    cleared.wscale = mptcp_probe_common::proto::NONE_U8;
+    cleared.malformed_at = mptcp_probe_common::proto::NONE_U8;
+    // SAFETY: both are plain data of the same size, compared byte for byte.
+    let bytes = |o: &TcpOptions| unsafe {
+        std::slice::from_raw_parts(o as *const TcpOptions as *const u8, std::mem::size_of::<TcpOptions>())
+            .to_vec()
+    };
+    assert_eq!(bytes(&e), bytes(&cleared));
+    assert_eq!(e.wscale, 0xff);
+}

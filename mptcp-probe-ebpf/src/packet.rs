@@ -94,7 +94,7 @@ fn observe<const DIR: u8, const L2: bool>(ctx: &TcContext) {
     copy_options(ctx, sc);
     let copied = reload(&sc.copied) as usize;
     let opt_len = reload(&sc.opt_len) as usize;
-    sc.ev.opts = TcpOptions::empty();
+    clear_options(&mut sc.ev.opts);
     parse_tcp_options_in(&sc.buf, copied, copied < opt_len, &mut sc.ev.opts, &mut sc.walk);
     let w = track::<DIR>(&mut sc.ev, entry);
     let level = event_level();
@@ -312,14 +312,60 @@ fn flush(acc: &mut FlowAcc) {
         count_n(counters::FAST_PATH_ORPHANED, acc.pending as u64);
         acc.key = FlowKey::default();
     }
-    acc.packets = [0; 2];
-    acc.dss = [0; 2];
-    acc.data_segments = [0; 2];
-    acc.payload_bytes = [0; 2];
-    acc.max_segment = [0; 2];
+    for d in 0..2 {
+        // One store each: assigning whole arrays compiles to calls of a memset subprogram.
+        // SAFETY: volatile writes through valid references.
+        unsafe {
+            core::ptr::write_volatile(&mut acc.packets[d], 0);
+            core::ptr::write_volatile(&mut acc.dss[d], 0);
+            core::ptr::write_volatile(&mut acc.data_segments[d], 0);
+            core::ptr::write_volatile(&mut acc.payload_bytes[d], 0);
+            core::ptr::write_volatile(&mut acc.max_segment[d], 0);
+        }
+    }
     acc.pending = 0;
     acc.epoch = acc.epoch.wrapping_add(1);
     acc.since_ns = now_ns();
+}
+
+/// The four bytes of `b` at `at`, in memory order.
+#[inline(always)]
+fn word<const N: usize>(b: &[u8; N], at: usize) -> u32 {
+    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+const _: () = assert!(
+    core::mem::align_of::<FlowKey>() >= 4
+        && core::mem::offset_of!(FlowKey, local_addr) % 4 == 0
+        && core::mem::offset_of!(FlowKey, remote_addr) % 4 == 0
+);
+
+/// Writes a flow key's address as four word stores: assigning a 16-byte array compiles to a
+/// call of a memset or memmove subprogram, on the path of every packet.
+#[inline(always)]
+fn put_addr(dst: &mut [u8; 16], words: [u32; 4]) {
+    let p = dst.as_mut_ptr() as *mut u32;
+    for (i, w) in words.into_iter().enumerate() {
+        // SAFETY: the address fields of FlowKey are 4-byte aligned (the struct starts with a u32
+        // and they sit at offsets 8 and 24), so each word lies within `dst`, aligned.
+        unsafe { core::ptr::write_volatile(p.add(i), w) };
+    }
+}
+
+const _: () =
+    assert!(core::mem::size_of::<TcpOptions>() % 8 == 0 && core::mem::align_of::<TcpOptions>() >= 8);
+
+/// Makes `o` [`TcpOptions::empty`] with word stores (an assignment of the whole struct compiles
+/// to a call of a memset subprogram): all zero but the two fields whose "absent" is 0xff.
+#[inline(always)]
+fn clear_options(o: &mut TcpOptions) {
+    let p = o as *mut TcpOptions as *mut u64;
+    for i in 0..core::mem::size_of::<TcpOptions>() / 8 {
+        // SAFETY: within the struct (its size is a multiple of 8), aligned to 8 (asserted above).
+        unsafe { core::ptr::write_volatile(p.add(i), 0) };
+    }
+    o.wscale = NONE_U8;
+    o.malformed_at = NONE_U8;
 }
 
 /// Reads a scratch field back from map memory. Volatile, so the optimiser cannot forward the
@@ -433,8 +479,9 @@ fn ipv4<const DIR: u8>(data: usize, l2: usize, end: usize, sc: &mut Scratch) -> 
     let key = &mut sc.ev.flow;
     let (src, dst) = ([h[12], h[13], h[14], h[15]], [h[16], h[17], h[18], h[19]]);
     let (local, remote) = if DIR == direction::EGRESS { (src, dst) } else { (dst, src) };
-    key.local_addr = flow::v4_mapped(local);
-    key.remote_addr = flow::v4_mapped(remote);
+    let prefix = word(&flow::V4_MAPPED_PREFIX, 8);
+    put_addr(&mut key.local_addr, [0, 0, prefix, u32::from_ne_bytes(local)]);
+    put_addr(&mut key.remote_addr, [0, 0, prefix, u32::from_ne_bytes(remote)]);
     sc.tcp_off = (ip + ihl - data) as u32;
     Some(h[8])
 }
@@ -448,13 +495,11 @@ fn ipv6<const DIR: u8>(data: usize, l2: usize, end: usize, sc: &mut Scratch) -> 
         None => return unparsed_ttl(),
     };
     let key = &mut sc.ev.flow;
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    src.copy_from_slice(&h[8..24]);
-    dst.copy_from_slice(&h[24..40]);
+    let src = [word(&h, 8), word(&h, 12), word(&h, 16), word(&h, 20)];
+    let dst = [word(&h, 24), word(&h, 28), word(&h, 32), word(&h, 36)];
     let (local, remote) = if DIR == direction::EGRESS { (src, dst) } else { (dst, src) };
-    key.local_addr = local;
-    key.remote_addr = remote;
+    put_addr(&mut key.local_addr, local);
+    put_addr(&mut key.remote_addr, remote);
     // The extension-header cursor lives in the scratch map so that all header chains meet in one
     // verifier state at each step instead of multiplying.
     sc.tcp_off = (ip + 40 - data) as u32;
