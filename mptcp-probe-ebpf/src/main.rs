@@ -142,8 +142,10 @@ pub struct TickClock {
 static TICK_CLOCK: PerCpuArray<TickClock> = PerCpuArray::with_max_entries(1, 0);
 
 /// The coarse clock (`bpf_ktime_get_coarse_ns`), read from the kernel once per tick and CPU: it
-/// moves only when `jiffies` does, so within a tick the last reading is its value. For "when was
-/// this flow last seen", where a tick is precise enough.
+/// moves only at a tick, so the reading taken when `jiffies` last changed stands for the tick.
+/// Up to about two ticks behind (the kernel bumps `jiffies` before it updates the coarse clock,
+/// and a reading in between stays for the whole tick): for "when was this flow last seen" and a
+/// staleness check of 50 ms, not for durations.
 #[inline(always)]
 fn tick_ns() -> u64 {
     let Some(c) = TICK_CLOCK.get_ptr_mut(0) else { return coarse_ns() };

@@ -650,7 +650,14 @@ fn track<const DIR: u8>(seg: &mut PacketEvent, entry: Option<*mut FlowState>) ->
     };
     // SAFETY: st points into the LRU map value for this flow; fields are plain integers.
     let s = unsafe { &mut *st };
-    s.last_ns = tick_ns();
+    // A flow's first and last segments (SYN, FIN, RST) take the precise clock, so that its
+    // duration is exact; the others the tick's, which is enough for "last seen". A running
+    // maximum: another CPU may have written a later time.
+    let ends = seg.tcp_flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) != 0;
+    let t = if ends { now_ns() } else { tick_ns() };
+    if t > s.last_ns {
+        s.last_ns = t;
+    }
     let mut w = count_segment::<DIR>(s, seg);
     w |= handshake::<DIR>(s, seg);
     let (why_opts, carries_mapping) = mptcp_options::<DIR>(s, seg);
