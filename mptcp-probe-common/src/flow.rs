@@ -21,6 +21,18 @@ pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
     [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
 }
 
+/// [`v4_mapped`] as four words in memory order: the kernel programs store a key's address a
+/// word at a time (a 16-byte array assignment there compiles to a memset call).
+pub const fn v4_mapped_words(a: [u8; 4]) -> [u32; 4] {
+    let m = v4_mapped(a);
+    [
+        u32::from_ne_bytes([m[0], m[1], m[2], m[3]]),
+        u32::from_ne_bytes([m[4], m[5], m[6], m[7]]),
+        u32::from_ne_bytes([m[8], m[9], m[10], m[11]]),
+        u32::from_ne_bytes([m[12], m[13], m[14], m[15]]),
+    ]
+}
+
 impl FlowKey {
     /// 4 for a flow over IPv4, 6 for one over IPv6.
     pub fn ip_version(&self) -> u8 {
@@ -206,4 +218,20 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowState {}
     unsafe impl aya::Pod for super::FlowAcc {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v4_mapped_words_hold_the_bytes_of_v4_mapped() {
+        let a = [192, 0, 2, 1];
+        let mut bytes = [0u8; 16];
+        for (i, w) in v4_mapped_words(a).iter().enumerate() {
+            bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        assert_eq!(bytes, v4_mapped(a));
+        assert_eq!(&bytes[..12], &V4_MAPPED_PREFIX);
+    }
 }

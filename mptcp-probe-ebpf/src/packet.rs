@@ -33,6 +33,9 @@ const ETH_HLEN: usize = 14;
 /// A CPU's running totals quiet this long are checked against the table before the next segment
 /// is added (the flow may have been evicted during the pause).
 const FLOW_ACC_STALE_NS: u64 = 50_000_000;
+/// The flags of a segment that starts or ends a flow: never on the fast path, and timed with the
+/// precise clock.
+const FLOW_EDGES: u8 = tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST;
 /// IPv6 authentication header (its length counts 4-byte words, less 2).
 const IPPROTO_AH: u8 = 51;
 /// IPv6 extension headers walked at most.
@@ -109,7 +112,7 @@ fn observe<const DIR: u8, const L2: bool>(ctx: &TcContext) {
 /// at all on a plain TCP flow. `entry` is set to the flow's entry when it was looked up.
 #[inline(always)]
 fn absorb<const DIR: u8>(ctx: &TcContext, sc: &mut Scratch, entry: &mut Option<*mut FlowState>) -> bool {
-    if sc.ev.tcp_flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) != 0 {
+    if sc.ev.tcp_flags & FLOW_EDGES != 0 {
         return false;
     }
     let Some(dss) = steady_segment(ctx, sc) else { return false };
@@ -479,9 +482,8 @@ fn ipv4<const DIR: u8>(data: usize, l2: usize, end: usize, sc: &mut Scratch) -> 
     let key = &mut sc.ev.flow;
     let (src, dst) = ([h[12], h[13], h[14], h[15]], [h[16], h[17], h[18], h[19]]);
     let (local, remote) = if DIR == direction::EGRESS { (src, dst) } else { (dst, src) };
-    let prefix = word(&flow::V4_MAPPED_PREFIX, 8);
-    put_addr(&mut key.local_addr, [0, 0, prefix, u32::from_ne_bytes(local)]);
-    put_addr(&mut key.remote_addr, [0, 0, prefix, u32::from_ne_bytes(remote)]);
+    put_addr(&mut key.local_addr, flow::v4_mapped_words(local));
+    put_addr(&mut key.remote_addr, flow::v4_mapped_words(remote));
     sc.tcp_off = (ip + ihl - data) as u32;
     Some(h[8])
 }
@@ -653,8 +655,7 @@ fn track<const DIR: u8>(seg: &mut PacketEvent, entry: Option<*mut FlowState>) ->
     // A flow's first and last segments (SYN, FIN, RST) take the precise clock, so that its
     // duration is exact; the others the tick's, which is enough for "last seen". A running
     // maximum: another CPU may have written a later time.
-    let ends = seg.tcp_flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) != 0;
-    let t = if ends { now_ns() } else { tick_ns() };
+    let t = if seg.tcp_flags & FLOW_EDGES != 0 { now_ns() } else { tick_ns() };
     if t > s.last_ns {
         s.last_ns = t;
     }
