@@ -73,6 +73,9 @@ pub mod why {
     pub const FLOW_END: u16 = 0x1000;
     /// MP_FAIL, MP_FASTCLOSE or MP_TCPRST.
     pub const PROBLEM_OPTION: u16 = 0x2000;
+    /// New subflow data whose data sequence went back: an MPTCP-level retransmission
+    /// ([`crate::flow::SeqTrack::step`]); the flow's summary counts them.
+    pub const MPTCP_RETRANSMISSION: u16 = 0x4000;
     /// What is reported at the [`crate::config::level::FLOWS`] event level: what went wrong, and
     /// the end of a flow (user space then reads the flow's state).
     pub const FLOWS_LEVEL: u16 =

@@ -64,9 +64,12 @@ pub mod hs_seen {
     pub const SEEN: u8 = 0x01;
     /// It carried payload (a third ACK repeated on the first data segment).
     pub const DATA: u8 = 0x02;
+    /// It was sent by this host ([`crate::event::direction::EGRESS`]); received when clear.
+    pub const EGRESS: u8 = 0x04;
 }
 
-/// What one handshake packet carried.
+/// What one handshake packet carried. Seven bytes, no alignment: three of them sit in every
+/// flow's entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HandshakeOpt {
@@ -76,10 +79,8 @@ pub struct HandshakeOpt {
     pub mptcp_subtype: u8,
     /// Length of that MPTCP option.
     pub mptcp_len: u8,
-    /// Direction the packet travelled ([`crate::event::direction`]).
-    pub direction: u8,
-    /// MSS option value, 0 when absent.
-    pub mss: u16,
+    /// MSS option value in memory order ([`HandshakeOpt::mss`]), 0 when absent.
+    pub mss: [u8; 2],
     /// MP_CAPABLE's version (low nibble of its third byte) and flag byte, as on the wire; the
     /// kernel ignores an option it does not accept (see
     /// [`crate::options::MptcpOption::mp_capable_rejection`]).
@@ -102,6 +103,20 @@ impl HandshakeOpt {
     pub const fn has_mptcp(&self) -> bool {
         self.seen != 0 && self.mptcp_subtype != crate::proto::NONE_U8
     }
+
+    /// The direction it travelled ([`crate::event::direction`]), when it was seen.
+    pub const fn direction(&self) -> u8 {
+        if self.seen & hs_seen::EGRESS != 0 {
+            crate::event::direction::EGRESS
+        } else {
+            crate::event::direction::INGRESS
+        }
+    }
+
+    /// Its MSS option, 0 when absent.
+    pub const fn mss(&self) -> u16 {
+        u16::from_ne_bytes(self.mss)
+    }
 }
 
 /// Handshake packet slots in [`FlowState::handshake`].
@@ -109,10 +124,66 @@ pub const HS_SYN: usize = 0;
 pub const HS_SYN_ACK: usize = 1;
 pub const HS_THIRD_ACK: usize = 2;
 
+/// Bits of [`FlowState::marks`]: what a direction has shown once. Each direction's byte is
+/// written from that direction's path only.
+pub mod mark {
+    /// The SYN/ACK this way found MP_CAPABLE or MP_JOIN in both SYN and SYN/ACK.
+    pub const NEGOTIATED: u8 = 0x01;
+    /// The first DSS this way was reported.
+    pub const FIRST_DSS: u8 = 0x02;
+    /// The first data segment without DSS this way was reported.
+    pub const DATA_WITHOUT_DSS: u8 = 0x04;
+    /// The first DATA_FIN this way was reported.
+    pub const DATA_FIN: u8 = 0x08;
+    pub const FIN: u8 = 0x10;
+    pub const RST: u8 = 0x20;
+    /// [`FlowState::seq`] holds this way's data sequence.
+    pub const SEQ_TRACKED: u8 = 0x40;
+}
+
+/// Where a direction's subflow data stands against the data sequence: the end of the newest
+/// subflow data, and its mapping's data sequence number less its subflow sequence number
+/// (`shift`, the low 32 bits). New data on one subflow keeps the shift (both numbers advance
+/// together) or raises it (data went on other subflows meanwhile); data sent again at the MPTCP
+/// level lowers it: the data sequence went back while the subflow's went on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeqTrack {
+    /// TCP sequence number just past the newest data seen.
+    pub high: u32,
+    pub shift: u32,
+}
+
+impl SeqTrack {
+    /// Where a data segment `[seq, end)` with a mapping of `shift` starts the tracking.
+    pub const fn start(end: u32, shift: u32) -> Self {
+        Self { high: end, shift }
+    }
+
+    /// Takes a data segment `[seq, end)` whose DSS mapping has `shift`. True when it is new
+    /// subflow data whose data sequence went back: an MPTCP-level retransmission (data the
+    /// connection sent before, sent again on this subflow). Subflow data seen before (a TCP
+    /// retransmission, or a segment behind a gap at the receiver) says nothing either way.
+    #[inline(always)]
+    pub fn step(&mut self, seq: u32, end: u32, shift: u32) -> bool {
+        if (seq.wrapping_sub(self.high) as i32) < 0 {
+            if (end.wrapping_sub(self.high) as i32) > 0 {
+                self.high = end;
+            }
+            return false;
+        }
+        let back = (shift.wrapping_sub(self.shift) as i32) < 0;
+        self.high = end;
+        self.shift = shift;
+        back
+    }
+}
+
 /// Per-flow state. Per-direction arrays are indexed by [`crate::event::direction`] (`INGRESS`
 /// 0, `EGRESS` 1). The hot counters (packets, bytes, segments, DSS) are 32 or 64 bits wide and
 /// updated with atomic adds; the others are small and rare (saturating 16-bit counts, flags written
-/// from one direction's path each). Kept small: the table holds one per tracked flow.
+/// from one direction's path each). 152 bytes, no padding: with the table's own part of an entry
+/// that is 256 bytes a tracked flow, so a new field must take the room of an old one.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FlowState {
@@ -125,31 +196,59 @@ pub struct FlowState {
     pub data_segments: [u32; 2],
     /// DSS options, the common one, counted apart from the other subtypes.
     pub dss: [u32; 2],
+    /// Each way's data sequence, while [`mark::SEQ_TRACKED`] says so.
+    pub seq: [SeqTrack; 2],
     /// Data segments without DSS on a flow that negotiated MPTCP (saturating).
     pub data_without_dss: [u16; 2],
-    /// The other MPTCP options per subtype slot and direction: `options[dir][slot]` (the DSS
-    /// slot stays 0; see [`FlowState::option_count`]).
+    /// The other MPTCP options per subtype slot and direction: `options[dir][slot]` (see
+    /// [`FlowState::option_count`]). DSS options are counted in `dss`; their slot here counts
+    /// the DSS options with an infinite mapping ([`FlowState::infinite_mappings`]).
     pub options: [[u16; SUBTYPE_SLOTS]; 2],
     /// Largest data segment (the GSO segment size for GSO/GRO packets).
     pub max_segment: [u16; 2],
-    pub infinite_mappings: [u16; 2],
     pub malformed: [u16; 2],
+    /// MPTCP-level retransmissions: times new subflow data went back in the data sequence
+    /// ([`SeqTrack::step`]), saturating.
+    pub mptcp_retransmissions: [u16; 2],
     pub handshake: [HandshakeOpt; 3],
-    /// Direction of the SYN (the initiator's), [`crate::proto::NONE_U8`] until a SYN was seen.
-    pub syn_direction: u8,
-    /// 1 when SYN and SYN/ACK both carried MP_CAPABLE or MP_JOIN.
-    pub negotiated: u8,
-    pub first_dss_sent: [u8; 2],
-    pub data_without_dss_sent: [u8; 2],
-    pub data_fin_sent: [u8; 2],
-    pub fin: [u8; 2],
-    pub rst: [u8; 2],
     /// MP_TCPRST reason, [`crate::proto::NONE_U8`] when none.
     pub tcprst_reason: u8,
-    pub _pad: [u8; 3],
+    /// [`mark`] bits, one byte a direction.
+    pub marks: [u8; 2],
 }
 
+const _: () = assert!(core::mem::size_of::<FlowState>() == 152);
+
 impl FlowState {
+    /// Direction of the SYN (the initiator's), [`crate::proto::NONE_U8`] until a SYN was seen.
+    pub const fn syn_direction(&self) -> u8 {
+        let syn = &self.handshake[HS_SYN];
+        if syn.seen == 0 {
+            crate::proto::NONE_U8
+        } else {
+            syn.direction()
+        }
+    }
+
+    /// SYN and SYN/ACK both carried MP_CAPABLE or MP_JOIN.
+    pub const fn negotiated(&self) -> bool {
+        (self.marks[0] | self.marks[1]) & mark::NEGOTIATED != 0
+    }
+
+    /// Whether a direction has shown a [`mark`].
+    pub fn marked(&self, dir: usize, m: u8) -> bool {
+        self.marks.get(dir).is_some_and(|b| b & m != 0)
+    }
+
+    /// DSS options with an infinite mapping seen in a direction.
+    pub fn infinite_mappings(&self, dir: usize) -> u16 {
+        self.options
+            .get(dir)
+            .and_then(|row| row.get(crate::options::subtype::DSS as usize))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// MPTCP options of a subtype slot seen in a direction.
     pub fn option_count(&self, dir: usize, slot: usize) -> u32 {
         if slot == crate::options::subtype::DSS as usize {
@@ -205,7 +304,14 @@ pub struct FlowAcc {
     /// 1: the flow's steady segments carry DSS (an MPTCP flow); 0: they carry no MPTCP option (a
     /// plain TCP flow). A segment of the other kind takes the slow path.
     pub mptcp: u8,
-    pub _pad: u8,
+    /// Bit `1 << dir`: `seq[dir]` holds the flow's data sequence that way, read from the table.
+    pub seq_loaded: u8,
+    /// The flow's data sequence each way as this CPU moved it on ([`SeqTrack::step`]).
+    pub seq: [SeqTrack; 2],
+    /// Bit `1 << dir`: `seq[dir]` moved on since it was read; it goes to the table with the
+    /// totals.
+    pub seq_dirty: u8,
+    pub _pad: [u8; 7],
 }
 
 /// How many packets a CPU's accumulator takes before its totals go to the flow table: bounds how
@@ -233,5 +339,66 @@ mod tests {
         }
         assert_eq!(bytes, v4_mapped(a));
         assert_eq!(&bytes[..12], &V4_MAPPED_PREFIX);
+    }
+
+    /// One subflow sends DSN 1000.. from subflow sequence 1 (its first data byte at TCP
+    /// sequence 101): the shift is 999 while nothing is sent twice.
+    const SHIFT: u32 = 999;
+
+    #[test]
+    fn new_data_on_one_subflow_keeps_the_shift_and_tcp_retransmissions_say_nothing() {
+        let mut t = SeqTrack::start(1101, SHIFT);
+        assert!(!t.step(1101, 2101, SHIFT));
+        assert!(!t.step(2101, 3101, SHIFT));
+        // The subflow sends 1101.. again: the same mapping, so the same shift, and old data.
+        assert!(!t.step(1101, 2101, SHIFT));
+        // A segment of an older mapping once the shift moved on: still old subflow data.
+        assert!(!t.step(101, 1101, SHIFT.wrapping_sub(5000)));
+        assert_eq!(t, SeqTrack { high: 3101, shift: SHIFT });
+    }
+
+    #[test]
+    fn data_sent_again_at_the_mptcp_level_lowers_the_shift_once_an_episode() {
+        let mut t = SeqTrack::start(3101, SHIFT);
+        // DSN 1500.. sent again at subflow sequence 3001 (TCP 3101): the data went back 2000.
+        assert!(t.step(3101, 4101, 1500u32.wrapping_sub(3001)));
+        // The next segments go on from there: the shift stays, nothing new went back.
+        assert!(!t.step(4101, 5101, 1500u32.wrapping_sub(3001)));
+        // New data again (DSN 4000.. after 3000 sent twice), skipping what was sent already:
+        // the shift rises.
+        assert!(!t.step(5101, 6101, 4000u32.wrapping_sub(5001)));
+        // A second episode goes back again.
+        assert!(t.step(6101, 7101, 2500u32.wrapping_sub(6001)));
+    }
+
+    #[test]
+    fn data_on_other_subflows_raises_the_shift_and_sequence_numbers_wrap() {
+        let high = u32::MAX - 500;
+        let mut t = SeqTrack::start(high, u32::MAX - 10);
+        // 4000 bytes went on another subflow: the shift rises, across the wrap of both numbers.
+        assert!(!t.step(high, high.wrapping_add(1000), 3990));
+        assert_eq!(t.high, 499);
+        assert!(!t.step(499, 1499, 3990));
+        // Back across the wrap.
+        assert!(t.step(1499, 2499, u32::MAX - 1000));
+        // A segment that starts in old data and ends in new moves the end only.
+        assert!(!t.step(2000, 3000, 0));
+        assert_eq!(t, SeqTrack { high: 3000, shift: u32::MAX - 1000 });
+    }
+
+    #[test]
+    fn the_flow_entry_is_152_bytes_and_its_derived_facts_read_back() {
+        assert_eq!(core::mem::size_of::<HandshakeOpt>(), 7);
+        let mut s = FlowState::default();
+        assert_eq!(s.syn_direction(), crate::proto::NONE_U8);
+        s.handshake[HS_SYN].seen = hs_seen::SEEN | hs_seen::EGRESS;
+        assert_eq!(s.syn_direction(), crate::event::direction::EGRESS);
+        assert!(!s.negotiated());
+        s.marks[0] |= mark::NEGOTIATED;
+        assert!(s.negotiated() && s.marked(0, mark::NEGOTIATED) && !s.marked(1, mark::NEGOTIATED));
+        s.options[1][crate::options::subtype::DSS as usize] = 2;
+        assert_eq!((s.infinite_mappings(0), s.infinite_mappings(1)), (0, 2));
+        s.dss[1] = 7;
+        assert_eq!(s.option_count(1, crate::options::subtype::DSS as usize), 7);
     }
 }

@@ -9,8 +9,8 @@ use mptcp_probe_common::{
     counters,
     event::{direction, tcp_flags, why, EventHeader, EventKind, PacketEvent, EVENT_VERSION, HEADER_BYTES},
     flow::{
-        self, hs_seen, FlowAcc, FlowKey, FlowState, HandshakeOpt, FLOW_ACC_FLUSH_EVERY, HS_SYN, HS_SYN_ACK,
-        HS_THIRD_ACK,
+        self, hs_seen, mark, FlowAcc, FlowKey, FlowState, HandshakeOpt, SeqTrack, FLOW_ACC_FLUSH_EVERY,
+        HS_SYN, HS_SYN_ACK, HS_THIRD_ACK,
     },
     options::{
         dss, opt_flags, parse_tcp_options_in, subtype, TcpOptions, MAX_MPTCP_OPTIONS, MAX_OPTION_BYTES,
@@ -115,11 +115,12 @@ fn absorb<const DIR: u8>(ctx: &TcContext, sc: &mut Scratch, entry: &mut Option<*
     if sc.ev.tcp_flags & FLOW_EDGES != 0 {
         return false;
     }
-    let Some(dss) = steady_segment(ctx, sc) else { return false };
+    let Some((dss, shift)) = steady_segment(ctx, sc) else { return false };
     let Some(acc) = FLOW_ACC.get_ptr_mut(0) else { return false };
     // SAFETY: this CPU's slot; only this program invocation touches it while it runs.
     let acc = unsafe { &mut *acc };
     let d = DIR as usize & 1;
+    let bit = 1u8 << d;
     if !same_key(&acc.key, &sc.ev.flow) {
         // Another flow: the totals so far go to the table; this one is taken on only when the
         // table says it is past its handshake and first DSS this way.
@@ -131,9 +132,9 @@ fn absorb<const DIR: u8>(ctx: &TcContext, sc: &mut Scratch, entry: &mut Option<*
         let handshake_done = st.handshake[HS_THIRD_ACK].seen != 0 || st.handshake[HS_SYN_ACK].seen == 0;
         let steady = if dss == 0 {
             // Data without DSS on an MPTCP flow is for the slow path to count and report.
-            st.negotiated == 0
+            !st.negotiated()
         } else {
-            st.first_dss_sent.get(d).copied().unwrap_or(0) != 0
+            st.marked(d, mark::FIRST_DSS)
         };
         if !handshake_done || !steady {
             return false;
@@ -141,6 +142,8 @@ fn absorb<const DIR: u8>(ctx: &TcContext, sc: &mut Scratch, entry: &mut Option<*
         acc.key = sc.ev.flow;
         acc.mptcp = (dss != 0) as u8;
         acc.since_ns = now_ns();
+        load_seq(acc, st, 0);
+        load_seq(acc, st, 1);
     } else if (dss == 0) != (acc.mptcp == 0) {
         // A segment without DSS on this MPTCP flow, or with one on this plain flow.
         return false;
@@ -153,6 +156,28 @@ fn absorb<const DIR: u8>(ctx: &TcContext, sc: &mut Scratch, entry: &mut Option<*
         }
     }
     let ev = &sc.ev;
+    if let Some(shift) = shift {
+        if acc.seq_loaded & bit == 0 {
+            // The slow path handled a packet of this flow since (it may have moved the data
+            // sequence on): read it again.
+            let Some(p) = FLOWS.get_ptr_mut(&acc.key) else { return false };
+            *entry = Some(p);
+            // SAFETY: a map value, read only here.
+            load_seq(acc, unsafe { &*p }, d);
+            if acc.seq_loaded & bit == 0 {
+                // Not tracked yet this way: the slow path starts it.
+                return false;
+            }
+        }
+        let Some(t) = acc.seq.get_mut(d) else { return false };
+        let mut next = *t;
+        if next.step(ev.seq, ev.seq.wrapping_add(ev.payload_len), shift) {
+            // Data sent again at the MPTCP level: for the slow path to count and report.
+            return false;
+        }
+        *t = next;
+        acc.seq_dirty |= bit;
+    }
     if let Some(p) = acc.packets.get_mut(d) {
         *p = p.wrapping_add(1);
     }
@@ -183,9 +208,10 @@ fn absorb<const DIR: u8>(ctx: &TcContext, sc: &mut Scratch, entry: &mut Option<*
 
 /// Whether the segment's options are timestamps (or nothing), then either nothing more or one
 /// well-formed DSS with no DATA_FIN and no infinite mapping, then padding; read straight from the
-/// packet. Some(n): the count of DSS options it carries (0 or 1).
+/// packet. Some((n, shift)): the count of DSS options it carries (0 or 1), and for data with a
+/// mapping, the mapping's DSN less its subflow sequence number ([`SeqTrack`]).
 #[inline(always)]
-fn steady_segment(ctx: &TcContext, sc: &Scratch) -> Option<u32> {
+fn steady_segment(ctx: &TcContext, sc: &Scratch) -> Option<(u32, Option<u32>)> {
     let data = ctx.data();
     let end = ctx.data_end();
     let tcp_off = reload(&sc.tcp_off) as usize;
@@ -194,7 +220,7 @@ fn steady_segment(ctx: &TcContext, sc: &Scratch) -> Option<u32> {
         return None;
     }
     if opt_len == 0 {
-        return Some(0);
+        return Some((0, None));
     }
     if opt_len < 4 {
         return None;
@@ -204,7 +230,7 @@ fn steady_segment(ctx: &TcContext, sc: &Scratch) -> Option<u32> {
     // NOP NOP TS as Linux writes it, or the DSS first.
     let at = if first == [TCPOPT_NOP, TCPOPT_NOP, TCPOPT_TIMESTAMP, 10] { 12 } else { 0 };
     if at == opt_len {
-        return Some(0);
+        return Some((0, None));
     }
     let h = read::<4>(opts + at, end)?;
     let (len, flags) = (h[1] as usize, h[3]);
@@ -235,14 +261,33 @@ fn steady_segment(ctx: &TcContext, sc: &Scratch) -> Option<u32> {
     } else if rest != 0 {
         return None;
     }
-    if mapping && sc.ev.payload_len > 0 {
-        // A data-level length of 0 on a segment with data is an infinite mapping.
-        let dll = read::<2>(opts + at + 4 + ack + dsn + 4, end)?;
-        if dll == [0, 0] {
-            return None;
+    if !mapping || sc.ev.payload_len == 0 {
+        return Some((1, None));
+    }
+    // The mapping: the DSN's low 32 bits, the subflow sequence number, the data-level length.
+    let m = read::<10>(opts + at + 4 + ack + dsn - 4, end)?;
+    // A data-level length of 0 on a segment with data is an infinite mapping.
+    if m[8] == 0 && m[9] == 0 {
+        return None;
+    }
+    let dsn_low = u32::from_be_bytes([m[0], m[1], m[2], m[3]]);
+    let ssn = u32::from_be_bytes([m[4], m[5], m[6], m[7]]);
+    Some((1, Some(dsn_low.wrapping_sub(ssn))))
+}
+
+/// Reads a direction's data sequence from the flow's entry into this CPU's totals, when the
+/// entry tracks it.
+#[inline(always)]
+fn load_seq(acc: &mut FlowAcc, st: &FlowState, d: usize) {
+    let bit = 1u8 << (d & 1);
+    acc.seq_loaded &= !bit;
+    acc.seq_dirty &= !bit;
+    if let (Some(t), Some(from)) = (acc.seq.get_mut(d), st.seq.get(d)) {
+        if st.marked(d, mark::SEQ_TRACKED) {
+            *t = *from;
+            acc.seq_loaded |= bit;
         }
     }
-    Some(1)
 }
 
 /// Two flow keys are the same: compared as ten words.
@@ -269,6 +314,8 @@ fn flush_if(key: &FlowKey) {
     let acc = unsafe { &mut *acc };
     if same_key(&acc.key, key) {
         flush(acc);
+        // The slow path may move the data sequence on: read it again after.
+        acc.seq_loaded = 0;
     }
 }
 
@@ -277,7 +324,7 @@ fn flush_if(key: &FlowKey) {
 /// flow's next packet takes the slow path, which tracks it anew.
 #[inline(always)]
 fn flush(acc: &mut FlowAcc) {
-    if acc.pending == 0 {
+    if acc.pending == 0 && acc.seq_dirty == 0 {
         return;
     }
     // An entry created since these totals were started is the flow tracked anew after an
@@ -311,10 +358,19 @@ fn flush(acc: &mut FlowAcc) {
         if acc.last_ns > s.last_ns {
             s.last_ns = acc.last_ns;
         }
+        for d in 0..2 {
+            if acc.seq_dirty & (1 << d) != 0 {
+                if let (Some(t), Some(v)) = (s.seq.get_mut(d), acc.seq.get(d)) {
+                    *t = *v;
+                }
+            }
+        }
     } else {
         count_n(counters::FAST_PATH_ORPHANED, acc.pending as u64);
         acc.key = FlowKey::default();
+        acc.seq_loaded = 0;
     }
+    acc.seq_dirty = 0;
     for d in 0..2 {
         // One store each: assigning whole arrays compiles to calls of a memset subprogram.
         // SAFETY: volatile writes through valid references.
@@ -620,10 +676,11 @@ fn add64(p: *mut u64, n: u64) {
 #[inline(always)]
 fn handshake_opt(opts: &TcpOptions, dir: u8, payload: bool) -> HandshakeOpt {
     let mut h = HandshakeOpt {
-        seen: hs_seen::SEEN | if payload { hs_seen::DATA } else { 0 },
+        seen: hs_seen::SEEN
+            | if payload { hs_seen::DATA } else { 0 }
+            | if dir == direction::EGRESS { hs_seen::EGRESS } else { 0 },
         mptcp_subtype: NONE_U8,
-        direction: dir,
-        mss: opts.mss,
+        mss: opts.mss.to_ne_bytes(),
         ..HandshakeOpt::default()
     };
     if let Some(o) = opts.mptcp.first() {
@@ -690,7 +747,6 @@ fn new_flow(key: &FlowKey) -> Option<*mut FlowState> {
     // a new entry is whole the moment it is in the table.
     unsafe {
         (*init).first_ns = now_ns();
-        (*init).syn_direction = NONE_U8;
         (*init).tcprst_reason = NONE_U8;
     }
     // Only if absent: when a flow's first packets meet on two CPUs, the second must not wipe
@@ -743,20 +799,19 @@ fn handshake<const DIR: u8>(s: &mut FlowState, seg: &PacketEvent) -> u16 {
     let f = seg.tcp_flags;
     let (syn, ack, rst) = (f & tcp_flags::SYN != 0, f & tcp_flags::ACK != 0, f & tcp_flags::RST != 0);
     if syn && !ack {
-        s.syn_direction = DIR;
         s.handshake[HS_SYN] = handshake_opt(&seg.opts, DIR, false);
         why::SYN
     } else if syn && ack {
         let h = handshake_opt(&seg.opts, DIR, false);
         let syn_h = s.handshake[HS_SYN];
         if syn_h.has_mptcp() && syn_h.mptcp_subtype == h.mptcp_subtype {
-            s.negotiated = 1;
+            mark_once::<DIR>(s, mark::NEGOTIATED);
         }
         s.handshake[HS_SYN_ACK] = h;
         why::SYN_ACK
     } else if ack
         && !rst
-        && DIR == s.syn_direction
+        && DIR == s.syn_direction()
         && s.handshake[HS_SYN_ACK].seen != 0
         && s.handshake[HS_THIRD_ACK].seen == 0
     {
@@ -796,25 +851,20 @@ fn mptcp_options<const DIR: u8>(s: &mut FlowState, seg: &PacketEvent) -> (u16, b
                 if let Some(p) = s.dss.get_mut(d) {
                     add32(p);
                 }
-                if let Some(sent) = s.first_dss_sent.get_mut(d) {
-                    if *sent == 0 {
-                        *sent = 1;
-                        w |= why::FIRST_DSS;
-                    }
+                if mark_once::<DIR>(s, mark::FIRST_DSS) {
+                    w |= why::FIRST_DSS;
                 }
                 if o.is_infinite_mapping(seg.payload_len) {
                     w |= why::INFINITE_MAPPING;
-                    if let Some(p) = s.infinite_mappings.get_mut(d) {
+                    // The DSS slot of the option counts holds the infinite mappings.
+                    if let Some(p) = s.options.get_mut(d).and_then(|row| row.get_mut(subtype::DSS as usize)) {
                         *p = p.saturating_add(1);
                     }
+                } else if o.flags & dss::MAPPING != 0 && seg.payload_len > 0 {
+                    w |= data_sequence::<DIR>(s, seg, o.dsn as u32, o.ssn);
                 }
-                if o.flags & dss::DATA_FIN != 0 {
-                    if let Some(sent) = s.data_fin_sent.get_mut(d) {
-                        if *sent == 0 {
-                            *sent = 1;
-                            w |= why::DATA_FIN;
-                        }
-                    }
+                if o.flags & dss::DATA_FIN != 0 && mark_once::<DIR>(s, mark::DATA_FIN) {
+                    w |= why::DATA_FIN;
                 }
             }
             subtype::MP_CAPABLE => {
@@ -843,33 +893,61 @@ fn endings<const DIR: u8>(s: &mut FlowState, seg: &PacketEvent, mapped: bool) ->
     let d = DIR as usize & 1;
     let f = seg.tcp_flags;
     let mut w = 0u16;
-    if seg.payload_len > 0 && f & tcp_flags::SYN == 0 && s.negotiated != 0 && !mapped {
+    if seg.payload_len > 0 && f & tcp_flags::SYN == 0 && s.negotiated() && !mapped {
         if let Some(p) = s.data_without_dss.get_mut(d) {
             *p = p.saturating_add(1);
         }
-        if let Some(sent) = s.data_without_dss_sent.get_mut(d) {
-            if *sent == 0 {
-                *sent = 1;
-                w |= why::DATA_WITHOUT_DSS;
-            }
+        if mark_once::<DIR>(s, mark::DATA_WITHOUT_DSS) {
+            w |= why::DATA_WITHOUT_DSS;
         }
     }
     if f & tcp_flags::RST != 0 {
         w |= why::RST | why::FLOW_END;
-        if let Some(r) = s.rst.get_mut(d) {
-            *r = 1;
-        }
+        mark_once::<DIR>(s, mark::RST);
     }
     if f & tcp_flags::FIN != 0 {
         w |= why::FIN;
-        if let Some(r) = s.fin.get_mut(d) {
-            *r = 1;
-        }
-        if s.fin.get(d ^ 1).copied().unwrap_or(0) != 0 {
+        mark_once::<DIR>(s, mark::FIN);
+        if s.marked(d ^ 1, mark::FIN) {
             w |= why::FLOW_END;
         }
     }
     w
+}
+
+/// Sets a mark of this direction; true when it was not set before.
+#[inline(always)]
+fn mark_once<const DIR: u8>(s: &mut FlowState, m: u8) -> bool {
+    let Some(b) = s.marks.get_mut(DIR as usize & 1) else { return false };
+    if *b & m != 0 {
+        return false;
+    }
+    *b |= m;
+    true
+}
+
+/// A data segment with a DSS mapping against the direction's data sequence (see [`SeqTrack`]):
+/// the first one starts the tracking, one sent again at the MPTCP level is counted and reported.
+#[inline(always)]
+fn data_sequence<const DIR: u8>(s: &mut FlowState, seg: &PacketEvent, dsn_low: u32, ssn: u32) -> u16 {
+    let d = DIR as usize & 1;
+    let shift = dsn_low.wrapping_sub(ssn);
+    let end = seg.seq.wrapping_add(seg.payload_len);
+    let tracked = s.marked(d, mark::SEQ_TRACKED);
+    let Some(t) = s.seq.get_mut(d) else { return 0 };
+    if !tracked {
+        // The position first, then the mark that says it is there.
+        *t = SeqTrack::start(end, shift);
+        mark_once::<DIR>(s, mark::SEQ_TRACKED);
+        return 0;
+    }
+    if !t.step(seg.seq, end, shift) {
+        return 0;
+    }
+    if let Some(p) = s.mptcp_retransmissions.get_mut(d) {
+        *p = p.saturating_add(1);
+    }
+    why::MPTCP_RETRANSMISSION
 }
 
 /// Reports the packet; with `headers`, its network and TCP headers too (for traces).

@@ -281,6 +281,12 @@ pub struct FlowSummary {
     pub infinite_mappings: PerDirection<u32>,
     #[serde(default, skip_serializing_if = "Nothing::is_nothing")]
     pub malformed_options: PerDirection<u32>,
+    /// MPTCP-level retransmissions seen on this subflow: times new subflow data carried a data
+    /// sequence behind the data before it (tx: this host sent data again; rx: the peer did,
+    /// duplicate data here when the first copy had arrived). Not seen: data sent again on
+    /// another subflow than the first copy, when it is ahead of what that subflow sent last.
+    #[serde(default, skip_serializing_if = "Nothing::is_nothing")]
+    pub mptcp_retransmissions: PerDirection<u32>,
     #[serde(default, skip_serializing_if = "Nothing::is_nothing")]
     pub fin: PerDirection<bool>,
     #[serde(default, skip_serializing_if = "Nothing::is_nothing")]
@@ -309,7 +315,7 @@ pub struct FlowSummary {
 impl FlowSummary {
     /// Something went wrong on the flow: MPTCP fell back, or was asked for and not had, data came
     /// without DSS, an infinite mapping, a reset, MP_FAIL / MP_FASTCLOSE / MP_TCPRST, a malformed
-    /// option area.
+    /// option area, data sent again at the MPTCP level.
     pub fn troubled(&self) -> bool {
         let problem_options = [Subtype::MpFail, Subtype::MpFastclose, Subtype::MpTcprst]
             .iter()
@@ -320,6 +326,7 @@ impl FlowSummary {
             || !self.data_without_dss.is_nothing()
             || !self.infinite_mappings.is_nothing()
             || !self.malformed_options.is_nothing()
+            || !self.mptcp_retransmissions.is_nothing()
             || !self.rst.is_nothing()
             || self.mp_tcprst_reason.is_some()
             || problem_options
@@ -351,6 +358,7 @@ mod tests {
             data_without_dss: PerDirection::default(),
             infinite_mappings: PerDirection::default(),
             malformed_options: PerDirection::default(),
+            mptcp_retransmissions: PerDirection::default(),
             fin: PerDirection { tx: true, rx: true },
             rst: PerDirection::default(),
             mp_tcprst_reason: None,
@@ -393,6 +401,9 @@ mod tests {
         assert!(s.troubled());
         let mut s = clean();
         s.options.rx.insert(Subtype::MpFastclose, 1);
+        assert!(s.troubled());
+        let mut s = clean();
+        s.mptcp_retransmissions.tx = 1;
         assert!(s.troubled());
         let mut s = clean();
         s.options.rx.insert(Subtype::AddAddr, 1);

@@ -49,11 +49,13 @@ pub enum Why {
     MalformedOptions,
     /// A FIN or RST of a flow the kernel's table no longer holds.
     Untracked,
+    /// New subflow data whose data sequence went back: data sent again at the MPTCP level.
+    MptcpRetransmission,
 }
 
 impl Why {
     /// Each reason with its bit in the kernel's `why` field, in order.
-    pub const BITS: [(u16, Why); 12] = [
+    pub const BITS: [(u16, Why); 13] = [
         (why::SYN, Why::Syn),
         (why::SYN_ACK, Why::SynAck),
         (why::THIRD_ACK, Why::ThirdAck),
@@ -66,6 +68,7 @@ impl Why {
         (why::DATA_FIN, Why::DataFin),
         (why::MALFORMED, Why::MalformedOptions),
         (why::UNTRACKED, Why::Untracked),
+        (why::MPTCP_RETRANSMISSION, Why::MptcpRetransmission),
     ];
 
     pub fn from_bits(bits: u16) -> Vec<Why> {
@@ -86,6 +89,7 @@ impl Why {
             Why::DataFin => "data_fin",
             Why::MalformedOptions => "malformed_options",
             Why::Untracked => "untracked",
+            Why::MptcpRetransmission => "mptcp_retransmission",
         }
     }
 }

@@ -213,6 +213,10 @@ pub struct Wire {
     pub rst_reasons: Vec<u8>,
     /// ADD_ADDR echo bits.
     pub add_addr_echo: Vec<bool>,
+    /// The TCP sequence number, as on the wire.
+    pub seq: u32,
+    /// The data sequence numbers of the DSS mappings, as on the wire.
+    pub dsns: Vec<u64>,
 }
 
 impl Deref for Wire {
@@ -285,6 +289,8 @@ pub fn decode(file: &Path) -> Vec<Wire> {
         "tcp.options.mptcp.datalvllen",
         "tcp.options.mptcp.rst_reason",
         "tcp.options.mptcp.echo",
+        "tcp.seq_raw",
+        "tcp.options.mptcp.rawdataseqno",
     ] {
         cmd.args(["-e", f]);
     }
@@ -306,6 +312,8 @@ pub fn decode(file: &Path) -> Vec<Wire> {
                 data_level_lens: list(field(4)),
                 rst_reasons: list(field(5)),
                 add_addr_echo: list::<u8>(field(6)).into_iter().map(|e| e != 0).collect(),
+                seq: field(7).parse().unwrap_or(0),
+                dsns: list(field(8)),
             }
         })
         .collect()

@@ -11,6 +11,7 @@ use std::{
 use mptcp_probe_tests::{
     collect::Collector,
     daemon::{sample, Daemon, Prometheus},
+    foreign::{drop_kernel_rsts, foreign_client, resolve_the_server, Family},
     lab::{addr, as_nobody_with, attached_programs, ifname, sh, Lab, Netns},
     matrix, peer, probe_bin, scenario, skip_unless_e2e,
     workspace::MIDDLEBOX,
@@ -147,6 +148,48 @@ fn connections_are_counted_by_outcome_and_reason_and_prometheus_scrapes_them() {
     let stopped = daemon.stop();
     assert_eq!(stopped.exit_code, Some(0), "{}", stopped.log);
     assert_eq!(attached_programs(&lab.c, ifname::C1), "", "left attached:\n{}", stopped.log);
+}
+
+#[test]
+fn data_sent_again_at_the_mptcp_level_is_counted_and_the_flow_named() {
+    skip_unless_e2e!();
+    const PORT: u16 = 40211;
+    let family = Family::V4;
+    let lab = Lab::up();
+    let daemon = Daemon::start(&lab.c, LISTEN, &config(""));
+    let _listener = peer::server(&lab.s, &family.server(), 1, false);
+    drop_kernel_rsts(&lab.c, family, PORT);
+    resolve_the_server(&lab, family);
+    // The foreign client (not Linux's MPTCP) sends the data of three segments again at the data
+    // level, on new subflow sequence numbers, as Linux does when its MPTCP retransmission timer
+    // fires; the listener drops them as duplicate data.
+    let report = foreign_client(
+        &lab.c,
+        family,
+        PORT,
+        &["--timestamps", "--bytes", "100000", "--late-after", "50", "--late", "resend:3"],
+    );
+    assert_eq!(report["late_sent"], serde_json::json!(["resend:3"]), "{report}");
+    assert_eq!(report["intact"], true, "{report}");
+    let again = |t: &str, dir: &str| {
+        sample(
+            t,
+            &format!(
+                "mptcp_probe_flows_mptcp_retransmitting_total{{direction=\"{dir}\",namespace=\"host\"}}"
+            ),
+        )
+    };
+    let text = daemon.scrape_until(Duration::from_secs(15), |t| again(t, "tx").is_some());
+    let log = daemon.log();
+    assert_eq!((again(&text, "tx"), again(&text, "rx")), (Some(1.0), None), "{text}\n{log}");
+    assert_eq!(connections(&text, "mptcp"), Some(1.0), "{text}\n{log}");
+    let named = format!(
+        "{}:{PORT} -> {}: this host sent data again at the MPTCP level, 1 time(s) on this subflow",
+        addr::CLIENT1,
+        family.server()
+    );
+    assert!(log.contains(&named), "the log does not say {named:?}:\n{log}");
+    assert_eq!(promtool_check(&text), "", "promtool check metrics on:\n{text}");
 }
 
 #[test]

@@ -129,10 +129,18 @@ fn count(flow: &FlowSummary, d: Direction, st: Subtype) -> u32 {
 }
 
 /// What every late scenario shows at both ends: the late part came after at least [`STEADY`]
-/// steady data segments of the client on this wire, every count of the summary is tshark's, and
-/// the observer lost nothing.
-fn assert_steady_then_late(seen: &Seen) {
+/// steady data segments of the client on this wire, every count of the summary is tshark's, the
+/// observer lost nothing, and it saw the client send data again at the MPTCP level `sent_again`
+/// times (the listener never).
+fn assert_steady_then_late(seen: &Seen, sent_again: u32) {
     for (flow, trace, out) in seen.flows(PORT) {
+        let d = from_client(flow);
+        assert_eq!(
+            (*flow.mptcp_retransmissions.get(d), *flow.mptcp_retransmissions.get(other(d))),
+            (sent_again, 0),
+            "MPTCP-level retransmissions on {}: {flow:?}",
+            flow.iface
+        );
         let ordinary = |p: &&Wire| {
             let handshake = p.syn || p.mptcp == [(Subtype::MpCapable, 20)];
             let pure_ack = p.len == 0 && !p.fin && !p.rst && p.mptcp == [(Subtype::Dss, 12)];
@@ -178,7 +186,7 @@ fn dss_gone_late_is_data_without_dss(family: Family) {
         assert!(!reported[0].mptcp_options.iter().any(|o| o.subtype == Subtype::Dss), "{reported:?}");
         assert_eq!(flow.ended, Ended::Fin, "{flow:?}");
     }
-    assert_steady_then_late(&seen);
+    assert_steady_then_late(&seen, 0);
 }
 
 #[test]
@@ -219,7 +227,7 @@ fn an_infinite_mapping_late_is_fallback(family: Family) {
         );
         assert!(reported_for(out, other(d), Why::InfiniteMapping).is_empty());
     }
-    assert_steady_then_late(&seen);
+    assert_steady_then_late(&seen, 0);
 }
 
 #[test]
@@ -255,7 +263,7 @@ fn mp_fail_late_is_counted_and_reported_each_way(family: Family) {
         assert_eq!(*flow.infinite_mappings.get(other(d)), 1, "{flow:?}");
         assert_eq!(flow.mptcp, MptcpState::Fallback, "{flow:?}");
     }
-    assert_steady_then_late(&seen);
+    assert_steady_then_late(&seen, 0);
 }
 
 #[test]
@@ -292,7 +300,7 @@ fn mp_fastclose_late_is_reported_and_answered_with_a_reset(family: Family) {
         assert!(*flow.rst.get(other(d)), "{flow:?}");
         assert_eq!(flow.ended, Ended::Rst, "{flow:?}");
     }
-    assert_steady_then_late(&seen);
+    assert_steady_then_late(&seen, 0);
 }
 
 #[test]
@@ -322,7 +330,7 @@ fn mp_tcprst_late_names_its_reason(family: Family) {
         assert!(*flow.rst.get(d), "{flow:?}");
         assert_eq!(flow.ended, Ended::Rst, "{flow:?}");
     }
-    assert_steady_then_late(&seen);
+    assert_steady_then_late(&seen, 0);
 }
 
 #[test]
@@ -381,7 +389,7 @@ fn add_addr_and_remove_addr_late_are_reported(family: Family) {
         assert!(flow.fallback_evidence.is_empty(), "{flow:?}");
         assert_eq!(flow.ended, Ended::Fin, "{flow:?}");
     }
-    assert_steady_then_late(&seen);
+    assert_steady_then_late(&seen, 0);
 }
 
 #[test]
@@ -392,6 +400,53 @@ fn add_addr_and_remove_addr_late_are_reported_ipv4() {
 #[test]
 fn add_addr_and_remove_addr_late_are_reported_ipv6() {
     add_addr_and_remove_addr_late_are_reported(Family::V6);
+}
+
+fn data_sent_again_is_an_mptcp_retransmission_and_a_tcp_one_is_not(family: Family) {
+    skip_unless_e2e!();
+    const AGAIN: usize = 3;
+    let (report, seen) = late_run(family, &["--late", "tcp-retransmit:2", "--late", "resend:3"]);
+    assert_eq!(report["late_sent"], serde_json::json!(["tcp-retransmit:2", "resend:3"]), "{report}");
+    assert_eq!(report["intact"], true, "{report}");
+    // The listener had the data already: its kernel dropped each copy as duplicate data and the
+    // connection stayed MPTCP.
+    let mib_delta = &seen.server.counters().mib_delta;
+    assert_eq!(mib(&seen.server, "DuplicateData"), AGAIN as u64, "{mib_delta:?}");
+    assert_eq!(report["remote_unmapped_segments"], 0, "{report}");
+    for (flow, trace, out) in seen.flows(PORT) {
+        let d = from_client(flow);
+        assert_eq!(flow.mptcp, MptcpState::Established, "{flow:?}");
+        assert!(flow.troubled(), "data sent again is worth its events: {flow:?}");
+        // The wire (tshark) has both: data at a TCP sequence number seen before (the TCP
+        // retransmission), and data at a data sequence number seen before on new TCP sequence
+        // numbers (the MPTCP one).
+        let data: Vec<&Wire> = trace.iter().filter(|p| p.src_port == PORT && p.len > 0).collect();
+        let before = |i: usize, same: &dyn Fn(&Wire) -> bool| data[..i].iter().any(|q| same(q));
+        let tcp_again = (0..data.len()).filter(|&i| before(i, &|q: &Wire| q.seq == data[i].seq)).count();
+        let mptcp_again = (0..data.len())
+            .filter(|&i| {
+                !before(i, &|q: &Wire| q.seq == data[i].seq)
+                    && before(i, &|q: &Wire| !q.dsns.is_empty() && q.dsns == data[i].dsns)
+            })
+            .count();
+        assert_eq!((tcp_again, mptcp_again), (2, AGAIN), "sent again on {}", flow.iface);
+        // Reported once: the first segment that went back.
+        let reported = reported_for(out, d, Why::MptcpRetransmission);
+        assert_eq!(reported.len(), 1, "{reported:?}");
+        assert!(reported[0].payload_len > 0, "{reported:?}");
+        assert!(reported_for(out, other(d), Why::MptcpRetransmission).is_empty());
+    }
+    assert_steady_then_late(&seen, 1);
+}
+
+#[test]
+fn data_sent_again_is_an_mptcp_retransmission_and_a_tcp_one_is_not_ipv4() {
+    data_sent_again_is_an_mptcp_retransmission_and_a_tcp_one_is_not(Family::V4);
+}
+
+#[test]
+fn data_sent_again_is_an_mptcp_retransmission_and_a_tcp_one_is_not_ipv6() {
+    data_sent_again_is_an_mptcp_retransmission_and_a_tcp_one_is_not(Family::V6);
 }
 
 /// The port of the other connections' listener (`mptcp-peer sink`).

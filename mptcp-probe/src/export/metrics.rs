@@ -5,6 +5,7 @@
 //! only (outcome, reason, subtype, direction, subflow, program): never addresses or ports.
 
 use std::{
+    net::SocketAddr,
     sync::{atomic::AtomicU64, Arc, Mutex},
     time::Duration,
 };
@@ -38,6 +39,7 @@ pub mod name {
     pub const FALLBACKS: &str = "fallbacks";
     pub const OPTIONS: &str = "options";
     pub const FLOWS: &str = "flows";
+    pub const FLOWS_SENT_AGAIN: &str = "flows_mptcp_retransmitting";
     pub const CONNECTION_DURATION: &str = "connection_duration_seconds";
     pub const KERNEL_MIB: &str = "kernel_mib";
     pub const NAMESPACE_UP: &str = "namespace_up";
@@ -91,6 +93,12 @@ struct OptionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
+    namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NamespaceLabels {
     namespace: String,
 }
@@ -119,6 +127,7 @@ pub struct Counted {
     fallbacks: Family<ReasonLabels, Counter>,
     options: Family<OptionLabels, Counter>,
     flows: Family<FlowLabels, Counter>,
+    sent_again: Family<DirectionLabels, Counter>,
     durations: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
     /// 1 while a watched namespace is observed, 0 while it is absent.
     namespaces_up: Family<NamespaceLabels, Gauge>,
@@ -131,6 +140,7 @@ impl Default for Counted {
             fallbacks: Family::default(),
             options: Family::default(),
             flows: Family::default(),
+            sent_again: Family::default(),
             durations: Family::new_with_constructor(duration_histogram),
             namespaces_up: Family::default(),
         }
@@ -166,6 +176,25 @@ impl Counted {
         }
         let flow = FlowLabels { subflow: s.subflow.as_str(), ended: s.ended.as_str(), namespace: ns() };
         self.flows.get_or_create(&flow).inc();
+        for (dir, n) in
+            [(Direction::Tx, s.mptcp_retransmissions.tx), (Direction::Rx, s.mptcp_retransmissions.rx)]
+        {
+            if n == 0 {
+                continue;
+            }
+            self.sent_again
+                .get_or_create(&DirectionLabels { direction: dir.as_str(), namespace: ns() })
+                .inc();
+            let what = match dir {
+                Direction::Tx => "this host sent data again at the MPTCP level",
+                Direction::Rx => "the peer sent data again at the MPTCP level (duplicate data here)",
+            };
+            tracing::warn!(
+                "namespace {namespace}: {} -> {}: {what}, {n} time(s) on this subflow",
+                SocketAddr::new(s.local_addr, s.local_port),
+                SocketAddr::new(s.remote_addr, s.remote_port),
+            );
+        }
         if s.subflow == Subflow::Join || s.handshake.syn.is_none() {
             return;
         }
@@ -204,6 +233,13 @@ impl Counted {
             name::FLOWS,
             "Flows summarised (TCP subflows and plain TCP flows), by kind of subflow and how they ended",
             self.flows.clone(),
+        );
+        r.register(
+            name::FLOWS_SENT_AGAIN,
+            "Flows on which data was sent again at the MPTCP level (new subflow data behind the data \
+             sequence before it), by direction: tx this host sent it, rx its peer did (duplicate \
+             data here)",
+            self.sent_again.clone(),
         );
         r.register(
             name::CONNECTION_DURATION,
@@ -938,6 +974,12 @@ mod tests {
         // A join, and a flow first seen mid-way: flows, not connections.
         counted.flow("host", &summary(json!({"subflow": "join", "options": {"tx": {"mp_join": 3}}})));
         counted.flow("host", &summary(json!({"handshake": {}, "ended": "idle"})));
+        // Data sent again at the MPTCP level: a flow counted once per direction it was seen in.
+        counted.flow("host", &summary(json!({"options": {}, "mptcp_retransmissions": {"tx": 4}})));
+        counted.flow(
+            "host",
+            &summary(json!({"options": {}, "subflow": "join", "ended": "rst", "mptcp_retransmissions": {"tx": 1, "rx": 2}})),
+        );
         let text = to_prometheus_text(
             &Metrics::new(&counted, &CheckCounted::default(), &UploadCounted::default(), None).encode(),
         );
@@ -948,7 +990,16 @@ mod tests {
                 &format!("mptcp_probe_connections_total{{outcome=\"{outcome}\",namespace=\"host\"}}"),
             )
         };
-        assert_eq!((c("mptcp"), c("fallback"), c("plain")), (Some(1.0), Some(3.0), Some(1.0)), "{text}");
+        assert_eq!((c("mptcp"), c("fallback"), c("plain")), (Some(2.0), Some(3.0), Some(1.0)), "{text}");
+        let again = |dir: &str| {
+            sample(
+                &text,
+                &format!(
+                    "mptcp_probe_flows_mptcp_retransmitting_total{{direction=\"{dir}\",namespace=\"host\"}}"
+                ),
+            )
+        };
+        assert_eq!((again("tx"), again("rx")), (Some(2.0), Some(1.0)), "{text}");
         let f = |reason: &str| {
             sample(&text, &format!("mptcp_probe_fallbacks_total{{reason=\"{reason}\",namespace=\"host\"}}"))
         };
@@ -977,7 +1028,7 @@ mod tests {
         // Durations: 250 ms falls in the bucket up to 0.256 s.
         assert_eq!(
             sample(&text, "mptcp_probe_connection_duration_seconds_bucket{le=\"0.256\",outcome=\"mptcp\",namespace=\"host\"}"),
-            Some(1.0),
+            Some(2.0),
             "{text}"
         );
         assert_eq!(

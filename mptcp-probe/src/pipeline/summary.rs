@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use mptcp_probe_common::{
     event::direction::{EGRESS, INGRESS},
-    flow::{FlowKey, FlowState, HandshakeOpt, HS_SYN, HS_SYN_ACK, HS_THIRD_ACK, SUBTYPE_SLOTS},
+    flow::{mark, FlowKey, FlowState, HandshakeOpt, HS_SYN, HS_SYN_ACK, HS_THIRD_ACK, SUBTYPE_SLOTS},
     options::{subtype, MpCapablePacket, MpCapableRejection, MptcpOption},
 };
 use mptcp_probe_model::{
@@ -48,12 +48,12 @@ fn opt_counts(st: &FlowState, dir: u8) -> BTreeMap<Subtype, u32> {
 fn packet_view(h: &HandshakeOpt) -> Option<HandshakePacket> {
     let mpc = h.carries(subtype::MP_CAPABLE);
     (h.seen != 0).then(|| HandshakePacket {
-        direction: Direction::from_code(h.direction),
+        direction: Direction::from_code(h.direction()),
         mptcp: h.has_mptcp().then(|| Subtype::from_code(h.mptcp_subtype)),
         mptcp_len: h.has_mptcp().then_some(h.mptcp_len),
         mptcp_version: mpc.then_some(h.mptcp_version),
         mptcp_flags: mpc.then_some(h.mptcp_flags),
-        mss: (h.mss != 0).then_some(h.mss),
+        mss: (h.mss() != 0).then_some(h.mss()),
     })
 }
 
@@ -103,7 +103,7 @@ pub fn mptcp_state(st: &FlowState) -> MptcpView {
         // Started before we looked: judge from what the data carries.
         let mptcp_seen = total(subtype::DSS) + total(subtype::MP_CAPABLE) > 0;
         let subflow = if mptcp_seen { Subflow::Initial } else { Subflow::Tcp };
-        if st.infinite_mappings.iter().any(|n| *n > 0) {
+        if st.infinite_mappings(EGRESS as usize) + st.infinite_mappings(INGRESS as usize) > 0 {
             evidence.push("infinite mapping seen: MPTCP fell back to TCP after establishment".into());
             return view(MptcpState::Fallback, subflow, evidence, Some(Cause::InfiniteMapping));
         }
@@ -111,11 +111,11 @@ pub fn mptcp_state(st: &FlowState) -> MptcpView {
         return view(state, subflow, evidence, None);
     }
 
-    let syn_dir = Direction::from_code(syn.direction);
-    let mpc_syns = st.option_count(syn.direction as usize & 1, subtype::MP_CAPABLE as usize);
+    let syn_dir = Direction::from_code(syn.direction());
+    let mpc_syns = st.option_count(syn.direction() as usize, subtype::MP_CAPABLE as usize);
     if !syn.has_mptcp() {
         // The last SYN had no MPTCP option: either never asked, or retried without it.
-        let join_syns = st.option_count(syn.direction as usize & 1, subtype::MP_JOIN as usize);
+        let join_syns = st.option_count(syn.direction() as usize, subtype::MP_JOIN as usize);
         if syn_dir == Direction::Tx && mpc_syns > 0 && synack.seen != 0 && !synack.has_mptcp() {
             evidence.push(format!(
                 "SYN sent with MP_CAPABLE {mpc_syns} time(s) without answer, then retried without MPTCP"
@@ -148,7 +148,7 @@ pub fn mptcp_state(st: &FlowState) -> MptcpView {
         evidence.push(format!("SYN {} with {name}, no SYN/ACK seen", syn_dir.verb()));
         return view(MptcpState::NotNegotiated, subflow, evidence, None);
     }
-    let synack_dir = Direction::from_code(synack.direction).verb();
+    let synack_dir = Direction::from_code(synack.direction()).verb();
     if synack.mptcp_subtype != syn.mptcp_subtype {
         evidence.push(format!("SYN {} with {name}, SYN/ACK {synack_dir} without", syn_dir.verb()));
         if is_join {
@@ -161,7 +161,7 @@ pub fn mptcp_state(st: &FlowState) -> MptcpView {
         return view(MptcpState::Fallback, subflow, evidence, Some(Cause::SynackOptionIgnored));
     }
     let mut cause = None;
-    let ack_dir = Direction::from_code(ack3.direction).verb();
+    let ack_dir = Direction::from_code(ack3.direction()).verb();
     if ack3.seen != 0 && ack3.mptcp_subtype != syn.mptcp_subtype {
         evidence.push(format!("SYN and SYN/ACK carried {name}, third ACK {ack_dir} without"));
         cause = Some(Cause::ThirdAckWithoutMptcp);
@@ -172,7 +172,7 @@ pub fn mptcp_state(st: &FlowState) -> MptcpView {
     for d in [Direction::Tx, Direction::Rx] {
         let i = if d == Direction::Tx { EGRESS } else { INGRESS } as usize;
         let label = d.verb();
-        if st.infinite_mappings[i] > 0 {
+        if st.infinite_mappings(i) > 0 {
             evidence.push(format!("DSS with infinite mapping {label}: fallback after establishment"));
             cause = cause.or(Some(Cause::InfiniteMapping));
         }
@@ -194,13 +194,13 @@ pub fn mptcp_state(st: &FlowState) -> MptcpView {
 pub fn summarize(key: &FlowKey, st: &FlowState, notes: &FlowNotes, iface: &str, netns: u32) -> FlowSummary {
     let MptcpView { state: mptcp, subflow, evidence: fallback_evidence, cause: fallback_cause } =
         mptcp_state(st);
-    let role = match st.syn_direction {
+    let role = match st.syn_direction() {
         EGRESS => Role::Client,
         INGRESS => Role::Server,
         _ => Role::Unknown,
     };
-    let flag = |a: &[u8; 2]| PerDirection { tx: a[EGRESS as usize] != 0, rx: a[INGRESS as usize] != 0 };
-    let (fin, rst) = (flag(&st.fin), flag(&st.rst));
+    let flag = |m| PerDirection { tx: st.marked(EGRESS as usize, m), rx: st.marked(INGRESS as usize, m) };
+    let (fin, rst) = (flag(mark::FIN), flag(mark::RST));
     let ended = if rst.tx || rst.rx {
         Ended::Rst
     } else if fin.tx && fin.rx {
@@ -232,7 +232,8 @@ pub fn summarize(key: &FlowKey, st: &FlowState, notes: &FlowNotes, iface: &str, 
         data_segments: per_dir(&st.data_segments),
         max_segment: per_dir(&st.max_segment),
         data_without_dss: per_dir(&st.data_without_dss),
-        infinite_mappings: per_dir(&st.infinite_mappings),
+        infinite_mappings: per_dir(&[st.infinite_mappings(0), st.infinite_mappings(1)]),
+        mptcp_retransmissions: per_dir(&st.mptcp_retransmissions),
         malformed_options: per_dir(&st.malformed),
         fin,
         rst,
@@ -262,11 +263,10 @@ mod tests {
 
     fn hs(dir: u8, st: u8, len: u8) -> HandshakeOpt {
         HandshakeOpt {
-            seen: hs_seen::SEEN,
+            seen: hs_seen::SEEN | if dir == EGRESS { hs_seen::EGRESS } else { 0 },
             mptcp_subtype: st,
             mptcp_len: len,
-            direction: dir,
-            mss: 1460,
+            mss: 1460u16.to_ne_bytes(),
             mptcp_version: 1,
             mptcp_flags: FLAG_HMAC_SHA256,
         }
@@ -276,12 +276,13 @@ mod tests {
         hs(dir, NONE_U8, 0)
     }
 
-    fn flow(syn_direction: u8) -> FlowState {
-        FlowState { syn_direction, tcprst_reason: NONE_U8, ..Default::default() }
+    /// A flow entry as a new one is; its SYN record says which way the SYN went.
+    fn flow() -> FlowState {
+        FlowState { tcprst_reason: NONE_U8, ..Default::default() }
     }
 
     fn client_flow() -> FlowState {
-        let mut st = flow(EGRESS);
+        let mut st = flow();
         st.handshake[HS_SYN] = hs(EGRESS, subtype::MP_CAPABLE, 4);
         st.options[TX][0] = 1;
         st
@@ -317,7 +318,7 @@ mod tests {
 
     #[test]
     fn server_side_of_a_stripped_syn_is_not_negotiated() {
-        let mut st = flow(INGRESS);
+        let mut st = flow();
         st.handshake[HS_SYN] = none(INGRESS);
         st.handshake[HS_SYN_ACK] = none(EGRESS);
         let MptcpView { state, subflow, evidence: ev, cause } = mptcp_state(&st);
@@ -343,11 +344,11 @@ mod tests {
     fn data_without_dss_after_negotiation_is_fallback() {
         let mut st = established();
         st.data_without_dss[RX] = 4;
-        st.infinite_mappings[TX] = 1;
+        st.options[TX][subtype::DSS as usize] = 1;
         let MptcpView { evidence: ev, cause, .. } = mptcp_state(&st);
         // The cause is the first of the evidence.
         assert_eq!(cause, Some(FallbackCause::InfiniteMapping));
-        st.infinite_mappings[TX] = 0;
+        st.options[TX][subtype::DSS as usize] = 0;
         assert_eq!(ev.len(), 2, "{ev:?}");
         let MptcpView { state, evidence: ev, cause, .. } = mptcp_state(&st);
         assert_eq!(cause, Some(FallbackCause::DataWithoutDss));
@@ -357,7 +358,7 @@ mod tests {
 
     #[test]
     fn third_ack_stripped_seen_by_the_server_is_fallback() {
-        let mut st = flow(INGRESS);
+        let mut st = flow();
         st.handshake[HS_SYN] = hs(INGRESS, subtype::MP_CAPABLE, 4);
         st.handshake[HS_SYN_ACK] = hs(EGRESS, subtype::MP_CAPABLE, 12);
         st.handshake[HS_THIRD_ACK] = none(INGRESS);
@@ -410,7 +411,7 @@ mod tests {
 
     #[test]
     fn join_answered_without_mp_join_is_not_a_fallback() {
-        let mut st = flow(EGRESS);
+        let mut st = flow();
         st.handshake[HS_SYN] = hs(EGRESS, subtype::MP_JOIN, 12);
         st.handshake[HS_SYN_ACK] = none(INGRESS);
         let MptcpView { state, subflow, .. } = mptcp_state(&st);
@@ -441,5 +442,34 @@ mod tests {
         assert_eq!(v["handshake"]["syn"]["mptcp_version"], 1);
         assert_eq!(v["options"]["tx"]["mp_capable"], 1);
         assert_eq!(v["ended"], "live");
+        assert!(v.get("mptcp_retransmissions").is_none(), "{v}");
+    }
+
+    #[test]
+    fn marks_and_counts_of_the_entry_read_as_the_summary_says() {
+        let mut st = established();
+        st.marks[TX] = mark::FIN | mark::FIRST_DSS;
+        st.marks[RX] = mark::FIN | mark::NEGOTIATED;
+        st.mptcp_retransmissions[TX] = 3;
+        st.options[RX][subtype::DSS as usize] = 2;
+        st.dss[RX] = 9;
+        let s = summarize(&FlowKey::default(), &st, &FlowNotes::default(), "veth0", 1);
+        assert_eq!(s.role, Role::Client);
+        assert_eq!((s.fin.tx, s.fin.rx, s.rst.tx, s.rst.rx), (true, true, false, false));
+        assert_eq!(s.ended, Ended::Fin);
+        assert_eq!((s.mptcp_retransmissions.tx, s.mptcp_retransmissions.rx), (3, 0));
+        assert_eq!((s.infinite_mappings.tx, s.infinite_mappings.rx), (0, 2));
+        assert_eq!(
+            s.options.rx.get(&Subtype::Dss),
+            Some(&9),
+            "the DSS slot's infinite mappings are no DSS count"
+        );
+        assert_eq!(
+            s.handshake.syn_ack.as_ref().map(|h| (h.direction, h.mss)),
+            Some((Direction::Rx, Some(1460)))
+        );
+        assert_eq!(s.mptcp, MptcpState::Fallback, "an infinite mapping");
+        st.marks[RX] |= mark::RST;
+        assert_eq!(summarize(&FlowKey::default(), &st, &FlowNotes::default(), "veth0", 1).ended, Ended::Rst);
     }
 }

@@ -32,7 +32,13 @@
 //!   the listener's;
 //! - `remove-addr[:ID]`: a pure ACK with REMOVE_ADDR of that address ID (default 1);
 //! - `pause:FILE`: once everything sent is acknowledged, says `paused` on stderr and waits,
-//!   acknowledging what comes, until FILE exists.
+//!   acknowledging what comes, until FILE exists;
+//! - `resend[:N]`: once everything sent is acknowledged, the data of the last N data segments
+//!   (default 3) again, with their data sequence numbers on new subflow sequence numbers: an
+//!   MPTCP-level retransmission, as Linux sends one when its MPTCP retransmission timer fires
+//!   (the listener has the data already: duplicate data there);
+//! - `tcp-retransmit[:N]`: the last N data segments (default 2) again as they were, the same
+//!   sequence numbers and mappings: a TCP-level retransmission.
 //!
 //! Version 1 sends the keys in clear: no HMAC is needed for them. DSS checksums are not asked
 //! for. The namespace's own TCP stack does not know this connection and would answer the listener
@@ -131,7 +137,7 @@ struct Cli {
     timestamps: bool,
     /// What to send late in the connection (repeatable, in this order): no-dss[:N],
     /// infinite-mapping, mp-fail, mp-fastclose, mp-tcprst:REASON, add-addr:ADDR,
-    /// add-addr-bad-hmac:ADDR, remove-addr[:ID], pause:FILE.
+    /// add-addr-bad-hmac:ADDR, remove-addr[:ID], pause:FILE, resend[:N], tcp-retransmit[:N].
     #[arg(long, value_name = "KIND[:ARG]")]
     late: Vec<Late>,
     /// Data segments sent before the first `--late`.
@@ -164,6 +170,8 @@ enum Late {
     AddAddr { addr: Ipv4Addr, valid_hmac: bool },
     RemoveAddr(u8),
     Pause(PathBuf),
+    Resend(u32),
+    TcpRetransmit(u32),
 }
 
 impl std::str::FromStr for Late {
@@ -175,12 +183,15 @@ impl std::str::FromStr for Late {
             None => (s, None),
         };
         let need = |what: &str| arg.ok_or_else(|| format!("--late {kind} needs :{what}"));
+        let count = |default: u32| match arg {
+            Some(n) => n.parse().map_err(|e| format!("{kind}:{n}: {e}")),
+            None => Ok(default),
+        };
         let addr = |a: &str| a.parse::<Ipv4Addr>().map_err(|e| format!("{a:?} is not an IPv4 address: {e}"));
         Ok(match kind {
-            "no-dss" => Late::NoDss(match arg {
-                Some(n) => n.parse().map_err(|e| format!("no-dss:{n}: {e}"))?,
-                None => 3,
-            }),
+            "no-dss" => Late::NoDss(count(3)?),
+            "resend" => Late::Resend(count(3)?.min(RECENT as u32)),
+            "tcp-retransmit" => Late::TcpRetransmit(count(2)?.min(RECENT as u32)),
             "infinite-mapping" => Late::InfiniteMapping,
             "mp-fail" => Late::MpFail,
             "mp-fastclose" => Late::MpFastclose,
@@ -216,6 +227,8 @@ impl Late {
             Late::AddAddr { addr, valid_hmac: false } => format!("add-addr-bad-hmac:{addr}"),
             Late::RemoveAddr(id) => format!("remove-addr:{id}"),
             Late::Pause(p) => format!("pause:{}", p.display()),
+            Late::Resend(n) => format!("resend:{n}"),
+            Late::TcpRetransmit(n) => format!("tcp-retransmit:{n}"),
         }
     }
 
@@ -665,6 +678,9 @@ struct LatePlan {
     gap: u32,
 }
 
+/// Data segments kept for `--late resend` and `--late tcp-retransmit`.
+const RECENT: usize = 8;
+
 /// The client's side of one connection.
 struct Conn {
     raw: RawTcp,
@@ -715,6 +731,8 @@ struct Conn {
     ended: bool,
     /// Address IDs given to ADD_ADDRs so far.
     add_addr_ids: u8,
+    /// The last data segments sent with a mapping, each with its data sequence number.
+    recent: VecDeque<(Segment, u64)>,
 }
 
 impl Conn {
@@ -905,8 +923,15 @@ impl Conn {
             } else {
                 vec![opt::dss(self.data_ack(), Some(&m))]
             };
+            let mapped = !options.is_empty() && !self.plain;
             self.send(tcp_flags::PSH, options, piece.to_vec())?;
             self.data_segments_sent += 1;
+            if let Some(seg) = self.unacked.last().filter(|_| mapped) {
+                if self.recent.len() == RECENT {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back((seg.clone(), m.dsn));
+            }
         }
         self.wait_acked()
     }
@@ -970,6 +995,41 @@ impl Conn {
                 self.pump(ANSWER_WAIT, |c| c.remote_add_addr_echoes > echoes)?;
             }
             Late::RemoveAddr(id) => self.send_ack_with(opt::remove_addr(*id))?,
+            Late::Resend(n) => {
+                // The listener has taken the data in before it comes again.
+                self.wait_acked()?;
+                let again: Vec<(Vec<u8>, u64)> = self
+                    .recent
+                    .iter()
+                    .rev()
+                    .take(*n as usize)
+                    .rev()
+                    .map(|(seg, dsn)| (seg.payload.clone(), *dsn))
+                    .collect();
+                for (payload, dsn) in again {
+                    let m = opt::Mapping {
+                        dsn,
+                        ssn: self.snd_nxt.wrapping_sub(self.iss),
+                        len: payload.len() as u16,
+                        data_fin: false,
+                    };
+                    self.send(tcp_flags::PSH, vec![opt::dss(self.data_ack(), Some(&m))], payload)?;
+                }
+                self.wait_acked()?;
+            }
+            Late::TcpRetransmit(n) => {
+                let again: Vec<Segment> = self
+                    .recent
+                    .iter()
+                    .rev()
+                    .take(*n as usize)
+                    .rev()
+                    .map(|(seg, _)| Segment { ack: self.rcv_nxt, ..seg.clone() })
+                    .collect();
+                for seg in &again {
+                    self.transmit(seg)?;
+                }
+            }
             Late::Pause(file) => {
                 self.wait_acked()?;
                 eprintln!(
@@ -1072,6 +1132,7 @@ fn handshake(cli: &Cli, raw: RawTcp, deadline: Instant) -> anyhow::Result<Conn> 
         plain: false,
         ended: false,
         add_addr_ids: 0,
+        recent: VecDeque::new(),
     };
     let mpc = opt::mp_capable_ack(cli.third_ack_version, cli.third_ack_flags, conn.local_key, remote_key);
     conn.send(0, vec![mpc], vec![])?;
