@@ -830,6 +830,9 @@ fn mptcp_options<const DIR: u8>(s: &mut FlowState, seg: &PacketEvent) -> (u16, b
     let d = DIR as usize & 1;
     let mut w = 0u16;
     let mut mapped = false;
+    // The data's DSS mapping (its DSN's low 32 bits, its subflow sequence number), taken against
+    // the data sequence once, after the walk.
+    let mut mapping = None;
     for i in 0..MAX_MPTCP_OPTIONS {
         if i >= seg.opts.mptcp_count as usize {
             break;
@@ -861,7 +864,7 @@ fn mptcp_options<const DIR: u8>(s: &mut FlowState, seg: &PacketEvent) -> (u16, b
                         *p = p.saturating_add(1);
                     }
                 } else if o.flags & dss::MAPPING != 0 && seg.payload_len > 0 {
-                    w |= data_sequence::<DIR>(s, seg, o.dsn as u32, o.ssn);
+                    mapping = Some((o.dsn as u32, o.ssn));
                 }
                 if o.flags & dss::DATA_FIN != 0 && mark_once::<DIR>(s, mark::DATA_FIN) {
                     w |= why::DATA_FIN;
@@ -883,6 +886,9 @@ fn mptcp_options<const DIR: u8>(s: &mut FlowState, seg: &PacketEvent) -> (u16, b
     }
     if seg.opts.mptcp_count as usize > MAX_MPTCP_OPTIONS {
         w |= why::MPTCP_OPTION;
+    }
+    if let Some((dsn_low, ssn)) = mapping {
+        w |= data_sequence::<DIR>(s, seg, dsn_low, ssn);
     }
     (w, mapped)
 }
