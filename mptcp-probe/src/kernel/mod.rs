@@ -97,7 +97,9 @@ impl Counters {
     }
 }
 
-const TC_PROGRAMS: [&str; 4] = ["tc_ingress", "tc_egress", "tc_ingress_l3", "tc_egress_l3"];
+/// The TC programs of interfaces with a link layer, and of those without (a tunnel, WireGuard).
+const TC_PROGRAMS_L2: [&str; 2] = ["tc_ingress", "tc_egress"];
+const TC_PROGRAMS_L3: [&str; 2] = ["tc_ingress_l3", "tc_egress_l3"];
 
 impl Observer {
     /// Loads the programs and attaches the tracepoints. Interfaces are attached separately.
@@ -133,12 +135,11 @@ impl Observer {
             .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mptcp-probe")))
             .context("loading the eBPF object")?;
 
-        for name in TC_PROGRAMS {
-            let prog: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
-                .try_into()?;
-            prog.load().with_context(|| format!("verifier rejected {name}"))?;
+        // The programs of interfaces with a link layer now: every host has one (a verifier
+        // that rejects them is said at once); the others when an interface needs them (each
+        // program takes the verifier the best part of a second).
+        for name in TC_PROGRAMS_L2 {
+            load_tc(&mut ebpf, name)?;
         }
 
         let fallback_source = match Self::try_fentry(&mut ebpf) {
@@ -208,15 +209,10 @@ impl Observer {
         if self.attached.contains_key(&iface.name) {
             return Ok(());
         }
-        let (ingress, egress) =
-            if iface.has_l2 { ("tc_ingress", "tc_egress") } else { ("tc_ingress_l3", "tc_egress_l3") };
+        let [ingress, egress] = if iface.has_l2 { TC_PROGRAMS_L2 } else { TC_PROGRAMS_L3 };
         let mut links = Vec::new();
         for (prog_name, at) in [(ingress, TcAttachType::Ingress), (egress, TcAttachType::Egress)] {
-            let prog: &mut SchedClassifier = self
-                .ebpf
-                .program_mut(prog_name)
-                .ok_or_else(|| anyhow!("program {prog_name} missing"))?
-                .try_into()?;
+            let prog = load_tc(&mut self.ebpf, prog_name)?;
             let attached = prog.attach(&iface.name, at).or_else(|e| {
                 // Kernels before 6.6 have no TCX: add clsact and retry through netlink.
                 let _ = aya::programs::tc::qdisc_add_clsact(&iface.name);
@@ -396,6 +392,18 @@ impl Observer {
 
 /// A flow's entry with the totals of every CPU that holds some of it (totals started before the
 /// entry was created are of an earlier incarnation of the flow, evicted since: not this one's).
+/// A TC program of the object, loaded (verified) the first time it is asked for.
+pub fn load_tc<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut SchedClassifier> {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+        .try_into()?;
+    if prog.fd().is_err() {
+        prog.load().with_context(|| format!("verifier rejected {name}"))?;
+    }
+    Ok(prog)
+}
+
 fn merged(mut st: FlowState, key: &FlowKey, accs: &[FlowAcc]) -> FlowState {
     let first_ns = st.first_ns;
     for a in accs.iter().filter(|a| a.pending > 0 && &a.key == key && a.since_ns >= first_ns) {

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use anyhow::{anyhow, Context as _};
+use anyhow::Context as _;
 use aya::{
     maps::{MapData, RingBuf},
     programs::{SchedClassifier, TestRun, TestRunOptions},
@@ -151,8 +151,9 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// A TC program, loaded.
 fn program<'a>(obs: &'a mut Observer, name: &str) -> anyhow::Result<&'a mut SchedClassifier> {
-    Ok(obs.ebpf_mut().program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?)
+    super::load_tc(obs.ebpf_mut(), name)
 }
 
 /// Runs `name` on `frame` `repeat` times in chunks the ring buffer can hold, draining it between
@@ -203,7 +204,7 @@ fn measure(args: &BenchOptions) -> anyhow::Result<ProgBench> {
     crate::host::preflight::check_privileges()?;
     let started = Instant::now();
     let mut obs = Observer::load(&ObserverOptions::default())?;
-    program(&mut obs, EMPTY)?.load().context("loading the empty classifier")?;
+    program(&mut obs, EMPTY).context("loading the empty classifier")?;
     let mut ring = obs.take_ring()?;
     // One ring record: the event rounded up to 8 bytes plus the 8-byte record header.
     let record = size_of::<PacketEvent>().div_ceil(8) * 8 + 8;
