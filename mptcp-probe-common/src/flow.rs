@@ -141,6 +141,12 @@ pub mod mark {
     pub const SEQ_TRACKED: u8 = 0x40;
 }
 
+/// How far back the data sequence may go for it to count as data sent again: more than a send
+/// buffer holds. Farther back is taken for a rise (the shift is 32 bits: a subflow left idle while
+/// 4 GiB went on the others comes back with a shift that looks lower); a rise of 4 GiB less than
+/// this is still mistaken for data sent again.
+pub const SEQ_BACK_MAX: u32 = 1 << 28;
+
 /// Where a direction's subflow data stands against the data sequence: the end of the newest
 /// subflow data, and its mapping's data sequence number less its subflow sequence number
 /// (`shift`, the low 32 bits). New data on one subflow keeps the shift (both numbers advance
@@ -172,7 +178,7 @@ impl SeqTrack {
             }
             return false;
         }
-        let back = (shift.wrapping_sub(self.shift) as i32) < 0;
+        let back = self.shift.wrapping_sub(shift).wrapping_sub(1) < SEQ_BACK_MAX;
         self.high = end;
         self.shift = shift;
         back
@@ -384,6 +390,21 @@ mod tests {
         // A segment that starts in old data and ends in new moves the end only.
         assert!(!t.step(2000, 3000, 0));
         assert_eq!(t, SeqTrack { high: 3000, shift: u32::MAX - 1000 });
+    }
+
+    #[test]
+    fn going_back_counts_up_to_a_bound_beyond_which_it_is_a_rise() {
+        let mut t = SeqTrack::start(1000, 1 << 31);
+        // Back by as much as the bound: data sent again.
+        assert!(t.step(1000, 2000, (1 << 31) - SEQ_BACK_MAX));
+        // Idle while 3 GiB went on other subflows: the shift rose by 3 GiB, which in 32 bits
+        // reads as 1 GiB back.
+        let rose = t.shift.wrapping_add(3 << 30);
+        assert!(!t.step(2000, 3000, rose));
+        assert_eq!(t.shift, rose);
+        // The same shift again, and one byte back.
+        assert!(!t.step(3000, 4000, rose));
+        assert!(t.step(4000, 5000, rose - 1));
     }
 
     #[test]

@@ -298,6 +298,24 @@ fn interfaces_that_come_up_later_are_picked_up() {
     assert_eq!(attached_programs(&ns, "late0"), "");
 }
 
+/// An interface without a link layer (a TUN device, as a VPN has) gets the programs for it,
+/// verified when it first needs them.
+#[test]
+fn an_interface_without_a_link_layer_is_observed() {
+    skip_unless_e2e!();
+    let ns = Netns::new(&format!("mpp-tun-{}", std::process::id()));
+    sh(ns.cmd("ip").args(["tuntap", "add", "dev", "tun0", "mode", "tun"]));
+    sh(ns.cmd("ip").args(["link", "set", "tun0", "up"]));
+    let mut watch = Watcher::start(&ns, &["--iface", "tun0"]);
+    watch.wait_for_log("observing tun0", Duration::from_secs(30));
+    let attached = attached_programs(&ns, "tun0");
+    assert!(attached.contains("tc_ingress_l3") && attached.contains("tc_egress_l3"), "{attached}");
+    let out = watch.stop();
+    assert_eq!(out.exit_code, Some(0), "{}", out.dump());
+    assert!(out.stderr.contains("no link layer"), "{}", out.stderr);
+    assert_eq!(attached_programs(&ns, "tun0"), "");
+}
+
 fn probe_in(ns: &Netns, args: &[&str]) -> std::process::Output {
     ns.cmd(mptcp_probe_tests::probe_bin()).args(args).output().unwrap()
 }

@@ -10,7 +10,7 @@ pub mod tracefs;
 
 use std::collections::{BTreeMap, HashMap};
 
-use anyhow::{anyhow, Context as _};
+use anyhow::{anyhow, bail, Context as _};
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{
@@ -78,6 +78,9 @@ pub struct Observer {
     /// Flow-table entries removed by user space (for the eviction count).
     pub flows_removed: u64,
     pub tracepoints: Vec<String>,
+    /// TC programs the verifier rejected when an interface first needed them, with why: not
+    /// tried again for every interface (nor every rescan).
+    rejected: HashMap<&'static str, String>,
 }
 
 struct Attached {
@@ -190,7 +193,14 @@ impl Observer {
             }
         }
 
-        Ok(Self { ebpf, attached: HashMap::new(), fallback_source, flows_removed: 0, tracepoints })
+        Ok(Self {
+            ebpf,
+            attached: HashMap::new(),
+            fallback_source,
+            flows_removed: 0,
+            tracepoints,
+            rejected: HashMap::new(),
+        })
     }
 
     fn try_fentry(ebpf: &mut Ebpf) -> anyhow::Result<()> {
@@ -210,9 +220,21 @@ impl Observer {
             return Ok(());
         }
         let [ingress, egress] = if iface.has_l2 { TC_PROGRAMS_L2 } else { TC_PROGRAMS_L3 };
+        if let Some(why) = [ingress, egress].iter().find_map(|p| self.rejected.get(p)) {
+            bail!("{why}: interface {} is not observed", iface.name);
+        }
         let mut links = Vec::new();
         for (prog_name, at) in [(ingress, TcAttachType::Ingress), (egress, TcAttachType::Egress)] {
-            let prog = load_tc(&mut self.ebpf, prog_name)?;
+            let prog = match load_tc(&mut self.ebpf, prog_name) {
+                Ok(p) => p,
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    tracing::warn!("{why}: interfaces like {} are not observed", iface.name);
+                    self.rejected.insert(prog_name, why.clone());
+                    self.detach_links(links);
+                    bail!("{why}: interface {} is not observed", iface.name);
+                }
+            };
             let attached = prog.attach(&iface.name, at).or_else(|e| {
                 // Kernels before 6.6 have no TCX: add clsact and retry through netlink.
                 let _ = aya::programs::tc::qdisc_add_clsact(&iface.name);
@@ -390,8 +412,6 @@ impl Observer {
     }
 }
 
-/// A flow's entry with the totals of every CPU that holds some of it (totals started before the
-/// entry was created are of an earlier incarnation of the flow, evicted since: not this one's).
 /// A TC program of the object, loaded (verified) the first time it is asked for.
 pub fn load_tc<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut SchedClassifier> {
     let prog: &mut SchedClassifier = ebpf
@@ -404,6 +424,8 @@ pub fn load_tc<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Sch
     Ok(prog)
 }
 
+/// A flow's entry with the totals of every CPU that holds some of it (totals started before the
+/// entry was created are of an earlier incarnation of the flow, evicted since: not this one's).
 fn merged(mut st: FlowState, key: &FlowKey, accs: &[FlowAcc]) -> FlowState {
     let first_ns = st.first_ns;
     for a in accs.iter().filter(|a| a.pending > 0 && &a.key == key && a.since_ns >= first_ns) {

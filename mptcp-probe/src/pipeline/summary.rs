@@ -103,7 +103,7 @@ pub fn mptcp_state(st: &FlowState) -> MptcpView {
         // Started before we looked: judge from what the data carries.
         let mptcp_seen = total(subtype::DSS) + total(subtype::MP_CAPABLE) > 0;
         let subflow = if mptcp_seen { Subflow::Initial } else { Subflow::Tcp };
-        if st.infinite_mappings(EGRESS as usize) + st.infinite_mappings(INGRESS as usize) > 0 {
+        if st.infinite_mappings(EGRESS as usize) > 0 || st.infinite_mappings(INGRESS as usize) > 0 {
             evidence.push("infinite mapping seen: MPTCP fell back to TCP after establishment".into());
             return view(MptcpState::Fallback, subflow, evidence, Some(Cause::InfiniteMapping));
         }
