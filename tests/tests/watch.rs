@@ -143,6 +143,12 @@ fn a_clean_connection_is_one_compact_summary_and_its_handshake_in_the_trace() {
     assert_eq!(out.exit_code, Some(0), "{}", out.dump());
     let flow = out.flow_with_port(40005);
     assert_eq!(flow.mptcp, MptcpState::Established, "{flow:?}");
+    // Linux here sometimes sends data again at the MPTCP level even on a clean path (the
+    // client's MPTCPRetrans says so): then the connection is not clean, and must be named so.
+    if out.counters().mib_delta.get("MPTCPRetrans").copied().unwrap_or(0) > 0 {
+        assert!(flow.mptcp_retransmissions.tx > 0 && flow.troubled(), "{flow:?}");
+        return;
+    }
     assert!(!flow.troubled(), "{flow:?}");
     assert_eq!(out.packets_with_port(40005).len(), 0, "a clean connection prints no events:\n{}", out.dump());
     // The summary is compact: nothing that is nothing.
