@@ -13,7 +13,10 @@ use mptcp_probe_common::{
     event::{why, PacketEvent},
     flow::FlowKey,
 };
-use mptcp_probe_model::{watch::Counters, FlowSummary, WatchLine};
+use mptcp_probe_model::{
+    watch::{Counters, Event as Record},
+    FlowSummary, WatchLine,
+};
 
 use super::{pcap::PcapTrace, text};
 use crate::{
@@ -44,8 +47,9 @@ type Tuple = (SocketAddr, SocketAddr);
 
 /// An event kept until its connection's summary.
 struct Kept {
-    /// The line to print (already rendered: interface names may be gone by then).
-    line: Option<(String, WatchLine)>,
+    /// The record to print (its interface names resolved already: they may be gone by then),
+    /// rendered only if it is printed: most connections are clean and their events dropped.
+    record: Option<Record>,
     packet: Option<(PacketEvent, String)>,
 }
 
@@ -74,10 +78,21 @@ impl WatchSink {
         }
     }
 
-    fn print(&mut self, text: &str, json: &WatchLine) {
-        let line = if self.json { serde_json::to_string(json).unwrap_or_default() } else { text.to_string() };
+    /// Writes a line in the one form asked for: JSON straight into the buffer, or text.
+    fn print(&mut self, line: &WatchLine) {
         // A closed stdout (a pager quit) is not worth stopping the observation for.
-        let _ = writeln!(self.out, "{line}");
+        let _ = if self.json {
+            serde_json::to_writer(&mut self.out, line)
+                .map_err(std::io::Error::from)
+                .and_then(|()| self.out.write_all(b"\n"))
+        } else {
+            let text = match line {
+                WatchLine::Event(r) => text::event_line(r),
+                WatchLine::Flow(s) => text::flow_line(s),
+                WatchLine::Counters(c) => text::counters_line(c),
+            };
+            writeln!(self.out, "{text}")
+        };
     }
 
     fn trace(&mut self, p: &PacketEvent, iface: &str) {
@@ -119,8 +134,8 @@ impl WatchSink {
                     self.trace(p, iface);
                 }
             }
-            if let (true, Some((text, json))) = (all && self.output == Output::Troubled, &k.line) {
-                self.print(text, json);
+            if let (true, Some(r)) = (all && self.output == Output::Troubled, k.record) {
+                self.print(&WatchLine::Event(r));
             }
         }
     }
@@ -158,18 +173,15 @@ impl Sink for WatchSink {
                 if let Some((p, iface)) = &packet {
                     self.trace(p, iface);
                 }
-                let r = record(ev, ctx);
-                self.print(&text::event_line(&r), &WatchLine::Event(r.clone()));
+                self.print(&WatchLine::Event(record(ev, ctx)));
             }
             (Output::FlowsOnly, None) => {}
             (Output::Troubled, Some(t)) => {
-                let r = record(ev, ctx);
-                let line = Some((text::event_line(&r), WatchLine::Event(r)));
-                self.keep(t, Kept { line, packet });
+                self.keep(t, Kept { record: Some(record(ev, ctx)), packet });
             }
             (Output::FlowsOnly, Some(t)) => {
                 if packet.is_some() && self.pcap.is_some() {
-                    self.keep(t, Kept { line: None, packet });
+                    self.keep(t, Kept { record: None, packet });
                 }
             }
         }
@@ -179,6 +191,10 @@ impl Sink for WatchSink {
         let t = (SocketAddr::new(s.local_addr, s.local_port), SocketAddr::new(s.remote_addr, s.remote_port));
         let troubled = s.troubled();
         self.release(&t, troubled);
+        if !self.json {
+            let _ = writeln!(self.out, "{}", text::flow_line(s));
+            return;
+        }
         let mut json = s.clone();
         if self.output == Output::Troubled && !troubled {
             // A clean connection in a line: its handshake went as it should (and is in the trace)
@@ -186,7 +202,7 @@ impl Sink for WatchSink {
             json.handshake = Default::default();
             json.socket_states.clear();
         }
-        self.print(&text::flow_line(s), &WatchLine::Flow(Box::new(json)));
+        self.print(&WatchLine::Flow(Box::new(json)));
     }
 
     /// A flow without its summary: what was kept of it is all there is.
@@ -210,7 +226,7 @@ impl Sink for WatchSink {
                 self.not_kept
             );
         }
-        self.print(&text::counters_line(c), &WatchLine::Counters(c.clone()));
+        self.print(&WatchLine::Counters(c.clone()));
         let _ = self.out.flush();
         if let Some(trace) = self.pcap.take() {
             let n = trace.packets;
