@@ -451,16 +451,20 @@ fn the_shipped_alert_fires_when_a_router_starts_stripping_mp_capable() {
 /// An MPTCP server that accepts and holds every connection; and a client that connects, says
 /// "up", and holds its connection until killed (a Python MPTCP socket, any program's).
 const HOLD: &str = r#"
-import socket, sys, time
+import socket, sys, threading, time
 role, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+def hold(c):
+    # Open until the client closes, then closed: the connection ends on the wire.
+    while c.recv(4096):
+        pass
+    c.close()
 if role == "server":
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((host, port))
     s.listen(16)
-    held = []
     while True:
-        held.append(s.accept()[0])
+        threading.Thread(target=hold, args=(s.accept()[0],), daemon=True).start()
 else:
     s.connect((host, port))
     s.sendall(b"x")
@@ -508,6 +512,34 @@ fn open_connections_are_read_from_sock_diag_at_scrape_with_their_fallback_and_su
     drop(_clean);
     let text = daemon.scrape_until(Duration::from_secs(15), |t| sockets(t, "mptcp") == Some(0.0));
     assert_eq!(sockets(&text, "mptcp"), Some(0.0), "{text}");
+    // Each closed connection's summary was joined with what the scrapes' dumps said of its
+    // socket: the clean one MPTCP with one subflow, the stripped one fallen back.
+    let joined = |t: &str, outcome: &str| {
+        sample(
+            t,
+            &format!(
+                "mptcp_probe_connections_socket_joined_total{{outcome=\"{outcome}\",namespace=\"host\"}}"
+            ),
+        )
+    };
+    let text = daemon.scrape_until(Duration::from_secs(15), |t| {
+        joined(t, "mptcp") == Some(1.0) && joined(t, "fallback") == Some(1.0)
+    });
+    assert_eq!(
+        (joined(&text, "mptcp"), joined(&text, "fallback")),
+        (Some(1.0), Some(1.0)),
+        "{text}\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        (connections(&text, "mptcp"), connections(&text, "fallback")),
+        (Some(1.0), Some(1.0)),
+        "{text}"
+    );
+    let subflows = |le: &str| {
+        sample(&text, &format!("mptcp_probe_connection_subflows_bucket{{le=\"{le}\",namespace=\"host\"}}"))
+    };
+    assert_eq!((subflows("1.0"), subflows("+Inf")), (Some(1.0), Some(1.0)), "{text}");
     assert_eq!(promtool_check(&text), "", "promtool check metrics on:\n{text}");
     let stopped = daemon.stop();
     assert_eq!(stopped.exit_code, Some(0), "{}", stopped.log);

@@ -32,6 +32,7 @@ use crate::{
     },
     kernel::{EventLevel, ObserverOptions},
     pipeline::{
+        sockets::shared_book,
         source::{lock, Interfaces, SourceOptions},
         Pipeline, PipelineOptions,
     },
@@ -93,13 +94,14 @@ pub async fn run(path: &Path, config: Config, log: LogReload) -> anyhow::Result<
     // named first.
     let uploader = Uploader::new(&config.upload, upload_counted.clone())?;
     let counted = Counted::default();
-    let sink = MetricsSink { counted: counted.clone(), namespace: OWN_NAMESPACE.into() };
+    let book = shared_book();
+    let sink = MetricsSink { counted: counted.clone(), namespace: OWN_NAMESPACE.into(), book: book.clone() };
     let mut pipeline = Pipeline::start(&pipeline_options(&config), vec![Box::new(sink)])?;
     counted.namespace(OWN_NAMESPACE, true);
     let sources = LiveSources::default();
     lock_sources(&sources).insert(
         OWN_NAMESPACE.into(),
-        LiveSource::here(pipeline.observer(), "/proc/thread-self/net/netstat".into(), OWN_NAMESPACE),
+        LiveSource::here(pipeline.observer(), "/proc/thread-self/net/netstat".into(), OWN_NAMESPACE, book),
     );
     // The other namespaces: every interface of theirs that is up, the rest as here.
     let mut others_opts = pipeline_options(&config);

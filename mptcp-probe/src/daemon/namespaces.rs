@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use super::config::NamespaceConfig;
 use crate::{
     export::metrics::{lock_sources, Counted, LiveSource, LiveSources, MetricsSink},
-    pipeline::{Pipeline, PipelineOptions},
+    pipeline::{sockets::shared_book, Pipeline, PipelineOptions},
 };
 
 /// How long a namespace's pipeline may take to start.
@@ -191,14 +191,15 @@ fn start(
         let started = (|| -> anyhow::Result<_> {
             enter(&file)?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let sink = MetricsSink { counted, namespace: name.clone() };
+            let book = shared_book();
+            let sink = MetricsSink { counted, namespace: name.clone(), book: book.clone() };
             // The pipeline's ring buffer registers with the runtime's reactor: start it inside.
             let pipeline = rt.block_on(async { Pipeline::start(&opts, vec![Box::new(sink)]) })?;
             // SAFETY: gettid has no preconditions.
             let tid = unsafe { libc::gettid() };
             let netstat = PathBuf::from(format!("/proc/self/task/{tid}/net/netstat"));
             lock_sources(&sources)
-                .insert(name.clone(), LiveSource::here(pipeline.observer(), netstat, &name));
+                .insert(name.clone(), LiveSource::here(pipeline.observer(), netstat, &name, book));
             Ok((rt, pipeline))
         })();
         let (rt, mut pipeline) = match started {

@@ -27,7 +27,11 @@ use prometheus_client::{
 use crate::{
     host::mib,
     kernel::Observer,
-    pipeline::{sink::Sink, source::lock},
+    pipeline::{
+        sink::Sink,
+        sockets::{lock_book, SharedBook, SocketSeen},
+        source::lock,
+    },
 };
 
 /// Every metric's name starts with this (and an underscore).
@@ -41,6 +45,8 @@ pub mod name {
     pub const FLOWS: &str = "flows";
     pub const FLOWS_SENT_AGAIN: &str = "flows_mptcp_retransmitting";
     pub const CONNECTION_DURATION: &str = "connection_duration_seconds";
+    pub const CONNECTIONS_JOINED: &str = "connections_socket_joined";
+    pub const CONNECTION_SUBFLOWS: &str = "connection_subflows";
     pub const KERNEL_MIB: &str = "kernel_mib";
     pub const NAMESPACE_UP: &str = "namespace_up";
     pub const RINGBUF_DROPPED: &str = "ringbuf_dropped_events";
@@ -67,6 +73,9 @@ pub mod name {
 
 /// The reason label of a connection that fell back when the evidence names none.
 pub const UNKNOWN_REASON: &str = "unknown";
+/// The reason label of a connection the wire showed as MPTCP throughout while the kernel's
+/// socket said it fell back (sock_diag, while it was open).
+pub const SOCKET_FALLBACK_REASON: &str = "socket_fallback";
 
 /// The `namespace` label of what the daemon sees in its own network namespace; the others it
 /// watches are labelled with their configured names.
@@ -120,6 +129,10 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 4.0, 12))
 }
 
+fn subflows_histogram() -> Histogram {
+    Histogram::new([1.0, 2.0, 3.0, 4.0, 6.0, 8.0])
+}
+
 /// What the pipeline counts; cheap to clone (the families share their values).
 #[derive(Clone)]
 pub struct Counted {
@@ -129,6 +142,10 @@ pub struct Counted {
     flows: Family<FlowLabels, Counter>,
     sent_again: Family<DirectionLabels, Counter>,
     durations: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
+    /// Connections joined with their socket's state, by outcome.
+    joined: Family<OutcomeLabels, Counter>,
+    /// Subflows of the joined MPTCP connections.
+    subflows: Family<NamespaceLabels, Histogram, fn() -> Histogram>,
     /// 1 while a watched namespace is observed, 0 while it is absent.
     namespaces_up: Family<NamespaceLabels, Gauge>,
 }
@@ -142,6 +159,8 @@ impl Default for Counted {
             flows: Family::default(),
             sent_again: Family::default(),
             durations: Family::new_with_constructor(duration_histogram),
+            joined: Family::default(),
+            subflows: Family::new_with_constructor(subflows_histogram),
             namespaces_up: Family::default(),
         }
     }
@@ -164,8 +183,9 @@ impl Counted {
     /// One flow's summary, in a namespace: every flow counts its options and itself; a
     /// connection is counted once, by its initial subflow or plain TCP flow whose handshake was
     /// seen (a flow first seen mid-way, or tracked anew after an idle summary, is no new
-    /// connection).
-    pub fn flow(&self, namespace: &str, s: &FlowSummary) {
+    /// connection), with what the kernel's socket said of it where that is known (`socket`):
+    /// a fallback the wire did not show, its subflows.
+    pub fn flow(&self, namespace: &str, s: &FlowSummary, socket: Option<&SocketSeen>) {
         let ns = || namespace.to_string();
         for (dir, per_subtype) in [(Direction::Tx, &s.options.tx), (Direction::Rx, &s.options.rx)] {
             for (subtype, n) in per_subtype {
@@ -195,18 +215,39 @@ impl Counted {
                 SocketAddr::new(s.remote_addr, s.remote_port),
             );
         }
-        if s.subflow == Subflow::Join || s.handshake.syn.is_none() {
+        if !counts_as_connection(s) {
             return;
         }
-        let outcome = OutcomeLabels { outcome: ConnectionOutcome::of(s.mptcp).as_str(), namespace: ns() };
+        let wire = ConnectionOutcome::of(s.mptcp);
+        let socket_fell_back = socket.is_some_and(|k| k.fallback) && wire == ConnectionOutcome::Mptcp;
+        let outcome_is = if socket_fell_back { ConnectionOutcome::Fallback } else { wire };
+        let outcome = OutcomeLabels { outcome: outcome_is.as_str(), namespace: ns() };
         self.connections.get_or_create(&outcome).inc();
         self.durations.get_or_create(&outcome).observe(s.duration_ms as f64 / 1000.0);
-        if s.mptcp == MptcpState::Fallback {
+        if let Some(k) = socket {
+            self.joined.get_or_create(&outcome).inc();
+            if outcome_is == ConnectionOutcome::Mptcp {
+                self.subflows
+                    .get_or_create(&NamespaceLabels { namespace: ns() })
+                    .observe(f64::from(k.subflows));
+            }
+        }
+        if socket_fell_back {
+            tracing::warn!(
+                "namespace {namespace}: {} -> {}: the kernel's socket fell back to TCP; the wire showed \
+                 no cause on this interface",
+                SocketAddr::new(s.local_addr, s.local_port),
+                SocketAddr::new(s.remote_addr, s.remote_port),
+            );
+        }
+        if s.mptcp == MptcpState::Fallback || socket_fell_back {
             let reason = s
                 .fallback_reason
                 .clone()
                 .or_else(|| s.fallback_cause.map(|c| c.as_str().to_string()))
-                .unwrap_or_else(|| UNKNOWN_REASON.to_string());
+                .unwrap_or_else(|| {
+                    if socket_fell_back { SOCKET_FALLBACK_REASON } else { UNKNOWN_REASON }.to_string()
+                });
             self.fallbacks.get_or_create(&ReasonLabels { reason, namespace: ns() }).inc();
         }
     }
@@ -245,6 +286,19 @@ impl Counted {
             name::CONNECTION_DURATION,
             "Connection lifetime from its first to its last packet, by outcome",
             self.durations.clone(),
+        );
+        r.register(
+            name::CONNECTIONS_JOINED,
+            "Connections whose summary was joined with the kernel's view of their socket \
+             (sock_diag while they were open: a connection opened and closed between two scrapes \
+             is counted from the wire alone), by outcome",
+            self.joined.clone(),
+        );
+        r.register(
+            name::CONNECTION_SUBFLOWS,
+            "Subflows of each MPTCP connection joined with its socket, the initial one included \
+             (the most the kernel showed)",
+            self.subflows.clone(),
         );
         r.register(
             name::NAMESPACE_UP,
@@ -411,30 +465,52 @@ impl UploadCounted {
     }
 }
 
-/// The pipeline's sink that counts, for one namespace.
+/// Whether a flow's summary stands for a connection: its initial subflow (or plain TCP flow)
+/// with the handshake seen.
+fn counts_as_connection(s: &FlowSummary) -> bool {
+    s.subflow != Subflow::Join && s.handshake.syn.is_some()
+}
+
+/// The pipeline's sink that counts, for one namespace, each connection joined with what its
+/// namespace's sock_diag dumps said of its socket ([`crate::pipeline::sockets::SocketBook`]).
 pub struct MetricsSink {
     pub counted: Counted,
     pub namespace: String,
+    pub book: SharedBook,
 }
 
 impl Sink for MetricsSink {
     fn flow(&mut self, summary: &FlowSummary) {
-        self.counted.flow(&self.namespace, summary);
+        let socket = counts_as_connection(summary)
+            .then(|| {
+                lock_book(&self.book).take(
+                    SocketAddr::new(summary.local_addr, summary.local_port),
+                    SocketAddr::new(summary.remote_addr, summary.remote_port),
+                )
+            })
+            .flatten();
+        self.counted.flow(&self.namespace, summary, socket.as_ref());
     }
 }
 
 /// What an observed namespace offers at scrape time: its observer, the netstat file of a
-/// thread inside it, and a sock_diag socket opened there (None: it could not be opened, said
-/// once in the log).
+/// thread inside it, a sock_diag socket opened there (None: it could not be opened, said
+/// once in the log), and the book its dumps fill for its summaries to be joined with.
 pub struct LiveSource {
     pub observer: Arc<Mutex<Observer>>,
     pub netstat: std::path::PathBuf,
     pub diag: Option<Mutex<crate::host::diag::Diag>>,
+    pub book: SharedBook,
 }
 
 impl LiveSource {
     /// The source of the calling thread's namespace, `label` for the log.
-    pub fn here(observer: Arc<Mutex<Observer>>, netstat: std::path::PathBuf, label: &str) -> Self {
+    pub fn here(
+        observer: Arc<Mutex<Observer>>,
+        netstat: std::path::PathBuf,
+        label: &str,
+        book: SharedBook,
+    ) -> Self {
         let diag = match crate::host::diag::Diag::open() {
             Ok(d) => Some(Mutex::new(d)),
             Err(e) => {
@@ -444,7 +520,7 @@ impl LiveSource {
                 None
             }
         };
-        Self { observer, netstat, diag }
+        Self { observer, netstat, diag, book }
     }
 }
 
@@ -474,9 +550,16 @@ struct SocketsNow {
     heavy: Vec<(u32, String)>,
 }
 
-fn sockets_now(namespace: &str, diag: &Mutex<crate::host::diag::Diag>) -> Option<SocketsNow> {
+fn sockets_now(
+    namespace: &str,
+    diag: &Mutex<crate::host::diag::Diag>,
+    book: &SharedBook,
+) -> Option<SocketsNow> {
     match diag.lock().unwrap_or_else(|p| p.into_inner()).mptcp_sockets() {
-        Ok(s) => Some(summarize_sockets(namespace, &s)),
+        Ok(s) => {
+            lock_book(book).note(&s, std::time::Instant::now());
+            Some(summarize_sockets(namespace, &s))
+        }
         Err(e) => {
             tracing::debug!("namespace {namespace}: sock_diag: {e}");
             None
@@ -648,7 +731,7 @@ impl Collector for Live {
                 let mib = (
                     ns.clone(),
                     mib::read_from(&src.netstat),
-                    src.diag.as_ref().and_then(|d| sockets_now(ns, d)),
+                    src.diag.as_ref().and_then(|d| sockets_now(ns, d, &src.book)),
                 );
                 let mut obs = lock(&src.observer);
                 let run_times = if stats { obs.run_times() } else { Vec::new() };
@@ -959,26 +1042,89 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_joined_with_its_socket_counts_the_kernel_s_fallback_and_its_subflows() {
+        let book = crate::pipeline::sockets::shared_book();
+        let mut sink =
+            MetricsSink { counted: Counted::default(), namespace: "host".into(), book: book.clone() };
+        lock_book(&book).note(
+            &[
+                socket(40000, false, 3, 0, 0),
+                // The wire showed MPTCP throughout; the kernel's socket fell back.
+                socket(40001, true, 1, 0, 0),
+                socket(40002, false, 1, 0, 0),
+            ],
+            std::time::Instant::now(),
+        );
+        for port in [40000, 40001, 40003] {
+            sink.flow(&summary(json!({"local_port": port, "remote_port": 5201})));
+        }
+        // A join of a joined connection is no connection and takes nothing from the book.
+        sink.flow(&summary(json!({"local_port": 40002, "remote_port": 5201, "subflow": "join"})));
+        assert_eq!(lock_book(&book).len(), 1, "the join's addresses are not the connection's");
+        let text = to_prometheus_text(
+            &Metrics::new(&sink.counted, &CheckCounted::default(), &UploadCounted::default(), None).encode(),
+        );
+        let c = |metric: &str, outcome: &str| {
+            sample(&text, &format!("mptcp_probe_{metric}{{outcome=\"{outcome}\",namespace=\"host\"}}"))
+        };
+        assert_eq!(
+            (c("connections_total", "mptcp"), c("connections_total", "fallback")),
+            (Some(2.0), Some(1.0))
+        );
+        assert_eq!(
+            (c("connections_socket_joined_total", "mptcp"), c("connections_socket_joined_total", "fallback")),
+            (Some(1.0), Some(1.0)),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!(
+                    "mptcp_probe_fallbacks_total{{reason=\"{SOCKET_FALLBACK_REASON}\",namespace=\"host\"}}"
+                )
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        let h = |le: &str| {
+            sample(
+                &text,
+                &format!("mptcp_probe_connection_subflows_bucket{{le=\"{le}\",namespace=\"host\"}}"),
+            )
+        };
+        assert_eq!((h("2.0"), h("3.0"), h("+Inf")), (Some(0.0), Some(1.0), Some(1.0)), "{text}");
+    }
+
+    #[test]
     fn each_connection_counts_once_by_outcome_and_fallback_reason() {
         let counted = Counted::default();
-        counted.flow("host", &summary(json!({})));
-        counted
-            .flow("host", &summary(json!({"mptcp": "fallback", "fallback_cause": "synack_without_mptcp"})));
+        counted.flow("host", &summary(json!({})), None);
+        counted.flow(
+            "host",
+            &summary(json!({"mptcp": "fallback", "fallback_cause": "synack_without_mptcp"})),
+            None,
+        );
         counted.flow(
             "host",
             &summary(json!({"mptcp": "fallback", "fallback_reason": "MPCapableFallbackACK",
                                      "fallback_cause": "third_ack_without_mptcp"})),
+            None,
         );
-        counted.flow("host", &summary(json!({"mptcp": "fallback"})));
-        counted.flow("host", &summary(json!({"mptcp": "not_negotiated", "subflow": "tcp", "options": {}})));
+        counted.flow("host", &summary(json!({"mptcp": "fallback"})), None);
+        counted.flow(
+            "host",
+            &summary(json!({"mptcp": "not_negotiated", "subflow": "tcp", "options": {}})),
+            None,
+        );
         // A join, and a flow first seen mid-way: flows, not connections.
-        counted.flow("host", &summary(json!({"subflow": "join", "options": {"tx": {"mp_join": 3}}})));
-        counted.flow("host", &summary(json!({"handshake": {}, "ended": "idle"})));
+        counted.flow("host", &summary(json!({"subflow": "join", "options": {"tx": {"mp_join": 3}}})), None);
+        counted.flow("host", &summary(json!({"handshake": {}, "ended": "idle"})), None);
         // Data sent again at the MPTCP level: a flow counted once per direction it was seen in.
-        counted.flow("host", &summary(json!({"options": {}, "mptcp_retransmissions": {"tx": 4}})));
+        counted.flow("host", &summary(json!({"options": {}, "mptcp_retransmissions": {"tx": 4}})), None);
         counted.flow(
             "host",
             &summary(json!({"options": {}, "subflow": "join", "ended": "rst", "mptcp_retransmissions": {"tx": 1, "rx": 2}})),
+            None,
         );
         let text = to_prometheus_text(
             &Metrics::new(&counted, &CheckCounted::default(), &UploadCounted::default(), None).encode(),

@@ -9,6 +9,7 @@ pub mod record;
 pub mod recorder;
 pub mod service;
 pub mod sink;
+pub mod sockets;
 pub mod source;
 pub mod summary;
 
