@@ -10,7 +10,8 @@ use std::{
     time::Duration,
 };
 
-use mptcp_probe_model::{ConnectionOutcome, Direction, FlowSummary, MptcpState, Report, Subflow};
+use mptcp_probe_common::flow::FlowKey;
+use mptcp_probe_model::{ConnectionOutcome, Direction, Ended, FlowSummary, MptcpState, Report, Subflow};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
@@ -28,6 +29,7 @@ use crate::{
     host::mib,
     kernel::Observer,
     pipeline::{
+        record::endpoint_of,
         sink::Sink,
         sockets::{lock_book, SharedBook, SocketSeen},
         source::lock,
@@ -479,17 +481,35 @@ pub struct MetricsSink {
     pub book: SharedBook,
 }
 
+/// A flow that ended comes to the sinks at most this long after its last packet: the grace
+/// period, the pipeline's tick, and a margin.
+const ENDED_SUMMARY_DELAY: Duration = Duration::from_secs(2);
+
 impl Sink for MetricsSink {
     fn flow(&mut self, summary: &FlowSummary) {
         let socket = counts_as_connection(summary)
             .then(|| {
+                // The earliest the flow can have begun, for one that ended (an idle one's last
+                // packet may be long before).
+                let not_before = matches!(summary.ended, Ended::Fin | Ended::Rst)
+                    .then(|| {
+                        let lived = Duration::from_millis(summary.duration_ms) + ENDED_SUMMARY_DELAY;
+                        std::time::Instant::now().checked_sub(lived)
+                    })
+                    .flatten();
                 lock_book(&self.book).take(
                     SocketAddr::new(summary.local_addr, summary.local_port),
                     SocketAddr::new(summary.remote_addr, summary.remote_port),
+                    not_before,
                 )
             })
             .flatten();
         self.counted.flow(&self.namespace, summary, socket.as_ref());
+    }
+
+    fn evicted(&mut self, key: &FlowKey) {
+        let ((la, lp), (ra, rp)) = endpoint_of(key);
+        lock_book(&self.book).forget(SocketAddr::new(la, lp), SocketAddr::new(ra, rp));
     }
 }
 
@@ -1061,6 +1081,15 @@ mod tests {
         // A join of a joined connection is no connection and takes nothing from the book.
         sink.flow(&summary(json!({"local_port": 40002, "remote_port": 5201, "subflow": "join"})));
         assert_eq!(lock_book(&book).len(), 1, "the join's addresses are not the connection's");
+        // A flow the kernel's table dropped: its summary will not come, its socket is forgotten.
+        sink.evicted(&FlowKey {
+            ifindex: 2,
+            local_port: 40002,
+            remote_port: 5201,
+            local_addr: mptcp_probe_common::flow::v4_mapped([192, 0, 2, 1]),
+            remote_addr: mptcp_probe_common::flow::v4_mapped([203, 0, 113, 2]),
+        });
+        assert!(lock_book(&book).is_empty());
         let text = to_prometheus_text(
             &Metrics::new(&sink.counted, &CheckCounted::default(), &UploadCounted::default(), None).encode(),
         );

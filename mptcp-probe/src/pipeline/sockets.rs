@@ -106,10 +106,22 @@ impl SocketBook {
         }
     }
 
-    /// What the kernel said of the connection with these addresses, taken out of the book.
-    pub fn take(&mut self, local: SocketAddr, remote: SocketAddr) -> Option<SocketSeen> {
+    /// What the kernel said of the connection with these addresses, taken out of the book; not
+    /// when no dump showed it since `not_before` (the earliest its flow can have begun): then it
+    /// was an earlier connection between the same addresses, whose summary never came.
+    pub fn take(
+        &mut self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        not_before: Option<Instant>,
+    ) -> Option<SocketSeen> {
         let key = (canonical(local), canonical(remote));
-        self.by_endpoints.remove(&key)
+        self.by_endpoints.remove(&key).filter(|s| not_before.is_none_or(|t| s.seen >= t))
+    }
+
+    /// Forgets the connection with these addresses (its flow's summary will not come).
+    pub fn forget(&mut self, local: SocketAddr, remote: SocketAddr) {
+        self.by_endpoints.remove(&(canonical(local), canonical(remote)));
     }
 
     pub fn len(&self) -> usize {
@@ -163,12 +175,12 @@ mod tests {
         b.note(&[socket(40000, false, 2)], t + Duration::from_secs(15));
         b.note(&[socket(40000, true, 1)], t + Duration::from_secs(30));
         let (l, r) = addrs(40000);
-        let s = b.take(l, r).expect("joined");
+        let s = b.take(l, r, Some(t)).expect("joined");
         assert!(s.fallback);
         assert_eq!(s.subflows, 2, "the most subflows any dump showed");
         assert_eq!((s.retransmits, s.bytes_retrans, s.bytes_sent), (2, 100, 1000));
         assert_eq!(s.seen, t + Duration::from_secs(30));
-        assert_eq!(b.take(l, r), None, "taken once");
+        assert_eq!(b.take(l, r, None), None, "taken once");
     }
 
     #[test]
@@ -177,8 +189,8 @@ mod tests {
         b.note(&[socket(40001, false, 0)], Instant::now());
         let mapped: SocketAddr = "[::ffff:192.0.2.1]:40001".parse().unwrap();
         let (_, r) = addrs(40001);
-        assert_eq!(b.take(addrs(40002).0, r), None);
-        let s = b.take(mapped, r).expect("the same connection");
+        assert_eq!(b.take(addrs(40002).0, r, None), None);
+        let s = b.take(mapped, r, None).expect("the same connection");
         assert_eq!(s.subflows, 1, "no mptcpi_subflows_total: the additional ones and the initial");
     }
 
@@ -189,7 +201,7 @@ mod tests {
         b.note(&[socket(40000, false, 1)], t);
         b.note(&[socket(40001, false, 1)], t + KEEP_UNSEEN);
         assert_eq!(b.len(), 1, "the first went unseen for the whole keep time");
-        assert!(b.take(addrs(40001).0, addrs(40001).1).is_some());
+        assert!(b.take(addrs(40001).0, addrs(40001).1, None).is_some());
 
         let many: Vec<MptcpSocket> = (0..=MAX_SOCKETS as u32)
             .map(|i| {
@@ -201,8 +213,30 @@ mod tests {
         b.note(&many[..10], t);
         b.note(&many[10..], t + Duration::from_secs(1));
         assert_eq!(b.len(), MAX_SOCKETS);
-        let first_left = many[..10].iter().filter(|s| b.take(s.local, s.remote).is_some()).count();
+        let first_left = many[..10].iter().filter(|s| b.take(s.local, s.remote, None).is_some()).count();
         assert_eq!(first_left, 9, "one of the longest unseen went");
-        assert!(b.take(many[MAX_SOCKETS].local, many[MAX_SOCKETS].remote).is_some());
+        assert!(b.take(many[MAX_SOCKETS].local, many[MAX_SOCKETS].remote, None).is_some());
+    }
+
+    #[test]
+    fn an_earlier_connection_between_the_same_addresses_is_not_joined() {
+        let mut b = SocketBook::default();
+        let t = Instant::now();
+        b.note(&[socket(40000, true, 1)], t);
+        let (l, r) = addrs(40000);
+        // Its summary never came (evicted); a new connection reuses the addresses later.
+        assert_eq!(b.take(l, r, Some(t + Duration::from_secs(60))), None);
+        assert!(b.is_empty(), "and it is forgotten");
+        b.note(&[socket(40000, false, 1)], t + Duration::from_secs(90));
+        assert!(b.take(l, r, Some(t + Duration::from_secs(60))).is_some_and(|s| !s.fallback));
+    }
+
+    #[test]
+    fn an_evicted_flow_s_connection_is_forgotten() {
+        let mut b = SocketBook::default();
+        b.note(&[socket(40000, false, 1)], Instant::now());
+        let (l, r) = addrs(40000);
+        b.forget(l, r);
+        assert!(b.is_empty());
     }
 }
