@@ -26,6 +26,8 @@ pub const KEEP_UNSEEN: Duration = Duration::from_secs(600);
 /// What the kernel last said of one MPTCP connection.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SocketSeen {
+    /// The connection's token: another token under the same addresses is another connection.
+    pub token: u32,
     /// The connection fell back to TCP, in any dump that showed it.
     pub fallback: bool,
     /// Its subflows, the initial one included: the most any dump showed.
@@ -49,6 +51,7 @@ impl SocketSeen {
             u32::from(s.info.subflows) + 1
         };
         Self {
+            token: s.info.token,
             fallback: s.fallback(),
             subflows,
             retransmits: s.info.retransmits,
@@ -59,7 +62,11 @@ impl SocketSeen {
     }
 
     /// The later view, keeping what only grows: a fallback stays, the subflows are the most seen.
+    /// A later connection between the same addresses replaces the earlier one's.
     fn merge(self, later: Self) -> Self {
+        if later.token != self.token {
+            return later;
+        }
         Self {
             fallback: self.fallback || later.fallback,
             subflows: self.subflows.max(later.subflows),
@@ -224,6 +231,13 @@ mod tests {
         let t = Instant::now();
         b.note(&[socket(40000, true, 1)], t);
         let (l, r) = addrs(40000);
+        // Its summary never came (its interface is not observed); a new connection reuses the
+        // addresses, and what the earlier one showed (its fallback) is not the new one's.
+        let mut again = socket(40000, false, 1);
+        again.info.token = 7;
+        b.note(&[again], t + Duration::from_secs(30));
+        assert!(b.take(l, r, None).is_some_and(|s| !s.fallback && s.token == 7));
+        b.note(&[socket(40000, true, 1)], t);
         // Its summary never came (evicted); a new connection reuses the addresses later.
         assert_eq!(b.take(l, r, Some(t + Duration::from_secs(60))), None);
         assert!(b.is_empty(), "and it is forgotten");
