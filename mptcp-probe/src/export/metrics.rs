@@ -602,12 +602,7 @@ fn summarize_sockets(namespace: &str, sockets: &[crate::host::diag::MptcpSocket]
             continue;
         }
         now.mptcp += 1;
-        // The initial subflow is not in mptcpi_subflows; mptcpi_subflows_total (6.10) counts all.
-        now.subflows += if s.info.subflows_total > 0 {
-            u64::from(s.info.subflows_total)
-        } else {
-            u64::from(s.info.subflows) + 1
-        };
+        now.subflows += u64::from(s.info.all_subflows());
         if s.info.retransmits > 0 {
             now.retransmitting += 1;
             now.retransmitted_bytes += s.info.bytes_retrans;

@@ -113,6 +113,18 @@ pub struct MptcpInfo {
     pub last_ack_recv: u32,
 }
 
+impl MptcpInfo {
+    /// Every subflow of the connection, the initial one included: `subflows` counts those beyond
+    /// the first; `subflows_total` (Linux 6.10+) counts them all.
+    pub fn all_subflows(&self) -> u8 {
+        if self.subflows_total > 0 {
+            self.subflows_total
+        } else {
+            self.subflows.saturating_add(1)
+        }
+    }
+}
+
 /// `MPTCP_INFO`; None after fallback (EOPNOTSUPP) or for plain TCP.
 pub fn mptcp_info(fd: &impl AsRawFd) -> Option<MptcpInfo> {
     getsockopt::<MptcpInfo>(fd.as_raw_fd(), SOL_MPTCP, MPTCP_INFO).ok().map(|(v, _)| v)
@@ -215,10 +227,7 @@ pub fn fill_view(fd: &impl AsRawFd, view: &mut mptcp_probe_model::ConnectionView
     if let Some(info) = info {
         view.fallback = Some(info.flags & MPTCP_INFO_FLAG_FALLBACK != 0);
         // Keep the largest values seen: subflows come and go over a connection's life.
-        // `subflows` counts the subflows beyond the first; `subflows_total` (Linux 6.10+)
-        // counts them all.
-        let total =
-            if info.subflows_total > 0 { info.subflows_total } else { info.subflows.saturating_add(1) };
+        let total = info.all_subflows();
         // Only subflows that completed their handshake, where the kernel says which those are.
         let total = synchronized_subflows(fd).map(|n| n.min(total)).unwrap_or(total);
         view.subflows = Some(total.max(view.subflows.unwrap_or(0)));

@@ -31,34 +31,14 @@ pub struct SocketSeen {
     /// The connection fell back to TCP, in any dump that showed it.
     pub fallback: bool,
     /// Its subflows, the initial one included: the most any dump showed.
-    pub subflows: u32,
-    /// MPTCP-level retransmissions and the bytes they sent again (0 where the kernel does not
-    /// count them).
-    pub retransmits: u32,
-    pub bytes_retrans: u64,
-    pub bytes_sent: u64,
+    pub subflows: u8,
     /// When a dump last showed it.
     pub seen: Instant,
 }
 
 impl SocketSeen {
     fn of(s: &MptcpSocket, now: Instant) -> Self {
-        // mptcpi_subflows_total (Linux 6.10) counts the initial subflow; before it, only the
-        // additional ones are counted.
-        let subflows = if s.info.subflows_total > 0 {
-            u32::from(s.info.subflows_total)
-        } else {
-            u32::from(s.info.subflows) + 1
-        };
-        Self {
-            token: s.info.token,
-            fallback: s.fallback(),
-            subflows,
-            retransmits: s.info.retransmits,
-            bytes_retrans: s.info.bytes_retrans,
-            bytes_sent: s.info.bytes_sent,
-            seen: now,
-        }
+        Self { token: s.info.token, fallback: s.fallback(), subflows: s.info.all_subflows(), seen: now }
     }
 
     /// The later view, keeping what only grows: a fallback stays, the subflows are the most seen.
@@ -154,9 +134,6 @@ mod tests {
         let info = MptcpInfo {
             flags: if fallback { crate::host::sock::MPTCP_INFO_FLAG_FALLBACK } else { 0 },
             subflows_total,
-            retransmits: 2,
-            bytes_retrans: 100,
-            bytes_sent: 1000,
             ..Default::default()
         };
         MptcpSocket {
@@ -185,7 +162,6 @@ mod tests {
         let s = b.take(l, r, Some(t)).expect("joined");
         assert!(s.fallback);
         assert_eq!(s.subflows, 2, "the most subflows any dump showed");
-        assert_eq!((s.retransmits, s.bytes_retrans, s.bytes_sent), (2, 100, 1000));
         assert_eq!(s.seen, t + Duration::from_secs(30));
         assert_eq!(b.take(l, r, None), None, "taken once");
     }
