@@ -423,6 +423,32 @@ pub fn parse_tcp_options_in(
     out: &mut TcpOptions,
     walk: &mut WalkState,
 ) {
+    parse_in(buf, len, truncated, out, walk, true);
+}
+
+/// As [`parse_tcp_options`], always with the option-by-option walk, never reading a
+/// [`usual_layout`] at its fixed offsets: what the latter must agree with.
+pub fn parse_tcp_options_walked(buf: &[u8; MAX_OPTION_BYTES], len: usize, truncated: bool) -> TcpOptions {
+    let mut out = TcpOptions::empty();
+    parse_in(buf, len, truncated, &mut out, &mut WalkState::default(), false);
+    out
+}
+
+/// Whether [`parse_tcp_options`] reads these bytes as one of the [`usual_layout`]s instead of
+/// walking them.
+pub fn reads_as_usual_layout(buf: &[u8; MAX_OPTION_BYTES], len: usize) -> bool {
+    usual_layout(buf, len.min(MAX_OPTION_BYTES), &mut TcpOptions::empty(), &mut WalkState::default())
+}
+
+#[inline(always)]
+fn parse_in(
+    buf: &[u8; MAX_OPTION_BYTES],
+    len: usize,
+    truncated: bool,
+    out: &mut TcpOptions,
+    walk: &mut WalkState,
+    usual: bool,
+) {
     if truncated {
         out.flags |= opt_flags::TRUNCATED;
     }
@@ -431,10 +457,12 @@ pub fn parse_tcp_options_in(
     // loop body small.
     store(&mut walk.at, 0);
     store(&mut walk.end, len);
-    // Every option is at least one byte, so MAX_OPTION_BYTES steps always reach the end.
-    for _ in 0..MAX_OPTION_BYTES {
-        if !walk_step(buf, len, out, walk) {
-            break;
+    if !(usual && usual_layout(buf, len, out, walk)) {
+        // Every option is at least one byte, so MAX_OPTION_BYTES steps always reach the end.
+        for _ in 0..MAX_OPTION_BYTES {
+            if !walk_step(buf, len, out, walk) {
+                break;
+            }
         }
     }
     out.parsed_len = load(&walk.end) as u8;
@@ -448,6 +476,84 @@ pub fn parse_tcp_options_in(
             parse_mptcp_into(buf, load(s), load(l), slot);
         }
     }
+}
+
+/// Where the MPTCP option of a [`usual_layout`] starts: after `NOP NOP TS`, after a SYN's
+/// `MSS SACK_PERM TS NOP WS` (Linux's order), or at the start.
+const USUAL_AFTER_TS: usize = 12;
+const USUAL_AFTER_SYN: usize = 20;
+
+/// The layouts Linux writes on nearly every segment, read at fixed offsets in one step instead
+/// of walked option by option (up to seven steps on a SYN): a prefix of timestamps or of a SYN's
+/// usual options (or none), then nothing more, or one MPTCP option that ends the area or is
+/// followed by `NOP NOP` only. False, with nothing written, for anything else (two MPTCP
+/// options, SACK blocks, EOL padding, any other order): the walk decodes that. What it writes is
+/// what the walk writes for the same bytes (tested against [`parse_tcp_options_walked`]). Not
+/// inlined: verified once, beside the walk.
+#[inline(never)]
+fn usual_layout(
+    buf: &[u8; MAX_OPTION_BYTES],
+    len: usize,
+    out: &mut TcpOptions,
+    walk: &mut WalkState,
+) -> bool {
+    let at = if len >= USUAL_AFTER_TS
+        && byte(buf, 0) == TCPOPT_NOP
+        && byte(buf, 1) == TCPOPT_NOP
+        && byte(buf, 2) == TCPOPT_TIMESTAMP
+        && byte(buf, 3) == 10
+    {
+        USUAL_AFTER_TS
+    } else if len >= USUAL_AFTER_SYN
+        && byte(buf, 0) == TCPOPT_MSS
+        && byte(buf, 1) == 4
+        && byte(buf, 4) == TCPOPT_SACK_PERM
+        && byte(buf, 5) == 2
+        && byte(buf, 6) == TCPOPT_TIMESTAMP
+        && byte(buf, 7) == 10
+        && byte(buf, 16) == TCPOPT_NOP
+        && byte(buf, 17) == TCPOPT_WSCALE
+        && byte(buf, 18) == 3
+    {
+        USUAL_AFTER_SYN
+    } else {
+        0
+    };
+    let rest = len - at;
+    let mp_len = if rest == 0 {
+        0
+    } else {
+        if rest < 2 || byte(buf, at) != TCPOPT_MPTCP {
+            return false;
+        }
+        let olen = byte(buf, at + 1) as usize;
+        let padded =
+            olen + 2 == rest && byte(buf, at + olen) == TCPOPT_NOP && byte(buf, at + olen + 1) == TCPOPT_NOP;
+        if olen < 2 || !(olen == rest || padded) {
+            return false;
+        }
+        olen
+    };
+    if at == USUAL_AFTER_TS {
+        out.flags |= opt_flags::TIMESTAMPS;
+        out.ts_val = be32(buf, 4);
+        out.ts_ecr = be32(buf, 8);
+    } else if at == USUAL_AFTER_SYN {
+        out.mss = be16(buf, 2);
+        out.flags |= opt_flags::SACK_PERM | opt_flags::TIMESTAMPS;
+        out.ts_val = be32(buf, 8);
+        out.ts_ecr = be32(buf, 12);
+        out.wscale = byte(buf, 19);
+    }
+    if mp_len > 0 {
+        if let (Some(s), Some(l)) = (walk.mp_start.get_mut(0), walk.mp_len.get_mut(0)) {
+            store(s, at);
+            store(l, mp_len);
+        }
+        out.mptcp_count = 1;
+    }
+    store(&mut walk.end, len);
+    true
 }
 
 /// One step of the walk: decodes the option at `walk.at`; false once the walk is over. Not inlined,
