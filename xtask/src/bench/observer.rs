@@ -361,11 +361,11 @@ impl WatchTally {
     }
 }
 
-/// `program` in `ns`, on [`PIN_CPU`] only with `pinned` (`taskset` execs it: same pid).
-pub fn pinned_cmd(ns: &Netns, program: &OsStr, pinned: bool) -> Command {
-    if pinned {
+/// `program` in `ns`, on `cpu` only when given (`taskset` execs it: same pid).
+pub fn pinned_cmd(ns: &Netns, program: &OsStr, cpu: Option<&str>) -> Command {
+    if let Some(cpu) = cpu {
         let mut c = ns.cmd("taskset");
-        c.args(["-c", PIN_CPU]).arg(program);
+        c.args(["-c", cpu]).arg(program);
         c
     } else {
         ns.cmd(program)
@@ -416,7 +416,7 @@ fn spawn(
         (Obs::Probe, mode) => {
             let mode = mode.unwrap_or(WatchMode::Default);
             let file = dir.join(format!("{tag}.pcapng"));
-            let mut c = pinned_cmd(ns, bins.probe.as_os_str(), pinned);
+            let mut c = pinned_cmd(ns, bins.probe.as_os_str(), pinned.then_some(PIN_CPU));
             c.args(["watch", "--iface", ifname::C1]).args(mode.args());
             if mode.writes_trace() {
                 c.arg(&file);
@@ -427,7 +427,7 @@ fn spawn(
         (Obs::TcpdumpHeader | Obs::TcpdumpFull, _) => {
             let file = dir.join(format!("{tag}.pcap"));
             let snap = if kind == Obs::TcpdumpFull { "0" } else { "128" };
-            let mut c = pinned_cmd(ns, OsStr::new("tcpdump"), pinned);
+            let mut c = pinned_cmd(ns, OsStr::new("tcpdump"), pinned.then_some(PIN_CPU));
             // -Z root: the file is written as root into our private directory.
             c.args(["-n", "-i", ifname::C1, "-s", snap, "-Z", "root", "-w"]).arg(&file);
             (c, file, "listening on")

@@ -70,6 +70,8 @@ pub struct ReportConfig {
     pub repetitions: u32,
     pub transfer_seconds: f64,
     pub pinned_cpu: &'static str,
+    /// The CPUs of the short connections' client and server.
+    pub short_connection_cpus: [&'static str; 2],
     pub prog_repeat: u32,
     pub prog_rounds: u32,
     pub short_connections: u32,
@@ -130,7 +132,7 @@ pub fn render(r: &Report) -> String {
     bulk(&mut out, r);
     per_packet(&mut out, &r.prog_test_run, &r.per_packet);
     bpf_stats(&mut out, r);
-    short(&mut out, &r.short_connections);
+    short(&mut out, r);
     short_run_time(&mut out, &r.short_connection_run_time);
     overflow(&mut out, &r.flow_table_overflow);
     kernel_memory(&mut out, &r.kernel_memory);
@@ -374,13 +376,14 @@ fn bpf_stats(out: &mut String, r: &Report) {
     out.push('\n');
 }
 
-fn short(out: &mut String, sc: &ShortConnections) {
+fn short(out: &mut String, r: &Report) {
+    let sc = &r.short_connections;
     let _ = writeln!(
         out,
-        "Short MPTCP connections ({} per run, {} runs each; connect, 1 byte each way, close; CPU: all CPUs \
-         while the connections run; watch: its own CPU until its last summary; x none: against the run \
-         without observer of the same repetition)",
-        sc.connections_per_run, sc.repetitions
+        "Short MPTCP connections ({} per run, {} runs each; connect, 1 byte each way, close; client on CPU {}, \
+         server on CPU {}; CPU: all CPUs while the connections run; watch: its own CPU until its last \
+         summary; x none: against the run without observer of the same repetition)",
+        sc.connections_per_run, sc.repetitions, r.config.short_connection_cpus[0], r.config.short_connection_cpus[1]
     );
     let mut rows = vec![vec![
         Obs::Off.label().to_string(),

@@ -13,16 +13,16 @@ use super::{
     host::{self, CpuStat},
     observer::pinned_cmd,
     stats::ratio,
-    Bins, GB, PINNED_SINK_PORT, PIN_CPU, SINK_PORT,
+    Bins, GB, PINNED_SINK_PORT, PIN_CPU, SHORT_CLIENT_CPU, SHORT_SINK_PORT, SINK_PORT,
 };
 
 pub fn sink_addr(port: u16) -> String {
     format!("{}:{port}", addr::SERVER)
 }
 
-/// Starts a sink in the server namespace on `port`, on [`PIN_CPU`] only with `pinned`.
-pub fn start_sink(lab: &Lab, bins: &Bins, port: u16, pinned: bool) -> anyhow::Result<Child> {
-    let mut cmd = pinned_cmd(&lab.s, bins.peer.as_os_str(), pinned);
+/// Starts a sink in the server namespace on `port`, on `cpu` only when given.
+pub fn start_sink(lab: &Lab, bins: &Bins, port: u16, cpu: Option<&str>) -> anyhow::Result<Child> {
+    let mut cmd = pinned_cmd(&lab.s, bins.peer.as_os_str(), cpu);
     cmd.args(["sink", "--listen", &format!("0.0.0.0:{port}"), "--timeout", "1800"])
         .stdin(Stdio::null())
         .stdout(Stdio::null());
@@ -37,13 +37,19 @@ pub fn start_sink(lab: &Lab, bins: &Bins, port: u16, pinned: bool) -> anyhow::Re
     bail!("the benchmark sink did not come up on port {port}")
 }
 
-/// Runs a peer command in the client namespace, bounded by `timeout` (on [`PIN_CPU`] only with
-/// `pinned`), and parses its JSON.
-fn peer_json(lab: &Lab, bins: &Bins, args: &[String], timeout: f64, pinned: bool) -> anyhow::Result<Value> {
+/// Runs a peer command in the client namespace, bounded by `timeout` (on `cpu` only when
+/// given), and parses its JSON.
+fn peer_json(
+    lab: &Lab,
+    bins: &Bins,
+    args: &[String],
+    timeout: f64,
+    cpu: Option<&str>,
+) -> anyhow::Result<Value> {
     let mut cmd = lab.c.cmd("timeout");
     cmd.args(["-k", "5", &format!("{timeout:.0}")]);
-    if pinned {
-        cmd.args(["taskset", "-c", PIN_CPU]);
+    if let Some(cpu) = cpu {
+        cmd.args(["taskset", "-c", cpu]);
     }
     let out = cmd.arg(&bins.peer).args(args).stdin(Stdio::null()).output().context("running mptcp-peer")?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -117,7 +123,7 @@ pub fn blast(
     let which = if pinned { format!("cpu{PIN_CPU}") } else { "cpu".to_string() };
     let obs0 = observer.map(host::process_ticks).unwrap_or(0);
     let (all0, c0) = (CpuStat::read("cpu"), CpuStat::read(&which));
-    let v = peer_json(lab, bins, &args, seconds + 60.0, pinned)?;
+    let v = peer_json(lab, bins, &args, seconds + 60.0, pinned.then_some(PIN_CPU))?;
     let (all1, c1) = (CpuStat::read("cpu"), CpuStat::read(&which));
     let obs1 = observer.map(host::process_ticks).unwrap_or(0);
     let bytes = f64_at(&v, "received_bytes");
@@ -158,12 +164,13 @@ pub struct ChurnShape {
 const CHURN_SECONDS: &str = "60";
 const CHURN_TIMEOUT_S: f64 = 90.0;
 
-/// Short connections to the sink (1 byte each way, then close).
+/// Short connections (1 byte each way, then close) from [`SHORT_CLIENT_CPU`] to the sink on the
+/// other CPU.
 pub fn churn(lab: &Lab, bins: &Bins, shape: &ChurnShape) -> anyhow::Result<Churn> {
     let mut args: Vec<String> = vec![
         "churn".into(),
         "--connect".into(),
-        sink_addr(SINK_PORT),
+        sink_addr(SHORT_SINK_PORT),
         "--count".into(),
         shape.count.to_string(),
     ];
@@ -174,7 +181,7 @@ pub fn churn(lab: &Lab, bins: &Bins, shape: &ChurnShape) -> anyhow::Result<Churn
         args.extend(["--hold-ms".into(), ms.to_string()]);
     }
     args.extend(["--seconds".into(), CHURN_SECONDS.into()]);
-    let v = peer_json(lab, bins, &args, CHURN_TIMEOUT_S, false)?;
+    let v = peer_json(lab, bins, &args, CHURN_TIMEOUT_S, Some(SHORT_CLIENT_CPU))?;
     Ok(Churn {
         connections: v["connections"].as_u64(),
         failed: v["failed"].as_u64().unwrap_or(0),
