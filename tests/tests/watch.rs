@@ -251,6 +251,8 @@ fn syn_option_stripped_is_fallback_at_the_client_and_a_plain_syn_at_the_server()
     let packets = s.packets_with_port(40002);
     let syn = packets.iter().find(|p| why(p, Why::Syn)).expect("server SYN event");
     assert!(mptcp_opt(syn, Subtype::MpCapable).is_none(), "{syn:?}");
+    // Kept until the summary said the connection was troubled, then printed as seen.
+    assert_eq!((syn.iface.as_str(), syn.netns != 0), (ifname::S, true), "{syn:?}");
 }
 
 #[test]

@@ -13,10 +13,7 @@ use mptcp_probe_common::{
     event::{why, PacketEvent},
     flow::FlowKey,
 };
-use mptcp_probe_model::{
-    watch::{Counters, Event as Record},
-    FlowSummary, WatchLine,
-};
+use mptcp_probe_model::{watch::Counters, FlowSummary, WatchLine};
 
 use super::{pcap::PcapTrace, text};
 use crate::{
@@ -45,12 +42,19 @@ const MAX_KEPT_CONNECTIONS: usize = 65536;
 /// A connection by its addresses as this host sees them.
 type Tuple = (SocketAddr, SocketAddr);
 
-/// An event kept until its connection's summary.
+/// Room for the events of a connection when its first is kept: a clean short MPTCP connection
+/// brings about 22 (its packets and socket states), a list grown one by one would be moved four
+/// times on the way.
+const KEPT_FIRST: usize = 24;
+
+/// An event kept until its connection's summary, as the kernel wrote it: its record is built
+/// only if it is printed (most connections are clean and their events dropped). `iface`: a
+/// packet's interface name, resolved now (the interface may be gone by then).
 struct Kept {
-    /// The record to print (its interface names resolved already: they may be gone by then),
-    /// rendered only if it is printed: most connections are clean and their events dropped.
-    record: Option<Record>,
-    packet: Option<(PacketEvent, String)>,
+    ev: Event,
+    iface: Option<String>,
+    /// Only when the record may be printed (the troubled-only output): what else it needs.
+    netns: Option<u32>,
 }
 
 pub struct WatchSink {
@@ -116,7 +120,7 @@ impl WatchSink {
             }
             self.order.push_back(t);
         }
-        let list = self.kept.entry(t).or_default();
+        let list = self.kept.entry(t).or_insert_with(|| Vec::with_capacity(KEPT_FIRST));
         if list.len() < MAX_KEPT_EVENTS {
             list.push(k);
         } else {
@@ -129,13 +133,22 @@ impl WatchSink {
     fn release(&mut self, t: &Tuple, all: bool) {
         let Some(list) = self.kept.remove(t) else { return };
         for k in list {
-            if let Some((p, iface)) = &k.packet {
+            if let (Event::Packet(p), Some(iface)) = (&k.ev, &k.iface) {
                 if all || p.why & (why::SYN | why::SYN_ACK | why::THIRD_ACK) != 0 {
                     self.trace(p, iface);
                 }
             }
-            if let (true, Some(r)) = (all && self.output == Output::Troubled, k.record) {
-                self.print(&WatchLine::Event(r));
+            if let (true, Some(netns)) = (all && self.output == Output::Troubled, k.netns) {
+                let ctx = Context {
+                    ifaces: match (&k.ev, k.iface) {
+                        (Event::Packet(p), Some(name)) => [(p.flow.ifindex, name)].into(),
+                        _ => Default::default(),
+                    },
+                    netns,
+                    // Events with a MIB counter (fallbacks) name no connection: never kept.
+                    mib_names: Vec::new(),
+                };
+                self.print(&WatchLine::Event(record(&k.ev, &ctx)));
             }
         }
     }
@@ -163,25 +176,25 @@ fn tuple_of(ev: &Event) -> Option<Tuple> {
 
 impl Sink for WatchSink {
     fn event(&mut self, ev: &Event, ctx: &Context) {
-        let packet = match ev {
-            Event::Packet(p) => Some((*p, ctx.iface(p.flow.ifindex))),
+        let iface = match ev {
+            Event::Packet(p) => Some(ctx.iface(p.flow.ifindex)),
             _ => None,
         };
         let tuple = tuple_of(ev);
         match (self.output, tuple) {
             (Output::Events, _) | (Output::Troubled, None) => {
-                if let Some((p, iface)) = &packet {
+                if let (Event::Packet(p), Some(iface)) = (ev, &iface) {
                     self.trace(p, iface);
                 }
                 self.print(&WatchLine::Event(record(ev, ctx)));
             }
             (Output::FlowsOnly, None) => {}
             (Output::Troubled, Some(t)) => {
-                self.keep(t, Kept { record: Some(record(ev, ctx)), packet });
+                self.keep(t, Kept { ev: *ev, iface, netns: Some(ctx.netns) });
             }
             (Output::FlowsOnly, Some(t)) => {
-                if packet.is_some() && self.pcap.is_some() {
-                    self.keep(t, Kept { record: None, packet });
+                if let (Some(name), true) = (iface, self.pcap.is_some()) {
+                    self.keep(t, Kept { ev: *ev, iface: Some(name), netns: None });
                 }
             }
         }
