@@ -43,7 +43,7 @@ const MAX_KEPT_CONNECTIONS: usize = 65536;
 type Tuple = (SocketAddr, SocketAddr);
 
 /// Room for the events of a connection when its first is kept: a clean short MPTCP connection
-/// brings about 22 (its packets and socket states), a list grown one by one would be moved four
+/// brings about 22 (its packets and socket states), a list grown one by one would be moved three
 /// times on the way.
 const KEPT_FIRST: usize = 24;
 

@@ -213,6 +213,13 @@ pub fn bench(cfg: &Config, bins: &Bins) -> anyhow::Result<Report> {
             bail!("{what} is not built at {} (cargo build --release)", p.display());
         }
     }
+    if host::cpus() < 2 {
+        bail!(
+            "the bench needs two CPUs (it runs short connections' client on CPU {SHORT_CLIENT_CPU} and their \
+             server on CPU {SHORT_SERVER_CPU}); this machine offers {}",
+            host::cpus()
+        );
+    }
     let started = Instant::now();
     let load_at_start = host::loadavg();
     let source = host::Source::read();
