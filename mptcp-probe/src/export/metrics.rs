@@ -29,7 +29,7 @@ use crate::{
     host::mib,
     kernel::Observer,
     pipeline::{
-        record::endpoint_of,
+        record::socket_addrs_of,
         sink::Sink,
         sockets::{lock_book, SharedBook, SocketSeen},
         source::lock,
@@ -508,8 +508,8 @@ impl Sink for MetricsSink {
     }
 
     fn evicted(&mut self, key: &FlowKey) {
-        let ((la, lp), (ra, rp)) = endpoint_of(key);
-        lock_book(&self.book).forget(SocketAddr::new(la, lp), SocketAddr::new(ra, rp));
+        let (local, remote) = socket_addrs_of(key);
+        lock_book(&self.book).forget(local, remote);
     }
 }
 

@@ -19,7 +19,7 @@ use super::{pcap::PcapTrace, text};
 use crate::{
     kernel::decode::Event,
     pipeline::{
-        record::{addr, endpoint_of, family_version, record},
+        record::{addr, family_version, record, socket_addrs_of},
         sink::{Context, Sink},
     },
 };
@@ -158,10 +158,7 @@ impl WatchSink {
 fn tuple_of(ev: &Event) -> Option<Tuple> {
     let sa = |ip, port| SocketAddr::new(ip, port);
     match ev {
-        Event::Packet(p) => {
-            let ((l, lp), (r, rp)) = endpoint_of(&p.flow);
-            Some((sa(l, lp), sa(r, rp)))
-        }
+        Event::Packet(p) => Some(socket_addrs_of(&p.flow)),
         Event::SockState(s) => {
             let v = family_version(s.family);
             Some((sa(addr(v, &s.saddr), s.sport), sa(addr(v, &s.daddr), s.dport)))
@@ -220,8 +217,7 @@ impl Sink for WatchSink {
 
     /// A flow without its summary: what was kept of it is all there is.
     fn evicted(&mut self, key: &FlowKey) {
-        let ((l, lp), (r, rp)) = endpoint_of(key);
-        self.release(&(SocketAddr::new(l, lp), SocketAddr::new(r, rp)), true);
+        self.release(&socket_addrs_of(key), true);
     }
 
     fn flush(&mut self) {

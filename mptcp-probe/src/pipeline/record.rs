@@ -50,6 +50,12 @@ pub fn endpoint_of(k: &FlowKey) -> ((IpAddr, u16), (IpAddr, u16)) {
     ((key_addr(&k.local_addr), k.local_port), (key_addr(&k.remote_addr), k.remote_port))
 }
 
+/// A flow's (local, remote) socket addresses.
+pub fn socket_addrs_of(k: &FlowKey) -> (std::net::SocketAddr, std::net::SocketAddr) {
+    let ((l, lp), (r, rp)) = endpoint_of(k);
+    (std::net::SocketAddr::new(l, lp), std::net::SocketAddr::new(r, rp))
+}
+
 /// "ADDR:PORT", "[ADDR]:PORT" for IPv6.
 pub fn endpoint(ip: IpAddr, port: u16) -> String {
     std::net::SocketAddr::new(ip, port).to_string()

@@ -108,7 +108,7 @@ impl SocketBook {
 
     /// Forgets the connection with these addresses (its flow's summary will not come).
     pub fn forget(&mut self, local: SocketAddr, remote: SocketAddr) {
-        self.by_endpoints.remove(&(canonical(local), canonical(remote)));
+        self.take(local, remote, None);
     }
 
     pub fn len(&self) -> usize {
