@@ -26,6 +26,8 @@ pub mod wakeup {
 pub const RING_BYTES: u64 = 1 << 22;
 
 /// Field offsets read from the tracepoint format files at start-up; `u16::MAX` means absent.
+/// `record`: the bytes of the record its fields cover (where the last one ends), which the
+/// programs read directly; 0 when unknown (each field is then read with a helper call).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SockStateOffsets {
@@ -40,6 +42,7 @@ pub struct SockStateOffsets {
     pub daddr: u16,
     pub saddr_v6: u16,
     pub daddr_v6: u16,
+    pub record: u16,
 }
 
 #[repr(C)]
@@ -51,6 +54,7 @@ pub struct SendResetOffsets {
     /// `struct sockaddr_in6`-sized blobs.
     pub saddr: u16,
     pub daddr: u16,
+    pub record: u16,
 }
 
 #[repr(C)]
@@ -65,6 +69,7 @@ pub struct ReceiveResetOffsets {
     pub saddr_v6: u16,
     pub daddr_v6: u16,
     pub sock_cookie: u16,
+    pub record: u16,
 }
 
 #[repr(C)]
@@ -90,18 +95,23 @@ pub struct MappingOffsets {
     pub status: u16,
     /// `subflow_check_data_avail`'s skb pointer.
     pub skb: u16,
+    /// `get_mapping_status`'s record.
+    pub record: u16,
+    /// `subflow_check_data_avail`'s record.
+    pub avail_record: u16,
 }
 
 pub const ABSENT: u16 = u16::MAX;
 
 macro_rules! all_absent {
-    ($t:ident { $($f:ident),* }) => {
+    ($t:ident { $($f:ident),* } $(+ $extra:ident)*) => {
         impl $t {
-            pub const fn absent() -> Self { Self { $($f: ABSENT),* } }
+            pub const fn absent() -> Self { Self { $($f: ABSENT,)* record: 0 $(, $extra: 0)* } }
 
-            /// Fills every field by its name (the tracepoint's field name), absent when unknown.
-            pub fn from_lookup(f: impl Fn(&str) -> Option<u16>) -> Self {
-                Self { $($f: f(stringify!($f)).unwrap_or(ABSENT)),* }
+            /// Fills every field by its name (the tracepoint's field name), absent when unknown,
+            /// and the extent of the record they lie in.
+            pub fn from_lookup(f: impl Fn(&str) -> Option<u16>, record: u16) -> Self {
+                Self { $($f: f(stringify!($f)).unwrap_or(ABSENT),)* record $(, $extra: 0)* }
             }
         }
     };
@@ -131,26 +141,28 @@ all_absent!(ReceiveResetOffsets {
     daddr_v6,
     sock_cookie
 });
-all_absent!(MappingOffsets {
-    data_ack,
-    data_seq,
-    subflow_seq,
-    data_len,
-    csum,
-    use_map,
-    dsn64,
-    data_fin,
-    use_ack,
-    ack64,
-    mpc_map,
-    frozen,
-    reset_transient,
-    reset_reason,
-    csum_reqd,
-    infinite_map,
-    status,
-    skb
-});
+all_absent!(
+    MappingOffsets {
+        data_ack,
+        data_seq,
+        subflow_seq,
+        data_len,
+        csum,
+        use_map,
+        dsn64,
+        data_fin,
+        use_ack,
+        ack64,
+        mpc_map,
+        frozen,
+        reset_transient,
+        reset_reason,
+        csum_reqd,
+        infinite_map,
+        status,
+        skb
+    } + avail_record
+);
 
 #[cfg(feature = "user")]
 mod pod {

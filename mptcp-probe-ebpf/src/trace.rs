@@ -5,6 +5,7 @@
 use aya_ebpf::{
     macros::{fentry, tracepoint},
     programs::{FEntryContext, TracePointContext},
+    EbpfContext,
 };
 use mptcp_probe_common::{
     config::{
@@ -46,23 +47,83 @@ fn watched(netns: u32) -> bool {
 /// A stashed mapping older than this is not joined with a status.
 const STASH_MAX_AGE_NS: u64 = 1_000_000;
 
-#[inline(always)]
-fn field<T: Default>(ctx: &TracePointContext, off: u16) -> T {
-    if off == ABSENT {
-        return T::default();
-    }
-    // SAFETY: the offset comes from the tracepoint's own format file; the read goes through
-    // bpf_probe_read_kernel, which fails cleanly on a bad address.
-    unsafe { ctx.read_at::<T>(off as usize) }.unwrap_or_default()
+/// A tracepoint record's whole words, as far as the programs read them from their context
+/// directly: one load per word at a fixed offset, the access the verifier allows for a
+/// tracepoint's context, instead of a helper call per field. Only the words the record's fields
+/// cover ([`SockStateOffsets::record`] and the like, from the format file): the kernel refuses to
+/// attach a program that may read past a tracepoint's record. A field beyond them (past
+/// [`RECORD_WORDS`], or in a last, partial word) is read with `bpf_probe_read_kernel`.
+const RECORD_WORDS: usize = 12;
+
+struct Record<'a> {
+    ctx: &'a TracePointContext,
+    words: [u64; RECORD_WORDS],
+    /// The bytes of `words` read from the record.
+    window: usize,
 }
 
-#[inline(always)]
-fn bytes<const N: usize>(ctx: &TracePointContext, off: u16) -> [u8; N] {
-    if off == ABSENT {
-        return [0; N];
+impl<'a> Record<'a> {
+    #[inline(always)]
+    fn new(ctx: &'a TracePointContext, record: u16) -> Self {
+        let p = ctx.as_ptr() as *const u64;
+        let n = (record as usize / 8).min(RECORD_WORDS);
+        let mut words = [0u64; RECORD_WORDS];
+        // Word by word at fixed offsets (a loop the compiler kept would make the offset a
+        // variable, which the verifier rejects for a context), each only when the record holds
+        // it: `record` is a constant of the loaded program, so the verifier sees no read past
+        // the record. Word 0 holds the common fields, which a program may not read.
+        macro_rules! load {
+            ($($i:literal)*) => {
+                $(if n > $i {
+                    // SAFETY: a constant offset within the record, checked by the verifier.
+                    words[$i] = unsafe { core::ptr::read_volatile(p.add($i)) };
+                })*
+            };
+        }
+        load!(1 2 3 4 5 6 7 8 9 10 11);
+        Record { ctx, words, window: n * 8 }
     }
-    // SAFETY: as in `field`.
-    unsafe { ctx.read_at::<[u8; N]>(off as usize) }.unwrap_or([0; N])
+
+    /// The field of type `T` at `off` (`T::default()` when the kernel has no such field).
+    #[inline(always)]
+    fn field<T: Default + Copy>(&self, off: u16) -> T {
+        if off == ABSENT {
+            return T::default();
+        }
+        let size = core::mem::size_of::<T>();
+        let at = off as usize;
+        if at >= 8 && at % size == 0 && at + size <= self.window {
+            // Masked so that the verifier sees the alignment it requires of stack reads.
+            let at = at & !(size - 1) & (RECORD_WORDS * 8 - 1);
+            if at + size <= RECORD_WORDS * 8 {
+                // SAFETY: within `words`, aligned to `size` (a power of two up to 8).
+                return unsafe { core::ptr::read((self.words.as_ptr() as *const u8).add(at) as *const T) };
+            }
+        }
+        // SAFETY: the offset comes from the tracepoint's own format file; the read goes through
+        // bpf_probe_read_kernel, which fails cleanly on a bad address.
+        unsafe { self.ctx.read_at::<T>(at) }.unwrap_or_default()
+    }
+
+    /// `N` bytes at `off` (zeros when the kernel has no such field).
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, off: u16) -> [u8; N] {
+        if off == ABSENT {
+            return [0; N];
+        }
+        let at = off as usize;
+        let mut out = [0u8; N];
+        if at >= 8 && at + N <= self.window && at + N <= RECORD_WORDS * 8 {
+            let b = self.words.as_ptr() as *const u8;
+            for (i, o) in out.iter_mut().enumerate() {
+                // SAFETY: at + i < at + N <= RECORD_WORDS * 8: within `words`; single bytes need no alignment.
+                *o = unsafe { core::ptr::read_volatile(b.add(at + i)) };
+            }
+            return out;
+        }
+        // SAFETY: as in `field`.
+        unsafe { self.ctx.read_at::<[u8; N]>(at) }.unwrap_or(out)
+    }
 }
 
 #[inline(always)]
@@ -112,14 +173,14 @@ fn global<T: Copy>(g: &T) -> T {
 
 /// Source and destination addresses of a tracepoint that has both IPv4 and IPv6 fields.
 #[inline(always)]
-fn addrs(ctx: &TracePointContext, family: u16, v4: (u16, u16), v6: (u16, u16)) -> ([u8; 16], [u8; 16]) {
+fn addrs(r: &Record, family: u16, v4: (u16, u16), v6: (u16, u16)) -> ([u8; 16], [u8; 16]) {
     if family == AF_INET6 {
-        (bytes::<16>(ctx, v6.0), bytes::<16>(ctx, v6.1))
+        (r.bytes::<16>(v6.0), r.bytes::<16>(v6.1))
     } else {
         let mut s = [0u8; 16];
         let mut d = [0u8; 16];
-        s[..4].copy_from_slice(&bytes::<4>(ctx, v4.0));
-        d[..4].copy_from_slice(&bytes::<4>(ctx, v4.1));
+        s[..4].copy_from_slice(&r.bytes::<4>(v4.0));
+        d[..4].copy_from_slice(&r.bytes::<4>(v4.1));
         (s, d)
     }
 }
@@ -128,29 +189,30 @@ fn addrs(ctx: &TracePointContext, family: u16, v4: (u16, u16), v6: (u16, u16)) -
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     count(counters::TRACEPOINT_HITS);
     let o = global(&SOCK_STATE_OFFSETS);
-    let protocol: u16 = field(&ctx, o.protocol);
+    let r = Record::new(&ctx, o.record);
+    let protocol: u16 = r.field(o.protocol);
     if protocol != IPPROTO_TCP as u16 && protocol != IPPROTO_MPTCP {
         return 0;
     }
-    let skaddr = field::<u64>(&ctx, o.skaddr);
+    let skaddr = r.field::<u64>(o.skaddr);
     let netns = netns_of_sock(skaddr);
     if !watched(netns) {
         return 0;
     }
-    let family: u16 = field(&ctx, o.family);
+    let family: u16 = r.field(o.family);
     let mut ev = SockStateEvent {
         header: header(EventKind::SockState),
         skaddr,
-        oldstate: field(&ctx, o.oldstate),
-        newstate: field(&ctx, o.newstate),
+        oldstate: r.field(o.oldstate),
+        newstate: r.field(o.newstate),
         protocol,
         family,
-        sport: field(&ctx, o.sport),
-        dport: field(&ctx, o.dport),
+        sport: r.field(o.sport),
+        dport: r.field(o.dport),
         saddr: [0; 16],
         daddr: [0; 16],
     };
-    (ev.saddr, ev.daddr) = addrs(&ctx, family, (o.saddr, o.daddr), (o.saddr_v6, o.daddr_v6));
+    (ev.saddr, ev.daddr) = addrs(&r, family, (o.saddr, o.daddr), (o.saddr_v6, o.daddr_v6));
     ev.header.netns = netns;
     output(&ev);
     0
@@ -160,17 +222,18 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
     count(counters::TRACEPOINT_HITS);
     let o = global(&SEND_RESET_OFFSETS);
+    let r = Record::new(&ctx, o.record);
     let mut ev = reset_event(reset_dir::SENT);
-    ev.skaddr = field::<u64>(&ctx, o.skaddr);
+    ev.skaddr = r.field::<u64>(o.skaddr);
     ev.header.netns = netns_of_sock(ev.skaddr);
     if !watched(ev.header.netns) {
         return 0;
     }
-    ev.state = if o.state == ABSENT { -1 } else { field(&ctx, o.state) };
-    ev.reason = if o.reason == ABSENT { u32::MAX } else { field(&ctx, o.reason) };
+    ev.state = if o.state == ABSENT { -1 } else { r.field(o.state) };
+    ev.reason = if o.reason == ABSENT { u32::MAX } else { r.field(o.reason) };
     // saddr/daddr are struct sockaddr_in / sockaddr_in6 in a 28-byte blob.
-    let s = bytes::<28>(&ctx, o.saddr);
-    let d = bytes::<28>(&ctx, o.daddr);
+    let s = r.bytes::<28>(o.saddr);
+    let d = r.bytes::<28>(o.daddr);
     let family = u16::from_ne_bytes([s[0], s[1]]);
     ev.family = family;
     ev.sport = u16::from_be_bytes([s[2], s[3]]);
@@ -190,18 +253,19 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
     count(counters::TRACEPOINT_HITS);
     let o = global(&RECEIVE_RESET_OFFSETS);
+    let r = Record::new(&ctx, o.record);
     let mut ev = reset_event(reset_dir::RECEIVED);
-    ev.skaddr = field::<u64>(&ctx, o.skaddr);
+    ev.skaddr = r.field::<u64>(o.skaddr);
     ev.header.netns = netns_of_sock(ev.skaddr);
     if !watched(ev.header.netns) {
         return 0;
     }
-    ev.sock_cookie = field::<u64>(&ctx, o.sock_cookie);
-    let family: u16 = field(&ctx, o.family);
+    ev.sock_cookie = r.field::<u64>(o.sock_cookie);
+    let family: u16 = r.field(o.family);
     ev.family = family;
-    ev.sport = field(&ctx, o.sport);
-    ev.dport = field(&ctx, o.dport);
-    (ev.saddr, ev.daddr) = addrs(&ctx, family, (o.saddr, o.daddr), (o.saddr_v6, o.daddr_v6));
+    ev.sport = r.field(o.sport);
+    ev.dport = r.field(o.dport);
+    (ev.saddr, ev.daddr) = addrs(&r, family, (o.saddr, o.daddr), (o.saddr_v6, o.daddr_v6));
     output(&ev);
     0
 }
@@ -230,12 +294,13 @@ fn reset_event(dir: u8) -> ResetEvent {
 pub fn get_mapping_status(ctx: TracePointContext) -> u32 {
     count(counters::TRACEPOINT_HITS);
     let o = global(&MAPPING_OFFSETS);
+    let r = Record::new(&ctx, o.record);
     let stash = match MAPPING_STASH.get_ptr_mut(0) {
         Some(p) => p,
         None => return 0,
     };
     let flag = |off: u16, bit: u16| -> u16 {
-        if field::<u8>(&ctx, off) != 0 {
+        if r.field::<u8>(off) != 0 {
             bit
         } else {
             0
@@ -255,13 +320,13 @@ pub fn get_mapping_status(ctx: TracePointContext) -> u32 {
     // SAFETY: per-CPU slot, written only by this CPU.
     unsafe {
         (*stash).header = header(EventKind::Mapping);
-        (*stash).data_seq = field(&ctx, o.data_seq);
-        (*stash).data_ack = field(&ctx, o.data_ack);
-        (*stash).subflow_seq = field(&ctx, o.subflow_seq);
-        (*stash).data_len = field(&ctx, o.data_len);
-        (*stash).csum = field(&ctx, o.csum);
+        (*stash).data_seq = r.field(o.data_seq);
+        (*stash).data_ack = r.field(o.data_ack);
+        (*stash).subflow_seq = r.field(o.subflow_seq);
+        (*stash).data_len = r.field(o.data_len);
+        (*stash).csum = r.field(o.csum);
         (*stash).flags = flags;
-        (*stash).reset_reason = field(&ctx, o.reset_reason);
+        (*stash).reset_reason = r.field(o.reset_reason);
         (*stash).status = NONE_U8;
     }
     0
@@ -272,7 +337,8 @@ pub fn get_mapping_status(ctx: TracePointContext) -> u32 {
 pub fn subflow_check_data_avail(ctx: TracePointContext) -> u32 {
     count(counters::TRACEPOINT_HITS);
     let o = global(&MAPPING_OFFSETS);
-    let status: u8 = field(&ctx, o.status);
+    let r = Record::new(&ctx, o.avail_record);
+    let status: u8 = r.field(o.status);
     if status <= 4 {
         count(counters::MAPPING_STATUS_BASE + status as u32);
     }
@@ -295,7 +361,7 @@ pub fn subflow_check_data_avail(ctx: TracePointContext) -> u32 {
     }
     ev.status = status;
     ev.header.ts_ns = now_ns();
-    ev.header.netns = netns_of_skb(field::<u64>(&ctx, o.skb));
+    ev.header.netns = netns_of_skb(r.field::<u64>(o.skb));
     output(&ev);
     0
 }

@@ -110,18 +110,22 @@ impl Observer {
         crate::host::preflight::raise_memlock();
         let root = tracefs::ensure_mounted()?;
         let sock = tracefs::read_format(&root, "sock", "inet_sock_set_state")?;
-        let sock_offsets = SockStateOffsets::from_lookup(|n| sock.get(n).copied());
+        let sock_offsets = SockStateOffsets::from_lookup(|n| sock.get(n), sock.record_bytes);
         let send = tracefs::read_format(&root, "tcp", "tcp_send_reset").unwrap_or_default();
-        let send_offsets = SendResetOffsets::from_lookup(|n| send.get(n).copied());
+        let send_offsets = SendResetOffsets::from_lookup(|n| send.get(n), send.record_bytes);
         let recv = tracefs::read_format(&root, "tcp", "tcp_receive_reset").unwrap_or_default();
-        let recv_offsets = ReceiveResetOffsets::from_lookup(|n| recv.get(n).copied());
+        let recv_offsets = ReceiveResetOffsets::from_lookup(|n| recv.get(n), recv.record_bytes);
         // The mapping event joins two tracepoints: the mapping fields, then the status and skb.
         let map = tracefs::read_format(&root, "mptcp", "get_mapping_status").unwrap_or_default();
         let avail = tracefs::read_format(&root, "mptcp", "subflow_check_data_avail").unwrap_or_default();
-        let mapping_offsets = MappingOffsets::from_lookup(|n| match n {
-            "status" | "skb" => avail.get(n).copied(),
-            _ => map.get(n).copied(),
-        });
+        let mut mapping_offsets = MappingOffsets::from_lookup(
+            |n| match n {
+                "status" | "skb" => avail.get(n),
+                _ => map.get(n),
+            },
+            map.record_bytes,
+        );
+        mapping_offsets.avail_record = avail.record_bytes;
 
         let netns_offsets = btf::netns_offsets();
         let wakeup = if opts.batched_wakeups { wakeup::BATCHED } else { wakeup::EACH_EVENT };

@@ -49,8 +49,23 @@ pub fn ensure_mounted() -> Result<PathBuf, TracefsError> {
     Ok(PathBuf::from(CANDIDATES[0]))
 }
 
-/// Field name → byte offset, from a tracepoint's format file.
-pub fn read_format(root: &Path, category: &str, name: &str) -> Result<HashMap<String, u16>, TracefsError> {
+/// A tracepoint's record as its format file describes it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Format {
+    /// Field name → byte offset.
+    pub offsets: HashMap<String, u16>,
+    /// Where the record's last field ends: the bytes a program may read of it.
+    pub record_bytes: u16,
+}
+
+impl Format {
+    pub fn get(&self, name: &str) -> Option<u16> {
+        self.offsets.get(name).copied()
+    }
+}
+
+/// A tracepoint's format file, read.
+pub fn read_format(root: &Path, category: &str, name: &str) -> Result<Format, TracefsError> {
     let path = root.join("events").join(category).join(name).join("format");
     let text =
         fs::read_to_string(&path).map_err(|e| TracefsError::Missing(format!("{category}:{name}"), e))?;
@@ -58,8 +73,8 @@ pub fn read_format(root: &Path, category: &str, name: &str) -> Result<HashMap<St
 }
 
 /// Parses lines like `field:__u16 sport; offset:24; size:2; signed:0;` (tab-separated).
-pub fn parse_format(text: &str) -> HashMap<String, u16> {
-    let mut out = HashMap::new();
+pub fn parse_format(text: &str) -> Format {
+    let mut out = Format::default();
     for line in text.lines() {
         let line = line.trim();
         let Some(rest) = line.strip_prefix("field:") else {
@@ -67,14 +82,20 @@ pub fn parse_format(text: &str) -> HashMap<String, u16> {
         };
         let mut parts = rest.split(';');
         let decl = parts.next().unwrap_or("").trim();
-        let offset =
-            parts.find_map(|p| p.trim().strip_prefix("offset:")).and_then(|v| v.trim().parse::<u16>().ok());
-        let Some(offset) = offset else { continue };
+        let value = |key: &str| {
+            rest.split(';')
+                .find_map(|p| p.trim().strip_prefix(key))
+                .and_then(|v| v.trim().parse::<u16>().ok())
+        };
+        let Some(offset) = value("offset:") else { continue };
+        if let Some(end) = value("size:").and_then(|size| offset.checked_add(size)) {
+            out.record_bytes = out.record_bytes.max(end);
+        }
         // The name is the last word of the declaration, without any array suffix.
         let name = decl.rsplit(|c: char| c.is_whitespace() || c == '*').next().unwrap_or("");
         let name = name.split('[').next().unwrap_or("");
         if !name.is_empty() {
-            out.insert(name.to_string(), offset);
+            out.offsets.insert(name.to_string(), offset);
         }
     }
     out
@@ -99,12 +120,14 @@ print fmt: \"family=%s\"";
     #[test]
     fn format_file_fields_and_offsets() {
         let f = parse_format(SOCK);
-        assert_eq!(f.get("skaddr"), Some(&8));
-        assert_eq!(f.get("oldstate"), Some(&16));
-        assert_eq!(f.get("sport"), Some(&24));
-        assert_eq!(f.get("saddr_v6"), Some(&40));
-        assert_eq!(f.get("reason"), Some(&28));
-        assert_eq!(f.get("common_type"), Some(&0));
+        assert_eq!(f.get("skaddr"), Some(8));
+        assert_eq!(f.get("oldstate"), Some(16));
+        assert_eq!(f.get("sport"), Some(24));
+        assert_eq!(f.get("saddr_v6"), Some(40));
+        assert_eq!(f.get("reason"), Some(28));
+        assert_eq!(f.get("common_type"), Some(0));
         assert_eq!(f.get("family"), None);
+        // saddr_v6 ends the record: 40 + 16.
+        assert_eq!(f.record_bytes, 56);
     }
 }
