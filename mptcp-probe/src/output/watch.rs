@@ -4,7 +4,7 @@
 //! connection where something went wrong are kept until its summary and written with it.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     io::{BufWriter, Stdout, Write},
     net::SocketAddr,
 };
@@ -21,6 +21,7 @@ use crate::{
     pipeline::{
         record::{addr, family_version, record, socket_addrs_of},
         sink::{Context, Sink},
+        FlowMap,
     },
 };
 
@@ -62,7 +63,7 @@ pub struct WatchSink {
     json: bool,
     output: Output,
     pcap: Option<PcapTrace>,
-    kept: HashMap<Tuple, Vec<Kept>>,
+    kept: FlowMap<Tuple, Vec<Kept>>,
     /// Order the kept connections came in, for the end (released ones are passed over then).
     order: VecDeque<Tuple>,
     /// Events not kept for lack of room (counted, said at the end).
@@ -76,7 +77,7 @@ impl WatchSink {
             json,
             output,
             pcap,
-            kept: HashMap::new(),
+            kept: FlowMap::default(),
             order: VecDeque::new(),
             not_kept: 0,
         }

@@ -4,7 +4,7 @@
 //! flows the kernel's table evicted before that.
 
 use std::{
-    collections::{hash_map::Entry, HashMap},
+    collections::hash_map::Entry,
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -19,6 +19,7 @@ use mptcp_probe_model::{FlowSummary, TcpState};
 use super::{
     record::{addr, endpoint_of, family_version},
     summary::{summarize, FlowNotes},
+    FlowMap,
 };
 use crate::kernel::{decode::Event, Observer};
 
@@ -56,13 +57,13 @@ pub struct Correlator {
     /// Sweep the kernel's table too, not only the flows events told of: where the kernel reports
     /// only what went wrong and flow ends, a quiet flow has told of nothing.
     sweep_kernel: bool,
-    notes: HashMap<FlowKey, FlowNotes>,
+    notes: FlowMap<FlowKey, FlowNotes>,
     /// The noted flows by their addresses (the same addresses on several interfaces: several).
-    by_endpoints: HashMap<(Endpoint, Endpoint), Vec<FlowKey>>,
+    by_endpoints: FlowMap<(Endpoint, Endpoint), Vec<FlowKey>>,
     /// Flows whose FIN or RST was seen, with when.
-    ending: HashMap<FlowKey, Instant>,
+    ending: FlowMap<FlowKey, Instant>,
     /// MPTCP socket address → its addresses, from socket-state events.
-    msk: HashMap<u64, (Endpoint, Endpoint)>,
+    msk: FlowMap<u64, (Endpoint, Endpoint)>,
     pub stats: CorrelatorStats,
 }
 
@@ -81,10 +82,10 @@ impl Correlator {
             netns,
             idle_timeout_ns: idle_timeout.as_nanos().min(u64::MAX as u128) as u64,
             sweep_kernel,
-            notes: HashMap::new(),
-            by_endpoints: HashMap::new(),
-            ending: HashMap::new(),
-            msk: HashMap::new(),
+            notes: FlowMap::default(),
+            by_endpoints: FlowMap::default(),
+            ending: FlowMap::default(),
+            msk: FlowMap::default(),
             stats: CorrelatorStats::default(),
         }
     }

@@ -13,6 +13,11 @@ pub mod sockets;
 pub mod source;
 pub mod summary;
 
+/// The pipeline's maps of flows, endpoints and sockets: foldhash, seeded at random for each map
+/// (their keys come from packets anyone can send; a fixed hash would let a sender pick flows that
+/// collide), several times faster than the standard SipHash on these keys.
+pub type FlowMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 use std::{
     collections::BTreeMap,
     future::Future,

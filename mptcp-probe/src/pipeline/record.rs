@@ -56,9 +56,28 @@ pub fn socket_addrs_of(k: &FlowKey) -> (std::net::SocketAddr, std::net::SocketAd
     (std::net::SocketAddr::new(l, lp), std::net::SocketAddr::new(r, rp))
 }
 
-/// "ADDR:PORT", "[ADDR]:PORT" for IPv6.
+/// "ADDR:PORT", "[ADDR]:PORT" for IPv6, as `SocketAddr` writes them; an IPv4 one without the
+/// formatting machinery (every socket event of every connection has two).
 pub fn endpoint(ip: IpAddr, port: u16) -> String {
-    std::net::SocketAddr::new(ip, port).to_string()
+    let mut s = String::with_capacity(48);
+    let mut n = itoa::Buffer::new();
+    match ip {
+        IpAddr::V4(a) => {
+            for (i, o) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                s.push_str(n.format(o));
+            }
+        }
+        IpAddr::V6(a) => {
+            use std::fmt::Write;
+            let _ = write!(s, "[{a}]");
+        }
+    }
+    s.push(':');
+    s.push_str(n.format(port));
+    s
 }
 
 /// TCP flags as tcpdump writes them: S, ., F, R, P.
@@ -226,6 +245,16 @@ pub fn mib_name(names: &[String], index: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn an_endpoint_reads_as_its_socket_address(v4 in proptest::prelude::any::<[u8; 4]>(),
+                v6 in proptest::prelude::any::<[u8; 16]>(), port in proptest::prelude::any::<u16>()) {
+            for ip in [IpAddr::from(v4), IpAddr::from(v6), IpAddr::from(std::net::Ipv4Addr::from(v4).to_ipv6_mapped())] {
+                proptest::prop_assert_eq!(endpoint(ip, port), std::net::SocketAddr::new(ip, port).to_string());
+            }
+        }
+    }
 
     #[test]
     fn an_empty_mapping_is_infinite_only_on_a_segment_with_data() {

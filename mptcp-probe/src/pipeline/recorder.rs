@@ -2,7 +2,7 @@
 //! `check` and `serve` can ask what the wire showed of one of their connections by its addresses.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard},
 };
@@ -17,6 +17,7 @@ use mptcp_probe_model::{FlowSummary, HandshakeView, Subtype, ViewSource};
 use super::{
     record::key_addr,
     sink::{Context, Sink},
+    FlowMap,
 };
 use crate::kernel::decode::Event;
 
@@ -56,7 +57,7 @@ pub struct Connection {
 
 #[derive(Default)]
 pub struct Recorded {
-    flows: HashMap<Tuple, Connection>,
+    flows: FlowMap<Tuple, Connection>,
     order: VecDeque<Tuple>,
     /// Packets not kept because their connection had [`MAX_PACKETS_PER_FLOW`] already.
     pub dropped_packets: u64,

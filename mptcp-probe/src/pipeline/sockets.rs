@@ -9,12 +9,12 @@
 //! closed between two is summarised from the wire alone.
 
 use std::{
-    collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
+use super::FlowMap;
 use crate::host::diag::MptcpSocket;
 
 /// Sockets kept at most; past that the longest unseen go first.
@@ -58,7 +58,7 @@ impl SocketSeen {
 /// The connections of one network namespace, by (local, remote) address as on this host.
 #[derive(Debug, Default)]
 pub struct SocketBook {
-    by_endpoints: HashMap<(SocketAddr, SocketAddr), SocketSeen>,
+    by_endpoints: FlowMap<(SocketAddr, SocketAddr), SocketSeen>,
 }
 
 /// A book shared by the dumps that fill it and the summaries that take from it.
