@@ -93,8 +93,9 @@ impl<'a> Record<'a> {
         let size = core::mem::size_of::<T>();
         let at = off as usize;
         if at >= 8 && at % size == 0 && at + size <= self.window {
-            // Masked so that the verifier sees the alignment it requires of stack reads.
-            let at = at & !(size - 1) & (RECORD_WORDS * 8 - 1);
+            // Masked so that the verifier sees the alignment it requires of stack reads (a no-op:
+            // `at` is a multiple of `size`, a power of two).
+            let at = at & !(size - 1);
             if at + size <= RECORD_WORDS * 8 {
                 // SAFETY: within `words`, aligned to `size` (a power of two up to 8).
                 return unsafe { core::ptr::read((self.words.as_ptr() as *const u8).add(at) as *const T) };

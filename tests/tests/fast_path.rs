@@ -32,7 +32,7 @@ use std::{
 };
 
 use mptcp_probe_model::{
-    watch::{PacketRecord, Why},
+    watch::{Event, MappingFlag, PacketRecord, Scope, Why},
     Direction, Ended, FlowSummary, MptcpState, Role, Subtype, TcpRstReason,
 };
 use mptcp_probe_tests::{
@@ -57,12 +57,17 @@ const PORT: u16 = 40201;
 /// One connection of the foreign client with `late` (`--late` arguments) after [`STEADY`]
 /// steady segments, watched at both ends; its report and what the observers saw.
 fn late_run(family: Family, late: &[&str]) -> (Value, Seen) {
+    late_run_watched(family, late, &[])
+}
+
+/// [`late_run`] with `watch_args` for both observers.
+fn late_run_watched(family: Family, late: &[&str], watch_args: &[&str]) -> (Value, Seen) {
     let lab = Lab::up();
     let ends = late.iter().any(|l| l.starts_with("mp-fastclose") || l.starts_with("mp-tcprst"));
     let _listener = listener(&lab.s, &family.server(), ends);
     drop_kernel_rsts(&lab.c, family, PORT);
     resolve_the_server(&lab, family);
-    let obs = Observers::start(&lab, &[]);
+    let obs = Observers::start(&lab, watch_args);
     let steady = STEADY.to_string();
     let mut args = vec!["--timestamps", "--bytes", BYTES, "--late-after", &steady];
     args.extend_from_slice(late);
@@ -201,7 +206,8 @@ fn dss_gone_late_is_data_without_dss_ipv6() {
 
 fn an_infinite_mapping_late_is_fallback(family: Family) {
     skip_unless_e2e!();
-    let (report, seen) = late_run(family, &["--late", "infinite-mapping"]);
+    // With the kernel's mapping tracepoints: the listener's kernel reports the mapping it read.
+    let (report, seen) = late_run_watched(family, &["--late", "infinite-mapping"], &["--kernel-mappings"]);
     // The listener took the infinite mapping, fell back and read every byte as TCP.
     assert_eq!(report["late_sent"], serde_json::json!(["infinite-mapping"]), "{report}");
     assert_eq!(report["intact"], true, "{report}");
@@ -227,6 +233,23 @@ fn an_infinite_mapping_late_is_fallback(family: Family) {
         );
         assert!(reported_for(out, other(d), Why::InfiniteMapping).is_empty());
     }
+    // The tracepoints' records as the kernel wrote them: one mapping, in use, of no length and
+    // with no subflow sequence number (an infinite mapping as RFC 8684 writes it), in the
+    // listener's namespace (Linux 6.18 judges it invalid; its own infinite_map flag is for the
+    // mappings it sends).
+    let mappings: Vec<_> = seen
+        .server
+        .events()
+        .filter_map(|e| match e {
+            Event::Mapping(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(mappings.len(), 1, "{mappings:?}");
+    let m = mappings[0];
+    assert!(m.has_mapping && m.data_len == 0 && m.subflow_seq == 0 && m.data_seq != 0, "{m:?}");
+    assert!(m.flags.contains(&MappingFlag::UseMap), "{m:?}");
+    assert!(m.netns != 0 && m.scope == Scope::Netns, "{m:?}");
     assert_steady_then_late(&seen, 0);
 }
 
