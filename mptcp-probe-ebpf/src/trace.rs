@@ -117,7 +117,8 @@ impl<'a> Record<'a> {
         if at >= 8 && at + N <= self.window && at + N <= RECORD_WORDS * 8 {
             let b = self.words.as_ptr() as *const u8;
             for (i, o) in out.iter_mut().enumerate() {
-                // SAFETY: at + i < at + N <= RECORD_WORDS * 8: within `words`; single bytes need no alignment.
+                // SAFETY: at + i < at + N <= RECORD_WORDS * 8: within `words`; single bytes need
+                // no alignment.
                 *o = unsafe { core::ptr::read_volatile(b.add(at + i)) };
             }
             return out;

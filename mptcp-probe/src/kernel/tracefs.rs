@@ -80,8 +80,7 @@ pub fn parse_format(text: &str) -> Format {
         let Some(rest) = line.strip_prefix("field:") else {
             continue;
         };
-        let mut parts = rest.split(';');
-        let decl = parts.next().unwrap_or("").trim();
+        let decl = rest.split(';').next().unwrap_or("").trim();
         let value = |key: &str| {
             rest.split(';')
                 .find_map(|p| p.trim().strip_prefix(key))
