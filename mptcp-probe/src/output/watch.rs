@@ -5,8 +5,10 @@
 
 use std::{
     collections::VecDeque,
-    io::{BufWriter, Stdout, Write},
+    fs::File,
+    io::{self, Write},
     net::SocketAddr,
+    os::fd::AsFd,
 };
 
 use mptcp_probe_common::{
@@ -58,8 +60,49 @@ struct Kept {
     netns: Option<u32>,
 }
 
+/// Standard output written a batch at a time: lines go into one buffer and reach the file
+/// descriptor in one `write(2)` when it fills or the pipeline flushes (after each batch of
+/// events, so a terminal still sees a batch as it comes). `Stdout` would add a lock and a line
+/// buffer under the buffer, two `write(2)` calls per flush, and an 8 KiB buffer writes 7 KB of
+/// every connection's events in a call of its own with `--events`.
+struct Batched {
+    buf: Vec<u8>,
+    fd: Option<File>,
+}
+
+/// A batch written before the pipeline's flush when the events of one come to this much.
+const BATCH_BYTES: usize = 256 * 1024;
+
+impl Batched {
+    fn stdout() -> Self {
+        // A duplicate of the descriptor: the process's own `Stdout` stays as it was. Without one
+        // (a closed stdout) lines go nowhere, as writing to a closed stdout would.
+        Self::to(io::stdout().as_fd().try_clone_to_owned().ok().map(File::from))
+    }
+
+    fn to(fd: Option<File>) -> Self {
+        Self { buf: Vec::with_capacity(BATCH_BYTES + BATCH_BYTES / 4), fd }
+    }
+
+    /// After a line: a full batch goes out.
+    fn line_done(&mut self) {
+        if self.buf.len() >= BATCH_BYTES {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if let (false, Some(fd)) = (self.buf.is_empty(), self.fd.as_mut()) {
+            // A closed stdout (a pager quit) is not worth stopping the observation for; what
+            // could not be written is dropped, not kept to grow.
+            let _ = fd.write_all(&self.buf);
+        }
+        self.buf.clear();
+    }
+}
+
 pub struct WatchSink {
-    out: BufWriter<Stdout>,
+    out: Batched,
     json: bool,
     output: Output,
     pcap: Option<PcapTrace>,
@@ -73,7 +116,7 @@ pub struct WatchSink {
 impl WatchSink {
     pub fn new(json: bool, output: Output, pcap: Option<PcapTrace>) -> Self {
         Self {
-            out: BufWriter::new(std::io::stdout()),
+            out: Batched::stdout(),
             json,
             output,
             pcap,
@@ -85,19 +128,34 @@ impl WatchSink {
 
     /// Writes a line in the one form asked for: JSON straight into the buffer, or text.
     fn print(&mut self, line: &WatchLine) {
-        // A closed stdout (a pager quit) is not worth stopping the observation for.
-        let _ = if self.json {
-            serde_json::to_writer(&mut self.out, line)
-                .map_err(std::io::Error::from)
-                .and_then(|()| self.out.write_all(b"\n"))
+        if self.json {
+            let buf = &mut self.out.buf;
+            let start = buf.len();
+            // Into memory: the only error would be one of the model's own serialisation, and
+            // then none of the line is written.
+            match serde_json::to_writer(&mut *buf, line) {
+                Ok(()) => buf.push(b'\n'),
+                Err(e) => {
+                    buf.truncate(start);
+                    tracing::error!("a line could not be written as JSON: {e}");
+                }
+            }
         } else {
             let text = match line {
                 WatchLine::Event(r) => text::event_line(r),
                 WatchLine::Flow(s) => text::flow_line(s),
                 WatchLine::Counters(c) => text::counters_line(c),
             };
-            writeln!(self.out, "{text}")
-        };
+            return self.text(&text);
+        }
+        self.out.line_done();
+    }
+
+    /// Writes a line for people.
+    fn text(&mut self, line: &str) {
+        self.out.buf.extend_from_slice(line.as_bytes());
+        self.out.buf.push(b'\n');
+        self.out.line_done();
     }
 
     fn trace(&mut self, p: &PacketEvent, iface: &str) {
@@ -203,8 +261,7 @@ impl Sink for WatchSink {
         let troubled = s.troubled();
         self.release(&t, troubled);
         if !self.json {
-            let _ = writeln!(self.out, "{}", text::flow_line(s));
-            return;
+            return self.text(&text::flow_line(s));
         }
         let mut json = s.clone();
         if self.output == Output::Troubled && !troubled {
@@ -222,7 +279,7 @@ impl Sink for WatchSink {
     }
 
     fn flush(&mut self) {
-        let _ = self.out.flush();
+        self.out.flush();
     }
 
     fn finish(&mut self, c: &Counters) -> anyhow::Result<()> {
@@ -237,7 +294,7 @@ impl Sink for WatchSink {
             );
         }
         self.print(&WatchLine::Counters(c.clone()));
-        let _ = self.out.flush();
+        self.out.flush();
         if let Some(trace) = self.pcap.take() {
             let n = trace.packets;
             let path = trace.path().to_path_buf();
@@ -245,5 +302,59 @@ impl Sink for WatchSink {
             tracing::info!("wrote {n} packet header(s) to {}", path.display());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file of this test's own in the temporary directory, removed at the end.
+    struct TempFile(std::path::PathBuf);
+
+    impl TempFile {
+        fn new(name: &str) -> Self {
+            Self(std::env::temp_dir().join(format!("mptcp-probe-{name}-{}", std::process::id())))
+        }
+        fn text(&self) -> String {
+            std::fs::read_to_string(&self.0).unwrap()
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn lines_reach_the_descriptor_at_a_flush_or_a_full_batch() {
+        let f = TempFile::new("batched");
+        let mut b = Batched::to(Some(File::create(&f.0).unwrap()));
+        b.buf.extend_from_slice(b"one\n");
+        b.line_done();
+        assert_eq!(f.text(), "", "a line alone waits for the flush");
+        b.flush();
+        assert_eq!(f.text(), "one\n");
+        assert!(b.buf.is_empty());
+        // Lines that fill a batch go out without a flush, whole.
+        let line = [b'x'; 999];
+        let mut written = 4;
+        while written < 4 + BATCH_BYTES {
+            b.buf.extend_from_slice(&line);
+            b.buf.push(b'\n');
+            written += 1000;
+            b.line_done();
+        }
+        assert_eq!(f.text().len(), written, "a full batch is written at once");
+        assert!(b.buf.is_empty());
+    }
+
+    #[test]
+    fn without_a_descriptor_lines_are_dropped_not_kept() {
+        let mut b = Batched::to(None);
+        b.buf.extend_from_slice(&[b'x'; BATCH_BYTES]);
+        b.line_done();
+        assert!(b.buf.is_empty());
     }
 }

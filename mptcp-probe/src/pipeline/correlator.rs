@@ -134,14 +134,12 @@ impl Correlator {
                         self.msk.insert(s.skaddr, (local, remote));
                     }
                 }
-                let text = format!(
-                    "{} {} -> {}",
-                    if mptcp { "mptcp" } else { "tcp" },
-                    TcpState::from_code(s.oldstate),
-                    TcpState::from_code(s.newstate)
-                );
+                // The text is made only for a noted flow (every socket event of the namespace
+                // comes here), in one allocation.
+                let (old, new) = (TcpState::from_code(s.oldstate), TcpState::from_code(s.newstate));
                 self.note_socket(local, remote, |n| {
-                    n.socket_states.push(text.clone());
+                    let proto = if mptcp { "mptcp" } else { "tcp" };
+                    n.socket_states.push([proto, " ", old.as_str(), " -> ", new.as_str()].concat());
                     n.mptcp_socket |= mptcp;
                 })
             }
