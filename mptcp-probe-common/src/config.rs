@@ -194,3 +194,41 @@ impl NetnsOffsets {
 #[cfg(feature = "user")]
 // SAFETY: repr(C) struct of u32 fields; every bit pattern is valid.
 unsafe impl aya::Pod for NetnsOffsets {}
+
+/// The members of the socket the socket-state BTF tracepoint reads (its program has the socket,
+/// not the tracepoint's record), from the kernel's BTF; [`NETNS_ABSENT`] when unknown. Those of
+/// `struct sock` it loads directly; the record's source port and IPv4 address are `inet_sock`'s
+/// (`inet_sport`, `inet_saddr`: `skc_num` is already 0 when a closed socket's state changes), past
+/// `struct sock` where a BTF program may not load, so it reads them with a helper, and only for
+/// a socket of the watched namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockFieldOffsets {
+    pub family: u32,
+    pub protocol: u32,
+    pub inet_sport: u32,
+    pub dport: u32,
+    pub inet_saddr: u32,
+    pub daddr: u32,
+    pub v6_rcv_saddr: u32,
+    pub v6_daddr: u32,
+}
+
+impl SockFieldOffsets {
+    pub const fn absent() -> Self {
+        Self {
+            family: NETNS_ABSENT,
+            protocol: NETNS_ABSENT,
+            inet_sport: NETNS_ABSENT,
+            dport: NETNS_ABSENT,
+            inet_saddr: NETNS_ABSENT,
+            daddr: NETNS_ABSENT,
+            v6_rcv_saddr: NETNS_ABSENT,
+            v6_daddr: NETNS_ABSENT,
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C) struct of u32 fields; every bit pattern is valid.
+unsafe impl aya::Pod for SockFieldOffsets {}

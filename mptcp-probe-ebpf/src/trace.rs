@@ -1,16 +1,17 @@
 //! Tracepoints (socket states, resets, the kernel's DSS mapping checks) and the optional fentry on
 //! the MPTCP fallback path. Field offsets come from the tracepoint format files, read by user space
-//! at start-up and set as globals before loading.
+//! at start-up and set as globals before loading; the socket states' BTF tracepoint reads the
+//! socket at member offsets from the kernel's BTF.
 
 use aya_ebpf::{
-    macros::{fentry, tracepoint},
-    programs::{FEntryContext, TracePointContext},
+    macros::{btf_tracepoint, fentry, tracepoint},
+    programs::{BtfTracePointContext, FEntryContext, TracePointContext},
     EbpfContext,
 };
 use mptcp_probe_common::{
     config::{
-        MappingOffsets, NetnsOffsets, ReceiveResetOffsets, SendResetOffsets, SockStateOffsets, ABSENT,
-        NETNS_ABSENT,
+        MappingOffsets, NetnsOffsets, ReceiveResetOffsets, SendResetOffsets, SockFieldOffsets,
+        SockStateOffsets, ABSENT, NETNS_ABSENT,
     },
     counters,
     event::{
@@ -32,6 +33,8 @@ static RECEIVE_RESET_OFFSETS: ReceiveResetOffsets = ReceiveResetOffsets::absent(
 static MAPPING_OFFSETS: MappingOffsets = MappingOffsets::absent();
 #[unsafe(no_mangle)]
 static NETNS_OFFSETS: NetnsOffsets = NetnsOffsets::absent();
+#[unsafe(no_mangle)]
+static SOCK_FIELD_OFFSETS: SockFieldOffsets = SockFieldOffsets::absent();
 /// The network namespace whose sockets are reported (its inode); 0: every one. Set by the loader.
 #[unsafe(no_mangle)]
 static WATCH_NETNS: u32 = 0;
@@ -215,6 +218,77 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         daddr: [0; 16],
     };
     (ev.saddr, ev.daddr) = addrs(&r, family, (o.saddr, o.daddr), (o.saddr_v6, o.daddr_v6));
+    ev.header.netns = netns;
+    output(&ev);
+    0
+}
+
+/// A member of the socket a BTF tracepoint was given, read with a plain load (the verifier
+/// checks it against the socket's type; a fault reads zero). `T::default()` when unknown.
+#[inline(always)]
+fn sk_field<T: Default + Copy>(sk: *const u8, off: u32) -> T {
+    if off == NETNS_ABSENT {
+        return T::default();
+    }
+    // SAFETY: `sk` is the tracepoint's socket argument and `off` a member's offset in its type
+    // from the kernel's BTF: a load the verifier types (and makes fault-safe).
+    unsafe { core::ptr::read_volatile(sk.add(off as usize) as *const T) }
+}
+
+/// The same state change as [`inet_sock_set_state`], from the raw tracepoint with the socket
+/// itself: no record for the kernel to build, and the namespace of another namespace's socket
+/// (half of them in a lab: the other end) read in two loads, not two helper calls.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> i32 {
+    count(counters::TRACEPOINT_HITS);
+    let sk: *const u8 = ctx.arg(0);
+    let o = global(&SOCK_FIELD_OFFSETS);
+    let protocol: u16 = sk_field(sk, o.protocol);
+    if protocol != IPPROTO_TCP as u16 && protocol != IPPROTO_MPTCP {
+        return 0;
+    }
+    let n = global(&NETNS_OFFSETS);
+    let netns = if n.sk_net == NETNS_ABSENT || n.net_inum == NETNS_ABSENT {
+        0
+    } else {
+        let net = sk_field::<u64>(sk, n.sk_net) as *const u8;
+        sk_field::<u32>(net, n.net_inum)
+    };
+    if !watched(netns) {
+        return 0;
+    }
+    let family: u16 = sk_field(sk, o.family);
+    // inet_sock's address and port, past struct sock: one helper call where they are 6 bytes
+    // apart (the address, the unicast TTL, the port), as the kernel lays them out.
+    let base = sk as u64;
+    let (sport, saddr4) = if o.inet_sport == o.inet_saddr.wrapping_add(6) {
+        let b = kread::<[u8; 8]>(base + o.inet_saddr as u64).unwrap_or([0; 8]);
+        (u16::from_be_bytes([b[6], b[7]]), [b[0], b[1], b[2], b[3]])
+    } else {
+        (
+            u16::from_be(kread::<u16>(base + o.inet_sport as u64).unwrap_or(0)),
+            kread::<[u8; 4]>(base + o.inet_saddr as u64).unwrap_or([0; 4]),
+        )
+    };
+    let mut ev = SockStateEvent {
+        header: header(EventKind::SockState),
+        skaddr: base,
+        oldstate: ctx.arg(1),
+        newstate: ctx.arg(2),
+        protocol,
+        family,
+        sport,
+        dport: u16::from_be(sk_field(sk, o.dport)),
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
+    if family == AF_INET6 {
+        ev.saddr = sk_field(sk, o.v6_rcv_saddr);
+        ev.daddr = sk_field(sk, o.v6_daddr);
+    } else {
+        ev.saddr[..4].copy_from_slice(&saddr4);
+        ev.daddr[..4].copy_from_slice(&sk_field::<[u8; 4]>(sk, o.daddr));
+    }
     ev.header.netns = netns;
     output(&ev);
     0

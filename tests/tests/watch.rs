@@ -5,8 +5,8 @@ use std::{collections::BTreeMap, net::IpAddr, process::Command, time::Duration};
 
 use mptcp_probe_common::counters;
 use mptcp_probe_model::{
-    watch::{OptionRecord, PacketRecord, Why},
-    Direction, Ended, HandshakePacket, MptcpState, Role, Subtype,
+    watch::{OptionRecord, PacketRecord, SocketProtocol, Why},
+    Direction, Ended, Event, HandshakePacket, MptcpState, Role, Subtype, TcpState,
 };
 use mptcp_probe_tests::{
     lab::{addr, attached_programs, ifname, sh, Lab, Netns},
@@ -215,6 +215,54 @@ fn ipv6_mptcp_flow_is_established() {
     assert_eq!(flow.ip_version, 6, "{flow:?}");
     assert_eq!(flow.local_addr, addr::CLIENT1_V6.parse::<IpAddr>().unwrap());
     assert_eq!(flow.mptcp, MptcpState::Established, "{flow:?}");
+}
+
+/// The socket-state events of a client's MPTCP connection over IPv4 and over IPv6 name its
+/// endpoints, its namespace and each socket's protocol, through its end: the closing states
+/// come after the kernel released the local port (the port must still be the connection's).
+#[test]
+fn socket_states_name_the_connection_through_its_close_over_ipv4_and_ipv6() {
+    skip_unless_e2e!();
+    let lab = Lab::up();
+    let v4 = format!("{}:8084", addr::SERVER);
+    let v6 = format!("[{}]:8085", addr::SERVER_V6);
+    let _s4 = peer::server(&lab.s, &v4, 1, false);
+    let _s6 = peer::server(&lab.s, &v6, 1, false);
+    let watch = Watcher::start(&lab.c, &["--iface", ifname::C1, "--events"]);
+    for (server, port) in [(&v4, 40031), (&v6, 40032)] {
+        let res = peer::client(&lab.c, server, 20_000, port, false);
+        assert_eq!(res["is_mptcp"], 1, "{res}");
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    let out = watch.stop();
+    for (local, remote) in [
+        (format!("{}:40031", addr::CLIENT1), v4.clone()),
+        (format!("[{}]:40032", addr::CLIENT1_V6), v6.clone()),
+    ] {
+        let states: Vec<_> = out
+            .events()
+            .filter_map(|e| match e {
+                Event::SockState(s) if s.local == local => Some(s),
+                _ => None,
+            })
+            .collect();
+        for s in &states {
+            assert_eq!(s.remote, remote, "{s:?}\n{}", out.dump());
+            assert_ne!(s.netns, 0, "{s:?}");
+        }
+        let has = |p: SocketProtocol, old: TcpState, new: TcpState| {
+            states.iter().any(|s| s.protocol == p && s.old_state == old && s.new_state == new)
+        };
+        use TcpState::*;
+        for (p, old, new) in [
+            (SocketProtocol::Tcp, SynSent, Established),
+            (SocketProtocol::Mptcp, SynSent, Established),
+            (SocketProtocol::Tcp, FinWait2, Close),
+            (SocketProtocol::Mptcp, FinWait2, Close),
+        ] {
+            assert!(has(p, old, new), "{local}: no {p:?} {old:?} -> {new:?} in {states:#?}\n{}", out.dump());
+        }
+    }
 }
 
 #[test]

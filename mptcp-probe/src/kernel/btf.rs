@@ -2,7 +2,7 @@
 //! tracepoint programs make (socket → network namespace). Nothing is compiled in.
 
 use btf_rs::{Btf, Type};
-use mptcp_probe_common::config::NetnsOffsets;
+use mptcp_probe_common::config::{NetnsOffsets, SockFieldOffsets};
 
 /// Byte offset of `path` (member names, anonymous members searched through) inside `struct name`.
 pub fn member_offset(btf: &Btf, name: &str, path: &[&str]) -> Option<u32> {
@@ -84,6 +84,27 @@ pub fn netns_offsets() -> NetnsOffsets {
     o
 }
 
+/// Offsets of the socket's members the socket-state BTF tracepoint reads; all absent when the
+/// BTF is unreadable or lacks one (the classic tracepoint is used then).
+pub fn sock_field_offsets() -> SockFieldOffsets {
+    let absent = SockFieldOffsets::absent();
+    let Ok(btf) = Btf::from_file("/sys/kernel/btf/vmlinux") else { return absent };
+    let common = |f: &str| member_offset(&btf, "sock_common", &[f]);
+    let found = (|| {
+        Some(SockFieldOffsets {
+            family: common("skc_family")?,
+            protocol: member_offset(&btf, "sock", &["sk_protocol"])?,
+            inet_sport: member_offset(&btf, "inet_sock", &["inet_sport"])?,
+            dport: common("skc_dport")?,
+            inet_saddr: member_offset(&btf, "inet_sock", &["inet_saddr"])?,
+            daddr: common("skc_daddr")?,
+            v6_rcv_saddr: common("skc_v6_rcv_saddr")?,
+            v6_daddr: common("skc_v6_daddr")?,
+        })
+    })();
+    found.unwrap_or(absent)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +123,27 @@ mod tests {
         // A member behind anonymous unions/structs is found (sk_buff.sk is in a union).
         assert!(member_offset(&btf, "sk_buff", &["sk"]).is_some());
         assert!(member_offset(&btf, "sock_common", &["no_such_member"]).is_none());
+    }
+
+    #[test]
+    fn running_kernel_has_the_socket_members_the_btf_tracepoint_reads() {
+        let o = sock_field_offsets();
+        assert_ne!(o, SockFieldOffsets::absent(), "this kernel's BTF lacks a member");
+        let btf = Btf::from_file("/sys/kernel/btf/vmlinux").expect("kernel BTF");
+        // The sock_common members come first in struct sock, its protocol after them;
+        // inet_sock's own members after all of struct sock.
+        let sk_end = member_offset(&btf, "inet_sock", &["pinet6"]).expect("inet_sock.pinet6");
+        for (name, off) in [
+            ("family", o.family),
+            ("dport", o.dport),
+            ("daddr", o.daddr),
+            ("v6_daddr", o.v6_daddr),
+            ("v6_rcv_saddr", o.v6_rcv_saddr),
+        ] {
+            assert!(off < o.protocol, "{name} at {off}: {o:?}");
+        }
+        assert_ne!(o.v6_rcv_saddr, o.v6_daddr, "{o:?}");
+        assert!(o.protocol < sk_end, "{o:?}");
+        assert!(o.inet_saddr > sk_end && o.inet_sport > o.inet_saddr, "{o:?}");
     }
 }

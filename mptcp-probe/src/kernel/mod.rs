@@ -15,12 +15,15 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         tc::{SchedClassifierLinkId, TcAttachType},
-        FEntry, SchedClassifier, TracePoint,
+        BtfTracePoint, FEntry, SchedClassifier, TracePoint,
     },
     Btf, Ebpf, EbpfLoader,
 };
 use mptcp_probe_common::{
-    config::{level, wakeup, MappingOffsets, ReceiveResetOffsets, SendResetOffsets, SockStateOffsets},
+    config::{
+        level, wakeup, MappingOffsets, ReceiveResetOffsets, SendResetOffsets, SockFieldOffsets,
+        SockStateOffsets,
+    },
     counters,
     flow::{FlowAcc, FlowKey, FlowState},
 };
@@ -128,6 +131,7 @@ impl Observer {
         mapping_offsets.avail_record = avail.record_bytes;
 
         let netns_offsets = btf::netns_offsets();
+        let sock_fields = btf::sock_field_offsets();
         let wakeup = if opts.batched_wakeups { wakeup::BATCHED } else { wakeup::EACH_EVENT };
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("FLOWS", opts.flow_table_size)
@@ -136,6 +140,7 @@ impl Observer {
             .override_global("RECEIVE_RESET_OFFSETS", &recv_offsets, true)
             .override_global("MAPPING_OFFSETS", &mapping_offsets, true)
             .override_global("NETNS_OFFSETS", &netns_offsets, true)
+            .override_global("SOCK_FIELD_OFFSETS", &sock_fields, true)
             .override_global("EVENT_LEVEL", &opts.level.global(), true)
             .override_global("WATCH_NETNS", &iface::current_netns(), true)
             .override_global("WAKEUP", &wakeup, true)
@@ -179,6 +184,17 @@ impl Observer {
             if !wanted {
                 continue;
             }
+            if prog == "inet_sock_set_state" && sock_fields != SockFieldOffsets::absent() {
+                match Self::try_btf_tracepoint(&mut ebpf, "inet_sock_set_state_btf", name) {
+                    Ok(()) => {
+                        tracepoints.push(format!("{category}:{name}"));
+                        continue;
+                    }
+                    Err(e) => tracing::info!(
+                        "{category}:{name} as a BTF tracepoint is not available here ({e:#}); using the tracepoint"
+                    ),
+                }
+            }
             let tp: &mut TracePoint = ebpf
                 .program_mut(prog)
                 .ok_or_else(|| anyhow!("program {prog} missing from the eBPF object"))?
@@ -205,6 +221,17 @@ impl Observer {
             tracepoints,
             rejected: HashMap::new(),
         })
+    }
+
+    fn try_btf_tracepoint(ebpf: &mut Ebpf, prog: &str, tracepoint: &str) -> anyhow::Result<()> {
+        let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
+        let p: &mut BtfTracePoint = ebpf
+            .program_mut(prog)
+            .ok_or_else(|| anyhow!("program {prog} missing from the eBPF object"))?
+            .try_into()?;
+        p.load(tracepoint, &btf).context("loading")?;
+        p.attach().context("attaching")?;
+        Ok(())
     }
 
     fn try_fentry(ebpf: &mut Ebpf) -> anyhow::Result<()> {

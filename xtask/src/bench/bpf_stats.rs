@@ -41,12 +41,14 @@ pub enum ProgramKind {
 }
 
 /// Every program of the observer's object (mptcp-probe-ebpf) that `watch` may attach.
-const PROGRAM_KINDS: [(&str, ProgramKind); 10] = [
+const PROGRAM_KINDS: [(&str, ProgramKind); 11] = [
     (TcProgram::TcIngress.name(), ProgramKind::Tc),
     (TcProgram::TcEgress.name(), ProgramKind::Tc),
     ("tc_ingress_l3", ProgramKind::Tc),
     ("tc_egress_l3", ProgramKind::Tc),
     ("inet_sock_set_state", ProgramKind::Tracepoint),
+    // The same, as a BTF tracepoint where the kernel allows one (the usual case).
+    ("inet_sock_set_state_btf", ProgramKind::Tracepoint),
     ("tcp_send_reset", ProgramKind::Tracepoint),
     ("tcp_receive_reset", ProgramKind::Tracepoint),
     ("get_mapping_status", ProgramKind::Tracepoint),
