@@ -101,6 +101,14 @@ impl Batched {
     }
 }
 
+/// Lines still buffered when the sink goes (an error that ends `watch` before its end) are
+/// written, not lost.
+impl Drop for Batched {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 pub struct WatchSink {
     out: Batched,
     json: bool,
@@ -348,6 +356,16 @@ mod tests {
         }
         assert_eq!(f.text().len(), written, "a full batch is written at once");
         assert!(b.buf.is_empty());
+    }
+
+    #[test]
+    fn lines_still_buffered_are_written_when_the_sink_goes() {
+        let f = TempFile::new("batched-drop");
+        let mut b = Batched::to(Some(File::create(&f.0).unwrap()));
+        b.buf.extend_from_slice(b"last\n");
+        b.line_done();
+        drop(b);
+        assert_eq!(f.text(), "last\n");
     }
 
     #[test]
