@@ -55,20 +55,26 @@ fn strip(btf: &Btf, mut ty: Type) -> Option<Type> {
     None
 }
 
-/// Offsets to find a socket's network namespace inode: `sk->__sk_common.skc_net.net->ns.inum`,
-/// and the socket of an skb (`skb->sk`).
-pub fn netns_offsets() -> NetnsOffsets {
-    let mut o = NetnsOffsets::absent();
-    let btf = match Btf::from_file("/sys/kernel/btf/vmlinux") {
-        Ok(b) => b,
+/// The running kernel's BTF, parsed once for every offset taken from it; None (said) when it
+/// cannot be read.
+pub fn kernel() -> Option<Btf> {
+    match Btf::from_file("/sys/kernel/btf/vmlinux") {
+        Ok(b) => Some(b),
         Err(e) => {
             tracing::warn!("kernel BTF unreadable ({e}): kernel events will not name their namespace");
-            return o;
+            None
         }
-    };
-    let skc_net = member_offset(&btf, "sock_common", &["skc_net", "net"]);
-    let inum = member_offset(&btf, "net", &["ns", "inum"]);
-    let skb_sk = member_offset(&btf, "sk_buff", &["sk"]);
+    }
+}
+
+/// Offsets to find a socket's network namespace inode: `sk->__sk_common.skc_net.net->ns.inum`,
+/// and the socket of an skb (`skb->sk`).
+pub fn netns_offsets(btf: Option<&Btf>) -> NetnsOffsets {
+    let mut o = NetnsOffsets::absent();
+    let Some(btf) = btf else { return o };
+    let skc_net = member_offset(btf, "sock_common", &["skc_net", "net"]);
+    let inum = member_offset(btf, "net", &["ns", "inum"]);
+    let skb_sk = member_offset(btf, "sk_buff", &["sk"]);
     match (skc_net, inum) {
         (Some(a), Some(b)) => {
             o.sk_net = a;
@@ -86,17 +92,17 @@ pub fn netns_offsets() -> NetnsOffsets {
 
 /// Offsets of the socket's members the socket-state BTF tracepoint reads; all absent when the
 /// BTF is unreadable or lacks one (the classic tracepoint is used then).
-pub fn sock_field_offsets() -> SockFieldOffsets {
+pub fn sock_field_offsets(btf: Option<&Btf>) -> SockFieldOffsets {
     let absent = SockFieldOffsets::absent();
-    let Ok(btf) = Btf::from_file("/sys/kernel/btf/vmlinux") else { return absent };
-    let common = |f: &str| member_offset(&btf, "sock_common", &[f]);
+    let Some(btf) = btf else { return absent };
+    let common = |f: &str| member_offset(btf, "sock_common", &[f]);
     let found = (|| {
         Some(SockFieldOffsets {
             family: common("skc_family")?,
-            protocol: member_offset(&btf, "sock", &["sk_protocol"])?,
-            inet_sport: member_offset(&btf, "inet_sock", &["inet_sport"])?,
+            protocol: member_offset(btf, "sock", &["sk_protocol"])?,
+            inet_sport: member_offset(btf, "inet_sock", &["inet_sport"])?,
             dport: common("skc_dport")?,
-            inet_saddr: member_offset(&btf, "inet_sock", &["inet_saddr"])?,
+            inet_saddr: member_offset(btf, "inet_sock", &["inet_saddr"])?,
             daddr: common("skc_daddr")?,
             v6_rcv_saddr: common("skc_v6_rcv_saddr")?,
             v6_daddr: common("skc_v6_daddr")?,
@@ -127,9 +133,9 @@ mod tests {
 
     #[test]
     fn running_kernel_has_the_socket_members_the_btf_tracepoint_reads() {
-        let o = sock_field_offsets();
-        assert_ne!(o, SockFieldOffsets::absent(), "this kernel's BTF lacks a member");
         let btf = Btf::from_file("/sys/kernel/btf/vmlinux").expect("kernel BTF");
+        let o = sock_field_offsets(Some(&btf));
+        assert_ne!(o, SockFieldOffsets::absent(), "this kernel's BTF lacks a member");
         // The sock_common members come first in struct sock, its protocol after them;
         // inet_sock's own members after all of struct sock.
         let sk_end = member_offset(&btf, "inet_sock", &["pinet6"]).expect("inet_sock.pinet6");

@@ -130,8 +130,9 @@ impl Observer {
         );
         mapping_offsets.avail_record = avail.record_bytes;
 
-        let netns_offsets = btf::netns_offsets();
-        let sock_fields = btf::sock_field_offsets();
+        let kernel_btf = btf::kernel();
+        let netns_offsets = btf::netns_offsets(kernel_btf.as_ref());
+        let sock_fields = btf::sock_field_offsets(kernel_btf.as_ref());
         let wakeup = if opts.batched_wakeups { wakeup::BATCHED } else { wakeup::EACH_EVENT };
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("FLOWS", opts.flow_table_size)
